@@ -1,0 +1,148 @@
+"""The CNI specification's shared vocabulary: versions, errors, results.
+
+Everything here is pure (no I/O) and standard-library only, because both plugins
+(`skein` and `skein-ipam`) import it on every exec.  It follows SPEC.md of
+containernetworking/cni: a result is kept internally in the 1.x shape (IPs
+without a "version" key) and converted on the way out to whatever
+`cniVersion` the runtime asked for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+# Well-known error codes (SPEC.md, "Error").
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_UNSUPPORTED_FIELD = 2
+ERR_UNKNOWN_CONTAINER = 3
+ERR_INVALID_ENV = 4
+ERR_IO = 5
+ERR_DECODE = 6
+ERR_INVALID_CONFIG = 7
+ERR_TRY_AGAIN_LATER = 11
+ERR_NOT_AVAILABLE = 50  # STATUS: the plugin cannot service ADD now
+ERR_LIMITED_CONNECTIVITY = 51
+
+# Plugin-specific codes start at 100 (the spec reserves 0-99).
+ERR_ADDRESS_EXHAUSTED = 100
+ERR_IPAM_FAILED = 101
+ERR_KERNEL = 102
+
+
+class CniError(Exception):
+    """An error that is reported to the runtime as the spec's error JSON."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+    def to_dict(self, cni_version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def version_tuple(version: str) -> tuple[int, int, int]:
+    """'1.0.0' -> (1, 0, 0); raises CniError(1) for anything that is not x.y.z."""
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"invalid cniVersion {version!r}",
+                       f"supported versions: {', '.join(SUPPORTED_VERSIONS)}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def at_least(version: str, minimum: str) -> bool:
+    return version_tuple(version) >= version_tuple(minimum)
+
+
+def check_version(version: Any) -> str:
+    """Return the config's cniVersion if this plugin speaks it, else raise code 1."""
+    if not isinstance(version, str) or not version:
+        raise CniError(ERR_INVALID_CONFIG, "network config has no cniVersion",
+                       'add "cniVersion": "1.0.0" (or another supported version)')
+    if version not in SUPPORTED_VERSIONS:
+        version_tuple(version)
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"incompatible CNI version {version}",
+                       f"supported versions: {', '.join(SUPPORTED_VERSIONS)}")
+    return version
+
+
+def version_info() -> dict[str, Any]:
+    """The answer to the VERSION command."""
+    return {"cniVersion": SUPPORTED_VERSIONS[-1], "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def parse_json(data: bytes | str, what: str = "network config") -> dict[str, Any]:
+    """Decode a JSON object; malformed input is the spec's decoding failure (6)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CniError(ERR_DECODE, f"failed to decode {what}", str(exc)) from None
+    if not isinstance(value, dict):
+        raise CniError(ERR_DECODE, f"failed to decode {what}", "expected a JSON object")
+    return value
+
+
+def ip_family(cidr: str) -> int:
+    """4 or 6 for an 'addr/len' string."""
+    return ipaddress.ip_interface(cidr).version
+
+
+def normalize_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Bring a result of any supported version into the internal 1.x shape."""
+    out = dict(result)
+    ips = []
+    for ip in result.get("ips") or []:
+        entry = {k: v for k, v in ip.items() if k != "version"}
+        ips.append(entry)
+    out["ips"] = ips
+    out.setdefault("interfaces", [])
+    out.setdefault("routes", [])
+    out.setdefault("dns", {})
+    out.pop("cniVersion", None)
+    return out
+
+
+_V1_1_INTERFACE_KEYS = ("mtu", "socketPath", "pciID")
+_V1_1_ROUTE_KEYS = ("mtu", "advmss", "priority", "table", "scope")
+
+
+def result_for_version(result: dict[str, Any], version: str) -> dict[str, Any]:
+    """Render an internal result in the format of `version`."""
+    legacy = not at_least(version, "1.0.0")
+    pre_1_1 = not at_least(version, "1.1.0")
+    out: dict[str, Any] = {"cniVersion": version}
+    interfaces = []
+    for iface in result.get("interfaces") or []:
+        entry = dict(iface)
+        if pre_1_1:
+            for key in _V1_1_INTERFACE_KEYS:
+                entry.pop(key, None)
+        interfaces.append(entry)
+    if interfaces:
+        out["interfaces"] = interfaces
+    ips = []
+    for ip in result.get("ips") or []:
+        entry = dict(ip)
+        if legacy:
+            entry = {"version": str(ip_family(ip["address"])), **entry}
+        ips.append(entry)
+    out["ips"] = ips
+    routes = []
+    for route in result.get("routes") or []:
+        entry = dict(route)
+        if pre_1_1:
+            for key in _V1_1_ROUTE_KEYS:
+                entry.pop(key, None)
+        routes.append(entry)
+    if routes:
+        out["routes"] = routes
+    out["dns"] = result.get("dns") or {}
+    return out

@@ -1,0 +1,1 @@
+"""Address allocators: the host-local-compatible IPAM plugin and LoadBalancer pools."""

@@ -1,0 +1,1 @@
+"""Skein's speaker: announces LoadBalancer addresses by ARP/NDP or BGP."""

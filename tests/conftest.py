@@ -1,0 +1,130 @@
+"""Shared fixtures: tagged network namespaces that are always removed, and a way
+to exec CNI plugins inside a node namespace exactly as a runtime would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from cni_plugin.lab.netns import Netns, new_tag
+
+REFERENCE_CNI_DIR = "/usr/lib/cni"
+
+
+def _console_script_dir() -> str:
+    path = shutil.which("skein")
+    if path is None:
+        raise RuntimeError("the skein console script is not installed: pip install -e .[test]")
+    return os.path.dirname(path)
+
+
+@pytest.fixture
+def tag() -> str:
+    return new_tag()
+
+
+@pytest.fixture
+def netns_factory(tag: str) -> Iterator[Any]:
+    """Create namespaces named sk<tag><suffix>; every one is deleted at teardown."""
+    made: list[Netns] = []
+
+    def make(suffix: str) -> Netns:
+        ns = Netns(f"sk{tag}{suffix}").create()
+        made.append(ns)
+        return ns
+
+    try:
+        yield make
+    finally:
+        for ns in reversed(made):
+            ns.delete()
+
+
+@dataclass
+class PluginResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+@dataclass
+class CniRunner:
+    """Execs a plugin binary inside `node` with CNI_* variables and a config on stdin."""
+
+    node: Netns
+    cni_path: str
+
+    def call(self, plugin: str, command: str, config: dict[str, Any] | str, *,
+             container_id: str = "", netns: str = "", ifname: str = "eth0",
+             args: str = "", timeout: float = 60) -> PluginResult:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": command,
+            "CNI_PATH": self.cni_path,
+        }
+        if container_id:
+            env["CNI_CONTAINERID"] = container_id
+        if netns:
+            env["CNI_NETNS"] = netns
+        if ifname:
+            env["CNI_IFNAME"] = ifname
+        if args:
+            env["CNI_ARGS"] = args
+        binary = self.find(plugin)
+        stdin = config if isinstance(config, str) else json.dumps(config)
+        proc = self.node.run(binary, check=False, input=stdin, env=env, timeout=timeout)
+        return PluginResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def find(self, plugin: str) -> str:
+        for directory in self.cni_path.split(":"):
+            candidate = os.path.join(directory, plugin)
+            if os.access(candidate, os.X_OK):
+                return candidate
+        raise FileNotFoundError(plugin)
+
+
+@pytest.fixture
+def cni_path() -> str:
+    """Our console scripts first, then Debian's reference plugins."""
+    return f"{_console_script_dir()}:{REFERENCE_CNI_DIR}"
+
+
+@pytest.fixture
+def node(netns_factory: Any) -> Netns:
+    return netns_factory("n")
+
+
+@pytest.fixture
+def cni(node: Netns, cni_path: str) -> CniRunner:
+    return CniRunner(node, cni_path)
+
+
+def ping(ns: Netns, address: str, count: int = 1, timeout: int = 5) -> bool:
+    family = "-6" if ":" in address else "-4"
+    proc = ns.run("ping", family, "-c", str(count), "-W", str(timeout), "-i", "0.2", address,
+                  check=False)
+    return proc.returncode == 0
+
+
+def links(ns: Netns) -> list[dict[str, Any]]:
+    return json.loads(ns.ip("-j", "link", "show").stdout)
+
+
+def addresses(ns: Netns, ifname: str) -> list[str]:
+    data = json.loads(ns.ip("-j", "addr", "show", "dev", ifname).stdout)
+    return [f"{a['local']}/{a['prefixlen']}" for entry in data for a in entry["addr_info"]]
+
+
+def run_quiet(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), text=True, capture_output=True, check=False)
