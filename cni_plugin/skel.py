@@ -15,8 +15,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from cni_plugin import spec
 from cni_plugin.spec import CniError
@@ -162,8 +163,8 @@ def dispatch(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> tuple[
         return 1, json.dumps(err.to_dict(_error_version(stdin)))
     except Exception as exc:  # noqa: BLE001 - the runtime must get JSON, never a traceback
         _log_exception(environ)
-        err = CniError(ERR_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        return 1, json.dumps(err.to_dict(_error_version(stdin)))
+        internal = CniError(ERR_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        return 1, json.dumps(internal.to_dict(_error_version(stdin)))
 
 
 def run(plugin: Plugin) -> None:

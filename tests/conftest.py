@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +19,12 @@ REFERENCE_CNI_DIR = "/usr/lib/cni"
 
 
 def _console_script_dir() -> str:
-    path = shutil.which("skein")
-    if path is None:
+    # The interpreter's own scripts dir, not shutil.which: a pyenv shim is a
+    # shell script in front of the real console script.
+    directory = sysconfig.get_path("scripts")
+    if not os.access(os.path.join(directory, "skein"), os.X_OK):
         raise RuntimeError("the skein console script is not installed: pip install -e .[test]")
-    return os.path.dirname(path)
+    return directory
 
 
 @pytest.fixture

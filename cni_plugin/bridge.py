@@ -1,0 +1,81 @@
+"""The node's pod bridge (`cni0` by default) and the gateway address on it.
+
+Several ADDs may run at once on a fresh node and all try to create the
+bridge; whoever loses the race simply uses the winner's.  The bridge's MAC is
+pinned when it is created: otherwise Linux re-derives it from the lowest port
+MAC whenever a pod comes or goes, and every pod's ARP entry for its gateway
+goes stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+
+from cni_plugin import netlink, spec
+from cni_plugin.netlink import IPRoute, Link, NetlinkError
+from cni_plugin.spec import CniError
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def ensure_bridge(ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Link:
+    link = netlink.get_link(ipr, name)
+    if link is None:
+        try:
+            ipr.link("add", ifname=name, kind="bridge", **({"mtu": mtu} if mtu else {}))
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        link = netlink.get_link(ipr, name)
+        if link is None:
+            raise CniError(spec.ERR_KERNEL, f"bridge {name} vanished right after creation")
+        if link.kind == "bridge":
+            # Pin the MAC (addr_assign_type becomes "set"), see the module doc.
+            ipr.link("set", index=link.index, address=link.mac)
+    if link.kind != "bridge":
+        raise CniError(spec.ERR_INVALID_CONFIG,
+                       f"invalid network config: bridge: {name} exists and is a "
+                       f"{link.kind or 'plain'} device, not a bridge",
+                       'name another bridge in "bridge", or remove the device')
+    if mtu and link.mtu != mtu:
+        netlink.set_mtu(ipr, link.index, mtu)
+    if promisc and not link.promisc:
+        netlink.set_promisc(ipr, link.index)
+    if not link.up:
+        netlink.set_up(ipr, link.index)
+    return netlink.get_link_by_index(ipr, link.index) or link
+
+
+def ensure_gateway_address(ipr: IPRoute, bridge: Link, gateway: Interface,
+                           force_address: bool) -> None:
+    """Put `gateway` on the bridge.  Another address of the same subnet already
+    there is an error unless `forceAddress`, as in the reference plugin."""
+    for existing in netlink.addresses(ipr, bridge.index):
+        current = ipaddress.ip_interface(existing)
+        if current.version != gateway.version or current.ip.is_link_local:
+            continue
+        if current == gateway:
+            return
+        if current.ip in gateway.network or gateway.ip in current.network:
+            if not force_address:
+                raise CniError(spec.ERR_INVALID_CONFIG,
+                               f"bridge {bridge.name} already has address {current}, "
+                               f"not the gateway {gateway}",
+                               'set "forceAddress": true to replace it, or fix the IPAM gateway')
+            netlink.delete_address(ipr, bridge.index, str(current))
+    netlink.add_address(ipr, bridge.index, str(gateway))
+
+
+def enable_forwarding(version: int) -> None:
+    """Routing between pods and the rest of the world needs forwarding in this
+    (the node's) namespace; /proc/sys/net follows the calling thread's netns."""
+    path = ("/proc/sys/net/ipv4/ip_forward" if version == 4
+            else "/proc/sys/net/ipv6/conf/all/forwarding")
+    try:
+        with open(path, "r+", encoding="ascii") as knob:
+            if knob.read().strip() != "1":
+                knob.seek(0)
+                knob.write("1")
+    except OSError as exc:
+        raise CniError(spec.ERR_IO, f"cannot enable forwarding ({path})", str(exc)) from None

@@ -1,0 +1,107 @@
+"""ipMasq: masquerade pod traffic that leaves the pod subnet, with nftables.
+
+One rule per pod address in the node namespace's `inet skein_masq` table,
+tagged with a comment naming network, container and interface.  The comment is
+the key: DEL removes exactly its own rules, GC removes the rules of
+attachments the runtime no longer knows, and rules Skein did not write are
+never touched.  Traffic to multicast stays unmasqueraded, as in the
+reference plugin.  `nft` is executed (one transaction per change) rather than
+linked, which keeps the plugin free of a netfilter library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import subprocess
+from typing import Any
+
+from cni_plugin import spec
+from cni_plugin.spec import CniError
+
+TABLE = "skein_masq"
+CHAIN = "postrouting"
+_PREFIX = "skein-masq"
+
+
+def _network_key(network: str) -> str:
+    if len(network) <= 48 and re.fullmatch(r"[A-Za-z0-9_.\-]+", network):
+        return network
+    return "h" + hashlib.sha256(network.encode()).hexdigest()[:16]
+
+
+def rule_comment(network: str, container_id: str, ifname: str) -> str:
+    """`skein-masq NETWORK ATTACHMENT`: the network readable when it can be, the
+    attachment a hash (nft comments hold 128 bytes; IDs are often 64)."""
+    attachment = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:24]
+    return f"{_PREFIX} {_network_key(network)} {attachment}"
+
+
+def rule_lines(comment: str, addresses: list[str]) -> list[str]:
+    """The nft rules for one attachment (pure, so it can be tested without nft)."""
+    lines = []
+    for cidr in addresses:
+        iface = ipaddress.ip_interface(cidr)
+        if iface.version == 4:
+            match = f"ip saddr {iface.ip} ip daddr != {iface.network} ip daddr != 224.0.0.0/4"
+        else:
+            match = f"ip6 saddr {iface.ip} ip6 daddr != {iface.network} ip6 daddr != ff00::/8"
+        lines.append(f'add rule inet {TABLE} {CHAIN} {match} masquerade comment "{comment}"')
+    return lines
+
+
+def _nft(args: list[str], script: str | None = None) -> str:
+    try:
+        proc = subprocess.run(["nft", *args], input=script, capture_output=True, text=True,
+                              check=False, timeout=30)
+    except FileNotFoundError:
+        raise CniError(spec.ERR_IO, "ipMasq needs the nft command",
+                       "install nftables on the node, or set \"ipMasq\": false") from None
+    if proc.returncode != 0:
+        raise CniError(spec.ERR_IO, f"nft {' '.join(args)} failed", proc.stderr.strip())
+    return proc.stdout
+
+
+def _rules() -> list[dict[str, Any]]:
+    """The rules of our chain, [] when the table does not exist yet."""
+    proc = subprocess.run(["nft", "-j", "-a", "list", "chain", "inet", TABLE, CHAIN],
+                          capture_output=True, text=True, check=False, timeout=30)
+    if proc.returncode != 0:
+        return []
+    items = json.loads(proc.stdout).get("nftables", [])
+    return [item["rule"] for item in items if "rule" in item]
+
+
+def _delete_lines(predicate: Any) -> list[str]:
+    return [f"delete rule inet {TABLE} {CHAIN} handle {rule['handle']}"
+            for rule in _rules() if str(rule.get("comment", "")).startswith(_PREFIX)
+            and predicate(rule["comment"])]
+
+
+def setup(network: str, container_id: str, ifname: str, addresses: list[str]) -> None:
+    comment = rule_comment(network, container_id, ifname)
+    script = [
+        f"add table inet {TABLE}",
+        f"add chain inet {TABLE} {CHAIN} {{ type nat hook postrouting priority srcnat; }}",
+        *_delete_lines(lambda c: c == comment),
+        *rule_lines(comment, addresses),
+    ]
+    _nft(["-f", "-"], "\n".join(script) + "\n")
+
+
+def teardown(network: str, container_id: str, ifname: str) -> None:
+    comment = rule_comment(network, container_id, ifname)
+    lines = _delete_lines(lambda c: c == comment)
+    if lines:
+        _nft(["-f", "-"], "\n".join(lines) + "\n")
+
+
+def collect_garbage(network: str, valid: set[tuple[str, str]]) -> None:
+    """Remove this network's rules whose attachment is not in `valid`."""
+    keep = {rule_comment(network, cid, ifname) for cid, ifname in valid}
+    mine = f"{_PREFIX} {_network_key(network)} "
+    lines = _delete_lines(lambda c: c.startswith(mine) and c not in keep)
+    if lines:
+        _nft(["-f", "-"], "\n".join(lines) + "\n")

@@ -1,0 +1,66 @@
+"""Entering network namespaces, per thread.
+
+setns(2) changes the namespace of the calling thread only, so the node agent
+can serve several pods at once, one per thread.  A netlink socket stays bound
+to the namespace it was opened in, which is why opening a socket inside the
+pod's namespace and stepping straight back out is all the plugin needs.
+
+pyroute2's `IPRoute(netns=NAME)` is avoided on purpose: it forks a helper and
+silently creates a namespace that does not exist.  A missing namespace must
+be an error (CNI "unknown container"), never a new empty one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cni_plugin import spec
+from cni_plugin.spec import CniError
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def open_netns(path: str) -> int:
+    """An fd for the namespace at `path`; CNI error 3 when it is not a namespace."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CniError(spec.ERR_UNKNOWN_CONTAINER, f"network namespace {path} does not exist",
+                       "the container is gone; nothing to configure") from None
+    except OSError as exc:
+        raise CniError(spec.ERR_IO, f"cannot open network namespace {path}", str(exc)) from None
+    try:
+        # Probe: setns on a non-namespace file fails with EINVAL; do it in a
+        # way that leaves this thread where it was.
+        with entered_fd(fd):
+            pass
+    except OSError as exc:
+        os.close(fd)
+        code = spec.ERR_UNKNOWN_CONTAINER if exc.errno == errno.EINVAL else spec.ERR_IO
+        raise CniError(code, f"{path} is not a network namespace", str(exc)) from None
+    return fd
+
+
+@contextmanager
+def entered_fd(fd: int) -> Iterator[None]:
+    """Run the body with this thread inside namespace `fd`, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd)
+        try:
+            yield
+        finally:
+            setns(home)
+    finally:
+        os.close(home)

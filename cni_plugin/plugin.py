@@ -1,0 +1,214 @@
+"""The `skein` plugin's commands: ADD, DEL, CHECK, STATUS and GC.
+
+ADD wires a pod like the reference `bridge` plugin: bridge, veth pair, IPAM
+(delegated by exec, as the spec says), addresses and routes in the pod, the
+gateway on the bridge, masquerading.  Order matters for "nothing left behind":
+everything that can be checked is checked before anything is created, and
+every step that fails undoes the steps before it (veth removed, lease given
+back).  Kernel work lives in bridge.py / veth.py / masq.py; this module only
+sequences it.  The pyroute2-based modules are imported inside the commands,
+so VERSION and the error paths never pay for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from typing import Any
+
+from cni_plugin import spec
+from cni_plugin.config import NetConf, parse_netconf
+from cni_plugin.ipam_exec import exec_ipam
+from cni_plugin.skel import Request
+from cni_plugin.spec import CniError
+
+
+def _gateway_for(address: str) -> str:
+    """The reference plugin's default gateway: the subnet's first address."""
+    network = ipaddress.ip_interface(address).network
+    return str(network.network_address + 1)
+
+
+def plan_routes(conf: NetConf, ips: list[dict[str, Any]],
+                ipam_routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """IPAM's routes plus a default route per family when isDefaultGateway."""
+    routes = [dict(r) for r in ipam_routes]
+    if not conf.is_default_gateway:
+        return routes
+    for ip in ips:
+        version = ipaddress.ip_interface(ip["address"]).version
+        default = "0.0.0.0/0" if version == 4 else "::/0"
+        if any(ipaddress.ip_network(r["dst"], strict=False) == ipaddress.ip_network(default)
+               for r in routes):
+            continue
+        routes.append({"dst": default, "gw": ip["gateway"]})
+    return routes
+
+
+def build_result(conf: NetConf, req: Request, bridge: Any, host_veth: Any, pod_link: Any,
+                 ips: list[dict[str, Any]], routes: list[dict[str, Any]],
+                 ipam_dns: dict[str, Any]) -> dict[str, Any]:
+    """The ADD result, appended to a chained prevResult when there is one."""
+    prev = conf.prev_result or {"interfaces": [], "ips": [], "routes": [], "dns": {}}
+    base = len(prev["interfaces"])
+    interfaces = [
+        {"name": bridge.name, "mac": bridge.mac},
+        {"name": host_veth.name, "mac": host_veth.mac},
+        {"name": pod_link.name, "mac": pod_link.mac, "sandbox": req.netns, "mtu": pod_link.mtu},
+    ]
+    our_ips = [{**ip, "interface": base + 2} for ip in ips]
+    return {
+        "interfaces": [*prev["interfaces"], *interfaces],
+        "ips": [*prev["ips"], *our_ips],
+        "routes": [*prev["routes"], *routes],
+        "dns": conf.dns or ipam_dns or prev.get("dns") or {},
+    }
+
+
+class SkeinPlugin:
+    """Implements cni_plugin.skel.Plugin."""
+
+    def add(self, req: Request) -> dict[str, Any]:
+        conf = parse_netconf(req.config)
+        from cni_plugin import bridge, netlink, netns, veth
+
+        fd = netns.open_netns(req.netns)
+        host = netlink.open_route_socket()
+        try:
+            with netns.entered_fd(fd):
+                pod = netlink.open_route_socket()
+            try:
+                if netlink.get_link(pod, req.ifname) is not None:
+                    raise CniError(spec.ERR_INVALID_ENV,
+                                   f"interface {req.ifname} already exists in {req.netns}",
+                                   "CNI_IFNAME must name an interface that does not exist yet")
+                br = bridge.ensure_bridge(host, conf.bridge, conf.mtu, conf.promisc_mode)
+                host_name = veth.host_veth_name(req.container_id, req.ifname)
+                host_veth = veth.create_pair(host, host_name, req.ifname, fd, conf.mtu,
+                                             req.args.get("MAC") or
+                                             conf.raw.get("runtimeConfig", {}).get("mac"))
+                try:
+                    veth.attach_to_bridge(host, host_veth, br, conf.hairpin_mode)
+                    ipam_result = exec_ipam(req, "ADD")
+                    assert ipam_result is not None
+                    try:
+                        return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            exec_ipam(req, "DEL")
+                        raise
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        netlink.delete_link(host, host_veth.index)
+                    raise
+            finally:
+                pod.close()
+        finally:
+            host.close()
+            os.close(fd)
+
+    def _configure(self, conf: NetConf, req: Request, host: Any, pod: Any, br: Any,
+                   host_veth: Any, ipam_result: dict[str, Any]) -> dict[str, Any]:
+        from cni_plugin import bridge, masq, netlink, veth
+
+        ips = [dict(ip) for ip in ipam_result["ips"]]
+        if not ips:
+            raise CniError(spec.ERR_IPAM_FAILED, "IPAM returned no address",
+                           f"check the ranges of IPAM plugin {conf.ipam_type}")
+        if conf.is_gateway:
+            for ip in ips:
+                ip["gateway"] = ip.get("gateway") or _gateway_for(ip["address"])
+        routes = plan_routes(conf, ips, ipam_result.get("routes", []))
+        pod_link = veth.configure_pod_side(pod, req.ifname, ips, routes)
+        if conf.is_gateway:
+            for ip in ips:
+                iface = ipaddress.ip_interface(ip["address"])
+                gateway = ipaddress.ip_interface(f"{ip['gateway']}/{iface.network.prefixlen}")
+                bridge.ensure_gateway_address(host, br, gateway, conf.force_address)
+                bridge.enable_forwarding(iface.version)
+        if conf.ip_masq:
+            masq.setup(conf.name, req.container_id, req.ifname, [ip["address"] for ip in ips])
+        br = netlink.get_link_by_index(host, br.index) or br
+        host_veth = netlink.get_link_by_index(host, host_veth.index) or host_veth
+        return build_result(conf, req, br, host_veth, pod_link, ips, routes,
+                            ipam_result.get("dns") or {})
+
+    def delete(self, req: Request) -> None:
+        conf = parse_netconf(req.config)
+        exec_ipam(req, "DEL")
+        from cni_plugin import masq, netlink, veth
+
+        host = netlink.open_route_socket()
+        try:
+            if req.netns:
+                self._delete_pod_link(req)
+            # Normally gone with the pod end; a leftover of an interrupted ADD is not.
+            leftover = netlink.get_link(host, veth.host_veth_name(req.container_id, req.ifname))
+            if leftover is not None:
+                netlink.delete_link(host, leftover.index)
+        finally:
+            host.close()
+        if conf.ip_masq:
+            masq.teardown(conf.name, req.container_id, req.ifname)
+
+    @staticmethod
+    def _delete_pod_link(req: Request) -> None:
+        from cni_plugin import netlink, netns
+
+        try:
+            fd = netns.open_netns(req.netns)
+        except CniError as err:
+            if err.code == spec.ERR_UNKNOWN_CONTAINER:
+                return  # the namespace is gone, and with it the interface
+            raise
+        try:
+            with netns.entered_fd(fd):
+                pod = netlink.open_route_socket()
+            try:
+                link = netlink.get_link(pod, req.ifname)
+                if link is not None:
+                    netlink.delete_link(pod, link.index)
+            finally:
+                pod.close()
+        finally:
+            os.close(fd)
+
+    def check(self, req: Request) -> None:
+        conf = parse_netconf(req.config)
+        if conf.prev_result is None:
+            raise CniError(spec.ERR_INVALID_CONFIG, "CHECK needs prevResult",
+                           "the runtime passes the ADD result as prevResult")
+        exec_ipam(req, "CHECK")
+        from cni_plugin.check import check_attachment
+
+        check_attachment(conf, req)
+
+    def status(self, req: Request) -> None:
+        parse_netconf(req.config)
+        exec_ipam(req, "STATUS")
+
+    def gc(self, req: Request) -> None:
+        conf = parse_netconf(req.config)
+        exec_ipam(req, "GC")
+        if conf.ip_masq:
+            from cni_plugin import masq
+
+            masq.collect_garbage(conf.name, valid_attachments(req.config))
+
+
+def valid_attachments(config: dict[str, Any]) -> set[tuple[str, str]]:
+    """GC's `cni.dev/valid-attachments` as (containerID, ifname) pairs."""
+    raw = config.get("cni.dev/valid-attachments", [])
+    if not isinstance(raw, list):
+        raise CniError(spec.ERR_INVALID_CONFIG,
+                       "invalid network config: cni.dev/valid-attachments: expected a list",
+                       'write [{"containerID": "...", "ifname": "eth0"}, ...]')
+    out = set()
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
+            raise CniError(spec.ERR_INVALID_CONFIG,
+                           f"invalid network config: cni.dev/valid-attachments[{i}]: "
+                           "containerID missing", 'each entry is {"containerID", "ifname"}')
+        out.add((item["containerID"], str(item.get("ifname", ""))))
+    return out

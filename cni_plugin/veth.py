@@ -1,0 +1,75 @@
+"""The veth pair between a pod and the bridge.
+
+The pair is created from the node side with the peer placed straight into the
+pod's namespace under its final name, so there is never a moment where the
+pod end sits in the node namespace under a temporary name.  The node end's
+name is derived from container ID and interface name: a retried or half-done
+ADD finds (and replaces) its own leftover instead of leaking a new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import ipaddress
+from typing import Any
+
+from cni_plugin import netlink, spec
+from cni_plugin.netlink import IPRoute, Link, NetlinkError
+from cni_plugin.spec import CniError
+
+
+def host_veth_name(container_id: str, ifname: str) -> str:
+    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
+    return f"veth{digest[:8]}"
+
+
+def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: int,
+                mtu: int | None, pod_mac: str | None = None) -> Link:
+    leftover = netlink.get_link(host, host_name)
+    if leftover is not None:
+        netlink.delete_link(host, leftover.index)
+    peer: dict[str, Any] = {"ifname": pod_ifname, "net_ns_fd": pod_netns_fd}
+    extra: dict[str, Any] = {}
+    if mtu:
+        peer["mtu"] = mtu
+        extra["mtu"] = mtu
+    if pod_mac:
+        peer["address"] = pod_mac
+    try:
+        host.link("add", ifname=host_name, kind="veth", peer=peer, **extra)
+    except NetlinkError as exc:
+        if exc.code == errno.EEXIST:
+            raise CniError(spec.ERR_INVALID_ENV,
+                           f"interface {pod_ifname} already exists in the container",
+                           "CNI_IFNAME must name an interface that does not exist yet") from None
+        raise
+    link = netlink.get_link(host, host_name)
+    if link is None:
+        raise CniError(spec.ERR_KERNEL, f"veth {host_name} vanished right after creation")
+    return link
+
+
+def attach_to_bridge(host: IPRoute, veth: Link, bridge: Link, hairpin: bool) -> None:
+    netlink.set_master(host, veth.index, bridge.index)
+    if hairpin:
+        netlink.set_hairpin(host, veth.index)
+    netlink.set_up(host, veth.index)
+
+
+def configure_pod_side(pod: IPRoute, ifname: str, ips: list[dict[str, Any]],
+                       routes: list[dict[str, Any]]) -> Link:
+    """Addresses, link up, then routes (a route needs its link up)."""
+    link = netlink.get_link(pod, ifname)
+    if link is None:
+        raise CniError(spec.ERR_KERNEL, f"{ifname} is missing in the container after creation")
+    for ip in ips:
+        netlink.add_address(pod, link.index, ip["address"])
+    netlink.set_up(pod, link.index)
+    gateways = {ipaddress.ip_interface(ip["address"]).version: ip.get("gateway")
+                for ip in ips if ip.get("gateway")}
+    for route in routes:
+        dst = route["dst"]
+        gw = route.get("gw") or gateways.get(ipaddress.ip_network(dst, strict=False).version)
+        netlink.add_route(pod, dst, gw, link.index)
+    return netlink.get_link_by_index(pod, link.index) or link
