@@ -129,7 +129,8 @@ def parse_netconf(conf: dict[str, Any]) -> NetConf:
             raise CniError(spec.ERR_UNSUPPORTED_FIELD, f"unsupported field {key}: {why}",
                            f"remove {key!r} from the config")
     is_default_gateway = _bool(conf, "isDefaultGateway")
-    dns = conf.get("dns") or {}
+    dns = conf.get("dns")
+    dns = {} if dns is None else dns
     if not isinstance(dns, dict):
         raise _invalid("dns", f"expected an object, got {dns!r}",
                        'write "dns": {"nameservers": [...]}')

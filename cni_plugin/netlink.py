@@ -110,7 +110,7 @@ def set_master(ipr: IPRoute, index: int, master: int) -> None:
 
 
 def set_hairpin(ipr: IPRoute, index: int, on: bool = True) -> None:
-    ipr.brport("set", index=index, hairpin=1 if on else 0)
+    ipr.brport("set", index=index, mode=1 if on else 0)  # IFLA_BRPORT_MODE is hairpin
 
 
 def addresses(ipr: IPRoute, index: int) -> list[str]:
