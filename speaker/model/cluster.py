@@ -1,0 +1,247 @@
+"""ClusterState: one consistent snapshot of every object the daemons care about.
+
+Sources (a manifests file, later the Kubernetes API) turn raw documents into
+model objects with `parse_object` and hand a `ClusterState` to the agent, the
+speaker and the controller, which only ever look things up in it.  The state is
+immutable: a change is a new snapshot with a higher `revision`, so a consumer
+can hold one while the source builds the next.
+
+Collections are kept sorted by object identity, so two snapshots of the same
+objects compare equal whatever order the documents came in; that is how a
+source tells a real change from a rewrite of the same content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from speaker.model.calico import DEFAULT_NAME, BGPConfiguration, parse_bgp_configuration
+from speaker.model.communities import BGPCommunity, CommunityAliases, parse_community_aliases
+from speaker.model.endpoints import EndpointSlice, parse_endpoint_slice
+from speaker.model.errors import ModelError, ObjectRef
+from speaker.model.fields import Cursor, IPAddress, show
+from speaker.model.meta import Namespace, parse_namespace
+from speaker.model.metallb import (
+    BGPAdvertisement,
+    BGPPeer,
+    IPAddressPool,
+    L2Advertisement,
+    parse_bgp_advertisement,
+    parse_bgp_peer,
+    parse_ip_address_pool,
+    parse_l2_advertisement,
+)
+from speaker.model.node import Node, parse_node
+from speaker.model.service import Service, parse_service
+
+ModelObject = (Node | Service | Namespace | EndpointSlice | IPAddressPool | L2Advertisement
+               | BGPAdvertisement | BGPPeer | CommunityAliases | BGPConfiguration)
+
+
+@dataclass(frozen=True)
+class Kind:
+    versions: tuple[str, ...]
+    parse: Callable[[Any], ModelObject]
+
+
+# (API group, kind) -> the versions understood and the parser.  Versions of one
+# kind share a parser: the fields Skein reads have the same shape in each.
+KINDS: Mapping[tuple[str, str], Kind] = {
+    ("", "Node"): Kind(("v1",), parse_node),
+    ("", "Service"): Kind(("v1",), parse_service),
+    ("", "Namespace"): Kind(("v1",), parse_namespace),
+    ("discovery.k8s.io", "EndpointSlice"): Kind(("v1",), parse_endpoint_slice),
+    ("metallb.io", "IPAddressPool"): Kind(("v1beta1",), parse_ip_address_pool),
+    ("metallb.io", "L2Advertisement"): Kind(("v1beta1",), parse_l2_advertisement),
+    ("metallb.io", "BGPAdvertisement"): Kind(("v1beta1",), parse_bgp_advertisement),
+    ("metallb.io", "BGPPeer"): Kind(("v1beta1", "v1beta2"), parse_bgp_peer),
+    ("metallb.io", "Community"): Kind(("v1beta1",), parse_community_aliases),
+    ("projectcalico.org", "BGPConfiguration"): Kind(("v3",), parse_bgp_configuration),
+    # The CRD Calico stores it as when calicoctl / the API server is not used.
+    ("crd.projectcalico.org", "BGPConfiguration"): Kind(("v1",), parse_bgp_configuration),
+}
+
+
+def expand_document(doc: Any) -> list[Any]:
+    """A document as the objects it holds: a `List` (kubectl get -o yaml) or an
+    `XList` (an API list response, whose items lack kind and apiVersion) is
+    flattened; anything else is itself, and an empty document is nothing."""
+    if doc is None:
+        return []
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if not (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
+        return [doc]
+    items = doc["items"] or []
+    if not isinstance(items, list):
+        return [doc]  # parse_object reports it
+    item_kind = kind[: -len("List")]
+    out = []
+    for item in items:
+        if item_kind and isinstance(item, dict) and "kind" not in item:
+            item = {"kind": item_kind, "apiVersion": doc.get("apiVersion"), **item}
+        out.append(item)
+    return out
+
+
+def object_ref(doc: Any) -> ObjectRef | None:
+    """Best-effort identity of a raw document, for messages about it."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
+        return None
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return ObjectRef(doc["kind"], namespace if isinstance(namespace, str) else "",
+                     name if isinstance(name, str) else "?")
+
+
+def parse_object(doc: Any) -> ModelObject | None:
+    """One Kubernetes object; None for kinds Skein does not use; ModelError if bad."""
+    if not isinstance(doc, dict):
+        raise ModelError(None, "", f"expected a Kubernetes object (a mapping), got {show(doc)}")
+    top = Cursor(object_ref(doc), doc)
+    kind = top.at("kind").string()
+    api_version = top.at("apiVersion").string()
+    group, _, version = api_version.rpartition("/")
+    spec = KINDS.get((group, kind))
+    if spec is None:
+        return None
+    if version not in spec.versions:
+        top.at("apiVersion").fail(
+            f"unsupported version of {kind}: expected "
+            f"{' or '.join(f'{group}/{v}'.lstrip('/') for v in spec.versions)}, "
+            f"got {show(api_version)}")
+    return spec.parse(doc)
+
+
+def ref_of(obj: ModelObject) -> ObjectRef:
+    kind = "Community" if isinstance(obj, CommunityAliases) else type(obj).__name__
+    return ObjectRef(kind, getattr(obj, "namespace", ""), obj.name)
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    nodes: tuple[Node, ...] = ()
+    services: tuple[Service, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+    ip_address_pools: tuple[IPAddressPool, ...] = ()
+    l2_advertisements: tuple[L2Advertisement, ...] = ()
+    bgp_advertisements: tuple[BGPAdvertisement, ...] = ()
+    bgp_peers: tuple[BGPPeer, ...] = ()
+    communities: tuple[CommunityAliases, ...] = ()
+    bgp_configurations: tuple[BGPConfiguration, ...] = ()
+    # Set by the source; bumped on every change it publishes.  Not part of
+    # equality: two snapshots of the same objects are the same state.
+    revision: int = field(default=0, compare=False)
+
+    @classmethod
+    def from_objects(cls, objects: Iterable[ModelObject], revision: int = 0) -> ClusterState:
+        """Bucket objects by kind; a later object with the same identity replaces an earlier."""
+        unique = {ref_of(o): o for o in objects}
+        buckets: dict[type, list[Any]] = {}
+        for ref in sorted(unique):
+            obj = unique[ref]
+            buckets.setdefault(type(obj), []).append(obj)
+
+        def of(t: type) -> tuple[Any, ...]:
+            return tuple(buckets.get(t, ()))
+
+        return cls(of(Node), of(Service), of(Namespace), of(EndpointSlice), of(IPAddressPool),
+                   of(L2Advertisement), of(BGPAdvertisement), of(BGPPeer), of(CommunityAliases),
+                   of(BGPConfiguration), revision)
+
+    # -- indexes (built on first use; the snapshot never changes) ---------------
+
+    @cached_property
+    def _nodes(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def _services(self) -> dict[tuple[str, str], Service]:
+        return {(s.namespace, s.name): s for s in self.services}
+
+    @cached_property
+    def _pools(self) -> dict[str, IPAddressPool]:
+        # MetalLB refers to pools by name alone (they all live in its namespace).
+        return {p.name: p for p in self.ip_address_pools}
+
+    @cached_property
+    def _slices(self) -> dict[tuple[str, str], list[EndpointSlice]]:
+        index: dict[tuple[str, str], list[EndpointSlice]] = {}
+        for s in self.endpoint_slices:
+            if s.service_name:
+                index.setdefault((s.namespace, s.service_name), []).append(s)
+        return index
+
+    @cached_property
+    def _aliases(self) -> dict[str, BGPCommunity]:
+        return {name: value for c in self.communities for name, value in c.aliases.items()}
+
+    # -- lookups ------------------------------------------------------------------
+
+    def node(self, name: str) -> Node | None:
+        return self._nodes.get(name)
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return self._services.get((namespace, name))
+
+    def load_balancer_services(self) -> tuple[Service, ...]:
+        return tuple(s for s in self.services if s.is_load_balancer)
+
+    def pool(self, name: str) -> IPAddressPool | None:
+        return self._pools.get(name)
+
+    def pool_of(self, address: IPAddress) -> IPAddressPool | None:
+        """The pool whose ranges hold `address` (the first by name if several do)."""
+        return next((p for p in self.ip_address_pools if address in p), None)
+
+    def namespace_labels(self, name: str) -> Mapping[str, str]:
+        return next((n.labels for n in self.namespaces if n.name == name), {})
+
+    def endpoint_slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
+        return tuple(self._slices.get((service.namespace, service.name), ()))
+
+    def ready_nodes(self, service: Service) -> frozenset[str]:
+        """Nodes with at least one ready endpoint of `service`."""
+        nodes: set[str] = set()
+        for s in self.endpoint_slices_for(service):
+            nodes |= s.ready_nodes()
+        return frozenset(nodes)
+
+    def l2_advertisements_for(self, pool: IPAddressPool,
+                              node: Node) -> tuple[L2Advertisement, ...]:
+        return tuple(a for a in self.l2_advertisements
+                     if a.selects_pool(pool) and a.selects_node(node.labels))
+
+    def bgp_advertisements_for(self, pool: IPAddressPool,
+                               node: Node) -> tuple[BGPAdvertisement, ...]:
+        return tuple(a for a in self.bgp_advertisements
+                     if a.selects_pool(pool) and a.selects_node(node.labels))
+
+    def bgp_peers_for(self, node: Node) -> tuple[BGPPeer, ...]:
+        return tuple(p for p in self.bgp_peers if p.selects_node(node.labels))
+
+    def communities_for(self, adv: BGPAdvertisement) -> tuple[BGPCommunity, ...]:
+        """The advertisement's communities with aliases resolved via Community objects.
+
+        An alias no Community defines is a ModelError naming the field; the
+        caller decides whether that drops the advertisement or just the alias.
+        """
+        out: list[BGPCommunity] = []
+        for i, entry in enumerate(adv.communities):
+            if isinstance(entry, str):
+                value = self._aliases.get(entry)
+                if value is None:
+                    raise ModelError(ref_of(adv), f"spec.communities[{i}]",
+                                     f"no Community object defines {show(entry)}")
+                entry = value
+            out.append(entry)
+        return tuple(out)
+
+    def calico_bgp_configuration(self) -> BGPConfiguration | None:
+        """Calico's cluster-wide BGPConfiguration (the one named "default")."""
+        return next((c for c in self.bgp_configurations if c.name == DEFAULT_NAME), None)

@@ -1,0 +1,195 @@
+"""A cursor over a decoded YAML/JSON tree that knows its own field path.
+
+Parsing code asks a cursor for typed values (`cur.at("spec").at("ports")`,
+`.integer(1, 65535)`); whatever is wrong is raised as a ModelError that names
+the object and the path in Kubernetes' own notation (`spec.ports[0].port`).
+Keeping this in one place is what makes every message look the same, and keeps
+the per-kind parsers down to the list of fields they read.
+
+Types are strict, as the API server's are: a port written as the string "80"
+is an error, and a YAML `yes` (which PyYAML reads as a boolean) is not a string.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+from speaker.model.durations import parse_go_duration
+from speaker.model.errors import ModelError, ObjectRef
+
+T = TypeVar("T")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def show(value: Any) -> str:
+    """A value as it would read in the user's YAML, for 'got ...' in messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return text if len(text) <= 60 else text[:57] + '..."'
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+class Cursor:
+    """A position `path` in the object `ref`, holding `value` (None when absent)."""
+
+    __slots__ = ("ref", "path", "value")
+
+    def __init__(self, ref: ObjectRef | None, value: Any, path: str = "") -> None:
+        self.ref = ref
+        self.value = value
+        self.path = path
+
+    # -- navigation ---------------------------------------------------------
+
+    def at(self, key: str) -> Cursor:
+        """The child `key`; an absent child (or a null parent) is a cursor on None."""
+        mapping = self.mapping()
+        child_path = f"{self.path}.{key}" if self.path else key
+        return Cursor(self.ref, mapping.get(key), child_path)
+
+    def items(self) -> Iterator[Cursor]:
+        """The elements of a list (none when absent), each with its index in the path."""
+        if self.value is None:
+            return iter(())
+        if not isinstance(self.value, list):
+            self.fail(f"expected a list, got {show(self.value)}")
+        return (Cursor(self.ref, v, f"{self.path}[{i}]") for i, v in enumerate(self.value))
+
+    @property
+    def missing(self) -> bool:
+        return self.value is None
+
+    def fail(self, message: str) -> NoReturn:
+        raise ModelError(self.ref, self.path, message)
+
+    def parse(self, convert: Callable[[Cursor], T]) -> list[T]:
+        """`convert` applied to every element of the list here."""
+        return [convert(item) for item in self.items()]
+
+    # -- scalars --------------------------------------------------------------
+
+    def mapping(self) -> dict[str, Any]:
+        if self.value is None:
+            return {}
+        if not isinstance(self.value, dict):
+            self.fail(f"expected a mapping, got {show(self.value)}")
+        return self.value
+
+    def opt_string(self) -> str | None:
+        if self.value is None:
+            return None
+        if not isinstance(self.value, str):
+            self.fail(f"expected a string, got {show(self.value)}")
+        return self.value
+
+    def string(self, default: str | None = None) -> str:
+        """A string; without a default, absent or empty is an error."""
+        text = self.opt_string()
+        if text is None or text == "":
+            if default is not None:
+                return default
+            self.fail("required")
+        return text
+
+    def choice(self, allowed: tuple[str, ...], default: str | None = None) -> str:
+        text = self.string(default)
+        if text not in allowed:
+            self.fail(f"expected one of {', '.join(allowed)}, got {show(text)}")
+        return text
+
+    def opt_integer(self, low: int, high: int) -> int | None:
+        value = self.value
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(f"expected an integer {low}-{high}, got {show(value)}")
+        return value
+
+    def integer(self, low: int, high: int, default: int | None = None) -> int:
+        value = self.opt_integer(low, high)
+        if value is None:
+            if default is None:
+                self.fail("required")
+            return default
+        return value
+
+    def opt_boolean(self) -> bool | None:
+        if self.value is None:
+            return None
+        if not isinstance(self.value, bool):
+            self.fail(f"expected true or false, got {show(self.value)}")
+        return self.value
+
+    def boolean(self, default: bool) -> bool:
+        value = self.opt_boolean()
+        return default if value is None else value
+
+    def strings(self) -> tuple[str, ...]:
+        """A list of non-empty strings (empty tuple when absent)."""
+        return tuple(self.parse(lambda c: c.string()))
+
+    def string_map(self) -> dict[str, str]:
+        """A map of string to string, like labels and annotations."""
+        out: dict[str, str] = {}
+        for key in self.mapping():
+            child = self.at(str(key))
+            value = child.opt_string()
+            out[str(key)] = "" if value is None else value
+        return out
+
+    def opt_duration(self) -> float | None:
+        """A Go duration string ("90s", "1m30s") in seconds; negative is an error."""
+        text = self.opt_string()
+        if text is None:
+            return None
+        try:
+            seconds = parse_go_duration(text.strip())
+        except ValueError:
+            self.fail(f'expected a duration such as "90s" or "1m30s", got {show(text)}')
+        if seconds < 0:
+            self.fail(f"expected a positive duration, got {show(text)}")
+        return seconds
+
+    # -- addresses ------------------------------------------------------------
+
+    def opt_ip(self) -> IPAddress | None:
+        text = self.opt_string()
+        if text is None or text == "":
+            return None
+        return ip_address(self, text)
+
+    def ip(self) -> IPAddress:
+        address = self.opt_ip()
+        if address is None:
+            self.fail("required")
+        return address
+
+    def network(self) -> IPNetwork:
+        """A CIDR; host bits must be zero, as the API server insists for podCIDR."""
+        text = self.string()
+        try:
+            return ipaddress.ip_network(text.strip())
+        except ValueError:
+            self.fail(f"expected a CIDR such as 10.0.0.0/24 or fd00::/64, got {show(text)}")
+
+
+def ip_address(cur: Cursor, text: str) -> IPAddress:
+    """`text` as an address; errors are reported at `cur`."""
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        cur.fail(f"expected an IPv4 or IPv6 address, got {show(text)}")

@@ -1,0 +1,130 @@
+"""Node: what the overlay and the speaker need to know about a machine.
+
+The CNI node agent imports this on its hot path, so it depends on the standard
+library only (ipaddress, dataclasses, re) and does no I/O.
+
+The overlay needs each peer's underlay address (status.addresses InternalIP),
+its pod CIDRs (spec.podCIDR / spec.podCIDRs) and its VTEP MAC.  The MAC is
+derived from the node's address (`vtep_mac_for_ip`) so nothing has to be
+published; a node that must use another MAC announces it in the
+`skein.io/vtep-mac` annotation, which then wins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from speaker.model.fields import IPAddress, IPNetwork, show
+from speaker.model.meta import open_object
+
+VTEP_MAC_ANNOTATION = "skein.io/vtep-mac"
+# Kubernetes' well-known label: the node must not carry LoadBalancer traffic.
+EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+# First octets of derived VTEP MACs.  0x0e = 0000 1110: the locally
+# administered bit (0x02) set and the multicast bit (0x01) clear, so the MAC
+# can never collide with a vendor-assigned one nor be taken for a group
+# address.  The second octet tells an IPv4-derived MAC from an IPv6-derived one.
+_VTEP_PREFIX_V4 = (0x0E, 0x4B)
+_VTEP_PREFIX_V6 = (0x0E, 0x6B)
+
+
+def vtep_mac_for_ip(address: IPAddress | str) -> str:
+    """A stable, locally administered unicast MAC for the VTEP of the node at `address`.
+
+    IPv4: the prefix then the four address octets (unique per address).
+    IPv6: the prefix then the low 32 bits, unique among nodes numbered inside
+    one /96, which covers every sane addressing plan; a cluster that is not
+    can set the annotation instead.
+    """
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    prefix = _VTEP_PREFIX_V4 if ip.version == 4 else _VTEP_PREFIX_V6
+    octets = bytes(prefix) + ip.packed[-4:]
+    return ":".join(f"{b:02x}" for b in octets)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    internal_ips: tuple[IPAddress, ...] = ()
+    pod_cidrs: tuple[IPNetwork, ...] = ()
+    # From the annotation, normalised to lowercase; None when not published.
+    published_vtep_mac: str | None = None
+    # status.conditions Ready; None when the object has no such condition
+    # (as in hand-written manifests), which callers treat as ready.
+    ready: bool | None = None
+
+    @property
+    def internal_ipv4(self) -> ipaddress.IPv4Address | None:
+        return next((a for a in self.internal_ips if isinstance(a, ipaddress.IPv4Address)), None)
+
+    @property
+    def internal_ipv6(self) -> ipaddress.IPv6Address | None:
+        return next((a for a in self.internal_ips if isinstance(a, ipaddress.IPv6Address)), None)
+
+    @property
+    def primary_ip(self) -> IPAddress | None:
+        """The underlay address for the overlay: the first InternalIP, IPv4 preferred."""
+        return self.internal_ipv4 or self.internal_ipv6
+
+    @property
+    def vtep_mac(self) -> str | None:
+        """The published MAC, else one derived from the primary IP; None without either."""
+        if self.published_vtep_mac:
+            return self.published_vtep_mac
+        primary = self.primary_ip
+        return vtep_mac_for_ip(primary) if primary else None
+
+    @property
+    def excluded_from_load_balancers(self) -> bool:
+        return EXCLUDE_LB_LABEL in self.labels
+
+
+def parse_node(doc: Any) -> Node:
+    obj, meta = open_object(doc, "Node", namespaced=False)
+    spec, status = obj.at("spec"), obj.at("status")
+
+    internal: list[IPAddress] = []
+    for entry in status.at("addresses").items():
+        if entry.at("type").string() == "InternalIP":
+            address = entry.at("address").ip()
+            if address not in internal:
+                internal.append(address)
+
+    cidrs_cur = spec.at("podCIDRs")
+    cidrs = cidrs_cur.parse(lambda c: c.network())
+    single = spec.at("podCIDR")
+    if not single.missing:
+        first = single.network()
+        # The API server keeps podCIDR == podCIDRs[0]; disagreement means a
+        # hand-edited object, and guessing which one is meant would be worse.
+        if cidrs and cidrs[0] != first:
+            cidrs_cur.fail(f"podCIDRs[0] {cidrs[0]} disagrees with podCIDR {first}")
+        cidrs = cidrs or [first]
+    if len({c.version for c in cidrs}) != len(cidrs):
+        cidrs_cur.fail("expected at most one CIDR per IP family")
+
+    mac: str | None = None
+    if VTEP_MAC_ANNOTATION in meta.annotations:
+        mac_cur = obj.at("metadata").at("annotations").at(VTEP_MAC_ANNOTATION)
+        mac = meta.annotations[VTEP_MAC_ANNOTATION].strip().lower()
+        if not _MAC.fullmatch(mac):
+            mac_cur.fail(f"expected a MAC such as 0e:4b:0a:00:00:01, got {show(mac)}")
+        if int(mac[:2], 16) & 1:
+            mac_cur.fail(f"expected a unicast MAC, got multicast {mac}")
+
+    ready: bool | None = None
+    for cond in status.at("conditions").items():
+        if cond.at("type").string() == "Ready":
+            ready = cond.at("status").choice(("True", "False", "Unknown")) == "True"
+
+    return Node(meta.name, meta.labels, meta.annotations, tuple(internal), tuple(cidrs),
+                mac, ready)

@@ -1,0 +1,223 @@
+"""FileSource: cluster state from a multi-document YAML file (`--manifests FILE`).
+
+This is how the lab and the tests drive every daemon: they write Kubernetes
+objects to a file and the daemons follow it as they would follow the API.
+
+Robustness rules, because the file is edited by hand and by scripts while
+daemons run:
+- one bad object (or one bad document) is logged as ONE line naming the file,
+  the line, the object and the field, and skipped; every other object is used;
+- a file that is not valid YAML as a whole is logged and the last good state is
+  kept (a half-written file must not withdraw every announcement);
+- a missing file (between an unlink and a rename, or not yet written) keeps the
+  last state too, and is picked up as soon as it appears;
+- kinds Skein does not use are ignored (logged at debug).
+
+Change detection polls os.stat (device, inode, size, mtime in ns) every
+`poll_interval` seconds: cheap, and it sees in-place writes and atomic
+rename-replacement alike.  As git does for its index ("racy git"), a file whose
+mtime is too recent to be trusted is re-read on the next poll as well: a second
+write within the filesystem's timestamp granularity that keeps the size would
+otherwise go unseen.  Re-reading costs a read and a byte comparison, and parses
+only when the bytes differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from speaker.model.cluster import (
+    ClusterState,
+    ModelObject,
+    expand_document,
+    object_ref,
+    parse_object,
+    ref_of,
+)
+from speaker.model.errors import ModelError, ObjectRef
+from speaker.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+# Coarsest mtime granularity in common use (FAT: 2 s); newer than this is racy.
+_RACY_WINDOW_NS = 2_000_000_000
+
+# libyaml is several times faster on large files; PyYAML may be built without it.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class ParsedFile:
+    """What one read of a manifests file yielded."""
+
+    state: ClusterState
+    # One line each: "FILE:LINE: Kind ns/name: field.path: message".
+    errors: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _documents(text: str) -> list[tuple[int, Any]]:
+    """(1-based start line, decoded document) for every document; YAMLError if any is bad.
+
+    Composing node by node (rather than yaml.safe_load_all) keeps each
+    document's line number for the messages.
+    """
+    loader = _Loader(text)
+    try:
+        out = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # check_node said there is one; only the stubs doubt it
+                break
+            out.append((node.start_mark.line + 1, loader.construct_document(node)))
+        return out
+    finally:
+        loader.dispose()
+
+
+def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
+    """Every usable object in a multi-document YAML text.
+
+    Raises yaml.YAMLError when the text is not YAML at all; bad objects are
+    reported in `errors` and left out.
+    """
+    objects: dict[ObjectRef, ModelObject] = {}
+    where: dict[ObjectRef, int] = {}
+    result = ParsedFile(ClusterState())
+    for line, doc in _documents(text):
+        for item in expand_document(doc):
+            try:
+                obj = parse_object(item)
+            except ModelError as exc:
+                result.errors.append(f"{origin}:{line}: {exc}")
+                continue
+            if obj is None:
+                result.ignored.append(f"{origin}:{line}: {object_ref(item)}")
+                continue
+            ref = ref_of(obj)
+            if ref in objects:
+                result.errors.append(f"{origin}:{line}: {ref}: defined again (first at line "
+                                     f"{where[ref]}); the later definition is used")
+            objects[ref] = obj
+            where[ref] = line
+    result.state = ClusterState.from_objects(objects.values())
+    return result
+
+
+def read_manifests(path: str) -> ParsedFile:
+    """One-shot read of a manifests file (for CLIs); OSError / yaml.YAMLError propagate."""
+    with open(path, encoding="utf-8") as f:
+        return parse_manifests(f.read(), path)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line (PyYAML's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is not None:
+        return f"line {mark.line + 1} column {mark.column + 1}: {problem}"
+    return str(problem)
+
+
+class FileSource(Source):
+    """Follows a manifests file; see the module docstring for the rules."""
+
+    def __init__(self, path: str, poll_interval: float = 0.2) -> None:
+        super().__init__()
+        self.path = path
+        self.poll_interval = poll_interval
+        self._signature: tuple[int, int, int, int] | None = None
+        self._racy = False
+        self._content: bytes | None = None
+        self._missing_reported = False
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.poll()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"FileSource({self.path})",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                log.exception("%s: unexpected error while reloading", self.path)
+
+    def poll(self) -> bool:
+        """Look at the file once; True if a new state was published."""
+        with self._poll_lock:
+            content = self._read_if_changed()
+            if content is None or content == self._content:
+                return False
+            self._content = content
+            return self._load(content)
+
+    def _read_if_changed(self) -> bytes | None:
+        """The file's bytes if it may have changed since the last look, else None."""
+        try:
+            st = os.stat(self.path)
+            signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if signature == self._signature and not self._racy:
+                return None
+            with open(self.path, "rb") as f:
+                content = f.read()
+        except FileNotFoundError:
+            if not self._missing_reported:
+                log.warning("%s: missing; keeping the last state until it reappears",
+                            self.path)
+                self._missing_reported = True
+            self._signature = None
+            return None
+        except OSError as exc:
+            log.warning("%s: cannot read (%s); keeping the last state", self.path, exc)
+            self._signature = None
+            return None
+        if self._missing_reported:
+            log.info("%s: present again", self.path)
+            self._missing_reported = False
+        self._signature = signature
+        self._racy = time.time_ns() - st.st_mtime_ns < _RACY_WINDOW_NS
+        return content
+
+    def _load(self, content: bytes) -> bool:
+        try:
+            parsed = parse_manifests(content.decode("utf-8"), self.path)
+        except UnicodeDecodeError as exc:
+            log.error("%s: not UTF-8 (byte %d); keeping the last good state",
+                      self.path, exc.start)
+            return False
+        except yaml.YAMLError as exc:
+            log.error("%s: not valid YAML (%s); keeping the last good state",
+                      self.path, _yaml_problem(exc))
+            return False
+        for line in parsed.errors:
+            log.warning("skipped %s", line)
+        for line in parsed.ignored:
+            log.debug("ignored kind %s", line)
+        changed = self._publish(parsed.state)
+        if changed:
+            state = self.snapshot()
+            log.info("%s: revision %d: %d nodes, %d services, %d pools", self.path,
+                     state.revision, len(state.nodes), len(state.services),
+                     len(state.ip_address_pools))
+        return changed
