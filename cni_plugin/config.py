@@ -78,6 +78,7 @@ class NetConf:
     is_default_gateway: bool = False
     force_address: bool = False
     ip_masq: bool = False
+    ip_masq_exclude: tuple[str, ...] = ()
     mtu: int | None = None
     hairpin_mode: bool = False
     promisc_mode: bool = False
@@ -118,6 +119,22 @@ def _parse_ipam(value: Any) -> dict[str, Any]:
     return value
 
 
+def _parse_cidrs(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _invalid(key, f"expected a list of CIDRs, got {value!r}",
+                       f'write "{key}": ["10.244.0.0/16"]')
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except (TypeError, ValueError):
+            raise _invalid(f"{key}[{i}]", f"{item!r} is not a CIDR",
+                           'write a network such as "10.244.0.0/16"') from None
+    return tuple(out)
+
+
 def parse_netconf(conf: dict[str, Any]) -> NetConf:
     """Validate a `skein` network configuration (already JSON-decoded)."""
     version = spec.check_version(conf.get("cniVersion"))
@@ -146,6 +163,7 @@ def parse_netconf(conf: dict[str, Any]) -> NetConf:
         is_default_gateway=is_default_gateway,
         force_address=_bool(conf, "forceAddress"),
         ip_masq=_bool(conf, "ipMasq"),
+        ip_masq_exclude=_parse_cidrs(conf.get("ipMasqExclude"), "ipMasqExclude"),
         mtu=_int(conf, "mtu", 68, 65535),
         hairpin_mode=_bool(conf, "hairpinMode"),
         promisc_mode=_bool(conf, "promiscMode"),

@@ -39,15 +39,19 @@ def rule_comment(network: str, container_id: str, ifname: str) -> str:
     return f"{_PREFIX} {_network_key(network)} {attachment}"
 
 
-def rule_lines(comment: str, addresses: list[str]) -> list[str]:
-    """The nft rules for one attachment (pure, so it can be tested without nft)."""
+def rule_lines(comment: str, addresses: list[str], exclude: tuple[str, ...] = ()) -> list[str]:
+    """The nft rules for one attachment (pure, so it can be tested without nft).
+    `exclude` are further destinations reached without NAT: on an overlay,
+    the other nodes' pod subnets (pod-to-pod traffic keeps its source)."""
     lines = []
     for cidr in addresses:
         iface = ipaddress.ip_interface(cidr)
-        if iface.version == 4:
-            match = f"ip saddr {iface.ip} ip daddr != {iface.network} ip daddr != 224.0.0.0/4"
-        else:
-            match = f"ip6 saddr {iface.ip} ip6 daddr != {iface.network} ip6 daddr != ff00::/8"
+        keyword, multicast = ("ip", "224.0.0.0/4") if iface.version == 4 else ("ip6", "ff00::/8")
+        dests = [str(iface.network), multicast] + [
+            str(net) for net in map(ipaddress.ip_network, exclude)
+            if net.version == iface.version]
+        match = f"{keyword} saddr {iface.ip} " + " ".join(
+            f"{keyword} daddr != {dest}" for dest in dests)
         lines.append(f'add rule inet {TABLE} {CHAIN} {match} masquerade comment "{comment}"')
     return lines
 
@@ -80,13 +84,14 @@ def _delete_lines(predicate: Any) -> list[str]:
             and predicate(rule["comment"])]
 
 
-def setup(network: str, container_id: str, ifname: str, addresses: list[str]) -> None:
+def setup(network: str, container_id: str, ifname: str, addresses: list[str],
+          exclude: tuple[str, ...] = ()) -> None:
     comment = rule_comment(network, container_id, ifname)
     script = [
         f"add table inet {TABLE}",
         f"add chain inet {TABLE} {CHAIN} {{ type nat hook postrouting priority srcnat; }}",
         *_delete_lines(lambda c: c == comment),
-        *rule_lines(comment, addresses),
+        *rule_lines(comment, addresses, exclude),
     ]
     _nft(["-f", "-"], "\n".join(script) + "\n")
 

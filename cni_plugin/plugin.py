@@ -128,7 +128,8 @@ class SkeinPlugin:
                 bridge.ensure_gateway_address(host, br, gateway, conf.force_address)
                 bridge.enable_forwarding(iface.version)
         if conf.ip_masq:
-            masq.setup(conf.name, req.container_id, req.ifname, [ip["address"] for ip in ips])
+            masq.setup(conf.name, req.container_id, req.ifname, [ip["address"] for ip in ips],
+                       conf.ip_masq_exclude)
         br = netlink.get_link_by_index(host, br.index) or br
         host_veth = netlink.get_link_by_index(host, host_veth.index) or host_veth
         return build_result(conf, req, br, host_veth, pod_link, ips, routes,

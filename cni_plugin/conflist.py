@@ -1,0 +1,81 @@
+"""The node's CNI network configuration list, derived from its pod subnet.
+
+Pure: the agent writes what this returns (atomically) into the CNI config
+directory; the lab and the installer use the same function, so there is one
+place that knows what a Skein node's conflist looks like.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+from typing import Any
+
+CONFLIST_NAME = "10-skein.conflist"
+NETWORK_NAME = "skein"
+CNI_VERSION = "1.1.0"
+
+
+def node_conflist(pod_cidrs: list[str], *, data_dir: str = "/var/lib/cni/networks",
+                  cluster_cidrs: list[str] | None = None, mtu: int | None = None,
+                  vxlan: dict[str, Any] | None = None, ip_masq: bool = True
+                  ) -> dict[str, Any]:
+    """A conflist whose `skein` plugin hands out addresses from `pod_cidrs`
+    (one range set per family) and masquerades only traffic that leaves the
+    cluster (`cluster_cidrs`, the union of all nodes' pod subnets)."""
+    ranges = [[{"subnet": str(ipaddress.ip_network(cidr))}] for cidr in pod_cidrs]
+    plugin: dict[str, Any] = {
+        "type": "skein",
+        "bridge": "cni0",
+        "isGateway": True,
+        "isDefaultGateway": True,
+        "ipMasq": ip_masq,
+        "hairpinMode": True,
+        "ipam": {"type": "skein-ipam", "ranges": ranges, "dataDir": data_dir},
+    }
+    if cluster_cidrs:
+        plugin["ipMasqExclude"] = [str(ipaddress.ip_network(c)) for c in cluster_cidrs]
+    if mtu:
+        plugin["mtu"] = mtu
+    if vxlan is not None:
+        plugin["vxlan"] = vxlan
+    return {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": [plugin]}
+
+
+def plugin_config(conflist: dict[str, Any], index: int = 0,
+                  prev_result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a runtime puts on a plugin's stdin for entry `index` of a conflist."""
+    conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"],
+            **conflist["plugins"][index]}
+    if prev_result is not None:
+        conf["prevResult"] = prev_result
+    return conf
+
+
+def write_atomically(path: str, data: dict[str, Any]) -> bool:
+    """Write JSON to `path` via rename, so a runtime never reads half a file.
+    Returns False when the file already holds exactly this content."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    try:
+        with open(path, encoding="utf-8") as current:
+            if current.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".conflist")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
