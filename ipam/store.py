@@ -1,0 +1,245 @@
+"""host-local's on-disk lease store, file for file, behind a narrow interface.
+
+Why identical: a node must be able to switch between the reference host-local
+plugin and skein-ipam in either direction without losing or duplicating a
+lease, and during a rollout both may run against the same network at once.  So
+this reproduces the reference's disk backend (plugins/ipam/host-local/backend/
+disk) and takes the same lock:
+
+    <dataDir>/<network>/                       one directory per network name
+    <dataDir>/<network>/lock                   flock(LOCK_EX) around every operation
+    <dataDir>/<network>/<address>              one file per lease: "<containerID>\\r\\n<ifname>"
+                                               (older host-local wrote "<containerID>")
+    <dataDir>/<network>/last_reserved_ip.<N>   the last address reserved in range set N
+
+Crash safety: a lease appears complete or not at all.  Its content is written
+to a temporary file that is then hard-linked to the address's name; link(2)
+fails with EEXIST when the address is taken, exactly as the reference's
+O_CREAT|O_EXCL does, but a kill -9 cannot leave an empty lease that no DEL
+would ever match.  All writers hold the lock, so one temporary name suffices,
+and a leftover one is stale by definition.
+
+The interface (reserve / release / release_by_id / get_by_id / last_reserved /
+leases) is what the allocator needs and nothing more, so a different backend
+can replace this one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, NamedTuple
+
+from ipam.ranges import IPAddress
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+LOCK_FILE = "lock"
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+LINE_BREAK = "\r\n"
+# Dot-prefixed so that it can never be taken for an address; host-local ignores it.
+TEMP_FILE = ".skein-ipam.tmp"
+
+
+class LockTimeout(Exception):
+    """The network's lock was not granted within the allowed time."""
+
+
+class Attachment(NamedTuple):
+    """What a lease belongs to: one interface of one container (CNI's attachment).
+
+    Value records here are NamedTuples, not dataclasses: they are built at
+    import time of a process that runs once per pod, and cost a fifth as much.
+    """
+
+    container_id: str
+    ifname: str
+
+    def __str__(self) -> str:
+        return f"{self.container_id}/{self.ifname}"
+
+
+class Lease(NamedTuple):
+    """The content of a lease file; `ifname` is None in a legacy (ID-only) file."""
+
+    container_id: str
+    ifname: str | None
+
+    @classmethod
+    def parse(cls, data: bytes) -> Lease:
+        # host-local compares the whole trimmed file with "<id>\r\n<ifname>";
+        # splitting once on the line break is the same comparison.
+        text = data.decode("utf-8", errors="replace").strip()
+        container_id, sep, ifname = text.partition(LINE_BREAK)
+        return cls(container_id, ifname if sep else None)
+
+    def exact(self, att: Attachment) -> bool:
+        return self.container_id == att.container_id.strip() and self.ifname == att.ifname
+
+    def legacy(self, att: Attachment) -> bool:
+        return self.ifname is None and self.container_id == att.container_id.strip()
+
+    def held_by(self, att: Attachment) -> bool:
+        return self.exact(att) or self.legacy(att)
+
+    def __str__(self) -> str:
+        if not self.container_id:
+            return "(empty lease file)"
+        return self.container_id if self.ifname is None else f"{self.container_id}/{self.ifname}"
+
+
+def _flock(fd: int, timeout: float | None) -> None:
+    """flock(LOCK_EX), giving up after `timeout` seconds (None: wait forever).
+
+    A blocking flock interrupted by SIGALRM wakes exactly when the holder
+    releases, unlike polling with LOCK_NB, which matters with dozens of pods
+    starting at once.  The plugin is single-threaded, so the signal is ours.
+    """
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        if timeout <= 0:
+            raise LockTimeout from None
+
+    def expire(signum: int, frame: Any) -> None:
+        raise LockTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class DiskStore:
+    """The leases of one network; use `DiskStore.open` to hold its lock."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    @classmethod
+    @contextmanager
+    def open(cls, data_dir: str, network: str, timeout: float | None = None
+             ) -> Iterator[DiskStore]:
+        """Create the network's directory if needed and hold its lock for the block.
+
+        Raises LockTimeout, or OSError for any filesystem failure.
+        """
+        directory = os.path.join(data_dir, network)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd = os.open(os.path.join(directory, LOCK_FILE),
+                     os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _flock(fd, timeout)
+            yield cls(directory)
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def _write_temp(self, data: str) -> str:
+        temp = self._path(TEMP_FILE)
+        # Unlink rather than truncate: a leftover temp may still be a hard link
+        # to a live lease (a process killed between link and unlink).
+        with suppress(FileNotFoundError):
+            os.unlink(temp)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+        return temp
+
+    def reserve(self, att: Attachment, address: IPAddress, range_id: int) -> bool:
+        """Create the lease for `address`; False if the address is already leased.
+
+        Also records `address` as the last reserved of range set `range_id`, as
+        the reference does; if that fails, the lease is removed again so that
+        the caller's error does not leave an orphan.
+        """
+        lease = self._path(str(address))
+        temp = self._write_temp(att.container_id.strip() + LINE_BREAK + att.ifname)
+        try:
+            os.link(temp, lease)
+        except FileExistsError:
+            return False
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(temp)
+        try:
+            os.replace(self._write_temp(str(address)),
+                       self._path(f"{LAST_RESERVED_PREFIX}{range_id}"))
+        except OSError:
+            with suppress(OSError):
+                os.unlink(lease)
+            raise
+        return True
+
+    def release(self, address: IPAddress) -> bool:
+        """Remove the lease of `address`; False if there was none."""
+        try:
+            os.unlink(self._path(str(address)))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def leases(self) -> dict[IPAddress, Lease]:
+        """Every lease of the network: files named by an address, nothing else."""
+        out: dict[IPAddress, Lease] = {}
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                try:
+                    address = ipaddress.ip_address(entry.name)
+                except ValueError:
+                    continue  # lock, last_reserved_ip.N, temp, anything foreign
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    with open(entry.path, "rb") as f:
+                        out[address] = Lease.parse(f.read())
+                except OSError:
+                    # Unreadable, but the name still occupies the address.
+                    out[address] = Lease("", None)
+        return out
+
+    def get_by_id(self, att: Attachment) -> list[IPAddress]:
+        """Addresses leased to `att`, counting legacy ID-only leases of its container."""
+        return sorted((a for a, lease in self.leases().items() if lease.held_by(att)),
+                      key=lambda a: (a.version, int(a)))
+
+    def release_by_id(self, att: Attachment) -> list[IPAddress]:
+        """Release what `att` holds, as the reference does: its exact leases, or
+        when there are none, the legacy leases of its container ID."""
+        leases = self.leases()
+        chosen = [a for a, lease in leases.items() if lease.exact(att)]
+        if not chosen:
+            chosen = [a for a, lease in leases.items() if lease.legacy(att)]
+        return [a for a in chosen if self.release(a)]
+
+    def last_reserved(self, range_id: int) -> IPAddress | None:
+        """The last address reserved in range set `range_id`, if one is recorded."""
+        try:
+            with open(self._path(f"{LAST_RESERVED_PREFIX}{range_id}"), "rb") as f:
+                return ipaddress.ip_address(f.read().decode("ascii", errors="replace").strip())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # garbage costs only one round of round robin, as in the reference
+
+    def remove_stale_temp(self) -> bool:
+        """Drop a temp file left by a killed process (only safe under the lock)."""
+        try:
+            os.unlink(self._path(TEMP_FILE))
+        except FileNotFoundError:
+            return False
+        return True
