@@ -79,6 +79,10 @@ def is_alias_name(text: str) -> bool:
 
 def parse_community_entry(cur: Cursor) -> BGPCommunity | str:
     """A literal community, or an alias name (returned as the string) to resolve later."""
+    if isinstance(cur.value, int) and not isinstance(cur.value, bool):
+        # A YAML 1.1 reader (PyYAML's default) has read 1234:1 as base 60.
+        cur.fail(f"expected a string, got {cur.value} (quote communities written A:B, "
+                 "or read the YAML without base-60 numbers as speaker.sources does)")
     text = cur.string()
     if is_alias_name(text):
         return text.strip()

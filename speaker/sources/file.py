@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,31 @@ log = logging.getLogger(__name__)
 _RACY_WINDOW_NS = 2_000_000_000
 
 # libyaml is several times faster on large files; PyYAML may be built without it.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FastSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _ManifestLoader(_FastSafeLoader):  # type: ignore[misc,valid-type]
+    """YAML read as Kubernetes reads it: without YAML 1.1's base-60 numbers.
+
+    PyYAML turns an unquoted `65535:65282` (how MetalLB's docs write a
+    community) into the integer 3997382; Kubernetes' reader keeps it a string.
+    Only the int and float resolvers change; the rest stays PyYAML's.
+    """
+
+
+_INT = re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X)
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_NUMBER_TAGS = {"tag:yaml.org,2002:int": _INT, "tag:yaml.org,2002:float": _FLOAT}
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, _NUMBER_TAGS.get(tag, regexp)) for tag, regexp in resolvers]
+    for first, resolvers in _FastSafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 @dataclass
@@ -69,7 +94,7 @@ def _documents(text: str) -> list[tuple[int, Any]]:
     Composing node by node (rather than yaml.safe_load_all) keeps each
     document's line number for the messages.
     """
-    loader = _Loader(text)
+    loader = _ManifestLoader(text)
     try:
         out = []
         while loader.check_node():
