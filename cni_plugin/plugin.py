@@ -83,9 +83,15 @@ class SkeinPlugin:
                     raise CniError(spec.ERR_INVALID_ENV,
                                    f"interface {req.ifname} already exists in {req.netns}",
                                    "CNI_IFNAME must name an interface that does not exist yet")
-                br = bridge.ensure_bridge(host, conf.bridge, conf.mtu, conf.promisc_mode)
+                mtu = conf.mtu
+                if conf.vxlan is not None:
+                    from cni_plugin import vxlan
+
+                    overlay = vxlan.ensure_device(host, conf.vxlan)
+                    mtu = mtu or overlay.mtu
+                br = bridge.ensure_bridge(host, conf.bridge, mtu, conf.promisc_mode)
                 host_name = veth.host_veth_name(req.container_id, req.ifname)
-                host_veth = veth.create_pair(host, host_name, req.ifname, fd, conf.mtu,
+                host_veth = veth.create_pair(host, host_name, req.ifname, fd, mtu,
                                              req.args.get("MAC") or
                                              conf.raw.get("runtimeConfig", {}).get("mac"))
                 try:

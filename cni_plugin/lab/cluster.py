@@ -63,6 +63,7 @@ class Node:
     workdir: str
     cni_path: str
     pods: dict[str, Pod] = field(default_factory=dict)
+    agent: subprocess.Popen[Any] | None = None
 
     @property
     def conf_dir(self) -> str:
@@ -154,6 +155,67 @@ class Lab:
         write_atomically(node.conflist_path, node_conflist(
             [node.pod_cidr], data_dir=node.data_dir,
             cluster_cidrs=[str(self.cluster_cidr)], **options))
+
+    # -- the control plane: a manifests file, one agent per node -------------
+    @property
+    def manifests_path(self) -> str:
+        return os.path.join(self.workdir, "cluster.yaml")
+
+    def node_object(self, node: Node) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
+                "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+                "status": {"addresses": [{"type": "InternalIP", "address": node.underlay_ip},
+                                         {"type": "Hostname", "address": node.name}]}}
+
+    def write_manifests(self, nodes: list[Node] | None = None,
+                        extra: list[dict[str, Any]] | None = None) -> None:
+        """Describe the cluster (these nodes, default all, plus `extra` objects)
+        in the manifests file the daemons follow; replaced atomically."""
+        import yaml
+
+        docs = [self.node_object(n) for n in (self.nodes.values() if nodes is None else nodes)]
+        docs += extra or []
+        tmp = self.manifests_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            yaml.safe_dump_all(docs, f, sort_keys=False)
+        os.replace(tmp, self.manifests_path)
+
+    def start_agent(self, node: Node, resync: float = 2.0) -> subprocess.Popen[Any]:
+        argv = [os.path.join(scripts_dir(), "skein-agent"), "--node", node.name,
+                "--manifests", self.manifests_path, "--cni-conf-dir", node.conf_dir,
+                "--ipam-data-dir", node.data_dir, "--cluster-cidr", str(self.cluster_cidr),
+                "--resync", str(resync)]
+        proc = self.spawn(node.ns, *argv, log=os.path.join(node.workdir, "agent.log"))
+        node.agent = proc
+        return proc
+
+    def stop_agent(self, node: Node, kill: bool = False) -> None:
+        proc = node.agent
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        proc.wait(timeout=10)
+        node.agent = None
+
+    def start_agents(self, timeout: float = 20.0) -> None:
+        """Write the manifests, start every node's agent, wait for the conflists."""
+        import time
+
+        if not os.path.exists(self.manifests_path):
+            self.write_manifests()
+        for node in self.nodes.values():
+            self.start_agent(node)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes.values():
+            while not os.path.exists(node.conflist_path):
+                if time.monotonic() > deadline:
+                    raise LabError(f"agent on {node.name} wrote no conflist; see "
+                                   f"{os.path.join(node.workdir, 'agent.log')}")
+                time.sleep(0.05)
 
     def add_namespace(self, suffix: str) -> Netns:
         ns = Netns(f"{self.prefix}{suffix}").create()

@@ -1,0 +1,116 @@
+"""The agent's reconcile loop: cluster state in, kernel and conflist converged.
+
+It reconciles whenever the source publishes a new state and every `resync`
+seconds regardless (so an entry someone deleted by hand comes back).  It never
+flushes on start: a restarted agent finds its own entries already right and
+changes nothing, so traffic does not notice the restart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from cni_plugin import netlink, vxlan
+from cni_plugin.agent import kernel
+from cni_plugin.agent.peers import Topology, select_peers
+from cni_plugin.agent.plan import Entries, desired_entries, diff, owned_fdbs
+from cni_plugin.config import VxlanConf
+from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
+from cni_plugin.spec import CniError
+from speaker.model.cluster import ClusterState
+from speaker.sources.base import Source
+
+log = logging.getLogger("skein.agent")
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    vxlan: VxlanConf = field(default_factory=VxlanConf)
+    cni_conf_dir: str = "/etc/cni/net.d"
+    ipam_data_dir: str = "/var/lib/cni/networks"
+    cluster_cidrs: tuple[str, ...] = ("10.244.0.0/16",)
+    resync: float = 10.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, source: Source) -> None:
+        self.config = config
+        self.source = source
+        self.stop_event = threading.Event()
+        self._last_problems: tuple[str, ...] = ()
+        self.topology: Topology | None = None
+
+    def reconcile(self, state: ClusterState) -> None:
+        topo = select_peers(state.nodes, self.config.node)
+        if topo.problems != self._last_problems:
+            for problem in topo.problems:
+                log.warning("peer data: %s", problem)
+            self._last_problems = topo.problems
+        self.topology = topo
+        ipr = netlink.open_route_socket()
+        try:
+            device = vxlan.ensure_device(ipr, self.config.vxlan, recreate=True)
+            for cidr in topo.own_cidrs:
+                if cidr.version == 4:
+                    netlink.add_address(ipr, device.index, f"{cidr.network_address}/32")
+            neighs_routes, fdbs = kernel.observe(ipr, device.index)
+            desired = desired_entries(topo.peers)
+            observed = Entries(neighs_routes.neighs,
+                               owned_fdbs(fdbs, neighs_routes.neighs, desired),
+                               neighs_routes.routes)
+            actions = diff(desired, observed)
+            for failure in kernel.apply(ipr, device.index, actions):
+                log.error("overlay: %s", failure)
+            if actions:
+                log.info("overlay: %d peers; applied %s", len(topo.peers),
+                         ", ".join(f"{a.op} {a.entry}" for a in actions))
+            mtu = device.mtu
+        finally:
+            ipr.close()
+        if topo.own_cidrs:
+            self.write_conflist([str(c) for c in topo.own_cidrs], mtu)
+
+    def write_conflist(self, own_cidrs: list[str], mtu: int) -> None:
+        conf = node_conflist(own_cidrs, data_dir=self.config.ipam_data_dir,
+                             cluster_cidrs=list(self.config.cluster_cidrs), mtu=mtu,
+                             vxlan={"vni": self.config.vxlan.vni,
+                                    "port": self.config.vxlan.port,
+                                    "device": self.config.vxlan.device,
+                                    **({"underlayDevice": self.config.vxlan.underlay_device}
+                                       if self.config.vxlan.underlay_device else {})})
+        path = os.path.join(self.config.cni_conf_dir, CONFLIST_NAME)
+        if write_atomically(path, conf):
+            log.info("wrote %s (pod subnets %s, MTU %d)", path, ", ".join(own_cidrs), mtu)
+
+    def reconcile_safely(self, state: ClusterState) -> None:
+        try:
+            self.reconcile(state)
+        except CniError as err:
+            log.error("reconcile failed: %s (%s)", err.msg, err.details)
+        except Exception as exc:  # noqa: BLE001 - a daemon logs and keeps serving
+            log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
+            log.debug("reconcile failure", exc_info=True)
+
+    def run(self) -> None:
+        self.source.start()
+        state = self.source.snapshot()
+        self.reconcile_safely(state)
+        while not self.stop_event.is_set():
+            newer = self.source.wait_for_change(state.revision, timeout=self.config.resync)
+            if self.stop_event.is_set():
+                break
+            state = newer or self.source.snapshot()
+            self.reconcile_safely(state)
+        self.source.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def parse_cluster_cidrs(values: list[str]) -> tuple[str, ...]:
+    return tuple(str(ipaddress.ip_network(v, strict=False)) for v in values)

@@ -1,0 +1,70 @@
+"""skein-agent: argument parsing and wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+from cni_plugin.agent.daemon import Agent, AgentConfig, parse_cluster_cidrs
+from cni_plugin.config import DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT, VxlanConf
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skein-agent",
+                                description="Skein node agent: VXLAN overlay and CNI conflist")
+    p.add_argument("--node", required=True, help="this node's name (its Node object)")
+    p.add_argument("--manifests", help="YAML file of Kubernetes objects (lab mode); "
+                   "re-read when it changes")
+    p.add_argument("--kubeconfig", help="use the Kubernetes API (not available yet)")
+    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
+    p.add_argument("--ipam-data-dir", default="/var/lib/cni/networks")
+    p.add_argument("--cluster-cidr", action="append", default=[],
+                   help="the cluster's pod network (repeatable); traffic to it is not "
+                   "masqueraded (default 10.244.0.0/16)")
+    p.add_argument("--vni", type=int, default=1)
+    p.add_argument("--vxlan-port", type=int, default=DEFAULT_VXLAN_PORT)
+    p.add_argument("--vxlan-device", default=DEFAULT_VXLAN_DEVICE)
+    p.add_argument("--underlay-device", default=None,
+                   help="default: the device with the default route")
+    p.add_argument("--resync", type=float, default=10.0, help="seconds between full resyncs")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.manifests:
+        print("skein-agent: --manifests FILE is required: the Kubernetes API source is not "
+              "implemented yet", file=sys.stderr)
+        return 2
+    from speaker.sources.file import FileSource
+
+    try:
+        cidrs = parse_cluster_cidrs(args.cluster_cidr or ["10.244.0.0/16"])
+    except ValueError as exc:
+        print(f"skein-agent: --cluster-cidr: {exc}", file=sys.stderr)
+        return 2
+    config = AgentConfig(
+        node=args.node,
+        vxlan=VxlanConf(vni=args.vni, port=args.vxlan_port, device=args.vxlan_device,
+                        underlay_device=args.underlay_device),
+        cni_conf_dir=args.cni_conf_dir, ipam_data_dir=args.ipam_data_dir,
+        cluster_cidrs=cidrs, resync=args.resync)
+    agent = Agent(config, FileSource(args.manifests))
+
+    def stop(*_: Any) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
