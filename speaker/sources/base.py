@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 
 from speaker.model.cluster import ClusterState
@@ -101,7 +101,7 @@ class Source(ABC):
         return True
 
 
-async def changes(source: Source, since_revision: int = 0) -> AsyncIterator[ClusterState]:
+async def changes(source: Source, since_revision: int = 0) -> AsyncGenerator[ClusterState, None]:
     """Each newer state of `source` (the current one first if newer than `since_revision`).
 
     States published faster than the consumer reads are coalesced: it always

@@ -54,7 +54,7 @@ _RACY_WINDOW_NS = 2_000_000_000
 _FastSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _ManifestLoader(_FastSafeLoader):  # type: ignore[misc,valid-type]
+class _ManifestLoader(_FastSafeLoader):
     """YAML read as Kubernetes reads it: without YAML 1.1's base-60 numbers.
 
     PyYAML turns an unquoted `65535:65282` (how MetalLB's docs write a

@@ -235,7 +235,7 @@ def test_errors_name_object_and_field(name: str, path: str, value: Any, message:
 
 def test_peer_asn_may_be_dynamic_but_not_both() -> None:
     base = docs_by_name()["sample"]["spec"]
-    dynamic = {"kind": "BGPPeer", "metadata": {"name": "d"},
+    dynamic: dict[str, Any] = {"kind": "BGPPeer", "metadata": {"name": "d"},
                "spec": {k: v for k, v in base.items() if k != "peerASN"} | {
                    "dynamicASN": "external"}}
     assert parse_bgp_peer(dynamic).ibgp is False
@@ -248,9 +248,10 @@ def test_peer_asn_may_be_dynamic_but_not_both() -> None:
 
 
 def test_password_secret_reference() -> None:
-    doc = {"kind": "BGPPeer", "metadata": {"name": "s", "namespace": "metallb-system"},
-           "spec": {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1",
-                    "passwordSecret": {"name": "bgp-pass"}}}
+    doc: dict[str, Any] = {
+        "kind": "BGPPeer", "metadata": {"name": "s", "namespace": "metallb-system"},
+        "spec": {"myASN": 1, "peerASN": 2, "peerAddress": "10.0.0.1",
+                 "passwordSecret": {"name": "bgp-pass"}}}
     assert parse_bgp_peer(doc).password_secret == "metallb-system/bgp-pass"
     doc["spec"]["password"] = "x"
     with pytest.raises(ModelError, match=r"spec\.passwordSecret: cannot be combined"):
