@@ -30,6 +30,7 @@ import fcntl
 import ipaddress
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple
@@ -112,12 +113,18 @@ def _flock(fd: int, timeout: float | None) -> None:
         raise LockTimeout
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    started = time.monotonic()
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if previous_delay > 0:
+            # Someone else's alarm (a test runner's timeout, say) was pending: give
+            # it back with what is left of it, so borrowing SIGALRM is invisible.
+            left = max(previous_delay - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, previous_interval)
 
 
 class DiskStore:
