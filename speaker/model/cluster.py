@@ -242,6 +242,61 @@ class ClusterState:
             out.append(entry)
         return tuple(out)
 
+    def problems(self) -> list[ModelError]:
+        """Errors only visible across objects, each naming the object and field at fault.
+
+        They do not drop anything (which object of a clashing pair is wrong is
+        the user's call); sources log them so a typo in a pool name does not
+        silently announce nothing.
+        """
+        found: list[ModelError] = []
+        # MetalLB refuses pools that share addresses: the owner would be ambiguous.
+        spans = sorted(((r.version, int(r.first), int(r.last), p.name, i)
+                        for p in self.ip_address_pools for i, r in enumerate(p.addresses)))
+        for a, b in zip(spans, spans[1:], strict=False):
+            if a[0] == b[0] and b[1] <= a[2] and a[3] != b[3]:
+                pool = self._pools[b[3]]
+                found.append(ModelError(ref_of(pool), f"spec.addresses[{b[4]}]",
+                                        f"overlaps IPAddressPool {a[3]}"))
+        advertisements: list[L2Advertisement | BGPAdvertisement] = [
+            *self.l2_advertisements, *self.bgp_advertisements]
+        for adv in advertisements:
+            for i, name in enumerate(adv.selection.ip_address_pools):
+                if name not in self._pools:
+                    found.append(ModelError(ref_of(adv), f"spec.ipAddressPools[{i}]",
+                                            f"no IPAddressPool is named {show(name)}"))
+        peer_names = {p.name for p in self.bgp_peers}
+        for adv in self.bgp_advertisements:
+            for i, name in enumerate(adv.peers):
+                if name not in peer_names:
+                    found.append(ModelError(ref_of(adv), f"spec.peers[{i}]",
+                                            f"no BGPPeer is named {show(name)}"))
+            try:
+                self.communities_for(adv)
+            except ModelError as exc:
+                found.append(exc)
+            found.extend(self._aggregation_problems(adv))
+        return found
+
+    def _aggregation_problems(self, adv: BGPAdvertisement) -> list[ModelError]:
+        # MetalLB's rule: aggregating to a prefix shorter than the widest CIDR of
+        # an address entry would announce addresses the pool does not own.
+        out = []
+        for pool in self.ip_address_pools:
+            if not adv.selects_pool(pool):
+                continue
+            for entry in pool.addresses:
+                widest = min(n.prefixlen for n in entry.networks())
+                field_name, length = (("aggregationLength", adv.aggregation_length)
+                                      if entry.version == 4 else
+                                      ("aggregationLengthV6", adv.aggregation_length_v6))
+                if length < widest:
+                    out.append(ModelError(
+                        ref_of(adv), f"spec.{field_name}",
+                        f"{length} is shorter than prefix /{widest} of {entry} in "
+                        f"IPAddressPool {pool.name}"))
+        return out
+
     def calico_bgp_configuration(self) -> BGPConfiguration | None:
         """Calico's cluster-wide BGPConfiguration (the one named "default")."""
         return next((c for c in self.bgp_configurations if c.name == DEFAULT_NAME), None)

@@ -17,6 +17,13 @@ plus `changes(source)` for asyncio.
 """
 
 from speaker.sources.base import Source, changes
-from speaker.sources.file import FileSource, ParsedFile, parse_manifests, read_manifests
+from speaker.sources.file import (
+    FileSource,
+    ParsedFile,
+    parse_manifests,
+    read_manifests,
+    yaml_documents,
+)
 
-__all__ = ["FileSource", "ParsedFile", "Source", "changes", "parse_manifests", "read_manifests"]
+__all__ = ["FileSource", "ParsedFile", "Source", "changes", "parse_manifests", "read_manifests",
+           "yaml_documents"]

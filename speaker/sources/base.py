@@ -23,6 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
+from typing import Self
 
 from speaker.model.cluster import ClusterState
 
@@ -75,7 +76,7 @@ class Source(ABC):
     def close(self) -> None:
         """Stop following changes; the last state stays readable."""
 
-    def __enter__(self) -> Source:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -86,9 +86,11 @@ class ParsedFile:
     # One line each: "FILE:LINE: Kind ns/name: field.path: message".
     errors: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    # Cross-object inconsistencies (ClusterState.problems); nothing is dropped for them.
+    problems: list[str] = field(default_factory=list)
 
 
-def _documents(text: str) -> list[tuple[int, Any]]:
+def yaml_documents(text: str) -> list[tuple[int, Any]]:
     """(1-based start line, decoded document) for every document; YAMLError if any is bad.
 
     Composing node by node (rather than yaml.safe_load_all) keeps each
@@ -116,7 +118,7 @@ def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
     objects: dict[ObjectRef, ModelObject] = {}
     where: dict[ObjectRef, int] = {}
     result = ParsedFile(ClusterState())
-    for line, doc in _documents(text):
+    for line, doc in yaml_documents(text):
         for item in expand_document(doc):
             try:
                 obj = parse_object(item)
@@ -133,6 +135,7 @@ def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
             objects[ref] = obj
             where[ref] = line
     result.state = ClusterState.from_objects(objects.values())
+    result.problems = [f"{origin}: {exc}" for exc in result.state.problems()]
     return result
 
 
@@ -237,6 +240,8 @@ class FileSource(Source):
             return False
         for line in parsed.errors:
             log.warning("skipped %s", line)
+        for line in parsed.problems:
+            log.warning("inconsistent: %s", line)
         for line in parsed.ignored:
             log.debug("ignored kind %s", line)
         changed = self._publish(parsed.state)

@@ -140,6 +140,17 @@ def test_bad_object_is_skipped_with_one_line_and_the_rest_kept(
     assert ignored[0].getMessage() == f"ignored kind {manifests}:13: ConfigMap c"
 
 
+def test_cross_object_problems_are_logged_and_nothing_dropped(
+        source: FileSource, manifests: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = source.snapshot()
+    manifests.write_text(docs(pool("a", "192.168.50.0/28"), pool("b", "192.168.50.8/29")))
+    state = next_state(source, first)
+    assert [p.name for p in state.ip_address_pools] == ["a", "b"]
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inconsistent")]
+    assert warned == [f"inconsistent: {manifests}: IPAddressPool metallb-system/b: "
+                      "spec.addresses[0]: overlaps IPAddressPool a"]
+
+
 def test_missing_file_keeps_state_and_recovers(
         source: FileSource, manifests: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = source.snapshot()

@@ -21,7 +21,7 @@ from speaker.model import (
     parse_ip_address_pool,
     parse_object,
 )
-from speaker.sources import read_manifests
+from speaker.sources import read_manifests, yaml_documents
 
 DATA = Path(__file__).parent / "data" / "metallb.yaml"
 
@@ -29,12 +29,17 @@ DATA = Path(__file__).parent / "data" / "metallb.yaml"
 @pytest.fixture(scope="module")
 def state() -> ClusterState:
     parsed = read_manifests(str(DATA))
-    assert parsed.errors == []
+    assert parsed.errors == [] and parsed.problems == []
     return parsed.state
 
 
+def example_docs() -> list[Any]:
+    """The example documents read as Kubernetes reads YAML (no base-60 numbers)."""
+    return [doc for _, doc in yaml_documents(DATA.read_text())]
+
+
 def docs_by_name() -> dict[str, Any]:
-    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(DATA.read_text())}
+    return {d["metadata"]["name"]: d for d in example_docs()}
 
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -233,6 +238,15 @@ def test_errors_name_object_and_field(name: str, path: str, value: Any, message:
     assert str(err.value).startswith(message)
 
 
+def test_base60_community_from_a_yaml11_reader_gets_a_hint() -> None:
+    # yaml.safe_load reads `1234:1` as 74041; the message says what happened.
+    doc = next(d for d in yaml.safe_load_all(DATA.read_text()) if d["kind"] == "Community")
+    with pytest.raises(ModelError, match=r"spec\.communities\[0\]\.value: expected a string, "
+                                         r"got 74041 \(quote communities"):
+        parse_object(doc)
+    assert [doc for _, doc in yaml_documents("v: 1234:1")] == [{"v": "1234:1"}]
+
+
 def test_peer_asn_may_be_dynamic_but_not_both() -> None:
     base = docs_by_name()["sample"]["spec"]
     dynamic: dict[str, Any] = {"kind": "BGPPeer", "metadata": {"name": "d"},
@@ -262,3 +276,30 @@ def test_v6_only_pool_parses() -> None:
     pool = parse_ip_address_pool({"kind": "IPAddressPool", "metadata": {"name": "v6"},
                                   "spec": {"addresses": ["fd00::10-fd00::1f"]}})
     assert pool.addresses[0].size == 16 and pool.usable(ip("fd00::10"))
+
+
+def test_cross_object_problems_name_the_field() -> None:
+    docs = example_docs()
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    by_name["expensive"]["spec"]["addresses"] = ["192.168.10.128/25"]  # inside first-pool
+    by_name["example"]["spec"]["ipAddressPools"] = ["first-pool", "frist-pool"]
+    by_name["local"]["spec"]["peers"] = ["sample", "nobody"]
+    by_name["local"]["spec"]["communities"] = ["vpn-only", "unknown-alias"]
+    by_name["external"]["spec"]["ipAddressPools"] = ["first-pool"]
+    objects = [o for o in (parse_object(d) for d in docs) if o is not None]
+    problems = [str(p) for p in ClusterState.from_objects(objects).problems()]
+    assert problems == [
+        # The pool whose range starts later is the one said to overlap.
+        "IPAddressPool metallb-system/expensive: spec.addresses[0]: overlaps IPAddressPool "
+        "first-pool",
+        'L2Advertisement metallb-system/example: spec.ipAddressPools[1]: no IPAddressPool is '
+        'named "frist-pool"',
+        # MetalLB's rule: per address entry, against its widest CIDR.
+        "BGPAdvertisement metallb-system/external: spec.aggregationLength: 24 is shorter than "
+        "prefix /31 of 192.168.9.1-192.168.9.5 in IPAddressPool first-pool",
+        "BGPAdvertisement metallb-system/external: spec.aggregationLengthV6: 64 is shorter than "
+        "prefix /124 of fc00:f853:ccd:e799::/124 in IPAddressPool first-pool",
+        'BGPAdvertisement metallb-system/local: spec.peers[1]: no BGPPeer is named "nobody"',
+        'BGPAdvertisement metallb-system/local: spec.communities[1]: no Community object '
+        'defines "unknown-alias"',
+    ]
