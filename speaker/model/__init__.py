@@ -54,6 +54,8 @@ if TYPE_CHECKING:
         parse_bgp_peer,
         parse_ip_address_pool,
         parse_l2_advertisement,
+        range_networks,
+        range_text,
     )
     from speaker.model.node import VTEP_MAC_ANNOTATION, Node, parse_node, vtep_mac_for_ip
     from speaker.model.selectors import (
@@ -116,6 +118,8 @@ _LAZY = {
     "parse_node": "node",
     "parse_object": "cluster",
     "parse_service": "service",
+    "range_networks": "metallb",
+    "range_text": "metallb",
     "ref_of": "cluster",
     "vtep_mac_for_ip": "node",
 }
@@ -130,7 +134,8 @@ __all__ = [
     "parse_bgp_advertisement", "parse_bgp_configuration", "parse_bgp_peer", "parse_community",
     "parse_community_aliases", "parse_endpoint_slice", "parse_go_duration",
     "parse_ip_address_pool", "parse_l2_advertisement", "parse_label_selector", "parse_namespace",
-    "parse_node", "parse_object", "parse_service", "ref_of", "vtep_mac_for_ip",
+    "parse_node", "parse_object", "parse_service", "range_networks",
+    "range_text", "ref_of", "vtep_mac_for_ip",
 ]
 
 

@@ -33,6 +33,8 @@ from speaker.model.metallb import (
     parse_bgp_peer,
     parse_ip_address_pool,
     parse_l2_advertisement,
+    range_networks,
+    range_text,
 )
 from speaker.model.node import Node, parse_node
 from speaker.model.service import Service, parse_service
@@ -286,14 +288,14 @@ class ClusterState:
             if not adv.selects_pool(pool):
                 continue
             for entry in pool.addresses:
-                widest = min(n.prefixlen for n in entry.networks())
+                widest = min(n.prefixlen for n in range_networks(entry))
                 field_name, length = (("aggregationLength", adv.aggregation_length)
                                       if entry.version == 4 else
                                       ("aggregationLengthV6", adv.aggregation_length_v6))
                 if length < widest:
                     out.append(ModelError(
                         ref_of(adv), f"spec.{field_name}",
-                        f"{length} is shorter than prefix /{widest} of {entry} in "
+                        f"{length} is shorter than prefix /{widest} of {range_text(entry)} in "
                         f"IPAddressPool {pool.name}"))
         return out
 

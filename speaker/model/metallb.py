@@ -1,5 +1,8 @@
 """MetalLB's CRDs (metallb.io), parsed so that a MetalLB user's YAML works unchanged.
 
+Pool entries are `ipam.ranges.AddressRange`, the type the address allocator
+works on, so the controller hands them over as they are.
+
 IPAddressPool, L2Advertisement, BGPAdvertisement (v1beta1) and BGPPeer
 (v1beta1 and v1beta2; their shared fields have the same shape).  Selection
 follows MetalLB: an advertisement with neither `ipAddressPools` nor
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipam.ranges import AddressRange
 from speaker.model.communities import BGPCommunity, parse_community_entry
 from speaker.model.fields import Cursor, IPAddress, IPNetwork, ip_address, show
 from speaker.model.meta import open_object
@@ -24,33 +28,15 @@ from speaker.model.selectors import LabelSelector, matches_any, parse_label_sele
 UINT32_MAX = 2**32 - 1
 
 
-@dataclass(frozen=True, order=True)
-class AddressRange:
-    """An inclusive range first..last of one family; a CIDR is the range it spans."""
+def range_networks(span: AddressRange) -> list[IPNetwork]:
+    """The fewest CIDRs covering exactly `span`."""
+    return list(ipaddress.summarize_address_range(span.first, span.last))
 
-    first: IPAddress
-    last: IPAddress
 
-    def __contains__(self, address: object) -> bool:
-        return (isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
-                and address.version == self.first.version
-                and int(self.first) <= int(address) <= int(self.last))
-
-    @property
-    def version(self) -> int:
-        return self.first.version
-
-    @property
-    def size(self) -> int:
-        return int(self.last) - int(self.first) + 1
-
-    def networks(self) -> list[IPNetwork]:
-        """The fewest CIDRs covering exactly this range."""
-        return list(ipaddress.summarize_address_range(self.first, self.last))
-
-    def __str__(self) -> str:
-        nets = self.networks()
-        return str(nets[0]) if len(nets) == 1 else f"{self.first}-{self.last}"
+def range_text(span: AddressRange) -> str:
+    """`span` as a MetalLB user would write it: a CIDR when it is one, else "first-last"."""
+    nets = range_networks(span)
+    return str(nets[0]) if len(nets) == 1 else f"{span.first}-{span.last}"
 
 
 def parse_address_range(cur: Cursor) -> AddressRange:
@@ -123,8 +109,9 @@ def parse_ip_address_pool(doc: Any) -> IPAddressPool:
     # MetalLB refuses a pool whose own ranges overlap; so do we, naming both.
     ordered = sorted(enumerate(ranges), key=lambda p: (p[1].version, int(p[1].first)))
     for (i, a), (j, b) in zip(ordered, ordered[1:], strict=False):
-        if a.version == b.version and int(b.first) <= int(a.last):
-            addresses_cur.fail(f"addresses[{i}] {a} overlaps addresses[{j}] {b}")
+        if a.overlaps(b):
+            addresses_cur.fail(f"addresses[{i}] {range_text(a)} overlaps "
+                               f"addresses[{j}] {range_text(b)}")
     allocation = None
     alloc_cur = spec.at("serviceAllocation")
     if not alloc_cur.missing:
