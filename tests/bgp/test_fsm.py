@@ -11,6 +11,7 @@ from speaker.bgp.capabilities import FourOctetAs, GracefulRestart, Multiprotocol
 from speaker.bgp.fsm import (
     LARGE_HOLD_TIME,
     Action,
+    CollisionDump,
     Connect,
     DecodeError,
     Disconnect,
@@ -222,7 +223,7 @@ def test_manual_stop_is_final_until_started_again() -> None:
     assert isinstance(note, Notification) and note.communication() == "bye"
     assert not [a for a in actions if isinstance(a, StartTimer)]
     assert fsm.handle(TimerExpired(Timer.IDLE_HOLD)) == []
-    assert fsm.handle(TcpConnected(outgoing=False)) == [Disconnect()]
+    assert fsm.handle(TcpConnected(outgoing=False)) == [Disconnect()]  # stopped: refuse
     assert fsm.state == State.IDLE
     fsm.handle(ManualStart())
     assert fsm.state == State.CONNECT
@@ -248,6 +249,29 @@ def test_tcp_failure_in_every_connected_state() -> None:
         assert StartTimer(Timer.IDLE_HOLD, 1.0) in actions
 
 
+def test_incoming_connection_cuts_the_back_off_short() -> None:
+    fsm = at(State.OPEN_SENT)
+    fsm.handle(TcpFailed("reset"))
+    assert fsm.state == State.IDLE and fsm.started
+    actions = fsm.handle(TcpConnected(outgoing=False))
+    assert fsm.state == State.OPEN_SENT
+    assert StopTimer(Timer.IDLE_HOLD) in actions and Send(LOCAL) in actions
+
+
+def test_collision_dump() -> None:
+    for state in (State.OPEN_SENT, State.OPEN_CONFIRM):
+        fsm = at(state)
+        actions = fsm.handle(CollisionDump())
+        assert fsm.state == State.IDLE
+        assert sent(actions) == [Notification(6, 7)]
+        assert Disconnect() in actions
+        assert not [a for a in actions if isinstance(a, StartTimer)]
+        assert fsm.connect_retry_counter == 0
+    fsm = at(State.ESTABLISHED)
+    assert fsm.handle(CollisionDump()) == []
+    assert fsm.state == State.ESTABLISHED
+
+
 def test_collision_rule() -> None:
     assert collision_winner_is_incoming("10.0.0.1", "10.0.0.2")
     assert not collision_winner_is_incoming("10.0.0.2", "10.0.0.1")
@@ -261,6 +285,7 @@ ALL_EVENTS: list[Event] = [
     MessageReceived(PEER), MessageReceived(Open(1, 30, "1.1.1.1")), MessageReceived(Keepalive()),
     MessageReceived(Update()), MessageReceived(RouteRefreshMessage(1, 1)),
     MessageReceived(Notification(6, 4)), DecodeError(errors.header_error(2, "len", b"\x00\x05")),
+    CollisionDump(),
 ]
 
 

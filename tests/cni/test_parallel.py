@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import subprocess
+import tempfile
 import time
 
 from cni_plugin.lab.traffic import ping
@@ -21,12 +22,12 @@ PODS = 64
 def _start_add(cni, conf, container_id, pod):
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container_id,
            "CNI_NETNS": pod.path, "CNI_IFNAME": "eth0", "CNI_PATH": cni.cni_path}
-    proc = subprocess.Popen(cni.node.exec_argv([cni.find("skein")]), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(conf))
-    proc.stdin.close()
-    return proc
+    with tempfile.TemporaryFile("w+") as stdin:
+        stdin.write(json.dumps(conf))
+        stdin.seek(0)
+        return subprocess.Popen(cni.node.exec_argv([cni.find("skein")]), stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                text=True)
 
 
 def _pod_ipv4(pod) -> list[str]:
@@ -73,7 +74,8 @@ def test_sigkill_mid_add_never_duplicates_and_gc_reclaims(cni, netns_factory, tm
             assert i in victims, f"pod {i} failed without being killed: {out}"
     # A killed plugin's IPAM child may still be finishing: let it.
     deadline = time.monotonic() + 30
-    while cni.node.run("ip", "netns", "pids", cni.node.name).stdout.strip():
+    while subprocess.run(["ip", "netns", "pids", cni.node.name], capture_output=True,
+                         text=True, check=False).stdout.strip():
         assert time.monotonic() < deadline, "plugin processes linger in the node namespace"
         time.sleep(0.1)
     # No address lives in two pods, whatever state the killed ADDs left.
