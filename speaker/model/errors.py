@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Control characters, and the Unicode line breaks, as escapes.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85)} | {
+    0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped, so that a message stays one line
+    whatever names and keys a document holds."""
+    return text.translate(_CONTROL)
+
 
 @dataclass(frozen=True, order=True)
 class ObjectRef:
@@ -21,7 +31,7 @@ class ObjectRef:
 
     def __str__(self) -> str:
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        return f"{self.kind} {where}"
+        return printable(f"{self.kind} {where}")
 
 
 class ModelError(ValueError):
@@ -39,4 +49,4 @@ class ModelError(ValueError):
 
     def __str__(self) -> str:
         parts = [str(self.ref) if self.ref else "", self.path, self.message]
-        return ": ".join(p for p in parts if p)
+        return printable(": ".join(p for p in parts if p))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 from speaker.model.durations import parse_go_duration
-from speaker.model.errors import ModelError, ObjectRef
+from speaker.model.errors import ModelError, ObjectRef, printable
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ def show(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        text = '"' + printable(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         return text if len(text) <= 60 else text[:57] + '..."'
     if isinstance(value, int | float):
         return str(value)

@@ -101,6 +101,11 @@ def test_v4_and_v6_derived_macs_do_not_collide() -> None:
     ({"metadata": {"labels": {"a": "b"}}}, "Node ?: metadata.name: required"),
     ({"metadata": {"name": "worker-1", "labels": ["a"]}},
      "Node worker-1: metadata.labels: expected a mapping, got a list"),
+    # Control characters are escaped: a message is always one log line.
+    ({"metadata": {"name": "worker-1", "labels": {"a\nb": 1}}},
+     "Node worker-1: metadata.labels.a\\nb: expected a string, got 1"),
+    ({"metadata": {"name": "bad\nname"}},
+     'Node bad\\nname: metadata.name: expected a lowercase DNS name, got "bad\\nname"'),
 ])
 def test_node_errors(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ModelError) as err:
