@@ -86,7 +86,8 @@ class ParsedFile:
     # One line each: "FILE:LINE: Kind ns/name: field.path: message".
     errors: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
-    # Cross-object inconsistencies (ClusterState.problems); nothing is dropped for them.
+    # Objects defined twice, and cross-object inconsistencies
+    # (ClusterState.problems); nothing is dropped for them.
     problems: list[str] = field(default_factory=list)
 
 
@@ -117,6 +118,7 @@ def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
     """
     objects: dict[ObjectRef, ModelObject] = {}
     where: dict[ObjectRef, int] = {}
+    duplicates: list[str] = []
     result = ParsedFile(ClusterState())
     for line, doc in yaml_documents(text):
         for item in expand_document(doc):
@@ -130,12 +132,12 @@ def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
                 continue
             ref = ref_of(obj)
             if ref in objects:
-                result.errors.append(f"{origin}:{line}: {ref}: defined again (first at line "
-                                     f"{where[ref]}); the later definition is used")
+                duplicates.append(f"{origin}:{line}: {ref}: defined again (first at line "
+                                  f"{where[ref]}); the later definition is used")
             objects[ref] = obj
             where[ref] = line
     result.state = ClusterState.from_objects(objects.values())
-    result.problems = [f"{origin}: {exc}" for exc in result.state.problems()]
+    result.problems = duplicates + [f"{origin}: {exc}" for exc in result.state.problems()]
     return result
 
 

@@ -124,13 +124,13 @@ metadata: {name: n1, labels: {rack: r9}}
     parsed = parse_manifests(text, "m.yaml")
     node = parsed.state.node("n1")
     assert node is not None and node.labels == {"rack": "r9"}
-    assert len(parsed.errors) == 1
+    assert parsed.errors == [] and len(parsed.problems) == 1
     lines = text.splitlines()
     # A document's line is that of its first key (apiVersion), two above metadata.
     first = lines.index("metadata: {name: n1, labels: {rack: r1}}") - 1
     last = len(lines) - 2
-    assert parsed.errors[0] == (f"m.yaml:{last}: Node n1: defined again (first at line {first}); "
-                                "the later definition is used")
+    assert parsed.problems[0] == (f"m.yaml:{last}: Node n1: defined again (first at line {first}); "
+                                  "the later definition is used")
 
 
 def test_unknown_kinds_and_versions() -> None:
