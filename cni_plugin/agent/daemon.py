@@ -46,19 +46,22 @@ class Agent:
         self.topology: Topology | None = None
 
     def reconcile(self, state: ClusterState) -> None:
-        topo = select_peers(state.nodes, self.config.node)
-        if topo.problems != self._last_problems:
-            for problem in topo.problems:
-                log.warning("peer data: %s", problem)
-            self._last_problems = topo.problems
-        self.topology = topo
         ipr = netlink.open_route_socket()
         try:
             device = vxlan.ensure_device(ipr, self.config.vxlan, recreate=True)
+            neighs_routes, fdbs = kernel.observe(ipr, device.index)
+            mac_of = {n.address: n.mac for n in neighs_routes.neighs}
+            topo = select_peers(state.nodes, self.config.node,
+                                frozenset((r.dst, mac_of.get(r.via, ""))
+                                          for r in neighs_routes.routes))
+            if topo.problems != self._last_problems:
+                for problem in topo.problems:
+                    log.warning("peer data: %s", problem)
+                self._last_problems = topo.problems
+            self.topology = topo
             for cidr in topo.own_cidrs:
                 if cidr.version == 4:
                     netlink.add_address(ipr, device.index, f"{cidr.network_address}/32")
-            neighs_routes, fdbs = kernel.observe(ipr, device.index)
             desired = desired_entries(topo.peers)
             observed = Entries(neighs_routes.neighs,
                                owned_fdbs(fdbs, neighs_routes.neighs, desired),

@@ -38,7 +38,11 @@ def _overlaps(a: IPNetwork, b: IPNetwork) -> bool:
     return a.version == b.version and a.overlaps(b)
 
 
-def select_peers(nodes: Iterable[Node], self_name: str) -> Topology:
+def select_peers(nodes: Iterable[Node], self_name: str,
+                 established: frozenset[tuple[str, str]] = frozenset()) -> Topology:
+    """Peers for node `self_name`.  `established` holds the (pod subnet, VTEP
+    MAC) pairs the kernel already tunnels to (read back from it, so it
+    survives a restart)."""
     nodes = sorted(nodes, key=lambda n: n.name)
     me = next((n for n in nodes if n.name == self_name), None)
     problems: list[str] = []
@@ -69,17 +73,24 @@ def select_peers(nodes: Iterable[Node], self_name: str) -> Topology:
         assert mac is not None  # an IPv4 InternalIP always yields a derived MAC
         candidates.append(Peer(node.name, str(underlay), mac, node.pod_cidrs))
 
-    # Two peers that overlap or share an address: neither can be trusted.
-    bad: set[str] = set()
-    for i, a in enumerate(candidates):
-        for b in candidates[i + 1:]:
-            if any(_overlaps(x, y) for x in a.pod_cidrs for y in b.pod_cidrs):
-                problems.append(f"nodes {a.name} and {b.name}: overlapping podCIDRs; "
-                                "both skipped")
-                bad |= {a.name, b.name}
-            elif a.underlay_ip == b.underlay_ip or a.vtep_mac == b.vtep_mac:
-                problems.append(f"nodes {a.name} and {b.name}: same InternalIP or VTEP MAC; "
-                                "both skipped")
-                bad |= {a.name, b.name}
-    peers = tuple(p for p in candidates if p.name not in bad)
-    return Topology(own, peers, tuple(problems))
+    # Two peers that overlap or share an address: one of them is wrong.  The
+    # one this agent already tunnels to keeps its place (a newcomer must not cut
+    # a working node off); between two newcomers the first by name wins, so
+    # every agent decides the same way.
+    kept: list[Peer] = []
+    def in_use(peer: Peer) -> bool:
+        return any((str(cidr), peer.vtep_mac) in established for cidr in peer.pod_cidrs)
+
+    for peer in sorted(candidates, key=lambda p: (not in_use(p), p.name)):
+        rival = next((k for k in kept if _conflict(k, peer)), None)
+        if rival is None:
+            kept.append(peer)
+        else:
+            problems.append(f"node {peer.name}: podCIDR, InternalIP or VTEP MAC conflicts "
+                            f"with node {rival.name}; skipped")
+    return Topology(own, tuple(sorted(kept, key=lambda p: p.name)), tuple(problems))
+
+
+def _conflict(a: Peer, b: Peer) -> bool:
+    return (any(_overlaps(x, y) for x in a.pod_cidrs for y in b.pod_cidrs)
+            or a.underlay_ip == b.underlay_ip or a.vtep_mac == b.vtep_mac)
