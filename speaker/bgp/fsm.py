@@ -7,7 +7,8 @@ so every transition is unit-tested directly; `session.py` is the thin layer that
 turns socket and timer happenings into events and performs the actions.
 
 Simplifications against the RFC, all optional features there: no DelayOpen
-timer, no per-peer TCP collision state (the peer object resolves collisions), and
+timer, one connection per FSM (the peer object detects collisions and feeds the
+loser a CollisionDump), an incoming connection is taken even while backing off, and
 "automatic restart" is built in: after an error the FSM goes to Idle and asks for
 the IdleHold timer, whose expiry restarts it.  Its value doubles with every
 failure in a row (ConnectRetryCounter) up to a ceiling, which gives the
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from speaker.bgp.capabilities import GracefulRestart, Multiprotocol
 from speaker.bgp.capabilities import RouteRefresh as RouteRefreshCapability
 from speaker.bgp.errors import (
+    CEASE,
+    CEASE_CONNECTION_COLLISION_RESOLUTION,
     FSM_ERROR,
     FSM_UNEXPECTED_IN_ESTABLISHED,
     FSM_UNEXPECTED_IN_OPENCONFIRM,
@@ -88,6 +91,11 @@ class TcpFailed:
 
 
 @dataclass(frozen=True)
+class CollisionDump:
+    """OpenCollisionDump: collision detection chose the other connection (RFC 4271 §6.8)."""
+
+
+@dataclass(frozen=True)
 class MessageReceived:
     message: Open | Update | Notification | Keepalive | RouteRefresh
 
@@ -100,7 +108,7 @@ class DecodeError:
 
 
 Event = ManualStart | ManualStop | TimerExpired | TcpConnected | TcpFailed | MessageReceived \
-    | DecodeError
+    | DecodeError | CollisionDump
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -316,10 +324,17 @@ class Fsm:
         if isinstance(event, TimerExpired) and event.timer == Timer.IDLE_HOLD and self.started:
             return self._start()  # automatic restart
         if isinstance(event, TcpConnected):
-            # An incoming connection while we wait out the back-off (or are stopped):
-            # RFC 4271 says refuse; the peer object closes it.
-            return [Disconnect()]
+            if not self.started:
+                return [Disconnect()]
+            # An incoming connection while we wait out the back-off: the peer is ready
+            # now, so take it rather than refuse and make it back off too.
+            return [StopTimer(Timer.IDLE_HOLD), *self._connected()]
         return []
+
+    def _connected(self) -> list[Action]:
+        self.state = State.OPEN_SENT
+        return [StopTimer(Timer.CONNECT_RETRY), Send(self.config.local_open),
+                StartTimer(Timer.HOLD, LARGE_HOLD_TIME)]
 
     def _connecting(self, event: Event) -> list[Action]:
         if isinstance(event, TimerExpired) and event.timer == Timer.CONNECT_RETRY:
@@ -330,9 +345,7 @@ class Fsm:
             self.state = State.CONNECT
             return [Disconnect(), *actions, Connect()]
         if isinstance(event, TcpConnected):
-            self.state = State.OPEN_SENT
-            return [StopTimer(Timer.CONNECT_RETRY), Send(self.config.local_open),
-                    StartTimer(Timer.HOLD, LARGE_HOLD_TIME)]
+            return self._connected()
         if isinstance(event, TcpFailed):
             # Wait in Active, where an incoming connection is still welcome, for a
             # ConnectRetry that doubles with each failure in a row.
@@ -360,6 +373,16 @@ class Fsm:
         if isinstance(event, TcpConnected):
             # A second connection is the peer object's business (collision handling).
             return []
+        if isinstance(event, CollisionDump):
+            if state == State.ESTABLISHED:
+                return []  # an established session always wins
+            actions = self._to_idle("connection collision: keeping the other connection",
+                                    failure=False,
+                                    notify=Notification(CEASE,
+                                                        CEASE_CONNECTION_COLLISION_RESOLUTION))
+            # The winning connection is adopted at once: no back-off wait.
+            return [a for a in actions if not (isinstance(a, StartTimer)
+                                               and a.timer == Timer.IDLE_HOLD)]
         if isinstance(event, TcpFailed):
             return self._to_idle(f"connection closed: {event.reason}")
         if isinstance(event, DecodeError):

@@ -1,0 +1,121 @@
+"""A minimal process around `BgpSpeaker`, for the lab and the interop tests:
+`python -m speaker.bgp.runner CONFIG.json` run inside a node's network namespace
+(so every socket lives there), driven by JSON lines on stdin, answering with one
+JSON line per command on stdout.  Logs go to stderr.
+
+Config: {"router_id": "...", "listen": ["0.0.0.0"] or null, "port": 179,
+         "batch_delay": 0.02, "peers": [{PeerConfig fields; families as
+         ["ipv4-unicast", "ipv6-unicast"]}]}
+Commands: {"cmd": "announce", "prefixes": [...], "attrs": {...}, "peers": [...]},
+          {"cmd": "announce_range", "start": "10.200.0.0", "count": 10000},
+          {"cmd": "withdraw", "prefixes": [...]}, {"cmd": "status"},
+          {"cmd": "shutdown", "reason": "..."}.  EOF or SIGTERM shuts down too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from speaker.bgp.attributes import community_from_text
+from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, family_name
+from speaker.bgp.peer import PeerConfig, RouteAttrs
+from speaker.bgp.speaker import BgpSpeaker
+
+_FAMILIES = {family_name(f): f for f in (IPV4_UNICAST, IPV6_UNICAST)}
+
+
+def peer_config(raw: dict[str, Any]) -> PeerConfig:
+    raw = dict(raw)
+    if "families" in raw:
+        raw["families"] = tuple(_FAMILIES[name] for name in raw["families"])
+    return PeerConfig(**raw)
+
+
+def route_attrs(raw: dict[str, Any] | None) -> RouteAttrs:
+    raw = dict(raw or {})
+    raw["communities"] = tuple(community_from_text(c) for c in raw.get("communities", ()))
+    return RouteAttrs(**raw)
+
+
+def host_range(start: str, count: int) -> list[str]:
+    first = ipaddress.ip_address(start)
+    width = first.max_prefixlen
+    return [f"{first + i}/{width}" for i in range(count)]
+
+
+async def serve(config: dict[str, Any]) -> None:
+    speaker = BgpSpeaker(config["router_id"], listen_addresses=config.get("listen"),
+                         listen_port=config.get("port", 179),
+                         batch_delay=config.get("batch_delay", 0.02))
+    for raw in config.get("peers", []):
+        speaker.add_peer(peer_config(raw))
+    await speaker.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    async def commands() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                stop.set()
+                return
+            try:
+                cmd = json.loads(line)
+                op = cmd["cmd"]
+                if op == "announce":
+                    speaker.announce_many(cmd["prefixes"], route_attrs(cmd.get("attrs")),
+                                          cmd.get("peers"))
+                elif op == "announce_range":
+                    speaker.announce_many(host_range(cmd["start"], cmd["count"]),
+                                          route_attrs(cmd.get("attrs")), cmd.get("peers"))
+                elif op == "withdraw":
+                    speaker.withdraw_many(cmd["prefixes"], cmd.get("peers"))
+                elif op == "status":
+                    reply({"ok": True, "peers": [dataclasses.asdict(s)
+                                                 for s in speaker.status()]})
+                    continue
+                elif op == "shutdown":
+                    await speaker.shutdown(cmd.get("reason", ""))
+                    reply({"ok": True})
+                    stop.set()
+                    return
+                else:
+                    raise ValueError(f"unknown command {op!r}")
+                reply({"ok": True})
+            except Exception as exc:  # a bad command must not kill the speaker
+                reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    task = loop.create_task(commands())
+    await stop.wait()
+    if not task.done():
+        task.cancel()
+        await speaker.shutdown("speaker stopping")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: python -m speaker.bgp.runner CONFIG.json")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with open(args[0]) as fh:
+        config = json.load(fh)
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

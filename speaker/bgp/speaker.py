@@ -1,0 +1,162 @@
+"""The BGP speaker: a set of peers, the listening sockets, and the route API.
+
+How a daemon drives it (all on one asyncio loop):
+
+    speaker = BgpSpeaker(router_id="10.0.0.5")
+    speaker.add_peer(PeerConfig(peer_address="10.0.0.1", peer_asn=65112, my_asn=64512))
+    await speaker.start()                     # listen (port 179) and connect out
+    speaker.announce("192.0.2.10/32", RouteAttrs(communities=(...,)))
+    speaker.withdraw("192.0.2.10/32")
+    speaker.status()                          # per-peer state, uptime, counters
+    await speaker.shutdown("node drain")      # Cease / Administrative Shutdown to all
+
+`announce`/`withdraw` only edit tables and return at once; each established
+session's sender task flushes the changes after `batch_delay` (20 ms), packed
+into as few UPDATEs as the attribute sets allow, so a burst of calls reaches the
+wire in one go well within 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterable
+
+from speaker.bgp.nlri import encode_prefix_text
+from speaker.bgp.peer import Peer, PeerConfig, PeerStatus, RouteAttrs
+from speaker.bgp.session import Connection
+from speaker.bgp.sockopts import set_md5, set_ttl, unmap
+
+log = logging.getLogger("speaker.bgp")
+
+DEFAULT_LISTEN = ("0.0.0.0", "::")
+
+
+class BgpSpeaker:
+    def __init__(self, router_id: str, *, listen_addresses: Iterable[str] | None = DEFAULT_LISTEN,
+                 listen_port: int = 179, batch_delay: float = 0.02) -> None:
+        """listen_addresses None (or empty) means connect out only, never listen."""
+        self.router_id = router_id
+        self.listen_addresses = tuple(listen_addresses or ())
+        self.listen_port = listen_port
+        self.batch_delay = batch_delay
+        self.peers: dict[str, Peer] = {}
+        self._servers: list[asyncio.Server] = []
+        self._listen_socks: list[socket.socket] = []
+        self._running = False
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def add_peer(self, config: PeerConfig) -> Peer:
+        key = unmap(config.peer_address)
+        if key in self.peers:
+            raise ValueError(f"peer {key} is already configured")
+        peer = Peer(config, self.router_id, self.batch_delay)
+        self.peers[key] = peer
+        for sock in self._listen_socks:
+            self._install_md5(sock, config)
+        if self._running:
+            peer.start()
+        return peer
+
+    async def remove_peer(self, address: str, reason: str = "peer de-configured") -> None:
+        peer = self.peers.pop(unmap(address))
+        await peer.stop(reason)
+
+    def _install_md5(self, sock: socket.socket, config: PeerConfig) -> None:
+        if not config.password:
+            return
+        v6_peer = ":" in config.peer_address
+        if (sock.family == socket.AF_INET6) == v6_peer:
+            set_md5(sock, config.peer_address, config.password)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for address in self.listen_addresses:
+            await self._listen(address)
+        self._running = True
+        for peer in self.peers.values():
+            peer.start()
+
+    async def _listen(self, address: str) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for peer in self.peers.values():
+                self._install_md5(sock, peer.config)
+            sock.bind((address, self.listen_port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._listen_socks.append(sock)
+        self._servers.append(await asyncio.start_server(self._incoming, sock=sock))
+
+    async def _incoming(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, outgoing=False)
+        peer = self.peers.get(conn.remote_address)
+        if peer is None or not self._running:
+            log.warning("BGP: refusing connection from unconfigured address %s",
+                        conn.remote_address)
+            conn.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                set_ttl(sock, peer.config.ttl)
+        peer.accept(conn)
+
+    async def shutdown(self, reason: str = "") -> None:
+        """Send Cease / Administrative Shutdown to every peer and close all sockets."""
+        self._running = False
+        for server in self._servers:
+            server.close()
+        await asyncio.gather(*(peer.stop(reason) for peer in self.peers.values()))
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        self._listen_socks.clear()
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def _targets(self, peers: Iterable[str] | None) -> list[Peer]:
+        if peers is None:
+            return list(self.peers.values())
+        return [self.peers[unmap(p)] for p in peers]
+
+    def announce(self, prefix: str, attrs: RouteAttrs | None = None,
+                 peers: Iterable[str] | None = None) -> None:
+        """Announce `prefix` ('addr/len' or a bare address) to `peers` (default all)."""
+        self.announce_many([prefix], attrs, peers)
+
+    def announce_many(self, prefixes: Iterable[str], attrs: RouteAttrs | None = None,
+                      peers: Iterable[str] | None = None) -> None:
+        attrs = attrs or RouteAttrs()
+        targets = self._targets(peers)
+        for text in prefixes:
+            afi, key = encode_prefix_text(text)
+            for peer in targets:
+                peer.set_route(afi, key, attrs)
+
+    def withdraw(self, prefix: str, peers: Iterable[str] | None = None) -> None:
+        self.withdraw_many([prefix], peers)
+
+    def withdraw_many(self, prefixes: Iterable[str], peers: Iterable[str] | None = None) -> None:
+        targets = self._targets(peers)
+        for text in prefixes:
+            afi, key = encode_prefix_text(text)
+            for peer in targets:
+                peer.remove_route(afi, key)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def status(self) -> list[PeerStatus]:
+        return [peer.status() for peer in self.peers.values()]
