@@ -1,0 +1,180 @@
+"""Three node namespaces on one underlay, two pods each, `skein-agent` on every
+node: the overlay carries real traffic between every pair of pods without NAT,
+follows nodes leaving and coming back, survives an agent restart, and shrugs
+off bad peer data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cni_plugin.lab.cluster import Lab, leftovers
+from cni_plugin.lab.netns import Netns
+from cni_plugin.lab.traffic import ping, tcp_source_seen
+
+CONVERGE = 10.0  # generous deadline for polling; the latency itself is in bench/overlay.py
+
+
+@pytest.fixture
+def lab(tag):
+    with Lab(nodes=3, tag=tag) as lab:
+        lab.start_agents()
+        for node in lab.nodes.values():
+            for i in range(2):
+                lab.add_pod(node, f"p{i}")
+        yield lab
+    assert leftovers(tag) == []
+
+
+def all_pods(lab):
+    return [pod for node in lab.nodes.values() for pod in node.pods.values()]
+
+
+def overlay_entries(node) -> dict[str, str]:
+    return {
+        "routes": node.ns.ip("route", "show", "proto", "83").stdout,
+        "neigh": node.ns.ip("neigh", "show", "dev", "skein.1").stdout,
+        "fdb": node.ns.run("bridge", "fdb", "show", "dev", "skein.1").stdout,
+    }
+
+
+def wait_until(predicate, timeout=CONVERGE, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_every_pod_reaches_every_other_pod_without_nat(lab):
+    pods = all_pods(lab)
+    assert len({p.address() for p in pods}) == 6
+    for src in pods:
+        for dst in pods:
+            if src is dst:
+                continue
+            assert ping(src.ns, dst.address()), f"{src.name}@{src.node.name} -> {dst.name}"
+            seen = tcp_source_seen(dst.ns, dst.address(), src.ns, dst.address(), port=7000)
+            assert seen == src.address(), f"{dst.node.name} saw {seen}, not {src.address()}"
+
+
+def test_vxlan_device_and_mtu(lab):
+    node = lab.nodes["node1"]
+    dev = json.loads(node.ns.ip("-d", "-j", "link", "show", "skein.1").stdout)[0]
+    assert dev["linkinfo"]["info_data"]["id"] == 1
+    assert dev["linkinfo"]["info_data"]["port"] == 8472
+    assert dev["mtu"] == 1500 - 50
+    eth0 = json.loads(node.pods["p0"].ns.ip("-j", "link", "show", "eth0").stdout)[0]
+    assert eth0["mtu"] == 1450
+    conflist = node.conflist()
+    assert conflist["plugins"][0]["ipam"]["ranges"] == [[{"subnet": node.pod_cidr}]]
+
+
+def test_node_removed_and_added_back(lab):
+    n1, n2, n3 = (lab.nodes[f"node{i}"] for i in (1, 2, 3))
+    target = n3.pods["p0"]
+    assert ping(n1.pods["p0"].ns, target.address())
+    lab.write_manifests([n1, n2])
+    for node in (n1, n2):
+        wait_until(lambda node=node: n3.pod_cidr not in overlay_entries(node)["routes"]
+                   and n3.underlay_ip not in overlay_entries(node)["fdb"]
+                   and n3.pod_cidr.split("/")[0] not in overlay_entries(node)["neigh"],
+                   what=f"{n3.name}'s entries to vanish on {node.name}")
+    assert not ping(n1.pods["p0"].ns, target.address(), wait=1)
+    assert ping(n1.pods["p0"].ns, n2.pods["p0"].address())  # the rest keeps working
+    lab.write_manifests()
+    wait_until(lambda: ping(n1.pods["p0"].ns, target.address(), wait=1),
+               what="traffic to the returning node")
+
+
+def test_agent_restart_loses_at_most_one_packet(lab):
+    n1, n2 = lab.nodes["node1"], lab.nodes["node2"]
+    src, dst = n1.pods["p0"], n2.pods["p1"]
+    count = 80  # 4 s at 50 ms
+    pinger = src.ns.popen("ping", "-n", "-i", "0.05", "-c", str(count), "-W", "1",
+                          dst.address(), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    for node in (n1, n2):
+        lab.stop_agent(node, kill=True)
+    time.sleep(0.5)
+    for node in (n1, n2):
+        lab.start_agent(node)
+    out, _ = pinger.communicate(timeout=30)
+    received = int(re.search(r"(\d+) received", out).group(1))
+    assert count - received <= 1, out
+
+
+def test_bad_peer_data_is_logged_and_skipped(lab):
+    n1 = lab.nodes["node1"]
+    good = [lab.node_object(n) for n in lab.nodes.values()]
+    bad = [
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "z-overlap"},
+         "spec": {"podCIDR": lab.nodes["node2"].pod_cidr},
+         "status": {"addresses": [{"type": "InternalIP", "address": "10.99.0.66"}]}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "z-mine"},
+         "spec": {"podCIDR": n1.pod_cidr},
+         "status": {"addresses": [{"type": "InternalIP", "address": "10.99.0.67"}]}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "z-noip"},
+         "spec": {"podCIDR": "10.244.77.0/24"}, "status": {}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "z-badcidr"},
+         "spec": {"podCIDR": "10.244.300.0/24"}},
+    ]
+    lab.write_manifests([], extra=good + bad)
+    log_path = os.path.join(n1.workdir, "agent.log")
+    for name in ("z-overlap", "z-mine", "z-noip", "z-badcidr"):
+        wait_until(lambda name=name: name in open(log_path).read(), what=f"a log line on {name}")
+    # Bad YAML: logged, last good state kept.
+    with open(lab.manifests_path, "a") as f:
+        f.write("\n---\nkind: [unclosed\n")
+    wait_until(lambda: "not valid YAML" in open(log_path).read(), what="the bad YAML log line")
+    time.sleep(0.5)
+    pods = all_pods(lab)
+    for dst in pods[2:]:
+        assert ping(pods[0].ns, dst.address()), dst.name
+    entries = overlay_entries(n1)
+    assert "10.99.0.66" not in entries["fdb"] and "10.244.77.0" not in entries["routes"]
+    log = open(log_path).read()
+    assert "Traceback" not in log
+
+
+def test_entries_the_agent_did_not_create_are_left_alone(lab):
+    n1 = lab.nodes["node1"]
+    n1.ns.ip("route", "add", "192.0.2.0/24", "dev", "skein.1")
+    n1.ns.ip("neigh", "add", "192.0.2.9", "lladdr", "02:00:00:00:00:09", "dev", "skein.1",
+             "nud", "permanent")
+    n1.ns.run("bridge", "fdb", "append", "02:00:00:00:00:09", "dev", "skein.1",
+              "dst", "10.99.0.99")
+    lab.write_manifests([n1, lab.nodes["node2"]])  # forces a reconcile that removes node3
+    wait_until(lambda: lab.nodes["node3"].pod_cidr not in overlay_entries(n1)["routes"],
+               what="node3's route to vanish")
+    entries = overlay_entries(n1)
+    assert "192.0.2.0/24" in n1.ns.ip("route").stdout
+    assert "192.0.2.9" in entries["neigh"] and "10.99.0.99" in entries["fdb"]
+
+
+def test_add_creates_the_vxlan_device_when_no_agent_runs(tag):
+    with Lab(nodes=1, tag=tag) as lab:
+        node = lab.nodes["node1"]
+        lab.write_conflist(node, vxlan={"vni": 7, "port": 4789, "device": "skein.7"})
+        pods = [Netns(f"sk{tag}v{i}").create() for i in range(8)]
+        try:
+            # Parallel ADDs race to create the device; all must succeed.
+            with ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(lambda ip: node.cni("ADD", f"c{ip[0]}", ip[1].path),
+                                        enumerate(pods)))
+            for res in results:
+                assert res.returncode == 0, res.stdout
+            dev = json.loads(node.ns.ip("-d", "-j", "link", "show", "skein.7").stdout)[0]
+            assert dev["linkinfo"]["info_data"]["id"] == 7 and dev["mtu"] == 1450
+            eth0 = json.loads(pods[0].ip("-j", "link", "show", "eth0").stdout)[0]
+            assert eth0["mtu"] == 1450
+        finally:
+            for i, pod in enumerate(pods):
+                node.cni("DEL", f"c{i}", pod.path)
+                pod.delete()
