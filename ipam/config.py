@@ -98,19 +98,23 @@ def _parse_range_set(value: Any, path: str) -> RangeSet:
         raise _invalid(path, err.msg, err.fix) from None
 
 
+def _range_set_list(value: Any, path: str) -> list[tuple[RangeSet, str]]:
+    """A list of range sets (`ipam.ranges`, `runtimeConfig.ipRanges`), with their paths."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(path, "must be a list of range sets",
+                       'write e.g. [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]]')
+    return [(_parse_range_set(item, f"{path}[{i}]"), f"{path}[{i}]")
+            for i, item in enumerate(value)]
+
+
 def _range_sets(conf: Mapping[str, Any], ipam: Mapping[str, Any]
                 ) -> list[tuple[RangeSet, str]]:
     """Range sets in host-local's order: runtimeConfig.ipRanges, legacy, ranges."""
-    out: list[tuple[RangeSet, str]] = []
     runtime = conf.get("runtimeConfig")
-    runtime_ranges = runtime.get("ipRanges") if isinstance(runtime, dict) else None
-    if runtime_ranges is not None:
-        if not isinstance(runtime_ranges, list):
-            raise _invalid("runtimeConfig.ipRanges", "must be a list of range sets",
-                           'write e.g. [[{"subnet": "10.1.0.0/24"}]]')
-        for i, value in enumerate(runtime_ranges):
-            path = f"runtimeConfig.ipRanges[{i}]"
-            out.append((_parse_range_set(value, path), path))
+    out = _range_set_list(runtime.get("ipRanges") if isinstance(runtime, dict) else None,
+                          "runtimeConfig.ipRanges")
     if ipam.get("subnet") not in (None, ""):
         # The legacy form: ipam itself is the one range of one range set.
         out.append((RangeSet((_parse_range(ipam, "ipam"),)), "ipam"))
@@ -119,14 +123,7 @@ def _range_sets(conf: Mapping[str, Any], ipam: Mapping[str, Any]
             if ipam.get(key) not in (None, ""):
                 raise _invalid(f"ipam.{key}", "is set but ipam.subnet is not",
                                "add ipam.subnet, or move the range into ipam.ranges")
-    ranges = ipam.get("ranges")
-    if ranges is not None:
-        if not isinstance(ranges, list):
-            raise _invalid("ipam.ranges", "must be a list of range sets",
-                           'write e.g. [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]]')
-        for i, value in enumerate(ranges):
-            path = f"ipam.ranges[{i}]"
-            out.append((_parse_range_set(value, path), path))
+    out += _range_set_list(ipam.get("ranges"), "ipam.ranges")
     if not out:
         raise _invalid("ipam.ranges", "no address range is configured",
                        'add e.g. "ranges": [[{"subnet": "10.1.0.0/24"}]]')

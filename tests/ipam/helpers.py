@@ -10,27 +10,20 @@ import json
 import os
 import subprocess
 import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import PluginResult
 
 # The real console script, not a pyenv shim in front of it: its directory is
 # what a runtime would put into CNI_PATH.
 SCRIPTS_DIR = sysconfig.get_path("scripts")
 SKEIN_IPAM = os.path.join(SCRIPTS_DIR, "skein-ipam")
 HOST_LOCAL = "/usr/lib/cni/host-local"
-LEASE_SEP = "\r\n"
 
 
-@dataclass
-class Call:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout) if self.stdout.strip() else None
+class Call(PluginResult):
+    """conftest's PluginResult with the two questions these tests keep asking."""
 
     def ips(self) -> list[str]:
         assert self.code == 0, self.stdout + self.stderr
@@ -71,11 +64,16 @@ def call(command: str, config: dict[str, Any] | str, container_id: str = "",
     return Call(proc.returncode, proc.stdout, proc.stderr)
 
 
-def spawn(command: str, config: dict[str, Any], container_id: str,
-          ifname: str = "eth0") -> subprocess.Popen[str]:
-    proc = subprocess.Popen([SKEIN_IPAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def spawn(command: str, config: dict[str, Any], container_id: str, ifname: str = "eth0",
+          binary: str = SKEIN_IPAM) -> subprocess.Popen[str]:
+    """Start a plugin with its config already written to stdin (and stdin closed)."""
+    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env=cni_env(command, container_id, ifname))
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(config))
+    proc.stdin.close()
+    proc.stdin = None  # so that communicate() does not touch the closed pipe
     return proc
 
 
