@@ -32,7 +32,7 @@ from ipam.allocator import (
     allocate,
 )
 from ipam.config import IpamConfig, parse_config, parse_resolv_conf, parse_valid_attachments
-from ipam.ranges import parse_address
+from ipam.ranges import IPAddress, parse_address
 from ipam.store import Attachment, DiskStore, LockTimeout
 
 LOCK_TIMEOUT_ENV = "SKEIN_IPAM_LOCK_TIMEOUT"
@@ -170,7 +170,7 @@ class HostLocalIpam:
                            "point resolvConf at a readable file or leave it out") from None
 
     @staticmethod
-    def _prev_addresses(config: dict[str, Any]) -> list[Any]:
+    def _prev_addresses(config: dict[str, Any]) -> list[IPAddress]:
         prev = config.get("prevResult")
         if not isinstance(prev, dict):
             return []

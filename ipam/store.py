@@ -139,7 +139,8 @@ class DiskStore:
              ) -> Iterator[DiskStore]:
         """Create the network's directory if needed and hold its lock for the block.
 
-        Raises LockTimeout, or OSError for any filesystem failure.
+        Raises LockTimeout, or OSError for any filesystem failure.  A finite
+        `timeout` borrows SIGALRM, so call it from the main thread.
         """
         directory = os.path.join(data_dir, network)
         os.makedirs(directory, mode=0o755, exist_ok=True)
