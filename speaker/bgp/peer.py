@@ -496,7 +496,7 @@ class Peer:
         if configured is not None:
             return configured
         local_is_v6 = ":" in conn.local_address
-        if (afi == AFI_IPV6) == local_is_v6:
+        if conn.local_address and (afi == AFI_IPV6) == local_is_v6:
             return conn.local_address
         if afi not in self._warned_next_hop:
             self._warned_next_hop.add(afi)

@@ -57,8 +57,9 @@ class Connection:
         self.outgoing = outgoing
         sockname = writer.get_extra_info("sockname")
         peername = writer.get_extra_info("peername")
-        self.local_address = unmap(sockname[0]) if sockname else ""
-        self.remote_address = unmap(peername[0]) if peername else ""
+        # Only IP sockets have addresses (tests drive sessions over socketpairs).
+        self.local_address = unmap(sockname[0]) if isinstance(sockname, tuple) else ""
+        self.remote_address = unmap(peername[0]) if isinstance(peername, tuple) else ""
         self.four_octet_as = True  # until negotiated otherwise; only UPDATE decoding cares
         self.closed = False
         self._task: asyncio.Task[None] | None = None

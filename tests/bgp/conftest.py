@@ -14,7 +14,8 @@ from tests.bgp.lab import Lab, build_lab
 
 
 def _need_lab_tools() -> None:
-    missing = [tool for tool in ("bird", "birdc", "gobgpd", "gobgp", "ip") if not shutil.which(tool)]
+    tools = ("bird", "birdc", "gobgpd", "gobgp", "ip")
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if os.geteuid() != 0 or missing:
         pytest.fail(f"interop tests need root and {', '.join(missing) or 'nothing else'}")
 
