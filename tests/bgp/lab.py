@@ -189,6 +189,7 @@ protocol bgp nodes6 {{ local {ROUTER_V6} as {local_as}; neighbor range fd99::/64
                       {auth} {hold_line} ipv6 {{ import all; export none; }}; }}
 """
     return f"""
+log stderr all;
 router id {ROUTER_V4};
 protocol device {{ }}
 protocol kernel k4 {{ ipv4 {{ import none; export all; }}; merge paths on; }}
