@@ -237,20 +237,20 @@ class GoBgp:
         return data
 
 
-def gobgp_config(neighbors: list[tuple[str, int]], *, local_as: int = 65112,
-                 router_id: str = ROUTER_V4, passive: bool = True, hold: int | None = None,
-                 ipv6: bool = False) -> str:
+def gobgp_config(neighbors: list[tuple[str, int, int | None]], *, local_as: int = 65112,
+                 router_id: str = ROUTER_V4, passive: bool = True, ipv6: bool = False) -> str:
+    """neighbors: (address, peer AS, hold time or None for GoBGP's default)."""
     blocks = [f'[global.config]\n  as = {local_as}\n  router-id = "{router_id}"\n']
-    for address, asn in neighbors:
+    for address, asn, hold in neighbors:
         block = (f'[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "{address}"\n'
                  f"    peer-as = {asn}\n"
-                 f"  [neighbors.transport.config]\n    passive-mode = {str(passive).lower()}\n")
+                 f"  [neighbors.transport.config]\n    passive-mode = {str(passive).lower()}\n"
+                 "  [neighbors.timers.config]\n    connect-retry = 1\n")
         if hold:
-            block += (f"  [neighbors.timers.config]\n    hold-time = {hold}\n"
-                      f"    keepalive-interval = {max(1, hold // 3)}\n")
+            block += f"    hold-time = {hold}\n    keepalive-interval = {max(1, hold // 3)}\n"
         families = ["ipv4-unicast"] + (["ipv6-unicast"] if ipv6 else [])
         for fam in families:
-            block += f'  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n' \
-                     f'      afi-safi-name = "{fam}"\n'
+            block += ('  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n'
+                      f'      afi-safi-name = "{fam}"\n')
         blocks.append(block)
     return "\n".join(blocks)
