@@ -217,6 +217,20 @@ class Lab:
                                    f"{os.path.join(node.workdir, 'agent.log')}")
                 time.sleep(0.05)
 
+    def add_client(self, suffix: str, index: int, address6: str | None = None) -> Netns:
+        """A namespace on the underlay segment (a client outside the cluster, or a
+        router): veth `eth0` plugged into the underlay bridge, address .`index`."""
+        ns = self.add_namespace(suffix)
+        port = f"c{suffix}"[:15]
+        ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", port,
+              "netns", self.underlay.name)
+        self.underlay.ip("link", "set", port, "master", "br0", "up")
+        ns.ip("addr", "add", f"{self.host(index)}/{self.underlay_net.prefixlen}", "dev", "eth0")
+        if address6:
+            ns.ip("-6", "addr", "add", address6, "dev", "eth0", "nodad")
+        ns.ip("link", "set", "eth0", "up")
+        return ns
+
     def add_namespace(self, suffix: str) -> Netns:
         ns = Netns(f"{self.prefix}{suffix}").create()
         self.extra_ns.append(ns)
