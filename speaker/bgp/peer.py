@@ -86,7 +86,7 @@ from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open
 from speaker.bgp.packing import pack_ipv4, pack_ipv4_withdraw, pack_mp_reach, pack_mp_unreach
 from speaker.bgp.session import Connection, open_connection
-from speaker.bgp.update import end_of_rib
+from speaker.bgp.update import Update, end_of_rib
 
 log = logging.getLogger("speaker.bgp")
 
@@ -126,6 +126,9 @@ class PeerConfig:
     next_hop_ipv4: str | None = None
     next_hop_ipv6: str | None = None
     min_hold_time: int = 3
+    # RFC 7606: handle malformed-attribute UPDATEs as withdrawals instead of resetting.
+    # Off by default so that a broken peer gets the RFC 4271 NOTIFICATION and notices.
+    revised_error_handling: bool = False
 
     @property
     def ibgp(self) -> bool:
@@ -397,12 +400,23 @@ class Peer:
             self.messages_in += 1
             self._handle(MessageReceived(msg))
 
-    def _on_decode_error(self, conn: Connection, err: BgpError) -> None:
+    def _on_decode_error(self, conn: Connection, err: BgpError) -> bool:
+        """True to keep the session: with revised error handling (RFC 7606) a
+        withdrawable UPDATE error only withdraws that UPDATE's routes, and since the
+        speaker imports nothing, that means logging it."""
         if conn is self.conn:
+            if (err.withdrawable and self.config.revised_error_handling
+                    and self.fsm.state == State.ESTABLISHED):
+                log.warning("BGP peer %s: treat-as-withdraw (RFC 7606) for %d prefixes: %s",
+                            self.name, len(err.withdrawn), err)
+                self.messages_in += 1
+                self._handle(MessageReceived(Update()))  # it still counts for the hold timer
+                return True
             self._handle(DecodeError(err))
         elif conn is self.pending:
             self.pending = None
             conn.close()
+        return False
 
     def _on_closed(self, conn: Connection, why: str) -> None:
         if conn is self.conn:

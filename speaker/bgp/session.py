@@ -65,13 +65,15 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
 
     def start_reading(self, on_message: Callable[[message.Message], None],
-                      on_error: Callable[[BgpError], None],
+                      on_error: Callable[[BgpError], bool],
                       on_closed: Callable[[str], None]) -> None:
+        """Read until closed.  `on_error` returns True to go on reading (an UPDATE
+        error handled as treat-as-withdraw), False when the session is over."""
         self._task = asyncio.get_running_loop().create_task(
             self._read_loop(on_message, on_error, on_closed))
 
     async def _read_loop(self, on_message: Callable[[message.Message], None],
-                         on_error: Callable[[BgpError], None],
+                         on_error: Callable[[BgpError], bool],
                          on_closed: Callable[[str], None]) -> None:
         buffer = bytearray()
         reason = "connection closed by peer"
@@ -96,7 +98,8 @@ class Connection:
                     try:
                         msg = message.decode(raw, self.four_octet_as)
                     except BgpError as err:
-                        on_error(err)
+                        if on_error(err):
+                            continue
                         return
                     on_message(msg)
         except (ConnectionError, OSError) as exc:

@@ -238,13 +238,16 @@ class GoBgp:
 
 
 def gobgp_config(neighbors: list[tuple[str, int, int | None]], *, local_as: int = 65112,
-                 router_id: str = ROUTER_V4, passive: bool = True, ipv6: bool = False) -> str:
+                 router_id: str = ROUTER_V4, passive: bool = True, ipv6: bool = False,
+                 passwords: dict[str, str] | None = None) -> str:
     """neighbors: (address, peer AS, hold time or None for GoBGP's default)."""
     blocks = [f'[global.config]\n  as = {local_as}\n  router-id = "{router_id}"\n']
     for address, asn, hold in neighbors:
         block = (f'[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "{address}"\n'
                  f"    peer-as = {asn}\n"
-                 f"  [neighbors.transport.config]\n    passive-mode = {str(passive).lower()}\n"
+                 + (f'    auth-password = "{passwords[address]}"\n'
+                    if passwords and address in passwords else "")
+                 + f"  [neighbors.transport.config]\n    passive-mode = {str(passive).lower()}\n"
                  "  [neighbors.timers.config]\n    connect-retry = 1\n")
         if hold:
             block += f"    hold-time = {hold}\n    keepalive-interval = {max(1, hold // 3)}\n"

@@ -110,15 +110,21 @@ def test_three_nodes_ecmp_ipv4_ipv6_refresh_withdraw_shutdown(lab: Lab) -> None:
     assert "Received: Administrative shutdown" in log, log
 
 
-def test_four_octet_asn(lab: Lab) -> None:
+def test_four_octet_asn_and_source_address(lab: Lab) -> None:
     bird = Bird(lab, bird_config(node_as=4200000001))
-    peer = dict(V4_PEER, my_asn=4200000001)
+    source = "10.99.0.12"  # a second address on node 0: the session must come from it
+    lab.nodes[0].ip("addr", "add", f"{source}/24", "dev", "eth0")
+    peer = dict(V4_PEER, my_asn=4200000001, source_address=source)
     speaker = SpeakerProc(lab, lab.nodes[0], speaker_config(0, [peer]), "n0")
     wait_for(lambda: bird.established() == 1, what="session with a 4-octet ASN")
     speaker.cmd(cmd="announce", prefixes=["10.200.0.7/32"])
-    wait_for(lambda: "BGP.as_path: 4200000001" in bird.birdc("show route 10.200.0.7/32 all"),
-             what="route with AS_PATH 4200000001")
-    assert speaker.status()[ROUTER_V4]["state"] == "Established"
+    route = wait_for(lambda: "BGP.as_path: 4200000001" in (
+        text := bird.birdc("show route 10.200.0.7/32 all")) and text,
+        what="route with AS_PATH 4200000001")
+    assert f"BGP.next_hop: {source}" in route  # next hop self = the session's source
+    assert f"Neighbor address: {source}" in bird.birdc("show protocols all")
+    status = speaker.status()[ROUTER_V4]
+    assert status["state"] == "Established" and status["local_address"] == source
 
 
 def test_wrong_peer_as_both_ways_with_md5(lab: Lab) -> None:

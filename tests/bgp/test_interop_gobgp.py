@@ -89,12 +89,12 @@ def test_three_nodes_four_octet_ipv4_ipv6_withdraw_shutdown(lab: Lab) -> None:
 
 def test_gobgp_active_to_our_listener_and_bad_opens(lab: Lab) -> None:
     gobgp = GoBgp(lab, gobgp_config([
-        (node_v4(0), 64512, None),  # fine: GoBGP connects to our listener
+        (node_v4(0), 64512, None),  # fine: GoBGP connects to our listener, with TCP MD5
         (node_v4(1), 64512, 2),     # offers hold time 2: Unacceptable Hold Time
         (node_v4(2), 64512, None),  # our side expects another AS: Bad Peer AS
-    ], passive=False))
+    ], passive=False, passwords={node_v4(0): "md5-on-the-listener"}))
     peer = {"peer_address": ROUTER_V4, "peer_asn": 65112, "my_asn": 64512, "passive": True}
-    configs = [peer, peer, dict(peer, peer_asn=65999)]
+    configs = [dict(peer, password="md5-on-the-listener"), peer, dict(peer, peer_asn=65999)]
     speakers = [SpeakerProc(lab, node, speaker_config(i, [configs[i]], listen=["0.0.0.0"]),
                             f"n{i}") for i, node in enumerate(lab.nodes)]
     wait_for(lambda: "Unacceptable Hold Time" in speakers[1].logs(), what="hold time refused")

@@ -284,3 +284,23 @@ def test_collision_keeps_connection_of_higher_identifier() -> None:
         assert state(speaker, "192.0.2.1") == "Established"
 
     run(scenario)
+
+
+def test_revised_error_handling_treats_bad_attributes_as_withdraw() -> None:
+    async def scenario(speaker: BgpSpeaker) -> None:
+        add_peer(speaker, "192.0.2.1", revised_error_handling=True)
+        far = await connect(speaker, "192.0.2.1")
+        await far.establish()
+        # ORIGIN 7: Invalid ORIGIN, withdrawable -> session stays up.
+        far.send(_raw(19 + 4 + 14 + 4, 2, bytes.fromhex(
+            "0000000e" "40010107" "400200" "4003040a000001" "18c00002")))
+        far.send(message.encode(Keepalive()))
+        await until(lambda: speaker.peers["192.0.2.1"].messages_in >= 4)
+        assert state(speaker, "192.0.2.1") == "Established"
+        # An MP_REACH_NLRI marked transitive is not withdrawable: NOTIFICATION 3/4.
+        far.send(_raw(19 + 4 + 13, 2, bytes.fromhex(
+            "0000000d" "40010100" "400200" "400e03000201")))
+        rest = await far.until_closed()
+        assert rest[-1] == Notification(3, 4, bytes.fromhex("400e03000201"))
+
+    run(scenario)
