@@ -50,9 +50,6 @@ class Open:
     version: int = BGP_VERSION
     my_as_field: int | None = None
 
-    def capability(self, kind: type) -> list[Capability]:
-        return [c for c in self.capabilities if isinstance(c, kind)]
-
     @property
     def four_octet_as(self) -> bool:
         return any(isinstance(c, FourOctetAs) for c in self.capabilities)

@@ -28,7 +28,6 @@ from speaker.bgp.attributes import (
     Med,
     NextHop,
     Origin,
-    community_text,
     encode_attributes,
 )
 from speaker.bgp.capabilities import (
@@ -560,10 +559,4 @@ class Peer:
         """The Adj-RIB-Out as text (for an API listing; not for the hot path)."""
         return [(prefix_text(afi, key), attrs)
                 for afi, table in self.rib.items() for key, attrs in table.items()]
-
-
-def describe_attrs(attrs: RouteAttrs) -> dict[str, object]:
-    return {"origin": attrs.origin, "med": attrs.med, "local_pref": attrs.local_pref,
-            "communities": [community_text(c) for c in attrs.communities],
-            "next_hop": attrs.next_hop}
 

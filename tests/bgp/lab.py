@@ -118,9 +118,6 @@ class SpeakerProc:
     def status(self) -> dict[str, dict[str, Any]]:
         return {p["peer_address"]: p for p in self.cmd(cmd="status")["peers"]}
 
-    def states(self) -> dict[str, str]:
-        return {addr: p["state"] for addr, p in self.status().items()}
-
     def logs(self) -> str:
         self.log.flush()
         return self.log_path.read_text()

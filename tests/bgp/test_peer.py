@@ -166,6 +166,9 @@ def test_announce_withdraw_batched_and_route_refresh() -> None:
         far.send(message.encode(RouteRefresh(1, 1)))
         again = [await far.expect(Update) for _ in range(3)]
         assert sum(len(u.nlri) for u in again) == 1999
+        listed = speaker.peers["192.0.2.1"].routes()
+        assert len(listed) == 1999 and ("10.1.0.5/32", RouteAttrs()) not in listed
+        assert ("10.1.0.6/32", RouteAttrs()) in listed
 
     run(scenario)
 
