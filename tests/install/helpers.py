@@ -1,0 +1,98 @@
+"""Helpers for the install tests: the scripts under install/, a node's bare
+interpreter, and where each module of a run was loaded from."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL = REPO / "install"
+MANIFESTS = INSTALL / "manifests"
+EXAMPLES = INSTALL / "examples"
+VAGRANT = REPO / "vagrant"
+VENDORED = {"cni_plugin", "ipam", "speaker", "pyroute2"}
+# What a kubelet's CNI exec has: no pyenv, no virtualenv, no PYTHONPATH.
+NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import install/NAME.py (install/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"skein_install_{name}", INSTALL / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def node_python() -> str:
+    """The `python3` a node's runtime finds on its PATH (Debian's, not this
+    test run's interpreter or virtualenv)."""
+    found = shutil.which("python3", path=NODE_PATH)
+    assert found, f"no python3 on {NODE_PATH}: a node needs one (>= 3.11)"
+    version = subprocess.run([found, "-I", "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version == "True", f"{found} is older than 3.11"
+    return found
+
+
+def node_env(**cni: str) -> dict[str, str]:
+    return {"PATH": NODE_PATH, **cni}
+
+
+_IMPORT = re.compile(r"^import '([^']+)' # (.*)$")
+
+
+def module_loaders(verbose_stderr: str) -> dict[str, str]:
+    """Module name -> loader, from the `import 'NAME' # LOADER` lines of `python -v`."""
+    out = {}
+    for line in verbose_stderr.splitlines():
+        match = _IMPORT.match(line)
+        if match:
+            out[match.group(1)] = match.group(2)
+    return out
+
+
+def startup_modules(python: str) -> set[str]:
+    """What the interpreter imports before any program runs (site and the .pth
+    files of the node's own dist-packages): not the program's doing."""
+    proc = subprocess.run([python, "-I", "-v", "-c", "pass"], env=node_env(),
+                          capture_output=True, text=True, check=True)
+    return set(module_loaders(proc.stderr))
+
+
+def assert_self_contained(verbose_stderr: str, archive: Path, python: str) -> dict[str, str]:
+    """Every module a run imported, beyond the interpreter's own start-up, is the
+    standard library's or was loaded from `archive` by zipimport; returns the
+    loaders for further checks."""
+    loaders = module_loaders(verbose_stderr)
+    assert loaders, "no import lines: was the interpreter run with -v?"
+    stdlib = set(sys.stdlib_module_names)
+    baseline = startup_modules(python)
+    outside = {}
+    for name, loader in loaders.items():
+        if name in baseline:
+            continue
+        top = name.split(".")[0]
+        from_archive = f'<zipimporter object "{archive}{os.sep}' in loader
+        if top in VENDORED:
+            if not from_archive:
+                outside[name] = loader
+        elif top not in stdlib or "zipimporter" in loader:
+            outside[name] = loader
+    assert not outside, f"modules not from the standard library or {archive}: {outside}"
+    return loaders
+
+
+def yaml_objects(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
