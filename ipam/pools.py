@@ -1,0 +1,364 @@
+"""LoadBalancer address pools: which Service gets which address, MetalLB's way.
+
+Why here, beside the host-local allocator: both hand out addresses from ranges
+and share `ipam.ranges` (parse, contain, walk in order).  Like the rest of
+`ipam` this module is pure and standard-library only: it knows nothing of
+Kubernetes objects.  `speaker.controller.reconcile` turns Services and
+IPAddressPools into `Request`s and pools; this module keeps the assignments and
+enforces the one rule that matters: **an address is never held by two services
+that may not share it.**
+
+State is the assignments and nothing else, so a restarted controller rebuilds it
+by `adopt`-ing the addresses the Services' statuses show (validated exactly like
+a request for those addresses) before allocating anything new.
+
+Semantics, following MetalLB's allocator:
+- a requested address (spec.loadBalancerIP / the loadBalancerIPs annotation)
+  must lie in a pool -- in the named one when `address-pool` is set -- and not
+  be skipped by avoidBuggyIPs; autoAssign does not matter for it;
+- otherwise the named pool is used alone, or else the `auto_pools` the caller
+  chose (autoAssign pools selecting the service, in priority order); within a
+  pool the first usable address in the pool's order is taken (not round robin:
+  a stable, predictable choice), after the service's previous address and any
+  address already shared under its sharing key;
+- an address may be shared only by services with the same non-empty sharing
+  key (`allow-shared-ip`), the same backend key, and no (protocol, port) in
+  common.  The backend key stands for MetalLB's rule that services sharing an
+  address with externalTrafficPolicy Local must select the same pods; the
+  caller decides what it holds (see speaker.controller.reconcile);
+- dual stack: `families` lists the wanted families in order; `mode` says whether
+  one address ("one"), one per family if the pool can ("prefer-all", for
+  PreferDualStack) or one per family or nothing ("all", RequireDualStack) is
+  wanted;
+- an existing assignment is kept while it still satisfies the request: each
+  address still in a pool (the named one if any), still usable, of a wanted
+  family, and compatible with its co-sharers.  As in MetalLB, autoAssign and
+  the pool's service selection are not re-checked for addresses already held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ipam.ranges import AddressRange, IPAddress
+
+Port = tuple[str, int]  # (protocol, port), e.g. ("TCP", 80)
+Mode = Literal["one", "prefer-all", "all"]
+
+
+class PoolSpec(Protocol):
+    """What the allocator needs of a pool; speaker.model.IPAddressPool fits."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def addresses(self) -> Sequence[AddressRange]: ...
+
+    @property
+    def avoid_buggy_ips(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A plain pool, for callers (and tests) without the Kubernetes model."""
+
+    name: str
+    addresses: tuple[AddressRange, ...]
+    avoid_buggy_ips: bool = False
+
+
+class AllocationError(Exception):
+    """A request that cannot be served; the message is one line for an event or log."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one service asks for."""
+
+    families: tuple[int, ...] = (4, 6)
+    mode: Mode = "one"
+    requested: tuple[IPAddress, ...] = ()
+    pool: str | None = None
+    auto_pools: tuple[str, ...] = ()
+    sharing_key: str | None = None
+    backend_key: str = ""
+    ports: frozenset[Port] = frozenset()
+
+
+@dataclass(frozen=True)
+class Assignment:
+    service: str
+    addresses: tuple[IPAddress, ...]
+    pools: tuple[str, ...]  # the pool each address was taken from
+    request: Request
+
+
+def is_buggy(address: IPAddress) -> bool:
+    """An IPv4 address ending in .0 or .255, which some old clients mishandle."""
+    return address.version == 4 and address.packed[-1] in (0, 255)
+
+
+def _buggy_count(span: AddressRange) -> int:
+    """How many .0 / .255 addresses `span` holds, without walking it."""
+    if span.version != 4:
+        return 0
+    low, high = int(span.first), int(span.last)
+
+    def upto(n: int, rest: int) -> int:  # values v in [0, n] with v % 256 == rest
+        return (n - rest) // 256 + 1 if n >= rest else 0
+
+    return sum(upto(high, r) - upto(low - 1, r) for r in (0, 255))
+
+
+def usable(pool: PoolSpec, address: IPAddress) -> bool:
+    return (any(address in r for r in pool.addresses)
+            and not (pool.avoid_buggy_ips and is_buggy(address)))
+
+
+def capacity(pool: PoolSpec, family: int | None = None) -> int:
+    """How many addresses the pool can hand out (of one family, or all)."""
+    return sum(r.size - (_buggy_count(r) if pool.avoid_buggy_ips else 0)
+               for r in pool.addresses if family is None or r.version == family)
+
+
+def _conflict(mine: Request, theirs: Assignment) -> str | None:
+    """Why a service asking `mine` may not share an address with `theirs`, or None."""
+    other = theirs.service
+    if not mine.sharing_key or not theirs.request.sharing_key:
+        return f"it is in use by {other} and sharing needs allow-shared-ip on both"
+    if mine.sharing_key != theirs.request.sharing_key:
+        return (f"it is in use by {other} with allow-shared-ip "
+                f"{theirs.request.sharing_key!r}, not {mine.sharing_key!r}")
+    if mine.backend_key != theirs.request.backend_key:
+        return (f"it is in use by {other}, whose backends differ "
+                f"({theirs.request.backend_key or 'Cluster'} vs {mine.backend_key or 'Cluster'})")
+    common = sorted(mine.ports & theirs.request.ports)
+    if common:
+        proto, port = common[0]
+        return f"port {proto}/{port} is already used on it by {other}"
+    return None
+
+
+@dataclass
+class Allocator:
+    """The assignments of services (by key) to addresses; see the module docstring."""
+
+    pools: dict[str, PoolSpec] = field(default_factory=dict)
+    _by_service: dict[str, Assignment] = field(default_factory=dict)
+    _by_address: dict[IPAddress, dict[str, Assignment]] = field(default_factory=dict)
+
+    @classmethod
+    def with_pools(cls, pools: Iterable[PoolSpec]) -> Allocator:
+        alloc = cls()
+        alloc.set_pools(pools)
+        return alloc
+
+    def set_pools(self, pools: Iterable[PoolSpec]) -> None:
+        """Replace the pools; assignments stay until `check` finds them invalid."""
+        self.pools = {p.name: p for p in pools}
+
+    # -- reading -----------------------------------------------------------------
+
+    def assignment(self, service: str) -> Assignment | None:
+        return self._by_service.get(service)
+
+    def assignments(self) -> Mapping[str, tuple[IPAddress, ...]]:
+        return {s: a.addresses for s, a in sorted(self._by_service.items())}
+
+    def users(self, address: IPAddress) -> tuple[str, ...]:
+        return tuple(sorted(self._by_address.get(address, {})))
+
+    def in_use(self, pool: str) -> int:
+        """Distinct addresses held from `pool`."""
+        return len({a for asg in self._by_service.values()
+                    for a, p in zip(asg.addresses, asg.pools, strict=True) if p == pool})
+
+    # -- changing ----------------------------------------------------------------
+
+    def release(self, service: str) -> bool:
+        asg = self._by_service.pop(service, None)
+        if asg is None:
+            return False
+        for address in asg.addresses:
+            users = self._by_address[address]
+            del users[service]
+            if not users:
+                del self._by_address[address]
+        return True
+
+    def check(self, service: str, request: Request) -> str | None:
+        """Why the service's current assignment no longer satisfies `request` (None: it does)."""
+        asg = self._by_service.get(service)
+        if asg is None:
+            return "no assignment"
+        return self._validate(service, asg.addresses, request)
+
+    def adopt(self, service: str, addresses: Sequence[IPAddress], request: Request) -> None:
+        """Take exactly `addresses` (a restart reading statuses back); AllocationError if
+        they could not have been assigned for `request`."""
+        problem = self._validate(service, tuple(addresses), request)
+        if problem is not None:
+            raise AllocationError(problem)
+        self._record(service, tuple(addresses), request)
+
+    def assign(self, service: str, request: Request) -> tuple[IPAddress, ...]:
+        """The service's addresses: kept if still valid, else newly chosen.
+
+        On AllocationError the service holds nothing afterwards.
+        """
+        previous: tuple[IPAddress, ...] = ()
+        asg = self._by_service.get(service)
+        if asg is not None:
+            if self._validate(service, asg.addresses, request) is None:
+                # Keep the addresses, but remember the new ports and keys: later
+                # services are checked against them.
+                self._record(service, asg.addresses, request, asg.pools)
+                return asg.addresses
+            previous = asg.addresses
+            self.release(service)
+        if request.requested:
+            self.adopt(service, request.requested, request)
+            return request.requested
+        return self._allocate(service, request, previous)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _record(self, service: str, addresses: tuple[IPAddress, ...], request: Request,
+                pools: tuple[str, ...] | None = None) -> None:
+        self.release(service)
+        # The pool each address came from, as long as it still holds it (pools change).
+        given = pools or ("",) * len(addresses)
+        pools = tuple(p if p in self.pools and usable(self.pools[p], a)
+                      else self._pool_for(a, request.pool) or ""
+                      for a, p in zip(addresses, given, strict=True))
+        asg = Assignment(service, addresses, pools, request)
+        self._by_service[service] = asg
+        for address in addresses:
+            self._by_address.setdefault(address, {})[service] = asg
+
+    def _pool_for(self, address: IPAddress, wanted: str | None) -> str | None:
+        """The pool `address` comes from: the wanted one, else the first by name holding it."""
+        if wanted is not None:
+            pool = self.pools.get(wanted)
+            return wanted if pool is not None and usable(pool, address) else None
+        return next((name for name in sorted(self.pools)
+                     if usable(self.pools[name], address)), None)
+
+    def _sharing_problem(self, service: str, address: IPAddress, request: Request) -> str | None:
+        for other, theirs in sorted(self._by_address.get(address, {}).items()):
+            if other != service:
+                why = _conflict(request, theirs)
+                if why is not None:
+                    return why
+        return None
+
+    def _validate(self, service: str, addresses: tuple[IPAddress, ...],
+                  request: Request) -> str | None:
+        if not addresses:
+            return "no addresses"
+        if request.requested and set(addresses) != set(request.requested):
+            wanted = ", ".join(map(str, request.requested))
+            return f"{wanted} requested"
+        families = [a.version for a in addresses]
+        if len(set(families)) != len(families):
+            return "more than one address of a family"
+        for address in addresses:
+            if address.version not in request.families:
+                allowed = " or ".join(f"IPv{f}" for f in request.families)
+                return f"{address} is not an {allowed} address as the service's ipFamilies ask"
+        if request.mode == "all" and set(families) != set(request.families):
+            return "the service requires one address of each family (RequireDualStack)"
+        if request.mode == "one" and len(addresses) > 1:
+            return "the service is single-stack"
+        for address in addresses:
+            problem = self._address_problem(address, request.pool)
+            if problem is None:
+                why = self._sharing_problem(service, address, request)
+                problem = None if why is None else f"{address} cannot be used: {why}"
+            if problem is not None:
+                return problem
+        return None
+
+    def _address_problem(self, address: IPAddress, pool_name: str | None) -> str | None:
+        if pool_name is not None:
+            pool = self.pools.get(pool_name)
+            if pool is None:
+                return f"pool {pool_name} does not exist"
+            if not any(address in r for r in pool.addresses):
+                return f"{address} is not in pool {pool_name}"
+            if not usable(pool, address):
+                return f"{address} is avoided by pool {pool_name} (avoidBuggyIPs)"
+            return None
+        holders = [p for p in self.pools.values() if any(address in r for r in p.addresses)]
+        if not holders:
+            return f"{address} is not in any pool"
+        if not any(usable(p, address) for p in holders):
+            return f"{address} is avoided by pool {holders[0].name} (avoidBuggyIPs)"
+        return None
+
+    def _allocate(self, service: str, request: Request,
+                  previous: tuple[IPAddress, ...]) -> tuple[IPAddress, ...]:
+        if request.pool is not None:
+            if request.pool not in self.pools:
+                raise AllocationError(f"pool {request.pool} does not exist")
+            names: tuple[str, ...] = (request.pool,)
+        else:
+            names = tuple(n for n in request.auto_pools if n in self.pools)
+            if not names:
+                raise AllocationError("no IPAddressPool is available for automatic assignment "
+                                      "to this service")
+        for name in names:
+            chosen = self._from_pool(service, self.pools[name], request, previous)
+            if chosen:
+                self._record(service, chosen, request, (name,) * len(chosen))
+                return chosen
+        wanted = " and ".join(f"IPv{f}" for f in request.families)
+        where = "pool " + names[0] if len(names) == 1 else "pools " + ", ".join(names)
+        kind = "IPs" if request.mode == "one" else f"{wanted} addresses"
+        raise AllocationError(f"no available {kind} in {where}")
+
+    def _from_pool(self, service: str, pool: PoolSpec, request: Request,
+                   previous: tuple[IPAddress, ...]) -> tuple[IPAddress, ...]:
+        """Addresses from one pool as `request.mode` asks, or () if it cannot serve them."""
+        chosen: list[IPAddress] = []
+        for family in request.families:
+            address = self._first_fit(service, pool, family, request, previous)
+            if address is not None:
+                chosen.append(address)
+                if request.mode == "one":
+                    break
+            elif request.mode == "all":
+                return ()
+        return tuple(chosen)
+
+    def _first_fit(self, service: str, pool: PoolSpec, family: int, request: Request,
+                   previous: tuple[IPAddress, ...]) -> IPAddress | None:
+        def fits(address: IPAddress) -> bool:
+            return (address.version == family and usable(pool, address)
+                    and self._sharing_problem(service, address, request) is None)
+
+        # Stability first (an update keeps its address), then sharing (services
+        # with one key end up on one address), then the first free address.
+        shared = sorted((a for a, users in self._by_address.items()
+                         if request.sharing_key and a.version == family
+                         and any(u.request.sharing_key == request.sharing_key
+                                 for u in users.values())), key=int)
+        for address in (*previous, *shared):
+            if fits(address):
+                return address
+        held = sum(1 for a in self._by_address if a.version == family and usable(pool, a))
+        if held >= capacity(pool, family):
+            return None
+        for address in self._walk(pool, family):
+            if address not in self._by_address and fits(address):
+                return address
+        return None
+
+    @staticmethod
+    def _walk(pool: PoolSpec, family: int) -> Iterator[IPAddress]:
+        for span in pool.addresses:
+            if span.version == family:
+                yield from span.addresses()

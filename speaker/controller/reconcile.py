@@ -1,0 +1,157 @@
+"""From cluster state to the Service statuses the controller wants: pure, no I/O.
+
+Why pure: every decision (which services are ours, what they ask for, which
+pools may serve them, in which order services are served) is here and is
+tested without a file or an API server; `speaker.controller.main` only feeds
+states in and writes the resulting changes out.
+
+The allocator (`ipam.pools.Allocator`) is the controller's memory.  Each
+`reconcile` call:
+1. hands it the current pools and releases services that are gone, are no
+   longer of type LoadBalancer, or now belong to another loadBalancerClass;
+2. adopts the addresses in the status of every service it holds nothing for
+   (after a restart: all of them), when they are still valid for the service's
+   request -- before anything new is allocated, so a new service can never take
+   the address of one that already had it;
+3. serves services asking for specific addresses, then the others, each in key
+   order: a still-valid assignment is kept, anything else is chosen anew;
+4. returns the status changes: the desired ingress of every service of ours that
+   differs from what its status shows, and failures (one message per service).
+
+Mapping from the Service model to an `ipam.pools.Request`:
+- families from spec.ipFamilies, else from the cluster IPs; with neither (a
+  hand-written lab manifest) IPv4 is preferred and IPv6 taken if only it is
+  available; PreferDualStack with two families asks one per family if the pool
+  can, RequireDualStack one per family or nothing;
+- auto pools: pools with autoAssign whose serviceAllocation (if any) selects
+  the service's namespace (by name or namespace labels) and labels, ordered by
+  serviceAllocation.priority (lower first; pools without one after), then name;
+- the backend key: MetalLB lets services with externalTrafficPolicy Local
+  share an address only if they select the same pods.  The model does not carry
+  spec.selector, so this controller is stricter in one way and looser in
+  another: Local services share only with Local services (never with Cluster
+  ones), and two Local services with the same sharing key are trusted to select
+  the same pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ipam.pools import AllocationError, Allocator, Mode, Request
+from speaker.model.cluster import ClusterState
+from speaker.model.fields import IPAddress
+from speaker.model.metallb import IPAddressPool
+from speaker.model.service import Service
+
+FAMILY = {"IPv4": 4, "IPv6": 6}
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    namespace: str
+    name: str
+    ingress: tuple[IPAddress, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Plan:
+    """What one reconcile decided."""
+
+    # Desired ingress of every service of ours (empty when it failed).
+    desired: dict[str, tuple[IPAddress, ...]] = field(default_factory=dict)
+    # Status writes needed: desired differs from the observed status.
+    changes: list[StatusChange] = field(default_factory=list)
+    # service key -> why it has no address.
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def is_ours(service: Service, lb_class: str | None) -> bool:
+    return service.is_load_balancer and service.load_balancer_class == lb_class
+
+
+def _families(service: Service) -> tuple[tuple[int, ...], Mode]:
+    families = tuple(dict.fromkeys(FAMILY[f] for f in service.ip_families))
+    if not families:
+        families = tuple(dict.fromkeys(ip.version for ip in service.cluster_ips))
+    both = families + tuple(f for f in (4, 6) if f not in families)
+    policy = service.ip_family_policy
+    if policy == "RequireDualStack":
+        return both, "all"
+    if policy == "PreferDualStack" and len(families) != 1:
+        return both, "prefer-all"
+    if len(families) == 2 and policy is None:
+        return families, "prefer-all"
+    if not families:
+        return (4, 6), "one"
+    return families[:1], "one"
+
+
+def _priority(pool: IPAddressPool) -> tuple[int, int, str]:
+    priority = pool.service_allocation.priority if pool.service_allocation else None
+    return (0, priority, pool.name) if priority is not None else (1, 0, pool.name)
+
+
+def auto_pools(service: Service, state: ClusterState) -> tuple[str, ...]:
+    """The pools that may serve `service` without being named, best first."""
+    namespace_labels = state.namespace_labels(service.namespace)
+    eligible = [p for p in state.ip_address_pools if p.auto_assign and (
+        p.service_allocation is None or p.service_allocation.selects(
+            service.namespace, namespace_labels, service.labels))]
+    return tuple(p.name for p in sorted(eligible, key=_priority))
+
+
+def request_for(service: Service, state: ClusterState) -> Request:
+    families, mode = _families(service)
+    return Request(
+        families=families,
+        mode=mode,
+        requested=service.requested_ips,
+        pool=service.address_pool,
+        auto_pools=auto_pools(service, state),
+        sharing_key=service.allow_shared_ip,
+        backend_key="Local" if service.local_traffic_policy else "",
+        ports=frozenset((p.protocol, p.port) for p in service.ports),
+    )
+
+
+def reconcile(allocator: Allocator, state: ClusterState,
+              lb_class: str | None = None) -> Plan:
+    """Bring `allocator` in line with `state`; the statuses to write (see module doc)."""
+    allocator.set_pools(state.ip_address_pools)
+    ours: Mapping[str, Service] = {s.key: s for s in state.services if is_ours(s, lb_class)}
+    for key in list(allocator.assignments()):
+        if key not in ours:
+            allocator.release(key)
+    requests = {key: request_for(svc, state) for key, svc in ours.items()}
+    for key in sorted(ours):
+        svc = ours[key]
+        if allocator.assignment(key) is None and svc.ingress_ips:
+            try:
+                allocator.adopt(key, svc.ingress_ips, requests[key])
+            except AllocationError:
+                pass  # served anew below; the failure, if any, is reported there
+    plan = Plan()
+    # Specific requests first: an automatic choice must not take what someone named.
+    for key in sorted(ours, key=lambda k: (not requests[k].requested, k)):
+        try:
+            plan.desired[key] = allocator.assign(key, requests[key])
+        except AllocationError as exc:
+            plan.failures[key] = str(exc)
+            plan.desired[key] = ()
+    for svc in state.services:
+        if svc.key in plan.desired:
+            want = plan.desired[svc.key]
+        elif (svc.ingress_ips and not svc.is_load_balancer
+              and any(state.pool_of(ip) for ip in svc.ingress_ips)):
+            want = ()  # no longer a LoadBalancer: withdraw the address we gave it
+        else:
+            continue
+        if tuple(svc.ingress_ips) != want:
+            plan.changes.append(StatusChange(svc.namespace, svc.name, want))
+    return plan
