@@ -1,0 +1,175 @@
+"""The lab's LoadBalancer side: MetalLB-shaped objects, speakers in node namespaces,
+and what a client on the segment sees (arping, ndisc6, its neighbour table).
+
+Everything runs inside the lab's namespaces: speakers through
+`ip netns exec NODE skein-speaker`, clients through `Lab.add_client`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cni_plugin.lab.cluster import Lab, LabError, Node, scripts_dir
+from cni_plugin.lab.netns import Netns
+
+_MAC = re.compile(r"([0-9a-f]{2}(?::[0-9a-f]{2}){5})", re.I)
+
+
+def address_pool(name: str, *addresses: str) -> dict[str, Any]:
+    return {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name, "namespace": "metallb-system"},
+            "spec": {"addresses": list(addresses)}}
+
+
+def l2_advertisement(name: str, pools: Iterable[str] = (), interfaces: Iterable[str] = (),
+                     node_selectors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if pools:
+        spec["ipAddressPools"] = list(pools)
+    if interfaces:
+        spec["interfaces"] = list(interfaces)
+    if node_selectors:
+        spec["nodeSelectors"] = node_selectors
+    return {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec}
+
+
+def lb_service(name: str, *ips: str, port: int = 8080, policy: str = "Cluster",
+               namespace: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                     "ports": [{"port": port, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
+
+
+def endpoint_slice(service: str, nodes: Iterable[str], namespace: str = "default",
+                   ready: bool = True) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-1", "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [f"10.244.{i}.10"], "nodeName": n,
+                           "conditions": {"ready": ready}} for i, n in enumerate(nodes)],
+            "ports": [{"port": 8080, "protocol": "TCP"}]}
+
+
+def speaker_argv(node: Node, lab: Lab, *extra: str) -> list[str]:
+    return [os.path.join(scripts_dir(), "skein-speaker"), "--node", node.name,
+            "--manifests", lab.manifests_path, *extra]
+
+
+def start_speaker(lab: Lab, node: Node, *extra: str) -> subprocess.Popen[Any]:
+    """skein-speaker in `node`'s namespace, logging to <workdir>/speaker.log."""
+    return lab.spawn(node.ns, *speaker_argv(node, lab, *extra),
+                     log=os.path.join(node.workdir, "speaker.log"))
+
+
+def stop_speaker(proc: subprocess.Popen[Any], kill: bool = False, timeout: float = 10) -> int:
+    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    return proc.wait(timeout=timeout)
+
+
+def speaker_log(node: Node) -> str:
+    try:
+        with open(os.path.join(node.workdir, "speaker.log"), encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def node_mac(node: Node, ifname: str = "eth0") -> str:
+    data = json.loads(node.ns.ip("-j", "link", "show", "dev", ifname).stdout)
+    return str(data[0]["address"]).lower()
+
+
+def arping_macs(client: Netns, address: str, count: int = 2, wait: int = 3) -> list[str]:
+    """MACs (lowercase, one per reply) answering ARP who-has `address` from `client`."""
+    # -b: every probe broadcast, so a second answering node is seen too.
+    proc = client.run("arping", "-b", "-c", str(count), "-w", str(wait), "-I", "eth0",
+                      address, check=False, timeout=wait + 10)
+    return [m.lower() for line in proc.stdout.splitlines() if "reply from" in line
+            for m in _MAC.findall(line)]
+
+
+def ndisc_macs(client: Netns, address: str, tries: int = 2) -> list[str]:
+    """MACs in answers to Neighbor Solicitations for `address` (ndisc6, all answers)."""
+    proc = client.run("ndisc6", "-m", "-n", "-r", str(tries), "-w", "500", address, "eth0",
+                      check=False, timeout=15)
+    return [m.lower() for line in proc.stdout.splitlines() if "link-layer address" in line
+            for m in _MAC.findall(line)]
+
+
+def neighbour_mac(client: Netns, address: str) -> str | None:
+    """The client's neighbour-table MAC for `address` (None if absent or incomplete)."""
+    family = "-6" if ":" in address else "-4"
+    data = json.loads(client.ip(family, "-j", "neigh", "show", "to", address).stdout or "[]")
+    for entry in data:
+        mac = entry.get("lladdr")
+        if mac:
+            return str(mac).lower()
+    return None
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str,
+         interval: float = 0.1) -> Any:
+    """The first truthy value of `predicate()` within `timeout` seconds; LabError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# A server that keeps accepting: each connection gets the node's name and is closed.
+_SERVER = r"""
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+srv = socket.socket(family, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(64)
+print("listening", flush=True)
+while True:
+    conn, _ = srv.accept()
+    try:
+        conn.sendall(sys.argv[3].encode() + b"\n")
+    finally:
+        conn.close()
+"""
+
+
+def start_name_server(lab: Lab, node: Node, port: int = 8080, listen: str = "::") -> None:
+    """A TCP server in `node` answering every connection with the node's name
+    (dual-stack on `::`, so it serves whichever LoadBalancer address lands there)."""
+    proc = node.ns.popen(sys.executable, "-c", _SERVER, listen, str(port), node.name,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lab.processes.append(proc)
+    assert proc.stdout is not None
+    if "listening" not in proc.stdout.readline():
+        raise LabError(f"name server on {node.name} did not start")
+
+
+def tcp_name(client: Netns, address: str, port: int = 8080, timeout: float = 1.0) -> str | None:
+    """The node name served at address:port, or None if no connection within `timeout`."""
+    code = ("import socket,sys\n"
+            "a,p,t=sys.argv[1],int(sys.argv[2]),float(sys.argv[3])\n"
+            "try:\n"
+            " c=socket.create_connection((a,p),timeout=t)\n"
+            " print(c.recv(64).decode().strip())\n"
+            "except OSError:\n"
+            " sys.exit(1)\n")
+    proc = client.run(sys.executable, "-c", code, address, str(port), str(timeout),
+                      check=False, timeout=timeout + 10)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None

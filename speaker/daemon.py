@@ -1,0 +1,173 @@
+"""The speaker daemon: cluster state + liveness -> plan -> announcers, on one asyncio loop.
+
+    Source ──changes()──┐
+                        ├─▶ plan_node(state, me, live) ─▶ for each Announcer: apply(desired)
+    Liveness ─on_change─┘
+
+The seam for other announcement mechanisms is `Announcer`: anything with a
+`kind`, `apply(announcements)`, `reassert()` and `close()`.  `apply` receives
+the node's whole desired list every time (idempotent, the announcer diffs) and
+takes the entries of its own `kind`; L2 is `speaker.l2.announcer.L2Announcer`.
+A BGP announcer plugs in beside it: add its entries to the plan (kind "bgp",
+no election: every eligible node announces) and pass the announcer in
+`Daemon(announcers=[...])`.
+
+Re-planning happens on every state change and every liveness change, and
+every `resync` seconds regardless (an interface that appeared, a route that
+changed).  When a peer comes back (a restart, or a healed partition) the
+announcers `reassert()`: whoever owns an address now says so again, so
+neighbours that followed the other side of a partition come back.
+
+Errors never stop the daemon: an exception in one announcer is logged as one
+line with the announcer's name and the next change retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+from speaker.membership import Liveness
+from speaker.model.cluster import ClusterState
+from speaker.model.fields import IPAddress
+from speaker.plan import Announcement, plan_node
+from speaker.sources.base import Source, changes
+
+log = logging.getLogger("speaker")
+
+
+class Announcer(Protocol):
+    kind: str
+
+    async def apply(self, desired: Sequence[Announcement]) -> None:
+        """Make exactly the entries of `desired` whose kind is `self.kind` true."""
+
+    async def reassert(self) -> None:
+        """Say again what is announced (gratuitous ARP, or nothing for BGP)."""
+
+    async def close(self) -> None:
+        """Withdraw everything and release sockets."""
+
+
+def members_of(state: ClusterState) -> dict[str, tuple[IPAddress, ...]]:
+    """Node name -> InternalIPs: who the liveness protocol talks to."""
+    return {n.name: n.internal_ips for n in state.nodes}
+
+
+class Daemon:
+    def __init__(self, node: str, source: Source, liveness: Liveness,
+                 announcers: Sequence[Announcer], *, resync: float = 5.0,
+                 lb_class: str | None = None) -> None:
+        self.node = node
+        self.source = source
+        self.liveness = liveness
+        self.announcers = list(announcers)
+        self.resync = resync
+        self.lb_class = lb_class
+        self.state = ClusterState()
+        self.desired: tuple[Announcement, ...] = ()
+        self._wake = asyncio.Event()
+        self._reassert = False
+        self._stopping = asyncio.Event()
+        self._warned_not_a_node = False
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def _on_liveness(self, joined: frozenset[str], left: frozenset[str]) -> None:
+        if joined:
+            self._reassert = True
+        self._wake.set()
+
+    async def _follow_source(self) -> None:
+        async for state in changes(self.source):
+            self.state = state
+            self.liveness.set_members(members_of(state))
+            self._wake.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync)
+            self._wake.set()
+
+    async def _wait_ready(self) -> None:
+        while not self.liveness.ready:
+            await asyncio.sleep(0.01)
+        self._wake.set()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        if self.state.node(self.node) is None and self.state.revision > 0:
+            if not self._warned_not_a_node:
+                log.warning("no Node object is named %r: this speaker announces nothing; "
+                            "check --node against the Nodes' metadata.name", self.node)
+                self._warned_not_a_node = True
+        else:
+            self._warned_not_a_node = False
+        live = self.liveness.live() if self.liveness.ready else frozenset()
+        desired = plan_node(self.state, self.node, live, self.lb_class)
+        if desired != self.desired:
+            log.info("plan: %s", ", ".join(f"{a.address} ({a.kind})" for a in desired)
+                     or "nothing to announce")
+        self.desired = desired
+        reassert, self._reassert = self._reassert, False
+        for announcer in self.announcers:
+            try:
+                await announcer.apply(desired)
+                if reassert:
+                    await announcer.reassert()
+            except Exception as exc:  # noqa: BLE001 - one announcer must not stop the rest
+                log.exception("%s announcer failed (%s); retrying on the next change",
+                              announcer.kind, exc)
+
+    async def run(self) -> None:
+        """Until `stop()` (or SIGTERM / SIGINT when installed via `install_signals`)."""
+        self.source.start()
+        await self.liveness.start(self._on_liveness)
+        self.state = self.source.snapshot()
+        self.liveness.set_members(members_of(self.state))
+        tasks = [asyncio.create_task(c) for c in
+                 (self._follow_source(), self._ticker(), self._wait_ready())]
+        try:
+            while not self._stopping.is_set():
+                waiter = asyncio.create_task(self._wake.wait())
+                stopper = asyncio.create_task(self._stopping.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if self._stopping.is_set():
+                    break
+                self._wake.clear()
+                await self.reconcile()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        # Withdraw first, then tell the peers: by the time they send their
+        # gratuitous ARPs nobody here answers for the address any more.
+        for announcer in self.announcers:
+            try:
+                await announcer.close()
+            except Exception:  # noqa: BLE001 - shutting down regardless
+                log.exception("%s announcer failed to close", announcer.kind)
+        await self.liveness.leave()
+        await self.liveness.close()
+        self.source.close()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)

@@ -1,0 +1,159 @@
+"""Which LoadBalancer addresses this node announces, and where: a pure function.
+
+Given a `ClusterState`, the set of live speakers (from whatever liveness the
+daemon runs: UDP membership in file mode, Leases in a cluster) and this node's
+name, `plan_node` returns the announcements this node must make.  No I/O, no
+clock: the same inputs give the same answer on every node, which is what makes
+the election work without any coordination beyond agreeing on who is alive.
+
+Layer 2 election follows MetalLB's (speaker/layer2_controller.go) so that a
+MetalLB user sees the same owner for the same address:
+  - eligible nodes for an address are the nodes that exist as Node objects,
+    are not labelled `node.kubernetes.io/exclude-from-external-load-balancers`,
+    are not NotReady, are selected (nodeSelectors) by an L2Advertisement that
+    selects the address's IPAddressPool, and, with
+    `externalTrafficPolicy: Local`, host a ready endpoint of the service;
+  - among the eligible nodes that are live, the owner is the one whose
+    sha256(node name + "#" + address) sorts first.
+An address in no IPAddressPool, or in a pool no L2Advertisement selects, is
+not announced at all (MetalLB does the same: it is someone else's address).
+
+Addresses shared between services (`allow-shared-ip`) get one owner: the
+eligible set is the nodes eligible for every sharing service, so the owner can
+serve all of them; if none can (Local services whose endpoints live on
+different nodes), any node eligible for one of them is used, so at least one
+service stays reachable rather than none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from speaker.model.cluster import ClusterState
+from speaker.model.fields import IPAddress
+from speaker.model.node import Node
+from speaker.model.service import Service
+
+L2 = "l2"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One address this node must make reachable, by one mechanism (`kind`).
+
+    `interfaces` empty means "the interface holding the route to the address",
+    resolved by the announcer at apply time (the plan does not see the kernel).
+    `services` are the namespace/name keys served through the address, for logs.
+    """
+
+    address: IPAddress
+    kind: str = L2
+    interfaces: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+
+    @property
+    def sort_key(self) -> tuple[str, int, int]:
+        return (self.kind, self.address.version, int(self.address))
+
+
+def election_key(node: str, address: IPAddress) -> bytes:
+    """MetalLB's ordering key: sha256 of "<node>#<address>"."""
+    return hashlib.sha256(f"{node}#{address}".encode()).digest()
+
+
+def elect(address: IPAddress, candidates: Iterable[str]) -> str | None:
+    """The owner of `address` among `candidates` (None if there are none)."""
+    return min(candidates, key=lambda n: (election_key(n, address), n), default=None)
+
+
+def _serves(service: Service, lb_class: str | None) -> bool:
+    # MetalLB leaves services of another load balancer class alone.
+    return service.is_load_balancer and service.load_balancer_class == lb_class
+
+
+def _node_can_announce(node: Node) -> bool:
+    return not node.excluded_from_load_balancers and node.ready is not False
+
+
+def l2_eligible(state: ClusterState, service: Service,
+                address: IPAddress) -> dict[str, tuple[str, ...]]:
+    """Nodes that may announce `address` for `service` by L2 -> their interfaces
+    (empty tuple: the interface routing to the address)."""
+    pool = state.pool_of(address)
+    if pool is None:
+        return {}
+    ready = state.ready_nodes(service) if service.local_traffic_policy else None
+    out: dict[str, tuple[str, ...]] = {}
+    for node in state.nodes:
+        if not _node_can_announce(node) or (ready is not None and node.name not in ready):
+            continue
+        ads = state.l2_advertisements_for(pool, node)
+        if not ads:
+            continue
+        # An advertisement without `interfaces` means "no restriction"; it wins
+        # over others that name some, as the union of "all" and "some" is "all".
+        if any(not a.interfaces for a in ads):
+            out[node.name] = ()
+        else:
+            out[node.name] = tuple(sorted({i for a in ads for i in a.interfaces}))
+    return out
+
+
+@dataclass(frozen=True)
+class AddressView:
+    """Everything the election needs about one address."""
+
+    address: IPAddress
+    services: tuple[str, ...]
+    eligible: Mapping[str, tuple[str, ...]]
+
+
+def l2_addresses(state: ClusterState, lb_class: str | None = None) -> list[AddressView]:
+    """Every L2-announceable address with its services and eligible nodes."""
+    per_address: dict[IPAddress, list[tuple[str, dict[str, tuple[str, ...]]]]] = {}
+    for service in state.services:
+        if not _serves(service, lb_class):
+            continue
+        for address in dict.fromkeys(service.ingress_ips):
+            if state.pool_of(address) is None:
+                continue
+            eligible = l2_eligible(state, service, address)
+            per_address.setdefault(address, []).append((service.key, eligible))
+    views = []
+    for address, entries in per_address.items():
+        sets = [set(e) for _, e in entries]
+        common = set.intersection(*sets)
+        chosen = common or set.union(*sets)
+        merged: dict[str, tuple[str, ...]] = {}
+        for _, eligible in entries:
+            for name, ifaces in eligible.items():
+                if name in chosen:
+                    # "()" (auto) absorbs any explicit list, as in l2_eligible.
+                    old = merged.get(name)
+                    merged[name] = () if old == () or not ifaces else tuple(
+                        sorted(set(old or ()) | set(ifaces)))
+        views.append(AddressView(address, tuple(sorted(k for k, _ in entries)), merged))
+    views.sort(key=lambda v: (v.address.version, int(v.address)))
+    return views
+
+
+def l2_owners(state: ClusterState, live: Iterable[str],
+              lb_class: str | None = None) -> dict[IPAddress, str | None]:
+    """address -> the node that announces it (None: no live eligible node)."""
+    alive = set(live)
+    return {v.address: elect(v.address, (n for n in v.eligible if n in alive))
+            for v in l2_addresses(state, lb_class)}
+
+
+def plan_node(state: ClusterState, me: str, live: Iterable[str],
+              lb_class: str | None = None) -> tuple[Announcement, ...]:
+    """The announcements `me` must make, sorted; `live` should include `me`
+    when this speaker is up (a node never announces while it thinks itself dead)."""
+    alive = set(live)
+    out = []
+    for view in l2_addresses(state, lb_class):
+        if elect(view.address, (n for n in view.eligible if n in alive)) == me:
+            out.append(Announcement(view.address, L2, view.eligible[me], view.services))
+    return tuple(sorted(out, key=lambda a: a.sort_key))
