@@ -86,6 +86,7 @@ class NetConf:
     dns: dict[str, Any] = field(default_factory=dict)
     vxlan: VxlanConf | None = None
     prev_result: dict[str, Any] | None = None
+    agent_socket: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -135,6 +136,15 @@ def _parse_cidrs(value: Any, key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _agent_socket(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise _invalid("agentSocket", f"expected an absolute path, got {value!r}",
+                       'write "agentSocket": "/run/skein/agent.sock", or leave it out')
+    return value
+
+
 def parse_netconf(conf: dict[str, Any]) -> NetConf:
     """Validate a `skein` network configuration (already JSON-decoded)."""
     version = spec.check_version(conf.get("cniVersion"))
@@ -171,6 +181,7 @@ def parse_netconf(conf: dict[str, Any]) -> NetConf:
         dns=dns,
         vxlan=_parse_vxlan(conf.get("vxlan")),
         prev_result=spec.normalize_result(prev) if prev else None,
+        agent_socket=_agent_socket(conf.get("agentSocket")),
         raw=conf,
     )
 

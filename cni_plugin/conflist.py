@@ -20,8 +20,8 @@ CNI_VERSION = "1.1.0"
 
 def node_conflist(pod_cidrs: list[str], *, data_dir: str = "/var/lib/cni/networks",
                   cluster_cidrs: list[str] | None = None, mtu: int | None = None,
-                  vxlan: dict[str, Any] | None = None, ip_masq: bool = True
-                  ) -> dict[str, Any]:
+                  vxlan: dict[str, Any] | None = None, ip_masq: bool = True,
+                  agent_socket: str | None = None) -> dict[str, Any]:
     """A conflist whose `skein` plugin hands out addresses from `pod_cidrs`
     (one range set per family) and masquerades only traffic that leaves the
     cluster (`cluster_cidrs`, the union of all nodes' pod subnets)."""
@@ -41,6 +41,8 @@ def node_conflist(pod_cidrs: list[str], *, data_dir: str = "/var/lib/cni/network
         plugin["mtu"] = mtu
     if vxlan is not None:
         plugin["vxlan"] = vxlan
+    if agent_socket:
+        plugin["agentSocket"] = agent_socket
     return {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": [plugin]}
 
 

@@ -11,13 +11,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from cni_plugin import spec
-from cni_plugin.skel import Request
+from cni_plugin.skel import Plugin, Request
 from cni_plugin.spec import CniError
 
 IPAM_TIMEOUT = 60.0
+
+# IPAM plugins that may run inside this process instead of being exec'd: the
+# node agent registers skein-ipam here, which saves a Python start per pod.
+# The plugin executable stays the same code, so the result is identical.
+IN_PROCESS: dict[str, Callable[[], Plugin]] = {}
 
 
 def find_plugin(name: str, path: list[str]) -> str:
@@ -33,6 +40,9 @@ def exec_ipam(req: Request, command: str, config: dict[str, Any] | None = None
               ) -> dict[str, Any] | None:
     """Run the IPAM plugin for `command`; return its decoded result (ADD) or None."""
     config = req.config if config is None else config
+    factory = IN_PROCESS.get(str(config["ipam"]["type"]))
+    if factory is not None:
+        return _run_in_process(factory(), req, command, config)
     plugin = find_plugin(str(config["ipam"]["type"]), req.path)
     env = dict(req.environ)
     env["CNI_COMMAND"] = command
@@ -51,6 +61,17 @@ def exec_ipam(req: Request, command: str, config: dict[str, Any] | None = None
         return None
     result = spec.parse_json(out, f"result of IPAM plugin {plugin}")
     return spec.normalize_result(result)
+
+
+def _run_in_process(plugin: Plugin, req: Request, command: str,
+                    config: dict[str, Any]) -> dict[str, Any] | None:
+    sub = replace(req, command=command, config=config,
+                  environ={**req.environ, "CNI_COMMAND": command})
+    if command == "ADD":
+        return spec.normalize_result(plugin.add(sub))
+    {"DEL": plugin.delete, "CHECK": plugin.check, "STATUS": plugin.status,
+     "GC": plugin.gc}[command](sub)
+    return None
 
 
 def _ipam_error(plugin: str, code: int, out: str, err: str) -> CniError:

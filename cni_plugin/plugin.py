@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+from collections.abc import Callable
 from typing import Any
 
 from cni_plugin import spec
@@ -66,8 +67,20 @@ def build_result(conf: NetConf, req: Request, bridge: Any, host_veth: Any, pod_l
     }
 
 
+def agent_unreachable(conf: NetConf) -> str | None:
+    """Readiness as seen by the executable: it runs this only when the fast
+    path failed, so an overlay network that names an agent socket is not ready."""
+    if conf.vxlan is not None and conf.agent_socket:
+        return f"skein-agent is not running (no answer on {conf.agent_socket})"
+    return None
+
+
 class SkeinPlugin:
-    """Implements cni_plugin.skel.Plugin."""
+    """Implements cni_plugin.skel.Plugin.  `readiness` returns why the node
+    cannot take pods now, or None; the agent passes its own check."""
+
+    def __init__(self, readiness: Callable[[NetConf], str | None] = agent_unreachable) -> None:
+        self.readiness = readiness
 
     def add(self, req: Request) -> dict[str, Any]:
         conf = parse_netconf(req.config)
@@ -192,7 +205,11 @@ class SkeinPlugin:
         check_attachment(conf, req)
 
     def status(self, req: Request) -> None:
-        parse_netconf(req.config)
+        conf = parse_netconf(req.config)
+        problem = self.readiness(conf)
+        if problem:
+            raise CniError(spec.ERR_NOT_AVAILABLE, problem,
+                           "start skein-agent on this node; pods cannot be added until then")
         exec_ipam(req, "STATUS")
 
     def gc(self, req: Request) -> None:

@@ -120,7 +120,7 @@ def parse_request(environ: Mapping[str, str], stdin: bytes) -> Request:
     return req
 
 
-def _error_version(stdin: bytes) -> str:
+def error_version(stdin: bytes) -> str:
     try:
         version = json.loads(stdin).get("cniVersion")
     except Exception:  # noqa: BLE001 - any undecodable input falls back to the default
@@ -160,18 +160,27 @@ def dispatch(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> tuple[
             plugin.gc(req)
         return 0, ""
     except CniError as err:
-        return 1, json.dumps(err.to_dict(_error_version(stdin)))
+        return 1, json.dumps(err.to_dict(error_version(stdin)))
     except Exception as exc:  # noqa: BLE001 - the runtime must get JSON, never a traceback
         _log_exception(environ)
         internal = CniError(ERR_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        return 1, json.dumps(internal.to_dict(_error_version(stdin)))
+        return 1, json.dumps(internal.to_dict(error_version(stdin)))
 
 
-def run(plugin: Plugin) -> None:
-    """Entry point body: read stdin, dispatch, print, exit."""
+def read_stdin() -> bytes:
     command = os.environ.get("CNI_COMMAND", "")
-    stdin = b"" if command == "VERSION" and sys.stdin.isatty() else sys.stdin.buffer.read()
+    return b"" if command == "VERSION" and sys.stdin.isatty() else sys.stdin.buffer.read()
+
+
+def run(plugin: Plugin, stdin: bytes | None = None) -> None:
+    """Entry point body: read stdin, dispatch, print, exit."""
+    if stdin is None:
+        stdin = read_stdin()
     code, out = dispatch(plugin, os.environ, stdin)
+    finish(code, out)
+
+
+def finish(code: int, out: str) -> None:
     if out:
         sys.stdout.write(out + "\n")
         sys.stdout.flush()

@@ -30,6 +30,7 @@ import fcntl
 import ipaddress
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -108,6 +109,11 @@ def _flock(fd: int, timeout: float | None) -> None:
     except BlockingIOError:
         if timeout <= 0:
             raise LockTimeout from None
+    if threading.current_thread() is not threading.main_thread():
+        # Inside skein-agent (one thread per request) SIGALRM is not ours to
+        # borrow: poll instead, with a short back-off.
+        _flock_polling(fd, timeout)
+        return
 
     def expire(signum: int, frame: Any) -> None:
         raise LockTimeout
@@ -127,6 +133,20 @@ def _flock(fd: int, timeout: float | None) -> None:
             signal.setitimer(signal.ITIMER_REAL, left, previous_interval)
 
 
+def _flock_polling(fd: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise LockTimeout from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+
 class DiskStore:
     """The leases of one network; use `DiskStore.open` to hold its lock."""
 
@@ -140,7 +160,7 @@ class DiskStore:
         """Create the network's directory if needed and hold its lock for the block.
 
         Raises LockTimeout, or OSError for any filesystem failure.  A finite
-        `timeout` borrows SIGALRM, so call it from the main thread.
+        `timeout` borrows SIGALRM on the main thread and polls on any other.
         """
         directory = os.path.join(data_dir, network)
         os.makedirs(directory, mode=0o755, exist_ok=True)

@@ -66,10 +66,33 @@ class CniRunner:
 
     node: Netns
     cni_path: str
+    agent_socket: str | None = None  # set: `skein` configs name the agent (fast path)
+    agent_calls: int = 0
+    agent_pid: int | None = None
+    agent_log: str | None = None
 
-    def call(self, plugin: str, command: str, config: dict[str, Any] | str, *,
-             container_id: str = "", netns: str = "", ifname: str = "eth0",
-             args: str = "", timeout: float = 60) -> PluginResult:
+    def wait_quiet(self, timeout: float = 30.0) -> None:
+        """Until no plugin process runs in the node namespace and the agent (if
+        any) has stopped working on requests whose client is gone."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        last_size = -1
+        while True:
+            pids = subprocess.run(["ip", "netns", "pids", self.node.name], capture_output=True,
+                                  text=True, check=False).stdout.split()
+            busy = [p for p in pids if int(p) != self.agent_pid]
+            size = os.path.getsize(self.agent_log) if self.agent_log else 0
+            if not busy and size == last_size:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node namespace still busy: {busy}")
+            last_size = size
+            time.sleep(0.3)
+
+    def _prepare(self, plugin: str, command: str, config: dict[str, Any] | str,
+                 container_id: str, netns: str, ifname: str, args: str
+                 ) -> tuple[dict[str, str], str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "CNI_COMMAND": command,
@@ -83,10 +106,33 @@ class CniRunner:
             env["CNI_IFNAME"] = ifname
         if args:
             env["CNI_ARGS"] = args
-        binary = self.find(plugin)
-        stdin = config if isinstance(config, str) else json.dumps(config)
-        proc = self.node.run(binary, check=False, input=stdin, env=env, timeout=timeout)
+        if self.agent_socket and plugin == "skein" and isinstance(config, dict):
+            config = {**config, "agentSocket": self.agent_socket}
+            if command != "VERSION":
+                self.agent_calls += 1
+        return env, config if isinstance(config, str) else json.dumps(config)
+
+    def call(self, plugin: str, command: str, config: dict[str, Any] | str, *,
+             container_id: str = "", netns: str = "", ifname: str = "eth0",
+             args: str = "", timeout: float = 60) -> PluginResult:
+        env, stdin = self._prepare(plugin, command, config, container_id, netns, ifname, args)
+        proc = self.node.run(self.find(plugin), check=False, input=stdin, env=env,
+                             timeout=timeout)
         return PluginResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, plugin: str, command: str, config: dict[str, Any], *,
+              container_id: str = "", netns: str = "", ifname: str = "eth0"
+              ) -> subprocess.Popen[str]:
+        """Start a call without waiting (stdout/stderr piped), for parallel runs."""
+        import tempfile
+
+        env, stdin = self._prepare(plugin, command, config, container_id, netns, ifname, "")
+        with tempfile.TemporaryFile("w+") as data:
+            data.write(stdin)
+            data.seek(0)
+            return subprocess.Popen(self.node.exec_argv([self.find(plugin)]), stdin=data,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    text=True)
 
     def find(self, plugin: str) -> str:
         for directory in self.cni_path.split(":"):

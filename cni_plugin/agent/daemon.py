@@ -14,12 +14,14 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from cni_plugin import netlink, vxlan
+from cni_plugin import ipam_exec, netlink, vxlan
 from cni_plugin.agent import kernel
+from cni_plugin.agent.fastpath_server import FastPathServer
 from cni_plugin.agent.peers import Topology, select_peers
 from cni_plugin.agent.plan import Entries, desired_entries, diff, owned_fdbs
-from cni_plugin.config import VxlanConf
+from cni_plugin.config import NetConf, VxlanConf
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
+from cni_plugin.plugin import SkeinPlugin
 from cni_plugin.spec import CniError
 from speaker.model.cluster import ClusterState
 from speaker.sources.base import Source
@@ -35,12 +37,16 @@ class AgentConfig:
     ipam_data_dir: str = "/var/lib/cni/networks"
     cluster_cidrs: tuple[str, ...] = ("10.244.0.0/16",)
     resync: float = 10.0
+    socket_path: str | None = "/run/skein/agent.sock"  # None: no fast path
+    overlay: bool = True  # False: serve the fast path only (no VXLAN, no peers)
+    fault_pause: float = 0.0  # tests: pause before answering a fast path request
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, source: Source) -> None:
+    def __init__(self, config: AgentConfig, source: Source | None) -> None:
         self.config = config
         self.source = source
+        self.fastpath: FastPathServer | None = None
         self.stop_event = threading.Event()
         self._last_problems: tuple[str, ...] = ()
         self.topology: Topology | None = None
@@ -85,7 +91,8 @@ class Agent:
                                     "port": self.config.vxlan.port,
                                     "device": self.config.vxlan.device,
                                     **({"underlayDevice": self.config.vxlan.underlay_device}
-                                       if self.config.vxlan.underlay_device else {})})
+                                       if self.config.vxlan.underlay_device else {})},
+                             agent_socket=self.config.socket_path)
         path = os.path.join(self.config.cni_conf_dir, CONFLIST_NAME)
         if write_atomically(path, conf):
             log.info("wrote %s (pod subnets %s, MTU %d)", path, ", ".join(own_cidrs), mtu)
@@ -99,17 +106,46 @@ class Agent:
             log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
             log.debug("reconcile failure", exc_info=True)
 
+    def readiness(self, conf: NetConf) -> str | None:
+        """STATUS as the agent sees it: an overlay node is ready once its own pod
+        subnet is known (its conflist exists then too)."""
+        if conf.vxlan is None or not self.config.overlay:
+            return None
+        if self.topology is None or not self.topology.own_cidrs:
+            return f"node {self.config.node}: pod subnet not known yet (no spec.podCIDR)"
+        return None
+
+    def start_fastpath(self) -> None:
+        if not self.config.socket_path:
+            return
+        from ipam.plugin import HostLocalIpam
+
+        # skein-ipam runs in this process: no Python start per pod.
+        ipam_exec.IN_PROCESS["skein-ipam"] = HostLocalIpam
+        self.fastpath = FastPathServer(self.config.socket_path,
+                                       lambda: SkeinPlugin(readiness=self.readiness),
+                                       pause_before_reply=self.config.fault_pause)
+        self.fastpath.start()
+
     def run(self) -> None:
-        self.source.start()
-        state = self.source.snapshot()
-        self.reconcile_safely(state)
-        while not self.stop_event.is_set():
-            newer = self.source.wait_for_change(state.revision, timeout=self.config.resync)
-            if self.stop_event.is_set():
-                break
-            state = newer or self.source.snapshot()
+        self.start_fastpath()
+        try:
+            if self.source is None:
+                self.stop_event.wait()
+                return
+            self.source.start()
+            state = self.source.snapshot()
             self.reconcile_safely(state)
-        self.source.close()
+            while not self.stop_event.is_set():
+                newer = self.source.wait_for_change(state.revision, timeout=self.config.resync)
+                if self.stop_event.is_set():
+                    break
+                state = newer or self.source.snapshot()
+                self.reconcile_safely(state)
+            self.source.close()
+        finally:
+            if self.fastpath is not None:
+                self.fastpath.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--underlay-device", default=None,
                    help="default: the device with the default route")
     p.add_argument("--resync", type=float, default=10.0, help="seconds between full resyncs")
+    p.add_argument("--socket", default="/run/skein/agent.sock",
+                   help="unix socket of the CNI fast path (root only)")
+    p.add_argument("--no-fastpath", action="store_true",
+                   help="do not serve the CNI fast path; skein then works in-process")
+    p.add_argument("--no-overlay", action="store_true",
+                   help="serve the fast path only: no VXLAN, no peers, no conflist")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -38,11 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.manifests:
+    # pyroute2 logs every netlink message at DEBUG: tens of ms per pod.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)  # pyroute2 makes a loop per socket
+    if not args.manifests and not args.no_overlay:
         print("skein-agent: --manifests FILE is required: the Kubernetes API source is not "
               "implemented yet", file=sys.stderr)
         return 2
-    from speaker.sources.file import FileSource
+    if args.no_overlay and args.no_fastpath:
+        print("skein-agent: --no-overlay with --no-fastpath leaves nothing to do",
+              file=sys.stderr)
+        return 2
+    fault_pause = float(os.environ.get("SKEIN_AGENT_FAULT_PAUSE", "0") or 0)
 
     try:
         cidrs = parse_cluster_cidrs(args.cluster_cidr or ["10.244.0.0/16"])
@@ -54,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         vxlan=VxlanConf(vni=args.vni, port=args.vxlan_port, device=args.vxlan_device,
                         underlay_device=args.underlay_device),
         cni_conf_dir=args.cni_conf_dir, ipam_data_dir=args.ipam_data_dir,
-        cluster_cidrs=cidrs, resync=args.resync)
-    agent = Agent(config, FileSource(args.manifests))
+        cluster_cidrs=cidrs, resync=args.resync,
+        socket_path=None if args.no_fastpath else args.socket,
+        overlay=not args.no_overlay, fault_pause=fault_pause)
+    source = None
+    if not args.no_overlay:
+        from speaker.sources.file import FileSource
+
+        source = FileSource(args.manifests)
+    agent = Agent(config, source)
 
     def stop(*_: Any) -> None:
         agent.stop()

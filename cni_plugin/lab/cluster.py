@@ -74,6 +74,10 @@ class Node:
         return os.path.join(self.workdir, "ipam")
 
     @property
+    def agent_socket(self) -> str:
+        return os.path.join(self.workdir, "run", "agent.sock")
+
+    @property
     def conflist_path(self) -> str:
         return os.path.join(self.conf_dir, CONFLIST_NAME)
 
@@ -185,7 +189,7 @@ class Lab:
         argv = [os.path.join(scripts_dir(), "skein-agent"), "--node", node.name,
                 "--manifests", self.manifests_path, "--cni-conf-dir", node.conf_dir,
                 "--ipam-data-dir", node.data_dir, "--cluster-cidr", str(self.cluster_cidr),
-                "--resync", str(resync)]
+                "--resync", str(resync), "--socket", node.agent_socket]
         proc = self.spawn(node.ns, *argv, log=os.path.join(node.workdir, "agent.log"))
         node.agent = proc
         return proc

@@ -93,6 +93,20 @@ def assert_self_contained(verbose_stderr: str, archive: Path, python: str) -> di
     return loaders
 
 
+class ApiServerLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1's base-60 integers (`1234:1` is 74041); the API
+    server's parser does not, and neither does this loader."""
+
+
+ApiServerLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ApiServerLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+
+
 def yaml_objects(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
-        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+        return [doc for doc in yaml.load_all(f, Loader=ApiServerLoader) if doc is not None]

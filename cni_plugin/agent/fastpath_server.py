@@ -1,0 +1,136 @@
+"""skein-agent's side of the fast path: CNI requests over a unix socket.
+
+`skein` forwards env + config here (see cni_plugin/fastpath.py) and prints
+what comes back.  Each request runs in its own thread with the very same
+plugin code as the executable, pyroute2 already imported and skein-ipam
+called in-process; setns is per thread (cni_plugin/netns.py), so parallel
+ADDs run concurrently and safely.
+
+While it works on an attachment the agent holds that attachment's lock file:
+a plugin whose agent died mid-request waits for the kernel to drop the lock,
+then undoes and redoes the work itself.  Only root may talk to the socket:
+the directory is 0700, the socket 0600, and the peer's uid is checked with
+SO_PEERCRED as well (a socket handed over a bind mount keeps its mode, not
+its directory's).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cni_plugin import fastpath, spec
+from cni_plugin.skel import Plugin, dispatch, error_version
+from cni_plugin.spec import CniError
+
+log = logging.getLogger("skein.agent.fastpath")
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class FastPathServer:
+    def __init__(self, path: str, plugin_factory: Callable[[], Plugin], workers: int = 32,
+                 pause_before_reply: float = 0.0) -> None:
+        self.path = path
+        self.plugin_factory = plugin_factory
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cni")
+        self.pause_before_reply = pause_before_reply
+        self.served = 0
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def start(self) -> None:
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        if os.path.exists(self.path):
+            os.unlink(self.path)  # a previous agent's; connecting to it fails anyway
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        sock.listen(256)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept_loop, name="fastpath",
+                                        daemon=True)
+        self._thread.start()
+        log.info("fast path listening on %s", self.path)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._sock is not None:
+            self._sock.close()
+        self.pool.shutdown(wait=True)
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._closing.is_set():
+                    return
+                time.sleep(0.01)
+                continue
+            self.pool.submit(self._serve, conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(30)
+                self._serve_one(conn)
+        except Exception as exc:  # noqa: BLE001 - one bad client never stops the server
+            log.error("fast path request failed: %s: %s", type(exc).__name__, exc)
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        _, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                     _PEERCRED.size))
+        request: dict[str, Any] = json.loads(fastpath.recv_frame(conn))
+        stdin = str(request.get("stdin", "")).encode()
+        if uid != 0:
+            err = CniError(spec.ERR_INVALID_ENV, f"skein-agent serves only root, not uid {uid}",
+                           "run the container runtime as root")
+            log.warning("refused a fast path request from uid %d", uid)
+            self._reply(conn, 1, json.dumps(err.to_dict(error_version(stdin))))
+            return
+        client_env = {k: str(v) for k, v in dict(request.get("env", {})).items()
+                      if k.startswith("CNI_")}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        environ.update(client_env)
+        code, out = self._run(environ, stdin)
+        if self.pause_before_reply:
+            time.sleep(self.pause_before_reply)  # fault injection for the tests
+        self._reply(conn, code, out)
+
+    def _run(self, environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
+        command = environ.get("CNI_COMMAND", "")
+        container_id = environ.get("CNI_CONTAINERID", "")
+        lock = None
+        if container_id and command in ("ADD", "DEL", "CHECK"):
+            lock = fastpath.lock_attachment(self.path, container_id,
+                                            environ.get("CNI_IFNAME", ""), timeout=120)
+        try:
+            started = time.monotonic()
+            code, out = dispatch(self.plugin_factory(), environ, stdin)
+            self.served += 1
+            log.debug("served %s %s in %.1f ms (exit %d)", command, container_id,
+                      1000 * (time.monotonic() - started), code)
+            return code, out
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    @staticmethod
+    def _reply(conn: socket.socket, code: int, out: str) -> None:
+        fastpath.send_frame(conn, json.dumps({"code": code, "stdout": out}).encode())

@@ -1,0 +1,1 @@
+"""skein-controller: the LoadBalancer pool allocator, reconcile, writers, the daemon."""

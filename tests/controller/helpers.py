@@ -1,0 +1,40 @@
+"""Model objects built directly (no YAML) for the allocator and reconcile tests."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ipam.ranges import AddressRange
+from speaker.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
+from speaker.model.metallb import ServiceAllocation
+
+IP = ipaddress.ip_address
+
+
+def pool(name: str, *ranges: str, auto: bool = True, buggy: bool = False,
+         allocation: ServiceAllocation | None = None) -> IPAddressPool:
+    return IPAddressPool("metallb-system", name, tuple(AddressRange.parse(r) for r in ranges),
+                         auto_assign=auto, avoid_buggy_ips=buggy,
+                         service_allocation=allocation)
+
+
+def svc(name: str, *ports: str, namespace: str = "default", type: str = "LoadBalancer",
+        ips: tuple[str, ...] = (), pool_name: str | None = None, share: str | None = None,
+        local: bool = False, families: tuple[str, ...] = (), policy: str | None = None,
+        ingress: tuple[str, ...] = (), lb_class: str | None = None,
+        labels: dict[str, str] | None = None) -> Service:
+    """A Service; ports as "80" (TCP) or "53/UDP"."""
+    parsed = []
+    for p in ports:
+        number, _, proto = p.partition("/")
+        parsed.append(ServicePort(int(number), proto or "TCP"))
+    return Service(namespace, name, type=type, ports=tuple(parsed),
+                   external_traffic_policy="Local" if local else "Cluster",
+                   requested_ips=tuple(IP(i) for i in ips), address_pool=pool_name,
+                   allow_shared_ip=share, load_balancer_class=lb_class,
+                   ingress_ips=tuple(IP(i) for i in ingress), ip_families=families,
+                   ip_family_policy=policy, labels=labels or {})
+
+
+def state(*objects: Service | IPAddressPool | Namespace) -> ClusterState:
+    return ClusterState.from_objects(objects)

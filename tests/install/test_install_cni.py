@@ -1,0 +1,243 @@
+"""install/install_cni.py on a temporary root: the executables it installs run
+from ROOT/opt/cni/bin with the node's bare `python3 -I` and wire a real pod, and
+the conflist it writes is the one skein-agent would write.
+
+Network safety: the node, its underlay peer and the pod are namespaces named
+sk<tag>...; nothing is created in the root namespace; the fixture removes them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cni_plugin.conflist import CONFLIST_NAME, node_conflist, plugin_config
+from cni_plugin.lab.netns import veth_between
+from tests.conftest import ping
+from tests.install.helpers import INSTALL, assert_self_contained, node_env, node_python
+
+POD_CIDR = "10.78.1.0/24"
+CLUSTER_CIDR = "10.78.0.0/16"
+
+
+def install(root: Path, built: Path, *args: str, timeout: float = 60
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(INSTALL / "install_cni.py"), "--root", str(root),
+                           "--bin-src", str(built), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def installed_conflist(root: Path) -> dict[str, Any]:
+    return json.loads((root / "etc/cni/net.d" / CONFLIST_NAME).read_text())
+
+
+def test_installs_executables_and_conflist(built, tmp_path):
+    root = tmp_path / "root"
+    data_dir = str(tmp_path / "var/lib/cni/networks")
+    proc = install(root, built, "--pod-cidr", POD_CIDR, "--cluster-cidr", CLUSTER_CIDR,
+                   "--ipam-data-dir", data_dir)
+    assert proc.returncode == 0, proc.stderr
+    bin_dir = root / "opt/cni/bin"
+    assert sorted(os.listdir(bin_dir)) == ["skein", "skein-ipam"]
+    for name in ("skein", "skein-ipam"):
+        mode = (bin_dir / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o755
+        assert (bin_dir / name).read_bytes() == (built / name).read_bytes()
+    # Exactly what skein-agent's function makes for this node (before it knows the MTU).
+    assert installed_conflist(root) == node_conflist(
+        [POD_CIDR], data_dir=data_dir, cluster_cidrs=[CLUSTER_CIDR],
+        vxlan={"vni": 1, "port": 8472, "device": "skein.1"})
+    assert "wrote" in proc.stdout
+
+
+def test_underlay_device_and_no_masquerade(built, tmp_path):
+    root = tmp_path / "root"
+    assert install(root, built, "--pod-cidr", POD_CIDR, "--underlay-device", "eth1",
+                   "--no-ip-masq").returncode == 0
+    plugin = installed_conflist(root)["plugins"][0]
+    assert plugin["vxlan"] == {"vni": 1, "port": 8472, "device": "skein.1",
+                               "underlayDevice": "eth1"}
+    assert plugin["ipMasq"] is False
+    # An empty value (the DaemonSet's default) means the device with the default route.
+    assert install(root, built, "--pod-cidr", POD_CIDR, "--underlay-device", "").returncode == 0
+    assert "underlayDevice" not in installed_conflist(root)["plugins"][0]["vxlan"]
+
+
+def test_reinstall_replaces_by_rename_and_removes_leftovers(built, tmp_path):
+    root = tmp_path / "root"
+    bin_dir = root / "opt/cni/bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "skein").write_text("old")
+    (bin_dir / ".skein-install-dead").write_text("left by a killed installer")
+    (bin_dir / "bridge").write_text("another plugin")
+    old_inode = (bin_dir / "skein").stat().st_ino
+    with open(bin_dir / "skein", "rb") as running:  # a runtime reading the old file
+        assert install(root, built, "--pod-cidr", POD_CIDR).returncode == 0
+        assert running.read() == b"old"
+    assert (bin_dir / "skein").stat().st_ino != old_inode
+    assert sorted(os.listdir(bin_dir)) == ["bridge", "skein", "skein-ipam"]
+    again = install(root, built, "--pod-cidr", POD_CIDR)
+    assert again.returncode == 0 and "unchanged" in again.stdout
+
+
+def test_refuses_bad_input(built, tmp_path):
+    bad = install(tmp_path / "r", built, "--pod-cidr", "10.78.1.0/33")
+    assert bad.returncode == 1 and "--pod-cidr" in bad.stderr
+    missing = install(tmp_path / "r", tmp_path / "nothing", "--pod-cidr", POD_CIDR)
+    assert missing.returncode == 1 and "build_zipapps.py" in missing.stderr
+    outside = subprocess.run([sys.executable, str(INSTALL / "install_cni.py"), "--root",
+                              str(tmp_path / "r"), "--bin-src", str(built), "--node", "n1"],
+                             env={k: v for k, v in os.environ.items()
+                                  if not k.startswith("KUBERNETES_")},
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert outside.returncode == 1 and "KUBERNETES_SERVICE_HOST" in outside.stderr
+    assert not (tmp_path / "r" / "etc").exists()
+
+
+class FakeApiServer(http.server.ThreadingHTTPServer):
+    """GET /api/v1/nodes/NAME with a bearer token; answers from a script."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, Any]]]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, str]] = []
+        super().__init__(("127.0.0.1", 0), FakeApiHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeApiHandler(http.server.BaseHTTPRequestHandler):
+    server: FakeApiServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.requests.append((self.path, self.headers.get("Authorization", "")))
+        code, body = self.server.answers.pop(0) if len(self.server.answers) > 1 \
+            else self.server.answers[0]
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api_server() -> Iterator[Any]:
+    servers: list[FakeApiServer] = []
+
+    def start(answers: list[tuple[int, dict[str, Any]]]) -> FakeApiServer:
+        server = FakeApiServer(answers)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def node_object(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1"}, "spec": spec}
+
+
+def test_waits_for_the_nodes_pod_cidrs(built, tmp_path, api_server):
+    server = api_server([(404, {"kind": "Status", "code": 404}),
+                         (200, node_object()),
+                         (200, node_object(podCIDR="10.78.2.0/24",
+                                           podCIDRs=["10.78.2.0/24", "fd78:0:0:2::/64"]))])
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    root = tmp_path / "root"
+    proc = install(root, built, "--node", "worker-1", "--api-server", server.url,
+                   "--token-file", str(token), "--wait", "30")
+    assert proc.returncode == 0, proc.stderr
+    assert [r for r in server.requests] == [("/api/v1/nodes/worker-1", "Bearer s3cret")] * 3
+    assert "HTTP 404" in proc.stderr and "no spec.podCIDRs yet" in proc.stderr
+    ranges = installed_conflist(root)["plugins"][0]["ipam"]["ranges"]
+    assert ranges == [[{"subnet": "10.78.2.0/24"}], [{"subnet": "fd78:0:0:2::/64"}]]
+
+
+def test_single_stack_node_and_forbidden(built, tmp_path, api_server):
+    ok = api_server([(200, node_object(podCIDR="10.78.3.0/24"))])
+    assert install(tmp_path / "a", built, "--node", "worker-1", "--api-server",
+                   ok.url).returncode == 0
+    assert installed_conflist(tmp_path / "a")["plugins"][0]["ipam"]["ranges"] == [
+        [{"subnet": "10.78.3.0/24"}]]
+
+    forbidden = api_server([(403, {"kind": "Status", "code": 403})])
+    proc = install(tmp_path / "b", built, "--node", "worker-1", "--api-server", forbidden.url,
+                   "--wait", "30")
+    assert proc.returncode == 1
+    assert "HTTP 403" in proc.stderr and "get on nodes" in proc.stderr
+    assert len(forbidden.requests) == 1  # final at once, no retries
+    assert not (tmp_path / "b" / "etc").exists()
+
+
+def test_gives_up_after_wait(built, tmp_path, api_server):
+    server = api_server([(200, node_object())])
+    proc = install(tmp_path / "r", built, "--node", "worker-1", "--api-server", server.url,
+                   "--wait", "0")
+    assert proc.returncode == 1 and "gave up" in proc.stderr and "podCIDRs" in proc.stderr
+
+
+def run_plugin(node, python: str, binary: Path, command: str, conf: dict[str, Any],
+               pod_path: str, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+    env = node_env(CNI_COMMAND=command, CNI_CONTAINERID="installtest", CNI_NETNS=pod_path,
+                   CNI_IFNAME="eth0", CNI_PATH=str(binary.parent))
+    argv = [python, "-I", *(["-v"] if verbose else []), str(binary)]
+    return node.run(*argv, check=False, input=json.dumps(conf), env=env)
+
+
+def test_installed_plugin_wires_a_pod(built, tmp_path, netns_factory):
+    """A real ADD and DEL by the installed executables, in a node namespace with
+    an underlay (the conflist has a vxlan section, so ADD creates the VXLAN
+    device too), run by the node's python3 -I with nothing on PYTHONPATH."""
+    python = node_python()
+    root = tmp_path / "root"
+    data_dir = tmp_path / "var/lib/cni/networks"
+    assert install(root, built, "--pod-cidr", POD_CIDR, "--cluster-cidr", CLUSTER_CIDR,
+                   "--ipam-data-dir", str(data_dir)).returncode == 0
+    skein = root / "opt/cni/bin/skein"
+
+    node, underlay, pod = netns_factory("n"), netns_factory("u"), netns_factory("p")
+    veth_between(node, "eth0", underlay, "up0")
+    node.ip("addr", "add", "10.79.0.2/24", "dev", "eth0")
+    underlay.ip("addr", "add", "10.79.0.1/24", "dev", "up0")
+    node.ip("route", "add", "default", "via", "10.79.0.1")
+
+    conf = plugin_config(installed_conflist(root))
+    add = run_plugin(node, python, skein, "ADD", conf, pod.path, verbose=True)
+    assert add.returncode == 0, add.stdout + add.stderr[-3000:]
+    result = json.loads(add.stdout)
+    loaders = assert_self_contained(add.stderr, skein, python)
+    # The netlink path (pyroute2) and the VXLAN path (speaker.model.node) ran from the archive.
+    assert "pyroute2" in loaders and "speaker.model.node" in loaders
+
+    assert result["cniVersion"] == "1.1.0"
+    assert result["ips"][0]["address"].startswith("10.78.1.")
+    assert result["ips"][0]["gateway"] == "10.78.1.1"
+    assert ping(pod, "10.78.1.1")
+    vxlan = json.loads(node.ip("-d", "-j", "link", "show", "skein.1").stdout)[0]
+    assert vxlan["linkinfo"]["info_kind"] == "vxlan"
+    assert os.listdir(data_dir / "skein")  # the lease, written by the installed skein-ipam
+
+    delete = run_plugin(node, python, skein, "DEL", conf, pod.path)
+    assert delete.returncode == 0, delete.stdout + delete.stderr
+    assert "eth0" not in pod.ip("link").stdout
+    assert sorted(f for f in os.listdir(data_dir / "skein")
+                  if f != "lock" and not f.startswith("last_reserved_ip")) == []

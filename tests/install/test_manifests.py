@@ -1,0 +1,294 @@
+"""install/manifests and install/examples: valid against the Kubernetes schemas
+(kubernetes-validate, offline, strict: unknown fields are errors), the CRDs'
+schemas structural, the examples valid against those schemas and accepted by
+Skein's own model, and the privileges exactly the ones each component needs."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from speaker.model import parse_object
+from tests.install.helpers import EXAMPLES, MANIFESTS, REPO, load_script, yaml_objects
+
+# The release kubeadm installs in vagrant/, and the newest the library knows.
+K8S_VERSIONS = ["1.31", kubernetes_validate.latest_version()]
+NAMESPACE = "skein-system"
+
+gen_crds = load_script("gen_crds")
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [obj for path in sorted(MANIFESTS.glob("*.yaml")) for obj in yaml_objects(path)]
+
+
+def examples() -> list[dict[str, Any]]:
+    return [obj for path in sorted(EXAMPLES.glob("*.yaml")) for obj in yaml_objects(path)]
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in manifests() if o["kind"] == kind}
+
+
+def crd_schema(kind: str, version: str) -> dict[str, Any]:
+    for crd in by_kind("CustomResourceDefinition").values():
+        if crd["spec"]["names"]["kind"] == kind:
+            for v in crd["spec"]["versions"]:
+                if v["name"] == version:
+                    return dict(v["schema"]["openAPIV3Schema"])
+    raise AssertionError(f"no CRD for {kind} {version}")
+
+
+def validate_against_crd(obj: dict[str, Any]) -> None:
+    jsonschema.validate(obj, crd_schema(obj["kind"], obj["apiVersion"].split("/")[1]))
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_validate_against_kubernetes_schemas(version):
+    objects = manifests()
+    assert len(objects) > 15
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_validator_catches_mistakes():
+    """The check above can fail: a typo'd field and a wrong type are errors."""
+    ds = copy.deepcopy(by_kind("DaemonSet")["skein-node"])
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, K8S_VERSIONS[0], strict=True)
+    crd = copy.deepcopy(by_kind("CustomResourceDefinition")["bgppeers.metallb.io"])
+    crd["spec"]["versions"][0]["served"] = "yes"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(crd, K8S_VERSIONS[0], strict=True)
+
+
+def test_crd_manifest_is_generated():
+    assert gen_crds.main(["--check"]) == 0
+    assert (MANIFESTS / "10-crds.yaml").read_text() == gen_crds.render()
+
+
+def test_crds_cover_metallbs_kinds():
+    crds = by_kind("CustomResourceDefinition")
+    served = {(c["spec"]["names"]["kind"], v["name"]) for c in crds.values()
+              for v in c["spec"]["versions"] if v["served"]}
+    assert served == {("IPAddressPool", "v1beta1"), ("L2Advertisement", "v1beta1"),
+                      ("BGPAdvertisement", "v1beta1"), ("BGPPeer", "v1beta1"),
+                      ("BGPPeer", "v1beta2"), ("Community", "v1beta1")}
+    for name, crd in crds.items():
+        spec = crd["spec"]
+        assert name == f"{spec['names']['plural']}.metallb.io" and spec["group"] == "metallb.io"
+        assert spec["scope"] == "Namespaced"
+        assert sum(v["storage"] for v in spec["versions"]) == 1, name
+
+
+def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Violations of apiextensions.k8s.io/v1's structural-schema rules."""
+    problems = []
+    typed = schema.get("type") or schema.get("x-kubernetes-int-or-string")
+    if not typed:
+        problems.append(f"{path or '/'}: no type")
+    if "properties" in schema and schema.get("type") != "object":
+        problems.append(f"{path}: properties on a non-object")
+    if "items" in schema and schema.get("type") != "array":
+        problems.append(f"{path}: items on a non-array")
+    if schema.get("type") == "array" and "items" not in schema:
+        problems.append(f"{path}: array without items")
+    if "properties" in schema and "additionalProperties" in schema:
+        problems.append(f"{path}: both properties and additionalProperties")
+    for forbidden in ("$ref", "definitions", "dependencies", "patternProperties", "id"):
+        if forbidden in schema:
+            problems.append(f"{path}: {forbidden} is not allowed")
+    for required in schema.get("required", []):
+        if required not in schema.get("properties", {}):
+            problems.append(f"{path}: required {required} is not a property")
+    for key, sub in schema.get("properties", {}).items():
+        problems.extend(structural_problems(sub, f"{path}/{key}"))
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            problems.extend(structural_problems(schema[key], f"{path}/{key}"))
+    return problems
+
+
+def test_crd_schemas_are_structural():
+    for crd in by_kind("CustomResourceDefinition").values():
+        for v in crd["spec"]["versions"]:
+            schema = v["schema"]["openAPIV3Schema"]
+            assert structural_problems(schema) == [], (crd["metadata"]["name"], v["name"])
+            # metadata may only be an untyped-beyond-object stub at the root.
+            assert schema["properties"]["metadata"] == {"type": "object"}
+            jsonschema.Draft4Validator.check_schema(schema)
+    assert structural_problems({"type": "object", "properties": {"a": {}}}) == ["/a: no type"]
+
+
+def test_examples_validate_against_the_crds_and_parse():
+    objects = examples()
+    assert {o["kind"] for o in objects} == {"IPAddressPool", "L2Advertisement", "BGPPeer",
+                                           "BGPAdvertisement", "Community"}
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == NAMESPACE
+        validate_against_crd(obj)
+        parse_object(obj)  # Skein's model accepts them too (raises ModelError otherwise)
+
+
+def test_crd_schemas_catch_mistakes():
+    pool = next(o for o in examples() if o["kind"] == "IPAddressPool")
+    for broken in ({"addresses": []}, {"autoAssign": True},
+                   {"addresses": ["192.0.2.0/28"], "autoAssign": "yes"}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate_against_crd({**pool, "spec": broken})
+    peer = next(o for o in examples() if o["kind"] == "BGPPeer")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_against_crd({**peer, "spec": {**peer["spec"], "peerPort": 70000}})
+    with pytest.raises(jsonschema.ValidationError):
+        validate_against_crd({**peer, "spec": {**peer["spec"], "dynamicASN": "sideways"}})
+    # v1beta1 BGPPeer has no dynamicASN, so it needs peerASN.
+    old = {**peer, "apiVersion": "metallb.io/v1beta1",
+           "spec": {k: v for k, v in peer["spec"].items() if k != "peerASN"}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_against_crd(old)
+
+
+def test_model_test_data_fits_the_crds():
+    """A MetalLB user's objects (the model tests' sample file) fit these CRDs."""
+    data = REPO / "tests/model/data/metallb.yaml"
+    for obj in yaml_objects(data):
+        validate_against_crd(obj)
+
+
+def rules(kind: str, name: str) -> set[tuple[str, str, str]]:
+    role = by_kind(kind)[name]
+    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def grant(group: str, resources: list[str], verbs: list[str]) -> set[tuple[str, str, str]]:
+    return {(group, r, v) for r in resources for v in verbs}
+
+
+METALLB = ["ipaddresspools", "l2advertisements", "bgppeers", "bgpadvertisements", "communities"]
+READ = ["get", "list", "watch"]
+
+
+def test_rbac_is_least_privilege():
+    assert rules("ClusterRole", "skein-agent") == grant("", ["nodes"], READ)
+    assert rules("ClusterRole", "skein-speaker") == (
+        grant("", ["nodes", "services", "namespaces"], READ)
+        | grant("discovery.k8s.io", ["endpointslices"], READ))
+    assert rules("Role", "skein-speaker") == (
+        grant("metallb.io", METALLB, READ)
+        | grant("coordination.k8s.io", ["leases"], ["get", "create", "update"]))
+    assert rules("ClusterRole", "skein-controller") == (
+        grant("", ["services"], READ) | grant("", ["services/status"], ["update", "patch"])
+        | grant("", ["namespaces"], ["list", "watch"]) | grant("", ["events"], ["create", "patch"]))
+    assert rules("Role", "skein-controller") == grant("metallb.io", METALLB, ["list", "watch"])
+    for obj in manifests():
+        for rule in obj.get("rules", []):
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert not {"secrets", "pods"} & set(rule["resources"])
+    for role in by_kind("Role").values():
+        assert role["metadata"]["namespace"] == NAMESPACE
+
+
+def test_bindings_match_roles_and_accounts():
+    accounts = set(by_kind("ServiceAccount"))
+    assert accounts == {"skein-agent", "skein-speaker", "skein-controller"}
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for name, binding in by_kind(kind).items():
+            role_kind = binding["roleRef"]["kind"]
+            assert binding["roleRef"]["name"] in by_kind(role_kind)
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
+                                            "namespace": NAMESPACE}]
+    workloads = {**by_kind("DaemonSet"), **by_kind("Deployment")}
+    used = {w["spec"]["template"]["spec"]["serviceAccountName"] for w in workloads.values()}
+    assert used == accounts
+
+
+def pod(kind: str, name: str) -> dict[str, Any]:
+    return dict(by_kind(kind)[name]["spec"]["template"]["spec"])
+
+
+def capabilities(container: dict[str, Any]) -> tuple[list[str], list[str]]:
+    caps = container["securityContext"]["capabilities"]
+    return caps.get("drop", []), caps.get("add", [])
+
+
+def env_sources(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("valueFrom") for e in container.get("env", [])}
+
+
+def test_node_daemonset():
+    spec = pod("DaemonSet", "skein-node")
+    assert spec["hostNetwork"] is True
+    assert {"operator": "Exists"} in spec["tolerations"]
+    (init,) = spec["initContainers"]
+    (agent,) = spec["containers"]
+    assert capabilities(init) == (["ALL"], [])
+    assert capabilities(agent) == (["ALL"], ["NET_ADMIN"])
+    for container in (init, agent):
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert "privileged" not in container["securityContext"]
+        assert env_sources(container)["NODE_NAME"] == {"fieldRef": {"fieldPath":
+                                                                    "spec.nodeName"}}
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
+    # install_cni.py --root=/host writes ROOT/opt/cni/bin and ROOT/etc/cni/net.d.
+    assert "--root=/host" in init["command"]
+    assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d"}
+    assert init["command"][:2] == ["python3", "/usr/local/lib/skein/install_cni.py"]
+    assert "--node=$(NODE_NAME)" in init["command"]
+    assert agent["command"][0] == "skein-agent" and "--node=$(NODE_NAME)" in agent["command"]
+    # Both read the same settings from the ConfigMap.
+    config = by_kind("ConfigMap")["skein-config"]["data"]
+    for flag, key in (("--cluster-cidr", "cluster-cidr"), ("--underlay-device", "underlay-device")):
+        env = flag[2:].upper().replace("-", "_")
+        for container in (init, agent):
+            assert f"{flag}=$({env})" in container["command"]
+            assert env_sources(container)[env] == {"configMapKeyRef": {"name": "skein-config",
+                                                                       "key": key}}
+        assert key in config
+    assert agent["readinessProbe"]["exec"]["command"] == ["ip", "link", "show", "skein.1"]
+
+
+def test_speaker_and_controller():
+    speaker = pod("DaemonSet", "skein-speaker")
+    assert speaker["hostNetwork"] is True
+    (container,) = speaker["containers"]
+    assert capabilities(container) == (["ALL"], ["NET_ADMIN", "NET_RAW"])
+    assert container["command"][:2] == ["skein-speaker", "--node=$(NODE_NAME)"]
+    assert env_sources(container)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+    deployment = by_kind("Deployment")["skein-controller"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    controller = pod("Deployment", "skein-controller")
+    assert "hostNetwork" not in controller and controller["securityContext"]["runAsNonRoot"]
+    (container,) = controller["containers"]
+    assert capabilities(container) == (["ALL"], [])
+
+
+def test_everything_in_one_namespace_with_one_image():
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    images = set()
+    for obj in manifests():
+        if obj["kind"] in ("DaemonSet", "Deployment", "ServiceAccount", "Role", "RoleBinding",
+                           "ConfigMap"):
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
+        if obj["kind"] in ("DaemonSet", "Deployment"):
+            spec = obj["spec"]["template"]["spec"]
+            images |= {c["image"] for c in spec.get("initContainers", []) + spec["containers"]}
+    assert images == {f"ghcr.io/skein-net/skein:{version}"}
+    assert by_kind("Namespace")[NAMESPACE]["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_files_are_yaml_with_kind_and_api_version():
+    for path in [*MANIFESTS.glob("*.yaml"), *EXAMPLES.glob("*.yaml")]:
+        for obj in yaml_objects(Path(path)):
+            assert {"apiVersion", "kind", "metadata"} <= set(obj), path
