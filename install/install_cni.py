@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vni", type=int, default=1)
     p.add_argument("--vxlan-port", type=int, default=DEFAULT_VXLAN_PORT)
     p.add_argument("--vxlan-device", default=DEFAULT_VXLAN_DEVICE)
+    p.add_argument("--underlay-device", default="",
+                   help="the node's uplink for VXLAN (default: the device with the default "
+                   "route); empty means the default")
     p.add_argument("--no-ip-masq", dest="ip_masq", action="store_false",
                    help="do not masquerade traffic leaving the cluster")
     return p
@@ -189,10 +192,11 @@ def run(args: argparse.Namespace) -> None:
     remove_stale_temporaries(bin_dir)
     for src in sources:
         print(f"install-cni: installed {install_executable(src, bin_dir)}", flush=True)
+    vxlan = {"vni": args.vni, "port": args.vxlan_port, "device": args.vxlan_device}
+    if args.underlay_device:
+        vxlan["underlayDevice"] = args.underlay_device
     conflist = node_conflist(cidrs, data_dir=args.ipam_data_dir, cluster_cidrs=cluster,
-                             vxlan={"vni": args.vni, "port": args.vxlan_port,
-                                    "device": args.vxlan_device},
-                             ip_masq=args.ip_masq)
+                             vxlan=vxlan, ip_masq=args.ip_masq)
     path = args.root / "etc/cni/net.d" / CONFLIST_NAME
     changed = write_atomically(str(path), conflist)
     print(f"install-cni: {'wrote' if changed else 'unchanged'} {path} "
