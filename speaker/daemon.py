@@ -126,7 +126,8 @@ class Daemon:
 
     async def run(self) -> None:
         """Until `stop()` (or SIGTERM / SIGINT when installed via `install_signals`)."""
-        self.source.start()
+        # A Kubernetes source lists every kind before returning: not on the loop.
+        await asyncio.to_thread(self.source.start)
         await self.liveness.start(self._on_liveness)
         self.state = self.source.snapshot()
         self.liveness.set_members(members_of(self.state))

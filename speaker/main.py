@@ -1,6 +1,7 @@
 """skein-speaker: argument parsing and wiring only (the daemon is speaker.daemon).
 
     skein-speaker --node NAME --manifests FILE [--assign-to-lo] [...]
+    skein-speaker --node NAME (--kubeconfig FILE | --in-cluster) [...]
 
 Run one per node, inside the node's network namespace.  Exit codes: 0 after a
 clean stop (SIGTERM / SIGINT), 2 for bad usage or a configuration it cannot
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 import sys
 
 from speaker.l2.announcer import DEFAULT_BURST, L2Announcer
 from speaker.membership.udp import DEFAULT_PORT
+from speaker.sources.base import Source
 
 PROG = "skein-speaker"
 
@@ -82,32 +83,42 @@ def fail(message: str) -> int:
     return 2
 
 
+def _source(args: argparse.Namespace) -> Source:
+    if args.manifests is not None:
+        from speaker.sources.file import FileSource
+
+        return FileSource(args.manifests)
+    # Liveness stays the UDP heartbeat protocol in a cluster too (the nodes
+    # reach each other, as MetalLB's memberlist assumes); Leases would plug in
+    # as another speaker.membership.Liveness.
+    from speaker.sources.kube import SPEAKER_KINDS, KubeClient, KubeSource
+
+    client = KubeClient.from_kubeconfig(None if args.in_cluster else args.kubeconfig)
+    return KubeSource(client, SPEAKER_KINDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {args.node} %(name)s %(levelname)s %(message)s")
-    if args.manifests is None:
-        # The Kubernetes source is another issue's work (speaker/sources/kube.py);
-        # until it exists, refusing is honest and pretending is not.
-        if importlib.util.find_spec("speaker.sources.kube") is None:
-            return fail("the Kubernetes API source is not part of this build; "
-                        "use --manifests FILE")
-        return fail("the Kubernetes API source exists but is not wired into skein-speaker "
-                    "yet; use --manifests FILE")
     if args.dead_after <= args.heartbeat_interval:
         return fail(f"--dead-after ({args.dead_after}) must exceed --heartbeat-interval "
                     f"({args.heartbeat_interval}), or every peer would flap")
 
+    try:
+        source = _source(args)
+    except Exception as exc:  # noqa: BLE001 - any config-loading failure, said in one line
+        return fail("cannot read the Kubernetes configuration: " + " ".join(str(exc).split()))
+
     from speaker.daemon import Daemon
     from speaker.membership.udp import UdpMembership
-    from speaker.sources.file import FileSource
 
     async def run() -> None:
         announcer = L2Announcer(burst=args.garp_burst, refresh=args.garp_refresh,
                                 assign_to_lo=args.assign_to_lo)
         liveness = UdpMembership(args.node, port=args.member_port,
                                  interval=args.heartbeat_interval, dead_after=args.dead_after)
-        daemon = Daemon(args.node, FileSource(args.manifests), liveness, [announcer],
+        daemon = Daemon(args.node, source, liveness, [announcer],
                         resync=args.resync, lb_class=args.lb_class)
         daemon.install_signals()
         await daemon.run()

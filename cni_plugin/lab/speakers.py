@@ -161,7 +161,7 @@ def start_name_server(lab: Lab, node: Node, port: int = 8080, listen: str = "::"
         raise LabError(f"name server on {node.name} did not start")
 
 
-def tcp_name(client: Netns, address: str, port: int = 8080, timeout: float = 1.0) -> str | None:
+def tcp_name(client: Netns, address: str, port: int = 8080, timeout: float = 3.0) -> str | None:
     """The node name served at address:port, or None if no connection within `timeout`."""
     code = ("import socket,sys\n"
             "a,p,t=sys.argv[1],int(sys.argv[2]),float(sys.argv[3])\n"

@@ -63,18 +63,17 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     with Lab(nodes=3) as lab:
         client = lab.add_client("cl", 100, address6="fd99::100/64")
         for i, node in enumerate(lab.nodes.values(), start=1):
             node.ns.ip("-6", "addr", "add", f"fd99::1{i}/64", "dev", "eth0", "nodad")
             start_name_server(lab, node)
         c = Cluster(lab, client)
-        try:
-            yield c
-        except BaseException:
+        yield c
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
             print(c.logs(), file=sys.stderr)
-            raise
 
 
 def test_one_owner_answers_and_takes_over_after_kill(cluster: Cluster) -> None:
@@ -99,6 +98,7 @@ def test_sigterm_hands_over_at_once(cluster: Cluster) -> None:
     cluster.lab.write_manifests(extra=[*POOLS, lb_service("web", LB4)])
     cluster.start()
     owner = cluster.single_owner(LB4)
+    assert tcp_name(cluster.client, LB4) == owner.name  # the client now has a neighbour entry
     assert stop_speaker(cluster.speakers[owner.name]) == 0
     assert "stopped announcing 10.99.0.200" in speaker_log(owner)
     new = poll(lambda: (m := neighbour_mac(cluster.client, LB4)) != node_mac(owner) and m, 10,
