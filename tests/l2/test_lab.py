@@ -35,7 +35,6 @@ from cni_plugin.lab.speakers import (
     tcp_name,
 )
 
-
 LB4, LB6, UNUSED = "10.99.0.200", "fd99::200", "10.99.0.205"
 POOLS = [address_pool("lab", "10.99.0.200-10.99.0.215", "fd99::200/124"),
          l2_advertisement("l2", pools=["lab"])]
