@@ -38,13 +38,17 @@ def ensure_bridge(ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Li
                        f"invalid network config: bridge: {name} exists and is a "
                        f"{link.kind or 'plain'} device, not a bridge",
                        'name another bridge in "bridge", or remove the device')
+    changed = False
     if mtu and link.mtu != mtu:
         netlink.set_mtu(ipr, link.index, mtu)
+        changed = True
     if promisc and not link.promisc:
         netlink.set_promisc(ipr, link.index)
+        changed = True
     if not link.up:
         netlink.set_up(ipr, link.index)
-    return netlink.get_link_by_index(ipr, link.index) or link
+        changed = True
+    return (netlink.get_link_by_index(ipr, link.index) or link) if changed else link
 
 
 def ensure_gateway_address(ipr: IPRoute, bridge: Link, gateway: Interface,

@@ -91,8 +91,9 @@ class SkeinPlugin:
         try:
             with netns.entered_fd(fd):
                 pod = netlink.open_route_socket()
+                taken = netlink.link_index(req.ifname) is not None
             try:
-                if netlink.get_link(pod, req.ifname) is not None:
+                if taken:
                     raise CniError(spec.ERR_INVALID_ENV,
                                    f"interface {req.ifname} already exists in {req.netns}",
                                    "CNI_IFNAME must name an interface that does not exist yet")
@@ -129,7 +130,7 @@ class SkeinPlugin:
 
     def _configure(self, conf: NetConf, req: Request, host: Any, pod: Any, br: Any,
                    host_veth: Any, ipam_result: dict[str, Any]) -> dict[str, Any]:
-        from cni_plugin import bridge, masq, netlink, veth
+        from cni_plugin import bridge, masq, veth
 
         ips = [dict(ip) for ip in ipam_result["ips"]]
         if not ips:
@@ -139,7 +140,7 @@ class SkeinPlugin:
             for ip in ips:
                 ip["gateway"] = ip.get("gateway") or _gateway_for(ip["address"])
         routes = plan_routes(conf, ips, ipam_result.get("routes", []))
-        pod_link = veth.configure_pod_side(pod, req.ifname, ips, routes)
+        pod_link = veth.configure_pod_side(pod, host_veth, ips, routes)
         if conf.is_gateway:
             for ip in ips:
                 iface = ipaddress.ip_interface(ip["address"])
@@ -149,8 +150,6 @@ class SkeinPlugin:
         if conf.ip_masq:
             masq.setup(conf.name, req.container_id, req.ifname, [ip["address"] for ip in ips],
                        conf.ip_masq_exclude)
-        br = netlink.get_link_by_index(host, br.index) or br
-        host_veth = netlink.get_link_by_index(host, host_veth.index) or host_veth
         return build_result(conf, req, br, host_veth, pod_link, ips, routes,
                             ipam_result.get("dns") or {})
 

@@ -26,9 +26,9 @@ def host_veth_name(container_id: str, ifname: str) -> str:
 
 def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: int,
                 mtu: int | None, pod_mac: str | None = None) -> Link:
-    leftover = netlink.get_link(host, host_name)
+    leftover = netlink.link_index(host_name)  # this thread is in the host namespace
     if leftover is not None:
-        netlink.delete_link(host, leftover.index)
+        netlink.delete_link(host, leftover)
     peer: dict[str, Any] = {"ifname": pod_ifname, "net_ns_fd": pod_netns_fd}
     extra: dict[str, Any] = {}
     if mtu:
@@ -57,19 +57,23 @@ def attach_to_bridge(host: IPRoute, veth: Link, bridge: Link, hairpin: bool) -> 
     netlink.set_up(host, veth.index)
 
 
-def configure_pod_side(pod: IPRoute, ifname: str, ips: list[dict[str, Any]],
+def configure_pod_side(pod: IPRoute, host_veth: Link, ips: list[dict[str, Any]],
                        routes: list[dict[str, Any]]) -> Link:
-    """Addresses, link up, then routes (a route needs its link up)."""
-    link = netlink.get_link(pod, ifname)
-    if link is None:
-        raise CniError(spec.ERR_KERNEL, f"{ifname} is missing in the container after creation")
+    """Addresses, link up, then routes (a route needs its link up).  The pod
+    end is found by the host end's peer index (IFLA_LINK), not by a lookup."""
+    index = host_veth.peer_index
+    if index is None:
+        raise CniError(spec.ERR_KERNEL, f"{host_veth.name} does not name its peer")
     for ip in ips:
-        netlink.add_address(pod, link.index, ip["address"])
-    netlink.set_up(pod, link.index)
+        netlink.add_address(pod, index, ip["address"])
+    netlink.set_up(pod, index)
     gateways = {ipaddress.ip_interface(ip["address"]).version: ip.get("gateway")
                 for ip in ips if ip.get("gateway")}
     for route in routes:
         dst = route["dst"]
         gw = route.get("gw") or gateways.get(ipaddress.ip_network(dst, strict=False).version)
-        netlink.add_route(pod, dst, gw, link.index)
-    return netlink.get_link_by_index(pod, link.index) or link
+        netlink.add_route(pod, dst, gw, index)
+    link = netlink.get_link_by_index(pod, index)
+    if link is None:
+        raise CniError(spec.ERR_KERNEL, "the pod end of the veth vanished during ADD")
+    return link
