@@ -190,11 +190,15 @@ class Allocator:
         return True
 
     def check(self, service: str, request: Request) -> str | None:
-        """Why the service's current assignment no longer satisfies `request` (None: it does)."""
+        """Why the service's current assignment no longer satisfies `request` (None: it
+        does, and `request` is remembered as what the service now asks)."""
         asg = self._by_service.get(service)
         if asg is None:
             return "no assignment"
-        return self._validate(service, asg.addresses, request)
+        problem = self._validate(service, asg.addresses, request)
+        if problem is None:
+            self._record(service, asg.addresses, request, asg.pools)
+        return problem
 
     def adopt(self, service: str, addresses: Sequence[IPAddress], request: Request) -> None:
         """Take exactly `addresses` (a restart reading statuses back); AllocationError if
@@ -204,12 +208,14 @@ class Allocator:
             raise AllocationError(problem)
         self._record(service, tuple(addresses), request)
 
-    def assign(self, service: str, request: Request) -> tuple[IPAddress, ...]:
-        """The service's addresses: kept if still valid, else newly chosen.
+    def assign(self, service: str, request: Request,
+               prefer: Sequence[IPAddress] = ()) -> tuple[IPAddress, ...]:
+        """The service's addresses: kept if still valid, else newly chosen (`prefer`,
+        e.g. what it held before, first when usable).
 
         On AllocationError the service holds nothing afterwards.
         """
-        previous: tuple[IPAddress, ...] = ()
+        previous = tuple(prefer)
         asg = self._by_service.get(service)
         if asg is not None:
             if self._validate(service, asg.addresses, request) is None:

@@ -9,7 +9,8 @@ The allocator (`ipam.pools.Allocator`) is the controller's memory.  Each
 `reconcile` call:
 1. hands it the current pools and releases services that are gone, are no
    longer of type LoadBalancer, or now belong to another loadBalancerClass;
-2. adopts the addresses in the status of every service it holds nothing for
+2. releases every assignment that no longer satisfies its service's request
+   (so the whole pass can use what it frees), then adopts the addresses in the status of every service it holds nothing for
    (after a restart: all of them), when they are still valid for the service's
    request -- before anything new is allocated, so a new service can never take
    the address of one that already had it;
@@ -129,9 +130,18 @@ def reconcile(allocator: Allocator, state: ClusterState,
         if key not in ours:
             allocator.release(key)
     requests = {key: request_for(svc, state) for key, svc in ours.items()}
+    # Release what no longer fits first, so that the whole pass can use it.
+    # Each kept assignment is re-recorded with the current request, so later
+    # checks are against what every service asks now.
+    previous: dict[str, tuple[IPAddress, ...]] = {}
+    for key in sorted(ours):
+        held = allocator.assignment(key)
+        if held is not None and allocator.check(key, requests[key]) is not None:
+            previous[key] = held.addresses
+            allocator.release(key)
     for key in sorted(ours):
         svc = ours[key]
-        if allocator.assignment(key) is None and svc.ingress_ips:
+        if allocator.assignment(key) is None and key not in previous and svc.ingress_ips:
             try:
                 allocator.adopt(key, svc.ingress_ips, requests[key])
             except AllocationError:
@@ -140,7 +150,7 @@ def reconcile(allocator: Allocator, state: ClusterState,
     # Specific requests first: an automatic choice must not take what someone named.
     for key in sorted(ours, key=lambda k: (not requests[k].requested, k)):
         try:
-            plan.desired[key] = allocator.assign(key, requests[key])
+            plan.desired[key] = allocator.assign(key, requests[key], previous.get(key, ()))
         except AllocationError as exc:
             plan.failures[key] = str(exc)
             plan.desired[key] = ()

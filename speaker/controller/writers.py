@@ -59,20 +59,20 @@ def _segments(text: str) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
-def _set_ingress(doc: Any, wanted: dict[tuple[str, str], list[str]]) -> bool:
+def _set_ingress(doc: Any, wanted: dict[tuple[str, str], list[str]],
+                 item_kind: str | None = None) -> bool:
     """Update the Service(s) of one decoded document; True if anything changed."""
     if not isinstance(doc, dict):
         return False
-    if isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
+    kind = doc.get("kind", item_kind)
+    if isinstance(kind, str) and kind.endswith("List"):
         items = doc.get("items")
         changed = False
         for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and doc["kind"] == "ServiceList":
-                item.setdefault("kind", "Service")
-            changed |= _set_ingress(item, wanted)
+            changed |= _set_ingress(item, wanted, kind[: -len("List")])
         return changed
     meta = doc.get("metadata")
-    if doc.get("kind") != "Service" or not isinstance(meta, dict):
+    if kind != "Service" or not isinstance(meta, dict):
         return False
     key = (str(meta.get("namespace") or DEFAULT_NAMESPACE), str(meta.get("name")))
     if key not in wanted:

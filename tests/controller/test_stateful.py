@@ -19,8 +19,6 @@ own memory):
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -207,11 +205,3 @@ Allocation.TestCase.settings = settings(max_examples=150, stateful_step_count=30
                                         suppress_health_check=[HealthCheck.too_slow])
 TestAllocation = Allocation.TestCase
 
-
-def test_replace_keeps_specs_distinct() -> None:
-    # The machine's `make` must produce what reconcile reads (guards the helpers).
-    spec = {"ports": ["80"], "type": "LoadBalancer", "ips": (), "pool_name": "a", "share": "k1",
-            "local": True, "family": (("IPv4",), None), "lb_class": None}
-    service = make("x", spec, (IP("10.0.0.1"),))
-    assert service.local_traffic_policy and service.address_pool == "a"
-    assert replace(service, ingress_ips=()).ingress_ips == ()

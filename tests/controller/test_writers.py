@@ -1,0 +1,90 @@
+"""Statuses written into a manifests file: only changed Service documents are
+re-serialised, everything else is kept byte for byte; the write is atomic."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import yaml
+
+from speaker.controller.reconcile import StatusChange
+from speaker.controller.writers import ManifestsWriter, apply_statuses
+from speaker.sources.file import parse_manifests
+
+TEXT = """\
+# a comment at the top, kept
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lab, namespace: metallb-system}   # flow style, kept
+spec: {addresses: [192.168.50.0/28]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+--- # a commented separator
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: infra}
+spec: {type: LoadBalancer, ports: [{port: 53, protocol: UDP}]}
+status: {loadBalancer: {ingress: [{ip: 192.168.50.9}]}}
+---
+apiVersion: v1
+kind: ServiceList
+apiVersion: v1
+items:
+- metadata: {name: listed}
+  spec: {type: LoadBalancer, ports: [{port: 8080}]}
+...
+"""
+
+
+def change(ns: str, name: str, *ips: str) -> StatusChange:
+    return StatusChange(ns, name, tuple(ipaddress.ip_address(i) for i in ips))
+
+
+def ingress_of(text: str) -> dict[str, list[str]]:
+    state = parse_manifests(text).state
+    return {s.key: [str(i) for i in s.ingress_ips] for s in state.services}
+
+
+def test_only_changed_services_are_rewritten() -> None:
+    out = apply_statuses(TEXT, [change("default", "web", "192.168.50.1"),
+                                change("infra", "dns"),
+                                change("default", "listed", "192.168.50.2")])
+    assert ingress_of(out) == {"default/web": ["192.168.50.1"], "infra/dns": [],
+                               "default/listed": ["192.168.50.2"]}
+    first = TEXT.split("---")[0]
+    assert out.startswith(first)  # the untouched pool document, comments and all
+    docs = list(yaml.safe_load_all(out))
+    assert docs[1]["spec"] == {"type": "LoadBalancer", "ports": [{"port": 80}]}
+    assert list(docs[1]) == ["apiVersion", "kind", "metadata", "spec", "status"]
+    assert docs[2]["status"] == {"loadBalancer": {}}
+
+
+def test_no_change_is_the_same_text() -> None:
+    same = apply_statuses(TEXT, [change("infra", "dns", "192.168.50.9"),
+                                 change("default", "absent", "192.168.50.3")])
+    assert same == TEXT
+
+
+def test_writer_replaces_the_file_atomically_and_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(TEXT)
+    os.chmod(path, 0o640)
+    inode = path.stat().st_ino
+    writer = ManifestsWriter(str(path))
+    assert writer.write([change("default", "web", "192.168.50.1")])
+    assert path.stat().st_ino != inode  # renamed into place, not written in place
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert ingress_of(path.read_text())["default/web"] == ["192.168.50.1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["cluster.yaml"]
+    inode = path.stat().st_ino
+    assert writer.write([change("default", "web", "192.168.50.1")])
+    assert path.stat().st_ino == inode  # nothing changed: not rewritten
+
+
+def test_writer_reports_a_missing_file(tmp_path: Path) -> None:
+    assert not ManifestsWriter(str(tmp_path / "nope.yaml")).write([change("default", "web")])
