@@ -10,10 +10,11 @@ The allocator (`ipam.pools.Allocator`) is the controller's memory.  Each
 1. hands it the current pools and releases services that are gone, are no
    longer of type LoadBalancer, or now belong to another loadBalancerClass;
 2. releases every assignment that no longer satisfies its service's request
-   (so the whole pass can use what it frees), then adopts the addresses in the status of every service it holds nothing for
-   (after a restart: all of them), when they are still valid for the service's
-   request -- before anything new is allocated, so a new service can never take
-   the address of one that already had it;
+   (so the whole pass can use what it frees), then adopts the addresses in the
+   status of every service it holds nothing for (after a restart: all of them),
+   when they are still valid for the service's request -- before anything new
+   is allocated, so a new service can never take the address of one that
+   already had it;
 3. serves services asking for specific addresses, then the others, each in key
    order: a still-valid assignment is kept, anything else is chosen anew;
 4. returns the status changes: the desired ingress of every service of ours that

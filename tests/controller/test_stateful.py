@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ipam.pools import Allocator, Request, usable
+from ipam.ranges import IPAddress
 from speaker.controller.reconcile import Plan, is_ours, reconcile, request_for
 from speaker.model import ClusterState, IPAddressPool, Service
 from tests.controller.helpers import IP, pool, svc
@@ -85,7 +86,8 @@ class Allocation(RuleBasedStateMachine):
     # -- the world ------------------------------------------------------------
 
     def state(self) -> ClusterState:
-        services = [make(n, s, self.statuses.get(f"default/{n}", ())) for n, s in self.specs.items()]
+        services = [make(n, s, self.statuses.get(f"default/{n}", ()))
+                    for n, s in self.specs.items()]
         return ClusterState.from_objects([*self.pools, *services])
 
     def step(self, unchanged: set[str]) -> None:
@@ -151,7 +153,7 @@ class Allocation(RuleBasedStateMachine):
         state = self.state()
         services = {s.key: s for s in state.services if is_ours(s, None)}
         assert set(self.plan.desired) == set(services)
-        holders: dict[object, list[str]] = {}
+        holders: dict[IPAddress, list[str]] = {}
         for key, addresses in self.plan.desired.items():
             request = request_for(services[key], state)
             if request.requested:
