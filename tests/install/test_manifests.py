@@ -139,6 +139,7 @@ def test_examples_validate_against_the_crds_and_parse():
 
 def test_crd_schemas_catch_mistakes():
     pool = next(o for o in examples() if o["kind"] == "IPAddressPool")
+    broken: dict[str, Any]
     for broken in ({"addresses": []}, {"autoAssign": True},
                    {"addresses": ["192.0.2.0/28"], "autoAssign": "yes"}):
         with pytest.raises(jsonschema.ValidationError):

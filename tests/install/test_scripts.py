@@ -99,27 +99,33 @@ def test_bird_accepts_the_router_config(tmp_path):
     assert run(bird, "-p", "-c", str(broken)).returncode != 0
 
 
+def search(pattern: str, text: str) -> re.Match[str]:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not found"
+    return match
+
+
 def test_router_and_nodes_agree_with_the_bgp_example():
     conf = BIRD_CONF.read_text()
-    local_ip, local_as = re.search(r"local ([\d.]+) as (\d+);", conf).groups()
-    node_range, node_as = re.search(r"neighbor range ([\d./]+) as (\d+);", conf).groups()
-    accepted = ipaddress.ip_network(re.search(r"net ~ \[ ([\d./]+)\{", conf).group(1))
+    local_ip, local_as = search(r"local ([\d.]+) as (\d+);", conf).groups()
+    node_range, node_as = search(r"neighbor range ([\d./]+) as (\d+);", conf).groups()
+    nodes = ipaddress.IPv4Network(node_range)
+    accepted = ipaddress.IPv4Network(search(r"net ~ \[ ([\d./]+)\{", conf).group(1))
     objects = yaml_objects(EXAMPLES / "bgp-peer.yaml")
     peer = next(o for o in objects if o["kind"] == "BGPPeer")["spec"]
     assert (peer["peerAddress"], peer["peerASN"], peer["myASN"]) == (
         local_ip, int(local_as), int(node_as))
     assert local_ip == vagrant_constants()["ROUTER_IP"]
     assert re.search(rf"router id {re.escape(local_ip)};", conf)
-    for ip in vagrant_node_ips().values():
-        assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_range)
+    used = [ipaddress.IPv4Address(ip) for ip in [*vagrant_node_ips().values(), local_ip]]
+    assert all(ip in nodes for ip in used)
     pool = next(o for o in objects if o["kind"] == "IPAddressPool")["spec"]["addresses"]
-    assert all(ipaddress.ip_network(a).subnet_of(accepted) for a in pool)
+    assert all(ipaddress.IPv4Network(a).subnet_of(accepted) for a in pool)
     # The L2 pool is on the nodes' segment and clear of every VM.
     l2 = next(o for o in yaml_objects(EXAMPLES / "l2-pool.yaml")
               if o["kind"] == "IPAddressPool")["spec"]["addresses"]
-    first, last = (ipaddress.ip_address(a) for a in l2[0].split("-"))
-    assert ipaddress.ip_network(node_range).supernet_of(ipaddress.ip_network(f"{first}/32"))
-    used = [ipaddress.ip_address(ip) for ip in [*vagrant_node_ips().values(), local_ip]]
+    first, last = (ipaddress.IPv4Address(a) for a in l2[0].split("-"))
+    assert first in nodes and last in nodes
     assert not [ip for ip in used if first <= ip <= last]
 
 
