@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """Pod ADD/DEL wall time: Skein against the reference Go plugins, same run.
 
-For each implementation, N pods are added one after the other and then
-deleted, on the same network config (only `type` and `ipam.type` differ), in
-a fresh node namespace each:
+Implementations, on the same network config (only `type`, `ipam.type` and, for
+the agent, `agentSocket` differ), each in a fresh node namespace:
 
-  reference   /usr/lib/cni/bridge  + host-local
-  ours        skein                + skein-ipam   (in-process, no agent)
+  reference   /usr/lib/cni/bridge + host-local
+  in-process  skein + skein-ipam, no agent: `skein` does the netlink work itself
+  agent       skein forwarding to skein-agent (`--no-overlay`) in the node namespace
 
-Prints median and p90 of ADD and DEL in milliseconds and the ratio
-ours/reference.  Run as root: `python3 bench/cni_add.py [--pods 30]`.
-Everything lives in namespaces named with a random tag and is removed.
+`skein` and `skein-ipam` are the node executables built by
+install/build_zipapps.py (what the installer puts into /opt/cni/bin), built
+into a temporary directory at the start; `--console` uses pip's console
+scripts instead.
+
+Prints, per implementation: sequential ADD and DEL median and p90 (ms, with the
+cost of `ip netns exec` subtracted), and the wall time of a burst of 64
+parallel ADDs; then the ratios against the reference.  Run as root:
+`python3 bench/cni_add.py [--pods 30] [--burst 64]`.  Everything lives in
+namespaces named with a random tag and is removed at the end.
 """
 
 from __future__ import annotations
@@ -23,63 +30,118 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
 from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
 
 
-def config(plugin: str, ipam: str, data_dir: str) -> dict[str, Any]:
-    return {"cniVersion": "1.0.0", "name": "bench", "type": plugin, "bridge": "cni0",
-            "isGateway": True, "isDefaultGateway": True, "ipMasq": False,
-            "ipam": {"type": ipam, "ranges": [[{"subnet": "10.88.0.0/16"}]],
-                     "dataDir": data_dir}}
+# The node executables start with `#!/usr/bin/env python3`: resolve that to this
+# interpreter, not to a version manager's shim script in front of it.
+PATH = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
 
 
-def timed_call(node: Netns, binary: str, command: str, conf: dict[str, Any],
-               container_id: str, netns: str, cni_path: str) -> float:
-    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": container_id,
-           "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": cni_path}
-    # Enter the node namespace first (ip netns exec), then time only the plugin.
-    start = time.perf_counter()
-    proc = subprocess.run(node.exec_argv([binary]), input=json.dumps(conf).encode(), env=env,
-                          capture_output=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{binary} {command} failed: {proc.stdout.decode()}")
-    return elapsed
+def config(plugin: str, ipam: str, data_dir: str, agent_socket: str | None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "cniVersion": "1.0.0", "name": "bench", "type": plugin, "bridge": "cni0",
+        "isGateway": True, "isDefaultGateway": True, "ipMasq": False,
+        "ipam": {"type": ipam, "ranges": [[{"subnet": "10.88.0.0/16"}]], "dataDir": data_dir}}
+    if agent_socket:
+        conf["agentSocket"] = agent_socket
+    return conf
 
 
-def baseline(node: Netns) -> float:
-    """The cost of `ip netns exec NODE true`, subtracted from every sample."""
-    samples = []
-    for _ in range(10):
+def build_executables(out: str) -> str:
+    sys.path.insert(0, os.path.join(ROOT, "install"))
+    import build_zipapps  # type: ignore[import-not-found]
+
+    for app in build_zipapps.APPS:
+        build_zipapps.build(app, Path(out))
+    return out
+
+
+class Runner:
+    def __init__(self, label: str, binary: str, ipam: str, cni_path: str, tag: str,
+                 agent: bool) -> None:
+        self.label, self.binary, self.cni_path = label, binary, cni_path
+        self.node = Netns(f"sk{tag}{label[:3]}").create()
+        self.workdir = tempfile.mkdtemp(prefix=f"skein-bench-{label}-")
+        self.agent: subprocess.Popen[bytes] | None = None
+        socket_path = None
+        if agent:
+            socket_path = os.path.join(self.workdir, "run", "agent.sock")
+            self.agent = self.node.popen(os.path.join(scripts_dir(), "skein-agent"), "--node",
+                                         "bench", "--no-overlay", "--socket", socket_path,
+                                         "--log-level", "WARNING")
+            deadline = time.monotonic() + 20
+            while not os.path.exists(socket_path):
+                if time.monotonic() > deadline:
+                    raise SystemExit("skein-agent did not start")
+                time.sleep(0.02)
+        self.conf = config(os.path.basename(binary), ipam,
+                           os.path.join(self.workdir, "ipam"), socket_path)
+        self.overhead = self._netns_exec_cost()
+
+    def _netns_exec_cost(self) -> float:
+        samples = []
+        for _ in range(10):
+            start = time.perf_counter()
+            subprocess.run(self.node.exec_argv(["true"]), check=True)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    def _popen(self, command: str, container_id: str, netns: str) -> subprocess.Popen[bytes]:
+        env = {"PATH": PATH, "CNI_COMMAND": command,
+               "CNI_CONTAINERID": container_id, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
+               "CNI_PATH": self.cni_path}
+        stdin = tempfile.TemporaryFile()
+        stdin.write(json.dumps(self.conf).encode())
+        stdin.seek(0)
+        return subprocess.Popen(self.node.exec_argv([self.binary]), stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    def timed(self, command: str, container_id: str, netns: str) -> float:
         start = time.perf_counter()
-        subprocess.run(node.exec_argv(["true"]), check=True)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        proc = self._popen(command, container_id, netns)
+        out, _ = proc.communicate()
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{self.label} {command} failed: {out.decode()}")
+        return elapsed - self.overhead
+
+    def burst(self, pods: list[Netns]) -> float:
+        start = time.perf_counter()
+        procs = [self._popen("ADD", f"b{i}", ns.path) for i, ns in enumerate(pods)]
+        for proc in procs:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"{self.label} burst ADD failed: {out.decode()}")
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.terminate()
+            self.agent.wait()
+        self.node.delete()
+        subprocess.run(["rm", "-rf", self.workdir], check=False)
 
 
-def run(label: str, plugin_binary: str, ipam: str, pods: int, tag: str, cni_path: str
-        ) -> dict[str, list[float]]:
-    node = Netns(f"sk{tag}{label[0]}n").create()
-    pod_ns = [Netns(f"sk{tag}{label[0]}{i}").create() for i in range(pods)]
-    data_dir = tempfile.mkdtemp(prefix="skein-bench-")
-    conf = config(os.path.basename(plugin_binary), ipam, data_dir)
+def measure(runner: Runner, pods: int, burst: int, tag: str) -> dict[str, Any]:
+    seq = [Netns(f"sk{tag}{runner.label[:3]}s{i}").create() for i in range(pods)]
+    many = [Netns(f"sk{tag}{runner.label[:3]}b{i}").create() for i in range(burst)]
     try:
-        overhead = baseline(node)
-        adds = [timed_call(node, plugin_binary, "ADD", conf, f"c{i}", ns.path, cni_path)
-                - overhead for i, ns in enumerate(pod_ns)]
-        dels = [timed_call(node, plugin_binary, "DEL", conf, f"c{i}", ns.path, cni_path)
-                - overhead for i, ns in enumerate(pod_ns)]
-        return {"add": adds, "del": dels}
+        adds = [runner.timed("ADD", f"c{i}", ns.path) for i, ns in enumerate(seq)]
+        dels = [runner.timed("DEL", f"c{i}", ns.path) for i, ns in enumerate(seq)]
+        wall = runner.burst(many)
+        return {"add": adds, "del": dels, "burst": wall}
     finally:
-        for ns in pod_ns:
+        for ns in seq + many:
             ns.delete()
-        node.delete()
-        subprocess.run(["rm", "-rf", data_dir], check=False)
+        runner.close()
 
 
 def p90(values: list[float]) -> float:
@@ -90,26 +152,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=30)
+    parser.add_argument("--burst", type=int, default=64)
+    parser.add_argument("--console", action="store_true",
+                        help="use pip's console scripts instead of the node zipapps")
     args = parser.parse_args()
     tag = new_tag()
-    ours_dir = scripts_dir()
-    cni_path = f"{ours_dir}:{REFERENCE_CNI_DIR}"
-    results = {
-        "reference": run("ref", os.path.join(REFERENCE_CNI_DIR, "bridge"), "host-local",
-                         args.pods, tag, cni_path),
-        "ours": run("ours", os.path.join(ours_dir, "skein"), "skein-ipam", args.pods, tag,
-                    cni_path),
-    }
-    print(f"{args.pods} pods, sequential; milliseconds per call "
-          "(ip netns exec overhead subtracted)")
-    print(f"{'':12} {'ADD med':>8} {'ADD p90':>8} {'DEL med':>8} {'DEL p90':>8}")
+    with tempfile.TemporaryDirectory(prefix="skein-bench-bin-") as bindir:
+        ours = scripts_dir() if args.console else build_executables(bindir)
+        cni_path = f"{ours}:{REFERENCE_CNI_DIR}"
+        skein = os.path.join(ours, "skein")
+        plans = [("reference", os.path.join(REFERENCE_CNI_DIR, "bridge"), "host-local", False),
+                 ("in-process", skein, "skein-ipam", False),
+                 ("agent", skein, "skein-ipam", True)]
+        results = {}
+        for label, binary, ipam, agent in plans:
+            runner = Runner(label, binary, ipam, cni_path, tag, agent)
+            results[label] = measure(runner, args.pods, args.burst, tag)
+    print(f"{args.pods} sequential pods (ms per call, `ip netns exec` cost subtracted); "
+          f"burst: {args.burst} parallel ADDs, wall time")
+    print(f"{'':12} {'ADD med':>8} {'ADD p90':>8} {'DEL med':>8} {'DEL p90':>8} {'burst s':>8}")
     for name, r in results.items():
         print(f"{name:12} {1000 * statistics.median(r['add']):8.1f} {1000 * p90(r['add']):8.1f} "
-              f"{1000 * statistics.median(r['del']):8.1f} {1000 * p90(r['del']):8.1f}")
-    ref, ours = results["reference"], results["ours"]
-    print(f"ratio ours/reference: ADD median "
-          f"{statistics.median(ours['add']) / statistics.median(ref['add']):.2f}, "
-          f"DEL median {statistics.median(ours['del']) / statistics.median(ref['del']):.2f}")
+              f"{1000 * statistics.median(r['del']):8.1f} {1000 * p90(r['del']):8.1f} "
+              f"{r['burst']:8.2f}")
+    ref = results["reference"]
+    for name in ("in-process", "agent"):
+        r = results[name]
+        print(f"ratio {name}/reference: ADD median "
+              f"{statistics.median(r['add']) / statistics.median(ref['add']):.2f}, "
+              f"DEL median {statistics.median(r['del']) / statistics.median(ref['del']):.2f}, "
+              f"burst {r['burst'] / ref['burst']:.2f}")
     return 0
 
 

@@ -3,8 +3,11 @@
 A Python plugin that imports pyroute2 on every exec spends ~150 ms before it
 touches the kernel.  When the node agent runs, it keeps that state warm, so
 `skein` only forwards the request (environment + config) over the agent's
-unix socket and prints the answer.  This module therefore imports nothing but
-the standard library, and nothing at all from the rest of the package.
+unix socket and prints the answer.  Every millisecond of this module's own
+start-up is paid per pod, so it imports almost nothing: no `json` (its
+decoder pulls in `re`), no `socket` (which pulls in `enum`); `_socket` and a
+byte search for the `agentSocket` key do the job.  The wire format is a few
+length-prefixed byte strings for the same reason.
 
 The socket is named by the network config's `agentSocket` (the agent writes
 it into the conflist), so a config without it never leaves the process.
@@ -17,31 +20,56 @@ Failure modes, and why each is safe:
   attachment's lock (which the agent held while working, and which the kernel
   released when it died), undoes whatever was done (DEL is idempotent) and
   does the command itself.  Nothing is leaked and nothing is done twice.
+
+Wire format (all integers big-endian u32):
+  request  MAGIC, len(env) env, len(stdin) stdin    env = b"K=V\\0K=V\\0..."
+  reply    exit code, len(stdout) stdout
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
+import _socket
 import os
-import socket
-import struct
-import time
-from collections.abc import Mapping
 
 CONNECT_TIMEOUT = 0.5
 REPLY_TIMEOUT = 120.0
 MAX_FRAME = 16 * 1024 * 1024
 PARTIAL = "partial"
-_HEADER = struct.Struct("!I")
+MAGIC = b"SKN1"
+_KEY = b'"agentSocket"'
 
 
-def send_frame(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(payload)) + payload)
+def u32(value: int) -> bytes:
+    return value.to_bytes(4, "big")
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytes:
+def encode_request(env: dict[str, str], stdin: bytes) -> bytes:
+    blob = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+    return MAGIC + u32(len(blob)) + blob + u32(len(stdin)) + stdin
+
+
+def decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
+    if data[:4] != MAGIC:
+        raise ValueError("not a skein fast path request")
+    size = int.from_bytes(data[4:8], "big")
+    blob, rest = data[8:8 + size], data[8 + size:]
+    env = {}
+    for item in blob.split(b"\0"):
+        if item:
+            key, _, value = item.decode().partition("=")
+            env[key] = value
+    stdin_size = int.from_bytes(rest[:4], "big")
+    if len(rest) != 4 + stdin_size:
+        raise ValueError("truncated fast path request")
+    return env, rest[4:]
+
+
+def encode_reply(code: int, stdout: str) -> bytes:
+    out = stdout.encode()
+    return u32(code) + u32(len(out)) + out
+
+
+def recv_exact(sock: _socket.socket, size: int) -> bytes:
     chunks = []
     while size:
         chunk = sock.recv(min(size, 65536))
@@ -52,24 +80,41 @@ def recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_frame(sock: socket.socket) -> bytes:
-    (size,) = _HEADER.unpack(recv_exact(sock, _HEADER.size))
-    if size > MAX_FRAME:
-        raise ValueError(f"frame of {size} bytes is too large")
-    return recv_exact(sock, size)
+def recv_request(sock: _socket.socket) -> tuple[dict[str, str], bytes]:
+    head = recv_exact(sock, 8)
+    env_size = int.from_bytes(head[4:8], "big")
+    if env_size > MAX_FRAME:
+        raise ValueError("request too large")
+    env_blob = recv_exact(sock, env_size)
+    stdin_size = int.from_bytes(recv_exact(sock, 4), "big")
+    if stdin_size > MAX_FRAME:
+        raise ValueError("request too large")
+    stdin = recv_exact(sock, stdin_size)
+    return decode_request(head + env_blob + u32(stdin_size) + stdin)
 
 
 def agent_socket(stdin: bytes) -> str | None:
-    """The agent socket named by the config, or None."""
-    try:
-        conf = json.loads(stdin)
-    except ValueError:
+    """The `agentSocket` string of the config, found without a JSON parser
+    (paths need no escapes; anything unusual just means no fast path)."""
+    at = stdin.find(_KEY)
+    if at < 0:
         return None
-    path = conf.get("agentSocket") if isinstance(conf, dict) else None
-    return path if isinstance(path, str) and path else None
+    rest = stdin[at + len(_KEY):].lstrip()
+    if not rest.startswith(b":"):
+        return None
+    rest = rest[1:].lstrip()
+    if not rest.startswith(b'"'):
+        return None
+    end = rest.find(b'"', 1)
+    value = rest[1:end] if end > 0 else b""
+    if not value.startswith(b"/") or b"\\" in value:
+        return None
+    return value.decode(errors="replace")
 
 
 def attachment_lock_path(socket_path: str, container_id: str, ifname: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:32]
     return os.path.join(os.path.dirname(socket_path), "attachments", digest + ".lock")
 
@@ -78,6 +123,9 @@ def lock_attachment(socket_path: str, container_id: str, ifname: str,
                     timeout: float = 60.0) -> int | None:
     """flock the attachment's lock file; the fd (closing it unlocks), or None
     when it could not be had in time."""
+    import fcntl
+    import time
+
     path = attachment_lock_path(socket_path, container_id, ifname)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -95,7 +143,8 @@ def lock_attachment(socket_path: str, container_id: str, ifname: str,
             delay = min(delay * 2, 0.02)
 
 
-def forward(environ: Mapping[str, str], stdin: bytes) -> tuple[int, str] | str | None:
+def forward(environ: dict[str, str] | os._Environ[str],
+            stdin: bytes) -> tuple[int, str] | str | None:
     """(exit code, stdout) from the agent; None when there is no agent to ask;
     PARTIAL when the agent took the request but gave no answer."""
     if environ.get("CNI_COMMAND") in (None, "", "VERSION"):
@@ -103,20 +152,23 @@ def forward(environ: Mapping[str, str], stdin: bytes) -> tuple[int, str] | str |
     path = agent_socket(stdin)
     if path is None:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         try:
             sock.connect(path)
             env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
-            send_frame(sock, json.dumps({"env": env, "stdin": stdin.decode("utf-8")}).encode())
-        except (OSError, UnicodeDecodeError):
+            sock.sendall(encode_request(env, stdin))
+        except OSError:
             return None
         try:
             sock.settimeout(REPLY_TIMEOUT)
-            reply = json.loads(recv_frame(sock))
-            return int(reply["code"]), str(reply["stdout"])
-        except (OSError, ValueError, KeyError, TypeError):
+            head = recv_exact(sock, 8)
+            size = int.from_bytes(head[4:], "big")
+            if size > MAX_FRAME:
+                return PARTIAL
+            return int.from_bytes(head[:4], "big"), recv_exact(sock, size).decode()
+        except (OSError, UnicodeDecodeError):
             return PARTIAL
     finally:
         sock.close()

@@ -1,51 +1,36 @@
 """Entry point of the `skein` CNI plugin executable.
 
-First the fast path (forward to skein-agent, standard library only); the
-in-process plugin, with its pyroute2 import, is loaded only when that fails.
+First the fast path (forward to skein-agent; see fastpath.py for why it
+imports next to nothing), and only when that fails the in-process plugin,
+with its pyroute2 import.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 
-from cni_plugin import fastpath, spec
-from cni_plugin.skel import Plugin, dispatch, error_version, finish, read_stdin
-from cni_plugin.spec import CniError
+from cni_plugin import fastpath
 
 
 def main() -> None:
-    stdin = read_stdin()
+    command = os.environ.get("CNI_COMMAND", "")
+    stdin = b"" if command == "VERSION" and sys.stdin.isatty() else sys.stdin.buffer.read()
     answer = fastpath.forward(os.environ, stdin)
     if isinstance(answer, tuple):
-        finish(*answer)
+        code, out = answer
+        if out:
+            os.write(1, out.encode() + b"\n")
+        sys.exit(code)
     from cni_plugin.plugin import SkeinPlugin
+    from cni_plugin.skel import dispatch, finish
 
     plugin = SkeinPlugin()
     if answer == fastpath.PARTIAL:
+        from cni_plugin.fallback import complete_after_agent_failure
+
         finish(*complete_after_agent_failure(plugin, stdin))
     finish(*dispatch(plugin, os.environ, stdin))
-
-
-def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str]:
-    """The agent took the request and died (or hung): wait until it no longer
-    holds the attachment, undo what it may have done, then do it ourselves."""
-    socket_path = fastpath.agent_socket(stdin) or ""
-    container_id = os.environ.get("CNI_CONTAINERID", "")
-    ifname = os.environ.get("CNI_IFNAME", "")
-    fd = fastpath.lock_attachment(socket_path, container_id, ifname)
-    if fd is None:
-        err = CniError(spec.ERR_TRY_AGAIN_LATER,
-                       "skein-agent stopped answering and still holds this attachment",
-                       f"retry; check skein-agent on this node ({socket_path})")
-        return 1, json.dumps(err.to_dict(error_version(stdin)))
-    try:
-        environ = dict(os.environ)
-        if environ.get("CNI_COMMAND") == "ADD":
-            dispatch(plugin, {**environ, "CNI_COMMAND": "DEL"}, stdin)
-        return dispatch(plugin, environ, stdin)
-    finally:
-        os.close(fd)
 
 
 if __name__ == "__main__":

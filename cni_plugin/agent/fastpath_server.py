@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from cni_plugin import fastpath, spec
 from cni_plugin.skel import Plugin, dispatch, error_version
@@ -96,18 +95,15 @@ class FastPathServer:
     def _serve_one(self, conn: socket.socket) -> None:
         _, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                      _PEERCRED.size))
-        request: dict[str, Any] = json.loads(fastpath.recv_frame(conn))
-        stdin = str(request.get("stdin", "")).encode()
+        client_env, stdin = fastpath.recv_request(conn)
         if uid != 0:
             err = CniError(spec.ERR_INVALID_ENV, f"skein-agent serves only root, not uid {uid}",
                            "run the container runtime as root")
             log.warning("refused a fast path request from uid %d", uid)
             self._reply(conn, 1, json.dumps(err.to_dict(error_version(stdin))))
             return
-        client_env = {k: str(v) for k, v in dict(request.get("env", {})).items()
-                      if k.startswith("CNI_")}
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-        environ.update(client_env)
+        environ.update({k: v for k, v in client_env.items() if k.startswith("CNI_")})
         code, out = self._run(environ, stdin)
         if self.pause_before_reply:
             time.sleep(self.pause_before_reply)  # fault injection for the tests
@@ -133,4 +129,4 @@ class FastPathServer:
 
     @staticmethod
     def _reply(conn: socket.socket, code: int, out: str) -> None:
-        fastpath.send_frame(conn, json.dumps({"code": code, "stdout": out}).encode())
+        conn.sendall(fastpath.encode_reply(code, out))

@@ -82,9 +82,9 @@ try:
     s.connect(sys.argv[1])
 except PermissionError:
     print("refused by the kernel"); sys.exit(0)
-fastpath.send_frame(s, json.dumps({"env": {"CNI_COMMAND": "STATUS", "CNI_PATH": "/x"},
-                                   "stdin": "{}"}).encode())
-print(json.loads(fastpath.recv_frame(s))["stdout"])
+s.sendall(fastpath.encode_request({"CNI_COMMAND": "STATUS", "CNI_PATH": "/x"}, b"{}"))
+head = fastpath.recv_exact(s, 8)
+print(fastpath.recv_exact(s, int.from_bytes(head[4:], "big")).decode())
 """
 
 

@@ -1,0 +1,34 @@
+"""What `skein` does when skein-agent took a request and never answered.
+
+Imported only on that path, so the executable's normal start stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from cni_plugin import fastpath, spec
+from cni_plugin.skel import Plugin, dispatch, error_version
+from cni_plugin.spec import CniError
+
+
+def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str]:
+    """The agent took the request and died (or hung): wait until it no longer
+    holds the attachment, undo what it may have done, then do it ourselves."""
+    socket_path = fastpath.agent_socket(stdin) or ""
+    container_id = os.environ.get("CNI_CONTAINERID", "")
+    ifname = os.environ.get("CNI_IFNAME", "")
+    fd = fastpath.lock_attachment(socket_path, container_id, ifname)
+    if fd is None:
+        err = CniError(spec.ERR_TRY_AGAIN_LATER,
+                       "skein-agent stopped answering and still holds this attachment",
+                       f"retry; check skein-agent on this node ({socket_path})")
+        return 1, json.dumps(err.to_dict(error_version(stdin)))
+    try:
+        environ = dict(os.environ)
+        if environ.get("CNI_COMMAND") == "ADD":
+            dispatch(plugin, {**environ, "CNI_COMMAND": "DEL"}, stdin)
+        return dispatch(plugin, environ, stdin)
+    finally:
+        os.close(fd)
