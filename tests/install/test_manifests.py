@@ -20,6 +20,7 @@ from tests.install.helpers import EXAMPLES, MANIFESTS, REPO, load_script, yaml_o
 # The release kubeadm installs in vagrant/, and the newest the library knows.
 K8S_VERSIONS = ["1.31", kubernetes_validate.latest_version()]
 NAMESPACE = "skein-system"
+CONFIG_NAMESPACE = "metallb-system"  # where MetalLB, and Skein's daemons, read pools etc.
 
 gen_crds = load_script("gen_crds")
 
@@ -132,7 +133,7 @@ def test_examples_validate_against_the_crds_and_parse():
     assert {o["kind"] for o in objects} == {"IPAddressPool", "L2Advertisement", "BGPPeer",
                                            "BGPAdvertisement", "Community"}
     for obj in objects:
-        assert obj["metadata"]["namespace"] == NAMESPACE
+        assert obj["metadata"]["namespace"] == CONFIG_NAMESPACE
         validate_against_crd(obj)
         parse_object(obj)  # Skein's model accepts them too (raises ModelError otherwise)
 
@@ -174,27 +175,47 @@ def grant(group: str, resources: list[str], verbs: list[str]) -> set[tuple[str, 
 
 
 METALLB = ["ipaddresspools", "l2advertisements", "bgppeers", "bgpadvertisements", "communities"]
-READ = ["get", "list", "watch"]
+WATCH = ["list", "watch"]
 
 
 def test_rbac_is_least_privilege():
-    assert rules("ClusterRole", "skein-agent") == grant("", ["nodes"], READ)
+    """What the daemons read and write (speaker.sources.kube, the controller's
+    writer) and install-cni's GET of its Node; nothing more."""
+    assert rules("ClusterRole", "skein-agent") == grant("", ["nodes"], ["get", *WATCH])
     assert rules("ClusterRole", "skein-speaker") == (
-        grant("", ["nodes", "services", "namespaces"], READ)
-        | grant("discovery.k8s.io", ["endpointslices"], READ))
-    assert rules("Role", "skein-speaker") == (
-        grant("metallb.io", METALLB, READ)
-        | grant("coordination.k8s.io", ["leases"], ["get", "create", "update"]))
+        grant("", ["nodes", "services"], WATCH)
+        | grant("discovery.k8s.io", ["endpointslices"], WATCH)
+        | grant("projectcalico.org", ["bgpconfigurations"], WATCH)
+        | grant("crd.projectcalico.org", ["bgpconfigurations"], WATCH))
+    assert rules("Role", "skein-speaker") == grant("metallb.io", METALLB, WATCH)
     assert rules("ClusterRole", "skein-controller") == (
-        grant("", ["services"], READ) | grant("", ["services/status"], ["update", "patch"])
-        | grant("", ["namespaces"], ["list", "watch"]) | grant("", ["events"], ["create", "patch"]))
-    assert rules("Role", "skein-controller") == grant("metallb.io", METALLB, ["list", "watch"])
+        grant("", ["services", "namespaces"], WATCH) | grant("", ["services/status"], ["patch"])
+        | grant("", ["events"], ["create"]))
+    assert rules("Role", "skein-controller") == grant("metallb.io", ["ipaddresspools"], WATCH)
     for obj in manifests():
         for rule in obj.get("rules", []):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
             assert not {"secrets", "pods"} & set(rule["resources"])
-    for role in by_kind("Role").values():
-        assert role["metadata"]["namespace"] == NAMESPACE
+    for kind in ("Role", "RoleBinding"):
+        for role in by_kind(kind).values():
+            assert role["metadata"]["namespace"] == CONFIG_NAMESPACE
+
+
+def test_rbac_covers_what_the_kube_source_reads():
+    """Every kind a daemon's KubeSource lists is granted list and watch to it."""
+    from speaker.sources import kube
+
+    granted = {"skein-agent": rules("ClusterRole", "skein-agent"),
+               "skein-speaker": rules("ClusterRole", "skein-speaker")
+               | rules("Role", "skein-speaker"),
+               "skein-controller": rules("ClusterRole", "skein-controller")
+               | rules("Role", "skein-controller")}
+    for account, kinds in (("skein-agent", kube.AGENT_KINDS),
+                           ("skein-speaker", kube.SPEAKER_KINDS),
+                           ("skein-controller", kube.CONTROLLER_KINDS)):
+        for group, kind in kinds:
+            plural = kube.PLURALS[(group, kind)]
+            assert grant(group, [plural], WATCH) <= granted[account], (account, kind)
 
 
 def test_bindings_match_roles_and_accounts():
@@ -203,7 +224,8 @@ def test_bindings_match_roles_and_accounts():
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         for name, binding in by_kind(kind).items():
             role_kind = binding["roleRef"]["kind"]
-            assert binding["roleRef"]["name"] in by_kind(role_kind)
+            role = by_kind(role_kind)[binding["roleRef"]["name"]]
+            assert role["metadata"].get("namespace") == binding["metadata"].get("namespace")
             assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
                                             "namespace": NAMESPACE}]
     workloads = {**by_kind("DaemonSet"), **by_kind("Deployment")}
@@ -262,7 +284,7 @@ def test_speaker_and_controller():
     assert speaker["hostNetwork"] is True
     (container,) = speaker["containers"]
     assert capabilities(container) == (["ALL"], ["NET_ADMIN", "NET_RAW"])
-    assert container["command"][:2] == ["skein-speaker", "--node=$(NODE_NAME)"]
+    assert container["command"] == ["skein-speaker", "--node=$(NODE_NAME)", "--in-cluster"]
     assert env_sources(container)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
     deployment = by_kind("Deployment")["skein-controller"]
@@ -272,20 +294,58 @@ def test_speaker_and_controller():
     assert "hostNetwork" not in controller and controller["securityContext"]["runAsNonRoot"]
     (container,) = controller["containers"]
     assert capabilities(container) == (["ALL"], [])
+    assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 7472, "protocol": "TCP"}]
+    assert "--metrics-address=:7472" in container["command"]
+
+
+def expand(argv: list[str], container: dict[str, Any]) -> list[str]:
+    """$(VAR) as the kubelet expands it, with sample values for the env."""
+    values = {"NODE_NAME": "worker-1", "CLUSTER_CIDR": "10.244.0.0/16", "UNDERLAY_DEVICE": ""}
+    assert set(env_sources(container)) <= set(values)
+    for name, value in values.items():
+        argv = [a.replace(f"$({name})", value) for a in argv]
+    return argv
+
+
+def test_commands_parse_with_the_daemons_own_parsers():
+    """Each container's arguments are accepted by the program it runs."""
+    from cni_plugin.agent.main import build_parser as agent_parser
+    from speaker.controller.main import build_parser as controller_parser
+    from speaker.main import parser as speaker_parser
+
+    node = pod("DaemonSet", "skein-node")
+    (init,) = node["initContainers"]
+    installer = load_script("install_cni").build_parser().parse_args(
+        expand(init["command"][2:], init))
+    assert (installer.node, installer.root, installer.underlay_device) == (
+        "worker-1", Path("/host"), "")
+    agent = agent_parser().parse_args(expand(node["containers"][0]["command"][1:],
+                                             node["containers"][0]))
+    assert (agent.node, agent.cluster_cidr, agent.manifests) == ("worker-1", ["10.244.0.0/16"],
+                                                                None)
+    (speaker,) = pod("DaemonSet", "skein-speaker")["containers"]
+    args = speaker_parser().parse_args(expand(speaker["command"][1:], speaker))
+    assert args.in_cluster and args.node == "worker-1"
+    (controller,) = pod("Deployment", "skein-controller")["containers"]
+    args = controller_parser().parse_args(controller["command"][1:])
+    assert (args.manifests, args.kubeconfig, args.metallb_namespace) == (
+        None, None, CONFIG_NAMESPACE)
 
 
 def test_everything_in_one_namespace_with_one_image():
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     images = set()
     for obj in manifests():
-        if obj["kind"] in ("DaemonSet", "Deployment", "ServiceAccount", "Role", "RoleBinding",
-                           "ConfigMap"):
+        if obj["kind"] in ("DaemonSet", "Deployment", "ServiceAccount", "ConfigMap"):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
         if obj["kind"] in ("DaemonSet", "Deployment"):
             spec = obj["spec"]["template"]["spec"]
             images |= {c["image"] for c in spec.get("initContainers", []) + spec["containers"]}
     assert images == {f"ghcr.io/skein-net/skein:{version}"}
-    assert by_kind("Namespace")[NAMESPACE]["metadata"]["labels"][
+    namespaces = by_kind("Namespace")
+    assert set(namespaces) == {NAMESPACE, CONFIG_NAMESPACE}
+    assert namespaces[NAMESPACE]["metadata"]["labels"][
         "pod-security.kubernetes.io/enforce"] == "privileged"
 
 
