@@ -59,9 +59,22 @@ def encode_prefix_text(text: str) -> tuple[int, bytes]:
     if not 0 <= plen <= width:
         raise ValueError(f"{text!r}: prefix length out of range")
     nbytes = (plen + 7) // 8
-    if int.from_bytes(packed, "big") & ((1 << (width - plen)) - 1):
+    if plen != width and int.from_bytes(packed, "big") & ((1 << (width - plen)) - 1):
         raise ValueError(f"{text!r} has host bits set")
     return afi, bytes([plen]) + packed[:nbytes]
+
+
+def host_keys(start: str, count: int) -> tuple[int, list[bytes]]:
+    """(afi, wire encodings) of `count` consecutive host routes (/32 or /128) from `start`,
+    built from integers: no text per prefix, for announcing large ranges."""
+    afi = AFI_IPV6 if ":" in start else AFI_IPV4
+    packed = socket.inet_pton(_AF[afi], start)
+    width = len(packed)
+    first = int.from_bytes(packed, "big")
+    if count < 0 or first + count > 1 << (8 * width):
+        raise ValueError(f"{count} addresses from {start} run past the address space")
+    head = bytes([8 * width])
+    return afi, [head + n.to_bytes(width, "big") for n in range(first, first + count)]
 
 
 def decode_prefix(afi: int, wire: bytes) -> Network:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from speaker.bgp import fsm as bgp_fsm
@@ -243,11 +244,24 @@ class Peer:
     # -- routes ----------------------------------------------------------------------------
 
     def set_route(self, afi: int, key: bytes, attrs: RouteAttrs) -> None:
+        self.set_routes(afi, (key,), attrs)
+
+    def set_routes(self, afi: int, keys: Iterable[bytes], attrs: RouteAttrs) -> None:
+        """Put `keys` (wire encodings of one family) in the Adj-RIB-Out with `attrs`; the
+        bulk path, one loop without a call per prefix."""
         table = self.rib[afi]
-        if table.get(key) == attrs:
-            return
-        table[key] = attrs
-        self._changed(afi, key)
+        dirty = self._dirty[afi] if self._sender_task is not None else None
+        changed = False
+        for key in keys:
+            old = table.get(key)
+            if old is attrs or (old is not None and old == attrs):
+                continue
+            table[key] = attrs
+            changed = True
+            if dirty is not None:
+                dirty[key] = None
+        if changed and dirty is not None:
+            self._wake.set()
 
     def remove_route(self, afi: int, key: bytes) -> None:
         if self.rib[afi].pop(key, None) is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import json
 import logging
 import signal
@@ -42,12 +41,6 @@ def route_attrs(raw: dict[str, Any] | None) -> RouteAttrs:
     raw = dict(raw or {})
     raw["communities"] = tuple(community_from_text(c) for c in raw.get("communities", ()))
     return RouteAttrs(**raw)
-
-
-def host_range(start: str, count: int) -> list[str]:
-    first = ipaddress.ip_address(start)
-    width = first.max_prefixlen
-    return [f"{first + i}/{width}" for i in range(count)]
 
 
 async def serve(config: dict[str, Any]) -> None:
@@ -80,8 +73,8 @@ async def serve(config: dict[str, Any]) -> None:
                     speaker.announce_many(cmd["prefixes"], route_attrs(cmd.get("attrs")),
                                           cmd.get("peers"))
                 elif op == "announce_range":
-                    speaker.announce_many(host_range(cmd["start"], cmd["count"]),
-                                          route_attrs(cmd.get("attrs")), cmd.get("peers"))
+                    speaker.announce_range(cmd["start"], cmd["count"],
+                                           route_attrs(cmd.get("attrs")), cmd.get("peers"))
                 elif op == "withdraw":
                     speaker.withdraw_many(cmd["prefixes"], cmd.get("peers"))
                 elif op == "status":

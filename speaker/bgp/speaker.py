@@ -24,7 +24,7 @@ import logging
 import socket
 from collections.abc import Iterable
 
-from speaker.bgp.nlri import encode_prefix_text
+from speaker.bgp.nlri import encode_prefix_text, host_keys
 from speaker.bgp.peer import Peer, PeerConfig, PeerStatus, RouteAttrs
 from speaker.bgp.session import Connection
 from speaker.bgp.sockopts import set_md5, set_ttl, unmap
@@ -139,12 +139,25 @@ class BgpSpeaker:
 
     def announce_many(self, prefixes: Iterable[str], attrs: RouteAttrs | None = None,
                       peers: Iterable[str] | None = None) -> None:
-        attrs = attrs or RouteAttrs()
-        targets = self._targets(peers)
+        by_afi: dict[int, list[bytes]] = {}
         for text in prefixes:
             afi, key = encode_prefix_text(text)
+            by_afi.setdefault(afi, []).append(key)
+        self._set_routes(by_afi, attrs, peers)
+
+    def announce_range(self, start: str, count: int, attrs: RouteAttrs | None = None,
+                       peers: Iterable[str] | None = None) -> None:
+        """Announce `count` consecutive host routes (/32 or /128) from address `start`."""
+        afi, keys = host_keys(start, count)
+        self._set_routes({afi: keys}, attrs, peers)
+
+    def _set_routes(self, by_afi: dict[int, list[bytes]], attrs: RouteAttrs | None,
+                    peers: Iterable[str] | None) -> None:
+        attrs = attrs or RouteAttrs()
+        targets = self._targets(peers)
+        for afi, keys in by_afi.items():
             for peer in targets:
-                peer.set_route(afi, key, attrs)
+                peer.set_routes(afi, keys, attrs)
 
     def withdraw(self, prefix: str, peers: Iterable[str] | None = None) -> None:
         self.withdraw_many([prefix], peers)
