@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import time
+from collections.abc import Callable
+from typing import Any
 
 from ipam.ranges import AddressRange
 from speaker.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
@@ -38,3 +41,19 @@ def svc(name: str, *ports: str, namespace: str = "default", type: str = "LoadBal
 
 def state(*objects: Service | IPAddressPool | Namespace) -> ClusterState:
     return ClusterState.from_objects(objects)
+
+
+DEADLINE = 20.0
+
+
+def wait_until(what: str, condition: Callable[[], Any],
+               deadline: float = DEADLINE) -> Any:
+    """Poll `condition` until it is truthy (returned) or `deadline` seconds pass."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -12,17 +12,15 @@ import re
 import signal
 import subprocess
 import sysconfig
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from speaker.sources.file import FileSource, parse_manifests
+from tests.controller.helpers import DEADLINE, wait_until
 
-DEADLINE = 20.0
 POOL = """\
 apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
@@ -47,15 +45,6 @@ def ingress(path: Path) -> dict[str, list[str]]:
     return {s.key: [str(i) for i in s.ingress_ips] for s in state.services}
 
 
-def wait_until(what: str, condition: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Daemon:

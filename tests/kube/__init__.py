@@ -1,0 +1,1 @@
+"""KubeSource and the controller in API mode, against an API-server stand-in."""
