@@ -116,10 +116,6 @@ def set_promisc(ipr: IPRoute, index: int, on: bool = True) -> None:
     ipr.link("set", index=index, flags=IFF_PROMISC if on else 0, mask=IFF_PROMISC)
 
 
-def set_master(ipr: IPRoute, index: int, master: int) -> None:
-    ipr.link("set", index=index, master=master)
-
-
 def set_hairpin(ipr: IPRoute, index: int, on: bool = True) -> None:
     ipr.brport("set", index=index, mode=1 if on else 0)  # IFLA_BRPORT_MODE is hairpin
 

@@ -16,13 +16,16 @@ import contextlib
 import ipaddress
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cni_plugin import spec
 from cni_plugin.config import NetConf, parse_netconf
 from cni_plugin.ipam_exec import exec_ipam
 from cni_plugin.skel import Request
 from cni_plugin.spec import CniError
+
+if TYPE_CHECKING:  # host.py imports pyroute2: only the commands that need it load it
+    from cni_plugin.host import ColdHost
 
 
 def _gateway_for(address: str) -> str:
@@ -79,15 +82,25 @@ class SkeinPlugin:
     """Implements cni_plugin.skel.Plugin.  `readiness` returns why the node
     cannot take pods now, or None; the agent passes its own check."""
 
-    def __init__(self, readiness: Callable[[NetConf], str | None] = agent_unreachable) -> None:
+    def __init__(self, readiness: Callable[[NetConf], str | None] = agent_unreachable,
+                 host: ColdHost | None = None) -> None:
         self.readiness = readiness
+        self._host = host
+
+    @property
+    def host(self) -> ColdHost:
+        if self._host is None:
+            from cni_plugin.host import ColdHost
+
+            self._host = ColdHost()
+        return self._host
 
     def add(self, req: Request) -> dict[str, Any]:
         conf = parse_netconf(req.config)
-        from cni_plugin import bridge, netlink, netns, veth
+        from cni_plugin import netlink, netns, veth
 
         fd = netns.open_netns(req.netns)
-        host = netlink.open_route_socket()
+        host = self.host.socket()
         try:
             with netns.entered_fd(fd):
                 pod = netlink.open_route_socket()
@@ -103,13 +116,13 @@ class SkeinPlugin:
 
                     overlay = vxlan.ensure_device(host, conf.vxlan)
                     mtu = mtu or overlay.mtu
-                br = bridge.ensure_bridge(host, conf.bridge, mtu, conf.promisc_mode)
+                br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
                 host_name = veth.host_veth_name(req.container_id, req.ifname)
-                host_veth = veth.create_pair(host, host_name, req.ifname, fd, mtu,
+                host_veth = veth.create_pair(host, host_name, req.ifname, fd, mtu, br,
+                                             conf.hairpin_mode,
                                              req.args.get("MAC") or
                                              conf.raw.get("runtimeConfig", {}).get("mac"))
                 try:
-                    veth.attach_to_bridge(host, host_veth, br, conf.hairpin_mode)
                     ipam_result = exec_ipam(req, "ADD")
                     assert ipam_result is not None
                     try:
@@ -125,12 +138,12 @@ class SkeinPlugin:
             finally:
                 pod.close()
         finally:
-            host.close()
+            self.host.release(host)
             os.close(fd)
 
     def _configure(self, conf: NetConf, req: Request, host: Any, pod: Any, br: Any,
                    host_veth: Any, ipam_result: dict[str, Any]) -> dict[str, Any]:
-        from cni_plugin import bridge, masq, veth
+        from cni_plugin import masq, veth
 
         ips = [dict(ip) for ip in ipam_result["ips"]]
         if not ips:
@@ -145,8 +158,7 @@ class SkeinPlugin:
             for ip in ips:
                 iface = ipaddress.ip_interface(ip["address"])
                 gateway = ipaddress.ip_interface(f"{ip['gateway']}/{iface.network.prefixlen}")
-                bridge.ensure_gateway_address(host, br, gateway, conf.force_address)
-                bridge.enable_forwarding(iface.version)
+                self.host.gateway(host, br, gateway, conf.force_address)
         if conf.ip_masq:
             masq.setup(conf.name, req.container_id, req.ifname, [ip["address"] for ip in ips],
                        conf.ip_masq_exclude)
@@ -158,16 +170,16 @@ class SkeinPlugin:
         exec_ipam(req, "DEL")
         from cni_plugin import masq, netlink, veth
 
-        host = netlink.open_route_socket()
-        try:
-            if req.netns:
-                self._delete_pod_link(req)
-            # Normally gone with the pod end; a leftover of an interrupted ADD is not.
-            leftover = netlink.get_link(host, veth.host_veth_name(req.container_id, req.ifname))
-            if leftover is not None:
-                netlink.delete_link(host, leftover.index)
-        finally:
-            host.close()
+        if req.netns:
+            self._delete_pod_link(req)
+        # Normally gone with the pod end; a leftover of an interrupted ADD is not.
+        leftover = netlink.link_index(veth.host_veth_name(req.container_id, req.ifname))
+        if leftover is not None:
+            host = self.host.socket()
+            try:
+                netlink.delete_link(host, leftover)
+            finally:
+                self.host.release(host)
         if conf.ip_masq:
             masq.teardown(conf.name, req.container_id, req.ifname)
 

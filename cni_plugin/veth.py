@@ -25,12 +25,15 @@ def host_veth_name(container_id: str, ifname: str) -> str:
 
 
 def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: int,
-                mtu: int | None, pod_mac: str | None = None) -> Link:
+                mtu: int | None, bridge: Link, hairpin: bool,
+                pod_mac: str | None = None) -> Link:
+    """The pair, host end already enslaved to the bridge and up (one netlink
+    request instead of three: every request is paid per pod)."""
     leftover = netlink.link_index(host_name)  # this thread is in the host namespace
     if leftover is not None:
         netlink.delete_link(host, leftover)
     peer: dict[str, Any] = {"ifname": pod_ifname, "net_ns_fd": pod_netns_fd}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"master": bridge.index, "state": "up"}
     if mtu:
         peer["mtu"] = mtu
         extra["mtu"] = mtu
@@ -47,14 +50,9 @@ def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: in
     link = netlink.get_link(host, host_name)
     if link is None:
         raise CniError(spec.ERR_KERNEL, f"veth {host_name} vanished right after creation")
-    return link
-
-
-def attach_to_bridge(host: IPRoute, veth: Link, bridge: Link, hairpin: bool) -> None:
-    netlink.set_master(host, veth.index, bridge.index)
     if hairpin:
-        netlink.set_hairpin(host, veth.index)
-    netlink.set_up(host, veth.index)
+        netlink.set_hairpin(host, link.index)
+    return link
 
 
 def configure_pod_side(pod: IPRoute, host_veth: Link, ips: list[dict[str, Any]],

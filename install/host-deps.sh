@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   iproute2 nftables iputils-ping iputils-arping iperf3 tcpdump procps psmisc
   containernetworking-plugins bird2 gobgpd graphviz python3-pip
+  shellcheck ruby keepalived ndisc6
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -21,6 +21,7 @@ from cni_plugin.agent.peers import Topology, select_peers
 from cni_plugin.agent.plan import Entries, desired_entries, diff, owned_fdbs
 from cni_plugin.config import NetConf, VxlanConf
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
+from cni_plugin.host import WarmHost
 from cni_plugin.plugin import SkeinPlugin
 from cni_plugin.spec import CniError
 from speaker.model.cluster import ClusterState
@@ -47,6 +48,7 @@ class Agent:
         self.config = config
         self.source = source
         self.fastpath: FastPathServer | None = None
+        self.warm_host = WarmHost()
         self.stop_event = threading.Event()
         self._last_problems: tuple[str, ...] = ()
         self.topology: Topology | None = None
@@ -122,8 +124,9 @@ class Agent:
 
         # skein-ipam runs in this process: no Python start per pod.
         ipam_exec.IN_PROCESS["skein-ipam"] = HostLocalIpam
+        warm = self.warm_host
         self.fastpath = FastPathServer(self.config.socket_path,
-                                       lambda: SkeinPlugin(readiness=self.readiness),
+                                       lambda: SkeinPlugin(readiness=self.readiness, host=warm),
                                        pause_before_reply=self.config.fault_pause)
         self.fastpath.start()
 
@@ -131,12 +134,14 @@ class Agent:
         self.start_fastpath()
         try:
             if self.source is None:
-                self.stop_event.wait()
+                while not self.stop_event.wait(self.config.resync):
+                    self.warm_host.forget()
                 return
             self.source.start()
             state = self.source.snapshot()
             self.reconcile_safely(state)
             while not self.stop_event.is_set():
+                self.warm_host.forget()  # re-check bridge and gateways once per resync
                 newer = self.source.wait_for_change(state.revision, timeout=self.config.resync)
                 if self.stop_event.is_set():
                     break

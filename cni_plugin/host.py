@@ -1,0 +1,81 @@
+"""How the plugin reaches the node's namespace, cold or warm.
+
+The executable runs one command and exits: it opens a netlink socket, makes
+sure bridge and gateway are there, and closes.  skein-agent serves thousands
+of commands: it keeps one socket per worker thread and remembers the bridge
+and gateway it already made sure of, re-checking the bridge by its ifindex
+(an ioctl, microseconds) so a deleted and recreated bridge is noticed, and
+forgetting everything on each resync so a gateway address someone removed by
+hand comes back within one resync period.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+
+from cni_plugin import bridge, netlink
+from cni_plugin.netlink import IPRoute, Link
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class ColdHost:
+    """One socket per command, every check done every time (the executable)."""
+
+    def socket(self) -> IPRoute:
+        return netlink.open_route_socket()
+
+    def release(self, ipr: IPRoute) -> None:
+        ipr.close()
+
+    def bridge(self, ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Link:
+        return bridge.ensure_bridge(ipr, name, mtu, promisc)
+
+    def gateway(self, ipr: IPRoute, br: Link, gateway: Interface, force: bool) -> None:
+        bridge.ensure_gateway_address(ipr, br, gateway, force)
+        bridge.enable_forwarding(gateway.version)
+
+
+class WarmHost(ColdHost):
+    """Per-thread sockets and a memory of what is already in place (the agent)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._bridges: dict[tuple[str, int | None, bool], Link] = {}
+        self._gateways: set[tuple[int, str]] = set()
+
+    def socket(self) -> IPRoute:
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is None:
+            ipr = self._local.ipr = netlink.open_route_socket()
+        return ipr
+
+    def release(self, ipr: IPRoute) -> None:
+        pass  # kept for this thread's next command
+
+    def bridge(self, ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Link:
+        key = (name, mtu, promisc)
+        with self._lock:
+            known = self._bridges.get(key)
+        if known is not None and netlink.link_index(name) == known.index:
+            return known
+        link = super().bridge(ipr, name, mtu, promisc)
+        with self._lock:
+            self._bridges[key] = link
+        return link
+
+    def gateway(self, ipr: IPRoute, br: Link, gateway: Interface, force: bool) -> None:
+        key = (br.index, str(gateway))
+        with self._lock:
+            if key in self._gateways:
+                return
+        super().gateway(ipr, br, gateway, force)
+        with self._lock:
+            self._gateways.add(key)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._bridges.clear()
+            self._gateways.clear()
