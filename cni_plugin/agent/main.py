@@ -11,6 +11,7 @@ from typing import Any
 
 from cni_plugin.agent.daemon import Agent, AgentConfig, parse_cluster_cidrs
 from cni_plugin.config import DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT, VxlanConf
+from speaker.sources.base import Source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, help="this node's name (its Node object)")
     p.add_argument("--manifests", help="YAML file of Kubernetes objects (lab mode); "
                    "re-read when it changes")
-    p.add_argument("--kubeconfig", help="use the Kubernetes API (not available yet)")
+    p.add_argument("--kubeconfig", help="use the Kubernetes API through this kubeconfig "
+                   "(default without --manifests: the in-cluster service account)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
     p.add_argument("--ipam-data-dir", default="/var/lib/cni/networks")
     p.add_argument("--cluster-cidr", action="append", default=[],
@@ -41,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def make_source(args: argparse.Namespace) -> Source:
+    """The peers' source: the manifests file (labs), else the Kubernetes API
+    (Nodes only; the least the agent needs is get/list/watch on nodes)."""
+    if args.manifests:
+        from speaker.sources.file import FileSource
+
+        return FileSource(args.manifests)
+    from speaker.sources.kube import AGENT_KINDS, KubeClient, KubeSource
+
+    return KubeSource(KubeClient.from_kubeconfig(args.kubeconfig, args.context), AGENT_KINDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -48,10 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     # pyroute2 logs every netlink message at DEBUG: tens of ms per pod.
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)  # pyroute2 makes a loop per socket
-    if not args.manifests and not args.no_overlay:
-        print("skein-agent: --manifests FILE is required: the Kubernetes API source is not "
-              "implemented yet", file=sys.stderr)
-        return 2
     if args.no_overlay and args.no_fastpath:
         print("skein-agent: --no-overlay with --no-fastpath leaves nothing to do",
               file=sys.stderr)
@@ -71,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         cluster_cidrs=cidrs, resync=args.resync,
         socket_path=None if args.no_fastpath else args.socket,
         overlay=not args.no_overlay, fault_pause=fault_pause)
-    source = None
-    if not args.no_overlay:
-        from speaker.sources.file import FileSource
-
-        source = FileSource(args.manifests)
+    try:
+        source = None if args.no_overlay else make_source(args)
+    except Exception as exc:  # noqa: BLE001 - a bad kubeconfig is a usage error
+        print(f"skein-agent: cannot reach the Kubernetes API: {exc}", file=sys.stderr)
+        return 2
     agent = Agent(config, source)
 
     def stop(*_: Any) -> None:
