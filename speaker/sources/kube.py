@@ -47,6 +47,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,10 @@ class Resource:
 
     def __str__(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+class _Closing(Exception):
+    """close() was called while a watch was about to connect."""
 
 
 class Gone(Exception):
@@ -278,12 +283,16 @@ class KubeSource(Source):
     def close(self) -> None:
         self._stop.set()
         self._dirty.set()
-        with self._lock:
-            watches = list(self._watches.values())
-        for watch in watches:
-            watch.stop()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        # A watch may be between connecting and being stoppable; stopping again
+        # until every thread is gone closes that window.
+        deadline = time.monotonic() + 10
+        while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
+            with self._lock:
+                watches = list(self._watches.values())
+            for watch in watches:
+                watch.stop()
+            for thread in self._threads:
+                thread.join(timeout=0.05)
         self._threads = []
 
     # -- sync state ----------------------------------------------------------------
@@ -294,11 +303,15 @@ class KubeSource(Source):
             return len(self._synced) == len(self.resources)
 
     def wait_synced(self, timeout: float | None = None) -> bool:
-        """True once every kind has been listed (or found missing) at least once."""
+        """True once every kind has been listed (or found missing) at least once; the
+        snapshot then holds every kind (the publisher's coalescing is not waited for)."""
         with self._synced_cond:
-            return self._synced_cond.wait_for(
+            synced = self._synced_cond.wait_for(
                 lambda: len(self._synced) == len(self.resources) or self._stop.is_set(),
                 timeout) and len(self._synced) == len(self.resources)
+        if synced:
+            self._publish_now()
+        return synced
 
     # -- threads -------------------------------------------------------------------
 
@@ -424,6 +437,8 @@ class KubeSource(Source):
         watch = Watch(return_type="object")
 
         def call(**kwargs: Any) -> Any:
+            if self._stop.is_set():
+                raise _Closing()
             query = [("watch", "true"), ("allowWatchBookmarks", "true"),
                      ("timeoutSeconds", kwargs["timeout_seconds"])]
             if kwargs.get("resource_version"):
@@ -447,6 +462,8 @@ class KubeSource(Source):
                 elif kind == "DELETED":
                     self._errors.pop((res, _item_key(raw)), None)
                     self._apply(res, _item_key(raw), None)
+        except _Closing:
+            return version
         except ApiException as exc:
             if exc.status == 410:
                 raise Gone() from exc

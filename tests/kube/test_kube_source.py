@@ -173,7 +173,11 @@ def test_api_down_at_start_then_up(client: KubeClient, api: FakeApiServer,
     try:
         assert logged(caplog, "list failed: HTTP 503")
         assert src.wait_synced(DEADLINE)
-        wait_until("services", lambda: service_names(src.snapshot()) == ["default/web"])
+        # Synced means the snapshot holds every kind: a controller acting now must
+        # not see Services without their pools.
+        state = src.snapshot()
+        assert service_names(state) == ["default/web"]
+        assert [p.name for p in state.ip_address_pools] == ["lab"]
     finally:
         src.close()
 
