@@ -98,18 +98,21 @@ def resource_of(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 
 class FakeApiServer:
-    def __init__(self, gone_as: str = "event") -> None:
+    def __init__(self, gone_as: str = "event", host: str = "127.0.0.1") -> None:
+        """`host`: the address to listen on; a test that constructs the server
+        while its thread is inside a lab namespace binds it there."""
         self.gone_as = gone_as
         self.state = State()
         self.cond = threading.Condition()
         handler = type("Handler", (_Handler,), {"api": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer((host, 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
 
     def start(self) -> FakeApiServer:
         self.thread.start()
