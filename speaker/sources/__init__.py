@@ -7,13 +7,10 @@ plus `changes(source)` for asyncio.
 
 - `FileSource` (speaker.sources.file) follows a multi-document YAML file given
   with `--manifests FILE`; the lab and the tests use it.
-- The Kubernetes API source (`--kubeconfig` / in-cluster) is not written yet.
-  It belongs in `speaker/sources/kube.py` as another `Source` subclass: list and
-  watch each kind in `speaker.model.KINDS`, feed every object through
-  `speaker.model.parse_object` (API list items pass through
-  `expand_document`), keep a dict by `ref_of(obj)`, and `_publish`
-  `ClusterState.from_objects(...)` after each batch of watch events.  Until it
-  exists the daemons must refuse `--kubeconfig` rather than pretend.
+- `KubeSource` (speaker.sources.kube) lists and watches the Kubernetes API
+  with the official client (`--kubeconfig PATH`, else in-cluster).  It is not
+  re-exported here on purpose: importing it loads the kubernetes package
+  (~0.4 s), which the agent and the file-mode daemons should not pay for.
 """
 
 from speaker.sources.base import Source, changes
