@@ -26,12 +26,13 @@ import argparse
 import contextlib
 import ipaddress
 import os
-import select
+import queue
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -82,18 +83,23 @@ class Prober:
         self.proc = client.popen(sys.executable, "-u", "-c", _PROBER, VIP,
                                  stdout=subprocess.PIPE, text=True)
         self.current: str | None = None
+        # A thread, not select(): a buffered readline may hold lines select cannot see.
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
 
     def wait_for(self, accept: Callable[[str | None, float], bool], timeout: float) -> float:
         """Time of the first transition accepted by `accept(name, time)`."""
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if not ready:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
                 continue
-            line = self.proc.stdout.readline()
-            if not line:
-                break
             stamp, name = line.split()
             self.current = None if name == "None" else name
             if accept(self.current, float(stamp)):
