@@ -72,3 +72,47 @@ def tcp_source_seen(server: Netns, listen: str, client: Netns, connect: str,
         if srv.poll() is None:
             srv.kill()
         srv.wait()
+
+
+# A server that keeps accepting: every connection gets `name` and is closed.
+_NAME_SERVER = r"""
+import socket, sys
+srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind(("::", int(sys.argv[1])))
+srv.listen(64)
+print("listening", flush=True)
+while True:
+    conn, _ = srv.accept()
+    try:
+        conn.sendall(sys.argv[2].encode() + b"\n")
+    finally:
+        conn.close()
+"""
+
+
+def start_name_server(ns: Netns, name: str, port: int = 8080) -> subprocess.Popen[str]:
+    """A TCP server in `ns` (dual stack) that answers every connection with
+    `name`: how the lab tells which pod or node served a request."""
+    proc = ns.popen(sys.executable, "-c", _NAME_SERVER, str(port), name,
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    if "listening" not in proc.stdout.readline():
+        proc.kill()
+        raise RuntimeError(f"name server in {ns.name} did not start")
+    return proc
+
+
+def tcp_read(client: Netns, address: str, port: int, timeout: float = 3.0) -> str | None:
+    """What the server at address:port says first, or None without a connection."""
+    code = ("import socket,sys\n"
+            "a,p,t=sys.argv[1],int(sys.argv[2]),float(sys.argv[3])\n"
+            "try:\n"
+            " c=socket.create_connection((a,p),timeout=t)\n"
+            " print(c.recv(256).decode().strip())\n"
+            "except OSError:\n"
+            " sys.exit(1)\n")
+    proc = client.run(sys.executable, "-c", code, address, str(port), str(timeout),
+                      check=False, timeout=timeout + 10)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
