@@ -1,16 +1,19 @@
 """The speaker daemon: cluster state + liveness -> plan -> announcers, on one asyncio loop.
 
     Source ──changes()──┐
-                        ├─▶ plan_node(state, me, live) ─▶ for each Announcer: apply(desired)
+                        ├─▶ plan_node (L2) + plan_bgp ─▶ for each Announcer: apply(desired)
     Liveness ─on_change─┘
 
-The seam for other announcement mechanisms is `Announcer`: anything with a
-`kind`, `apply(announcements)`, `reassert()` and `close()`.  `apply` receives
-the node's whole desired list every time (idempotent, the announcer diffs) and
-takes the entries of its own `kind`; L2 is `speaker.l2.announcer.L2Announcer`.
-A BGP announcer plugs in beside it: add its entries to the plan (kind "bgp",
-no election: every eligible node announces) and pass the announcer in
-`Daemon(announcers=[...])`.
+The seam for announcement mechanisms is `Announcer`: anything with a `kind`,
+`apply(announcements)`, `reassert()` and `close()`.  `apply` receives the
+node's whole desired list every time (idempotent, the announcer diffs) and
+takes the entries of its own `kind`:
+  - "l2": `speaker.l2.announcer.L2Announcer`, one elected owner per address
+    (speaker.plan);
+  - "bgp": `speaker.bgp_announcer.BgpAnnouncer`, every eligible node announces
+    (speaker.bgp_plan).  An announcer that also runs sessions implements
+    `Peering.set_sessions`, which the daemon calls with the planned BGP
+    sessions before every `apply`.
 
 Re-planning happens on every state change and every liveness change, and
 every `resync` seconds regardless (an interface that appeared, a route that
@@ -19,7 +22,19 @@ announcers `reassert()`: whoever owns an address now says so again, so
 neighbours that followed the other side of a partition come back.
 
 Errors never stop the daemon: an exception in one announcer is logged as one
-line with the announcer's name and the next change retries.
+line with the announcer's name and the next change retries.  Plan problems
+(a BGPPeer that cannot be run, an undefined community alias) are logged once
+each time the set of problems changes.
+
+Read access for an API server (all on the daemon's event loop):
+  - `daemon.desired`: the current plan, a sorted tuple of `Announcement`
+    (`kind` "l2" or "bgp", `address`, `prefix`, `peers`, `services`);
+  - `daemon.owners()`: for L2 addresses, the elected owner of each;
+  - `daemon.announcers`: the announcers; `daemon.announcer("bgp")` is the
+    BgpAnnouncer, whose `.speaker` is the `BgpSpeaker` (`.status()` per peer,
+    `.peers[address].routes()`), `.peer_names` (BGPPeer name -> address) and
+    `.advertised()` (peer -> prefixes);
+  - `daemon.bgp_sessions`: the planned sessions (BGPPeer name + PeerConfig).
 """
 
 from __future__ import annotations
@@ -29,12 +44,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from speaker.bgp_plan import BgpSession, plan_bgp
 from speaker.membership import Liveness
 from speaker.model.cluster import ClusterState
 from speaker.model.fields import IPAddress
-from speaker.plan import Announcement, plan_node
+from speaker.plan import Announcement, l2_owners, plan_node
 from speaker.sources.base import Source, changes
 
 log = logging.getLogger("speaker")
@@ -53,6 +69,12 @@ class Announcer(Protocol):
         """Withdraw everything and release sockets."""
 
 
+@runtime_checkable
+class Peering(Protocol):
+    async def set_sessions(self, sessions: Sequence[BgpSession]) -> None:
+        """Make the running sessions exactly `sessions` (called before each `apply`)."""
+
+
 def members_of(state: ClusterState) -> dict[str, tuple[IPAddress, ...]]:
     """Node name -> InternalIPs: who the liveness protocol talks to."""
     return {n.name: n.internal_ips for n in state.nodes}
@@ -61,19 +83,32 @@ def members_of(state: ClusterState) -> dict[str, tuple[IPAddress, ...]]:
 class Daemon:
     def __init__(self, node: str, source: Source, liveness: Liveness,
                  announcers: Sequence[Announcer], *, resync: float = 5.0,
-                 lb_class: str | None = None) -> None:
+                 lb_class: str | None = None, advertise_pod_cidrs: bool = False) -> None:
         self.node = node
         self.source = source
         self.liveness = liveness
         self.announcers = list(announcers)
         self.resync = resync
         self.lb_class = lb_class
+        self.advertise_pod_cidrs = advertise_pod_cidrs
         self.state = ClusterState()
         self.desired: tuple[Announcement, ...] = ()
+        self.bgp_sessions: tuple[BgpSession, ...] = ()
+        self._problems: tuple[str, ...] = ()
         self._wake = asyncio.Event()
         self._reassert = False
         self._stopping = asyncio.Event()
         self._warned_not_a_node = False
+
+    # -- read access (for an API) ----------------------------------------------------------
+
+    def announcer(self, kind: str) -> Announcer | None:
+        return next((a for a in self.announcers if a.kind == kind), None)
+
+    def owners(self) -> dict[IPAddress, str | None]:
+        """L2 address -> the live node elected to announce it (None: nobody can)."""
+        live = self.liveness.live() if self.liveness.ready else frozenset()
+        return l2_owners(self.state, live, self.lb_class)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -109,14 +144,24 @@ class Daemon:
         else:
             self._warned_not_a_node = False
         live = self.liveness.live() if self.liveness.ready else frozenset()
-        desired = plan_node(self.state, self.node, live, self.lb_class)
+        bgp = plan_bgp(self.state, self.node, self.lb_class,
+                       advertise_pod_cidrs=self.advertise_pod_cidrs)
+        desired = tuple(sorted((*plan_node(self.state, self.node, live, self.lb_class),
+                                *bgp.routes), key=lambda a: a.sort_key))
+        if bgp.problems != self._problems:
+            for problem in bgp.problems:
+                log.warning("BGP: %s", problem)
+            self._problems = bgp.problems
         if desired != self.desired:
-            log.info("plan: %s", ", ".join(f"{a.address} ({a.kind})" for a in desired)
+            log.info("plan: %s", ", ".join(a.describe() for a in desired)
                      or "nothing to announce")
         self.desired = desired
+        self.bgp_sessions = bgp.sessions
         reassert, self._reassert = self._reassert, False
         for announcer in self.announcers:
             try:
+                if isinstance(announcer, Peering):
+                    await announcer.set_sessions(bgp.sessions)
                 await announcer.apply(desired)
                 if reassert:
                     await announcer.reassert()

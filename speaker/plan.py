@@ -32,11 +32,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from speaker.model.cluster import ClusterState
-from speaker.model.fields import IPAddress
+from speaker.model.communities import BGPCommunity
+from speaker.model.fields import IPAddress, IPNetwork
 from speaker.model.node import Node
 from speaker.model.service import Service
 
 L2 = "l2"
+BGP = "bgp"  # planned by speaker.bgp_plan: every eligible node announces, no election
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,38 @@ class Announcement:
 
     `interfaces` empty means "the interface holding the route to the address",
     resolved by the announcer at apply time (the plan does not see the kernel).
-    `services` are the namespace/name keys served through the address, for logs.
+    `services` are the namespace/name keys served through the address, for logs;
+    an entry without services is a range route (pod CIDR, Calico service CIDR),
+    not an address this node must accept traffic for.
+
+    BGP entries also carry the route: `prefix` (the address aggregated to the
+    advertisement's length, or the whole range), its attributes, and `peers`,
+    the names of the BGPPeers it is sent to (never empty: resolved by the plan).
+    Every entry for one (prefix, peer) carries the same attributes.
     """
 
     address: IPAddress
     kind: str = L2
     interfaces: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
+    prefix: IPNetwork | None = None
+    local_pref: int | None = None
+    communities: tuple[BGPCommunity, ...] = ()
+    peers: tuple[str, ...] = ()
 
     @property
-    def sort_key(self) -> tuple[str, int, int]:
-        return (self.kind, self.address.version, int(self.address))
+    def sort_key(self) -> tuple[str, int, int, int, tuple[str, ...]]:
+        length = self.address.max_prefixlen if self.prefix is None else self.prefix.prefixlen
+        return (self.kind, self.address.version, int(self.address), length, self.peers)
+
+    def describe(self) -> str:
+        """For logs: "192.0.2.1 (l2)", "192.0.2.0/24 for 192.0.2.1 (bgp to tor-a)"."""
+        if self.prefix is None:
+            return f"{self.address} ({self.kind})"
+        route = str(self.prefix)
+        if self.services and self.prefix.num_addresses > 1:
+            route += f" for {self.address}"  # an aggregated LoadBalancer address
+        return f"{route} ({self.kind} to {', '.join(self.peers)})"
 
 
 def election_key(node: str, address: IPAddress) -> bytes:
@@ -68,12 +91,14 @@ def elect(address: IPAddress, candidates: Iterable[str]) -> str | None:
     return min(candidates, key=lambda n: (election_key(n, address), n), default=None)
 
 
-def _serves(service: Service, lb_class: str | None) -> bool:
+def serves(service: Service, lb_class: str | None) -> bool:
+    """Whether this speaker announces `service`'s addresses at all."""
     # MetalLB leaves services of another load balancer class alone.
     return service.is_load_balancer and service.load_balancer_class == lb_class
 
 
-def _node_can_announce(node: Node) -> bool:
+def node_can_announce(node: Node) -> bool:
+    """Not excluded from load balancers by label, and not NotReady (L2 and BGP alike)."""
     return not node.excluded_from_load_balancers and node.ready is not False
 
 
@@ -87,7 +112,7 @@ def l2_eligible(state: ClusterState, service: Service,
     ready = state.ready_nodes(service) if service.local_traffic_policy else None
     out: dict[str, tuple[str, ...]] = {}
     for node in state.nodes:
-        if not _node_can_announce(node) or (ready is not None and node.name not in ready):
+        if not node_can_announce(node) or (ready is not None and node.name not in ready):
             continue
         ads = state.l2_advertisements_for(pool, node)
         if not ads:
@@ -114,7 +139,7 @@ def l2_addresses(state: ClusterState, lb_class: str | None = None) -> list[Addre
     """Every L2-announceable address with its services and eligible nodes."""
     per_address: dict[IPAddress, list[tuple[str, dict[str, tuple[str, ...]]]]] = {}
     for service in state.services:
-        if not _serves(service, lb_class):
+        if not serves(service, lb_class):
             continue
         for address in dict.fromkeys(service.ingress_ips):
             if state.pool_of(address) is None:

@@ -42,6 +42,44 @@ def l2_advertisement(name: str, pools: Iterable[str] = (), interfaces: Iterable[
             "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec}
 
 
+def bgp_peer(name: str, peer_address: str, peer_asn: int, my_asn: int, *,
+             version: str = "v1beta2", node_selectors: list[dict[str, Any]] | None = None,
+             **spec: Any) -> dict[str, Any]:
+    """A MetalLB BGPPeer; other spec fields (holdTime, routerID, password, ...) as keywords
+    spelled as in the CRD."""
+    body: dict[str, Any] = {"myASN": my_asn, "peerASN": peer_asn, "peerAddress": peer_address,
+                            **spec}
+    if node_selectors:
+        body["nodeSelectors"] = node_selectors
+    return {"apiVersion": f"metallb.io/{version}", "kind": "BGPPeer",
+            "metadata": {"name": name, "namespace": "metallb-system"}, "spec": body}
+
+
+def bgp_advertisement(name: str, pools: Iterable[str] = (), *, peers: Iterable[str] = (),
+                      communities: Iterable[str] = (),
+                      node_selectors: list[dict[str, Any]] | None = None,
+                      **spec: Any) -> dict[str, Any]:
+    """A MetalLB BGPAdvertisement; aggregationLength, localPref, ... as keywords."""
+    body: dict[str, Any] = dict(spec)
+    for key, value in (("ipAddressPools", list(pools)), ("peers", list(peers)),
+                       ("communities", list(communities)), ("nodeSelectors", node_selectors)):
+        if value:
+            body[key] = value
+    return {"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+            "metadata": {"name": name, "namespace": "metallb-system"}, "spec": body}
+
+
+def calico_bgp_configuration(*, cluster_ips: Iterable[str] = (),
+                             external_ips: Iterable[str] = (),
+                             load_balancer_ips: Iterable[str] = ()) -> dict[str, Any]:
+    """Calico's cluster-wide BGPConfiguration ("default"), projectcalico.org/v3."""
+    spec = {key: [{"cidr": c} for c in cidrs] for key, cidrs in (
+        ("serviceClusterIPs", cluster_ips), ("serviceExternalIPs", external_ips),
+        ("serviceLoadBalancerIPs", load_balancer_ips)) if cidrs}
+    return {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
+            "metadata": {"name": "default"}, "spec": spec}
+
+
 def lb_service(name: str, *ips: str, port: int = 8080, policy: str = "Cluster",
                namespace: str = "default") -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",

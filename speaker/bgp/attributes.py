@@ -1,5 +1,6 @@
 """Path attributes (RFC 4271 §4.3, §5): ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF,
-ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES (RFC 1997), MP_REACH_NLRI / MP_UNREACH_NLRI
+ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITIES (RFC 1997), LARGE_COMMUNITIES (RFC 8092, sent
+only), MP_REACH_NLRI / MP_UNREACH_NLRI
 (RFC 4760) and AS4_PATH / AS4_AGGREGATOR (RFC 6793).
 
 AS numbers are 2 or 4 octets wide on the wire depending on whether both sides
@@ -51,6 +52,7 @@ MP_REACH_NLRI = 14
 MP_UNREACH_NLRI = 15
 AS4_PATH = 17
 AS4_AGGREGATOR = 18
+LARGE_COMMUNITIES = 32
 
 ORIGIN_IGP = 0
 ORIGIN_EGP = 1
@@ -236,6 +238,21 @@ class Communities:
                     struct.pack(f"!{len(self.values)}I", *self.values))
 
 
+@dataclass(frozen=True)
+class LargeCommunities:
+    """RFC 8092: (global administrator, local data 1, local data 2), 32 bits each.
+    Only sent (MetalLB's "large:" communities); received ones stay unknown attributes."""
+
+    values: tuple[tuple[int, int, int], ...]
+
+    type_code = LARGE_COMMUNITIES
+    flags = OPTIONAL_TRANSITIVE
+
+    def encode(self, four_octet: bool = True) -> bytes:
+        return _tlv(self.flags, self.type_code,
+                    b"".join(struct.pack("!III", *v) for v in self.values))
+
+
 def community_from_text(text: str) -> int:
     """'65000:100' (or a well-known name like 'no-export') to the 32-bit value."""
     named = {"no-export": NO_EXPORT, "no-advertise": NO_ADVERTISE,
@@ -309,7 +326,8 @@ class UnknownAttribute:
 
 
 Attribute = (Origin | AsPath | As4Path | NextHop | Med | LocalPref | AtomicAggregate | Aggregator
-             | As4Aggregator | Communities | MpReachNlri | MpUnreachNlri | UnknownAttribute)
+             | As4Aggregator | Communities | LargeCommunities | MpReachNlri | MpUnreachNlri
+             | UnknownAttribute)
 
 
 def encode_attributes(attrs: Iterable[Attribute], four_octet: bool = True) -> bytes:

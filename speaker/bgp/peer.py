@@ -25,6 +25,7 @@ from speaker.bgp.attributes import (
     AsPath,
     Attribute,
     Communities,
+    LargeCommunities,
     LocalPref,
     Med,
     NextHop,
@@ -104,6 +105,7 @@ class RouteAttrs:
     local_pref: int | None = None
     communities: tuple[int, ...] = ()
     next_hop: str | None = None
+    large_communities: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ def export_attributes(attrs: RouteAttrs, *, ibgp: bool, my_asn: int,
                              else attrs.local_pref))
     if attrs.communities:
         out.append(Communities(tuple(sorted(set(attrs.communities)))))
+    if attrs.large_communities:
+        out.append(LargeCommunities(tuple(sorted(set(attrs.large_communities)))))
     return out
 
 

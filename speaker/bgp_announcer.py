@@ -1,0 +1,228 @@
+"""BgpAnnouncer: the daemon's Announcer of kind "bgp", around one `BgpSpeaker`.
+
+The plan (speaker.bgp_plan) says which sessions this node runs and which
+routes go to which of them; this class makes the speaker match, by diffing:
+  - `set_sessions(sessions)`: peers that appeared are added (the speaker
+    connects out at once), peers that went or whose configuration changed are
+    removed with a Cease NOTIFICATION (a changed one is added again);
+  - `apply(desired)`: per peer, prefixes no longer wanted are withdrawn and new
+    or changed ones announced (grouped by attributes, so a burst becomes few
+    UPDATEs); the speaker flushes after its 20 ms batching delay;
+  - `close()`: Cease / Administrative Shutdown to every peer, so routers drop
+    this node's paths at once instead of after the hold time.
+
+Listening is off by default: MetalLB's speaker only connects out, and a
+speaker that never binds port 179 needs no NET_BIND_SERVICE in its DaemonSet.
+`listen=("0.0.0.0", "::")` (the speaker's `--bgp-listen`) accepts incoming
+sessions from the configured peers too.
+
+As with L2, nothing here makes the node accept traffic for the addresses
+(kube-proxy does).  Where there is none (the lab), `assign_to_lo=True` puts
+every LoadBalancer address this node announces on `lo`, tagged with address
+protocol 84 (L2's are 83, so the two announcers never remove each other's) and
+with arp_ignore=1 / arp_announce=2, as the L2 announcer does.
+
+For the API: `speaker` is the BgpSpeaker (`speaker.status()` per peer),
+`peer_names` maps BGPPeer names to peer addresses, `advertised()` lists the
+prefixes sent to each peer.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+
+from speaker.bgp.peer import RouteAttrs
+from speaker.bgp.sockopts import unmap
+from speaker.bgp.speaker import BgpSpeaker
+from speaker.bgp_plan import BgpSession
+from speaker.model.communities import BGPCommunity
+from speaker.model.fields import IPAddress
+from speaker.plan import BGP, Announcement
+
+log = logging.getLogger("speaker.bgp")
+
+LO_ADDRESS_PROTO = 84  # IFA_PROTO of lo addresses the BGP announcer adds
+LOOPBACK_INDEX = 1  # in every namespace
+SHOWN = 8  # prefixes named per log line; more are counted
+
+
+def route_attrs(local_pref: int | None, communities: Iterable[BGPCommunity]) -> RouteAttrs:
+    standard = tuple(sorted({c.value for c in communities if not c.large}))
+    large = tuple(sorted({(c.parts[0], c.parts[1], c.parts[2]) for c in communities
+                          if c.large}))
+    return RouteAttrs(local_pref=local_pref, communities=standard, large_communities=large)
+
+
+def _merge(a: RouteAttrs, b: RouteAttrs) -> RouteAttrs:
+    """One prefix wanted twice towards one peer (a Calico range equal to an aggregate):
+    the union of communities, the higher localPref, as the plan merges."""
+    prefs = [p for p in (a.local_pref, b.local_pref) if p is not None]
+    return RouteAttrs(local_pref=max(prefs) if prefs else None,
+                      communities=tuple(sorted({*a.communities, *b.communities})),
+                      large_communities=tuple(sorted({*a.large_communities,
+                                                      *b.large_communities})))
+
+
+def _listed(prefixes: Sequence[str]) -> str:
+    shown = ", ".join(prefixes[:SHOWN])
+    return shown + (f" and {len(prefixes) - SHOWN} more" if len(prefixes) > SHOWN else "")
+
+
+class BgpAnnouncer:
+    kind = BGP
+
+    def __init__(self, *, listen: Sequence[str] = (), listen_port: int = 179,
+                 assign_to_lo: bool = False, batch_delay: float = 0.02) -> None:
+        # Every planned session names its router ID; the speaker's own is a placeholder.
+        self.speaker = BgpSpeaker("0.0.0.0", listen_addresses=tuple(listen) or None,
+                                  listen_port=listen_port, batch_delay=batch_delay)
+        self.assign_to_lo = assign_to_lo
+        self.peer_names: dict[str, str] = {}  # BGPPeer name -> peer address (speaker key)
+        self._sessions: dict[str, BgpSession] = {}  # peer address -> session
+        self._sent: dict[str, dict[str, RouteAttrs]] = {}  # peer address -> prefix -> attrs
+        self._started = False
+        self._sysctls_done = False
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self.speaker.start()
+        except OSError as exc:
+            log.error("cannot listen for BGP on port %d (%s); connecting out only",
+                      self.speaker.listen_port, exc.strerror or exc)
+            await self.speaker.shutdown()
+            self.speaker.listen_addresses = ()
+            await self.speaker.start()
+
+    async def set_sessions(self, sessions: Sequence[BgpSession]) -> None:
+        """Make the speaker's peers exactly `sessions`."""
+        await self._start()
+        wanted = {unmap(s.config.peer_address): s for s in sessions}
+        for key, peer in list(self.speaker.peers.items()):
+            session = wanted.get(key)
+            if session is not None and session.config == peer.config:
+                continue
+            why = "BGPPeer changed" if session is not None else "BGPPeer removed"
+            log.info("BGP peer %s: %s, closing the session", key, why)
+            self._sent.pop(key, None)
+            self._sessions.pop(key, None)
+            await self.speaker.remove_peer(key, why)
+        for key, session in wanted.items():
+            if key not in self.speaker.peers:
+                cfg = session.config
+                log.info("BGP peer %s (BGPPeer %s): AS %d, local AS %d, router ID %s%s",
+                         key, session.name, cfg.peer_asn, cfg.my_asn, cfg.router_id,
+                         f", from {cfg.source_address}" if cfg.source_address else "")
+                self.speaker.add_peer(cfg)
+            self._sessions[key] = session
+        self.peer_names = {s.name: key for key, s in wanted.items()}
+
+    # -- the Announcer protocol ---------------------------------------------------------
+
+    async def apply(self, desired: Sequence[Announcement]) -> None:
+        await self._start()
+        mine = [a for a in desired if a.kind == BGP and a.prefix is not None]
+        wanted: dict[str, dict[str, RouteAttrs]] = {}
+        for ann in mine:
+            attrs = route_attrs(ann.local_pref, ann.communities)
+            for name in ann.peers:
+                key = self.peer_names.get(name)
+                if key is None:
+                    continue
+                table = wanted.setdefault(key, {})
+                prefix = str(ann.prefix)
+                old = table.get(prefix)
+                table[prefix] = attrs if old is None or old == attrs else _merge(old, attrs)
+        if self.assign_to_lo:
+            # Before the routes go out: the traffic they attract must be accepted.
+            await self._sync_lo({a.address for a in mine if a.services})
+        for key in self.speaker.peers:
+            self._update_peer(key, wanted.get(key, {}))
+
+    def _update_peer(self, key: str, new: dict[str, RouteAttrs]) -> None:
+        current = self._sent.get(key, {})
+        gone = [p for p in current if p not in new]
+        if gone:
+            self.speaker.withdraw_many(gone, peers=[key])
+            log.info("BGP peer %s: withdrawing %s", key, _listed(gone))
+        changed: dict[RouteAttrs, list[str]] = {}
+        for prefix, attrs in new.items():
+            if current.get(prefix) != attrs:
+                changed.setdefault(attrs, []).append(prefix)
+        for attrs, prefixes in changed.items():
+            self.speaker.announce_many(prefixes, attrs, peers=[key])
+            log.info("BGP peer %s: announcing %s%s", key, _listed(prefixes), _attrs_text(attrs))
+        self._sent[key] = dict(new)
+
+    async def reassert(self) -> None:
+        """Nothing: a BGP session keeps the routes; a new one gets the whole table."""
+
+    async def close(self) -> None:
+        await self.speaker.shutdown("skein-speaker stopping")
+        self._sent.clear()
+        if self.assign_to_lo:
+            await self._sync_lo(set())
+
+    # -- status ---------------------------------------------------------------------------
+
+    def advertised(self) -> dict[str, list[str]]:
+        """Peer address -> the prefixes sent to it (what the plan asked for)."""
+        return {key: sorted(table) for key, table in self._sent.items()}
+
+    # -- lo -------------------------------------------------------------------------------
+
+    async def _sync_lo(self, addresses: set[IPAddress]) -> None:
+        from pyroute2 import AsyncIPRoute
+
+        self._ignore_arp_for_lo()
+        try:
+            async with AsyncIPRoute() as ipr:
+                ours = {ipaddress.ip_address(msg.get("address"))
+                        async for msg in await ipr.addr("dump", index=LOOPBACK_INDEX)
+                        if msg.get("IFA_PROTO") == LO_ADDRESS_PROTO}
+                for address in ours - addresses:
+                    await ipr.addr("del", index=LOOPBACK_INDEX, address=str(address),
+                                   prefixlen=address.max_prefixlen)
+                for address in addresses - ours:
+                    try:
+                        await ipr.addr("add", index=LOOPBACK_INDEX, address=str(address),
+                                       prefixlen=address.max_prefixlen,
+                                       proto=LO_ADDRESS_PROTO)
+                    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError
+                        # Already there (the L2 announcer's, or an operator's): accepted.
+                        if getattr(exc, "code", None) != errno.EEXIST:
+                            raise
+        except Exception as exc:  # noqa: BLE001 - announcing goes on; the log says what failed
+            log.error("cannot set LoadBalancer addresses on lo (%s); traffic to them will not "
+                      "be accepted on this node", exc)
+
+    def _ignore_arp_for_lo(self) -> None:
+        if self._sysctls_done:
+            return
+        self._sysctls_done = True
+        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+            try:
+                with open(f"/proc/sys/net/ipv4/conf/all/{key}", "w", encoding="ascii") as f:
+                    f.write(value)
+            except OSError as exc:
+                log.error("cannot set net.ipv4.conf.all.%s=%s (%s)", key, value, exc.strerror)
+
+
+def _attrs_text(attrs: RouteAttrs) -> str:
+    parts = []
+    if attrs.local_pref is not None:
+        parts.append(f"localPref {attrs.local_pref}")
+    if attrs.communities:
+        parts.append("communities " + " ".join(f"{c >> 16}:{c & 0xFFFF}"
+                                               for c in attrs.communities))
+    if attrs.large_communities:
+        parts.append("large communities " + " ".join(":".join(map(str, c))
+                                                     for c in attrs.large_communities))
+    return f" ({', '.join(parts)})" if parts else ""
