@@ -71,6 +71,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lb-class", default=None,
                    help="serve only Services with this spec.loadBalancerClass (default: "
                         "those without one, as MetalLB)")
+    bgp = p.add_argument_group("BGP (sessions from BGPPeer objects selecting this node)")
+    bgp.add_argument("--bgp-listen", action="store_true",
+                     help="also accept sessions from the peers on --bgp-port (default: "
+                          "connect out only, as MetalLB; needs no NET_BIND_SERVICE)")
+    bgp.add_argument("--bgp-port", type=int, default=179,
+                     help="port listened on with --bgp-listen (default %(default)s)")
+    bgp.add_argument("--advertise-pod-cidr", action="store_true",
+                     help="announce this node's pod CIDR(s) to its BGP peers, as Calico "
+                          "does, so outside routers reach pods directly")
     p.add_argument("--resync", type=_positive, default=5.0, metavar="SECONDS",
                    help="re-plan this often even without changes (default %(default)s)")
     p.add_argument("--log-level", default="info",
@@ -110,16 +119,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - any config-loading failure, said in one line
         return fail("cannot read the Kubernetes configuration: " + " ".join(str(exc).split()))
 
+    from speaker.bgp_announcer import BgpAnnouncer
     from speaker.daemon import Daemon
     from speaker.membership.udp import UdpMembership
 
     async def run() -> None:
         announcer = L2Announcer(burst=args.garp_burst, refresh=args.garp_refresh,
                                 assign_to_lo=args.assign_to_lo)
+        # Idle (no socket, no session) until a BGPPeer selects this node.
+        bgp_announcer = BgpAnnouncer(listen=("0.0.0.0", "::") if args.bgp_listen else (),
+                                     listen_port=args.bgp_port, assign_to_lo=args.assign_to_lo)
         liveness = UdpMembership(args.node, port=args.member_port,
                                  interval=args.heartbeat_interval, dead_after=args.dead_after)
-        daemon = Daemon(args.node, source, liveness, [announcer],
-                        resync=args.resync, lb_class=args.lb_class)
+        daemon = Daemon(args.node, source, liveness, [announcer, bgp_announcer],
+                        resync=args.resync, lb_class=args.lb_class,
+                        advertise_pod_cidrs=args.advertise_pod_cidr)
         daemon.install_signals()
         await daemon.run()
 
