@@ -42,13 +42,14 @@ def l2_advertisement(name: str, pools: Iterable[str] = (), interfaces: Iterable[
             "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec}
 
 
-def bgp_peer(name: str, peer_address: str, peer_asn: int, my_asn: int, *,
+def bgp_peer(name: str, peer_address: str, peer_asn: int | None, my_asn: int, *,
              version: str = "v1beta2", node_selectors: list[dict[str, Any]] | None = None,
              **spec: Any) -> dict[str, Any]:
     """A MetalLB BGPPeer; other spec fields (holdTime, routerID, password, ...) as keywords
     spelled as in the CRD."""
-    body: dict[str, Any] = {"myASN": my_asn, "peerASN": peer_asn, "peerAddress": peer_address,
-                            **spec}
+    body: dict[str, Any] = {"myASN": my_asn, "peerAddress": peer_address, **spec}
+    if peer_asn is not None:  # None: spec.dynamicASN instead
+        body["peerASN"] = peer_asn
     if node_selectors:
         body["nodeSelectors"] = node_selectors
     return {"apiVersion": f"metallb.io/{version}", "kind": "BGPPeer",

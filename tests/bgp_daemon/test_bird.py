@@ -1,0 +1,126 @@
+"""skein-speaker (the daemon, configured by MetalLB BGPPeer / BGPAdvertisement objects
+in its manifests) against a real BIRD 2, seen from the router and from a client
+behind it: ECMP over the three nodes, TCP to the LoadBalancer address, IPv4 and
+IPv6, 4-octet ASNs, withdraw on Service removal, Cease on SIGTERM, re-announce
+after a restart, and a wrongly configured peer AS that fails alone.
+
+Latencies (manifests written -> route in / out of the router's kernel table) are
+printed for the record (`pytest -s`), never asserted: they include the file
+source's 0.2 s poll and the test's own polling.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cni_plugin.lab.speakers import bgp_peer, lb_service, poll, tcp_name
+from tests.bgp.lab import Bird
+from tests.bgp.test_interop_bird import kernel_next_hops
+from tests.bgp_daemon.lab import (
+    LB4,
+    LB6,
+    NODE_AS,
+    BgpLab,
+    base_objects,
+    bgp_lab,
+    bird_config,
+    bird_next_hops,
+    log_lines,
+    neighbor_error,
+)
+
+NODES4 = {"10.99.0.11", "10.99.0.12", "10.99.0.13"}
+NODES6 = {"fd99::11", "fd99::12", "fd99::13"}
+NAMES = {"node1", "node2", "node3"}
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest) -> Iterator[BgpLab]:
+    with bgp_lab() as made:
+        yield made
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(made.logs(), file=sys.stderr)
+
+
+def settle(what: str, probe: object, timeout: float = 20) -> float:
+    """Poll `probe` until truthy; the seconds it took."""
+    start = time.monotonic()
+    poll(probe, timeout, what, interval=0.01)  # type: ignore[arg-type]
+    return time.monotonic() - start
+
+
+def test_ecmp_tcp_withdraw_sigterm_restart(lab: BgpLab) -> None:
+    bird = Bird(lab.interop, bird_config())
+    lab.write(*base_objects(lb_service("web", LB4, LB6)))
+    lab.start_all()
+    poll(lambda: bird.established() == 3, 30, "3 sessions Established at BIRD")
+
+    # Three paths in BIRD, one multipath route in the router's kernel, both families.
+    poll(lambda: bird_next_hops(bird, f"{LB4}/32") == NODES4, 10, "3 BIRD paths for LB4")
+    poll(lambda: kernel_next_hops(lab.interop, f"{LB4}/32") == NODES4, 10,
+         "a 3-way multipath kernel route for LB4")
+    poll(lambda: kernel_next_hops(lab.interop, f"{LB6}/128") == NODES6, 10,
+         "a 3-way multipath kernel route for LB6")
+    route = bird.birdc(f"show route for {LB4}/32 all")
+    assert f"as_path: {NODE_AS}" in route.replace("BGP.as_path: ", "as_path: "), route
+    # The client, which only has a default route, reaches a node through the router.
+    assert tcp_name(lab.client, LB4) in NAMES
+    assert tcp_name(lab.client, LB6) in NAMES
+
+    # A second Service: announced; then removed: withdrawn.  Timed end to end.
+    second = "198.51.100.11"
+    written = lab.write(*base_objects(lb_service("web", LB4, LB6), lb_service("api", second)))
+    poll(lambda: kernel_next_hops(lab.interop, f"{second}/32") == NODES4, 10,
+         "the new Service's route", interval=0.01)
+    announce = time.monotonic() - written
+    written = lab.write(*base_objects(lb_service("web", LB4, LB6)))
+    poll(lambda: not kernel_next_hops(lab.interop, f"{second}/32"), 10,
+         "the removed Service's route to go", interval=0.01)
+    withdraw = time.monotonic() - written
+    print(f"\nmanifests -> router kernel route: announce {announce * 1000:.0f} ms, "
+          f"withdraw {withdraw * 1000:.0f} ms (includes the 0.2 s file poll)")
+    assert kernel_next_hops(lab.interop, f"{LB4}/32") == NODES4  # the others stay
+
+    # SIGTERM: Cease, so BIRD drops node1's paths at once (hold time is 30 s).
+    assert lab.stop("node1") == 0
+    assert bird_next_hops(bird, f"{LB4}/32") == NODES4 - {"10.99.0.11"}
+    assert "Administrative shutdown" in neighbor_error(bird, "10.99.0.11")
+    assert kernel_next_hops(lab.interop, f"{LB6}/128") == NODES6 - {"fd99::11"}
+    assert tcp_name(lab.client, LB4) in NAMES - {"node1"}
+
+    # Restart: the session comes back and the routes with it.
+    lab.start("node1")
+    poll(lambda: kernel_next_hops(lab.interop, f"{LB4}/32") == NODES4, 30,
+         "node1's path back after the restart")
+    poll(lambda: kernel_next_hops(lab.interop, f"{LB6}/128") == NODES6, 10,
+         "node1's IPv6 path back after the restart")
+
+
+def test_wrong_peer_as_fails_alone(lab: BgpLab) -> None:
+    # A second BGP protocol on another router address, whose AS node3 gets wrong.
+    lab.router.ip("addr", "add", "10.99.0.2/24", "dev", "eth0")
+    second = f"""
+protocol bgp second {{ local 10.99.0.2 as 65113; neighbor 10.99.0.13 as {NODE_AS}; passive on;
+  ipv4 {{ import all; export none; }}; }}
+"""
+    bird = Bird(lab.interop, bird_config(second))
+    node3 = [{"matchLabels": {"kubernetes.io/hostname": "node3"}}]
+    lab.write(*base_objects(lb_service("web", LB4)),
+              bgp_peer("wrong", "10.99.0.2", 65999, NODE_AS, node_selectors=node3))
+    lab.start_all()
+    poll(lambda: "Bad Peer AS" in lab.log("node3"), 30, "node3 to refuse the wrong AS")
+    # node3's session to the right router stays up and keeps announcing.
+    poll(lambda: bird.established() == 3, 30, "the three good sessions Established")
+    poll(lambda: bird_next_hops(bird, f"{LB4}/32") == NODES4, 10, "3 paths despite the error")
+    lines = log_lines(lab.log("node3"), "Bad Peer AS")
+    print("\n" + "\n".join(lines))
+    # One line per attempt, naming the peer, what it said and what was configured.
+    assert all("10.99.0.2" in line and "65113" in line and "65999" in line for line in lines)
+    # BIRD got the NOTIFICATION (OPEN error / Bad Peer AS) on that session only.
+    assert "Received: Bad peer AS" in bird.birdc("show protocols second")
+    assert all(p.poll() is None for p in lab.speakers.values()), lab.logs()
