@@ -79,18 +79,58 @@ def netns_holding(address: str, netns_dir: str = NETNS_DIR,
     return found
 
 
-def lab_targets(state: ClusterState, conf_dir_template: str,
-                netns_dir: str = NETNS_DIR) -> tuple[list[NodeTarget], list[str]]:
-    """(one target per Node whose InternalIP exactly one namespace holds, problems).
+def _cmdlines_by_netns() -> dict[int, list[list[str]]]:
+    """Network namespace inode -> the command lines of the processes inside it."""
+    out: dict[int, list[list[str]]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        out.setdefault(inode, []).append(argv)
+    return out
+
+
+def _runs_daemon_for(argv: list[str], manifests: str, node: str) -> bool:
+    """`argv` is a daemon following `manifests` as node `node` (skein-agent, skein-speaker)."""
+    def value(flag: str) -> str | None:
+        for i, arg in enumerate(argv):
+            if arg == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+    path = value("--manifests")
+    return (path is not None and value("--node") == node
+            and os.path.abspath(path) == os.path.abspath(manifests))
+
+
+def lab_targets(state: ClusterState, conf_dir_template: str, netns_dir: str = NETNS_DIR,
+                manifests: str | None = None) -> tuple[list[NodeTarget], list[str]]:
+    """(one target per Node found, problems).  A node's namespace is the named one
+    holding its InternalIP; when several do (labs running side by side reuse
+    addresses), the one running a daemon for this node and this `manifests` file.
     `conf_dir_template` may name the node as `{node}`."""
     targets, problems = [], []
     names = sorted(os.listdir(netns_dir)) if os.path.isdir(netns_dir) else []
+    processes: dict[int, list[list[str]]] | None = None
     for node in state.nodes:
         ip = node.primary_ip
         if ip is None:
             problems.append(f"node {node.name}: no InternalIP; cannot find its namespace")
             continue
         holders = netns_holding(str(ip), netns_dir, names)
+        if len(holders) > 1 and manifests:
+            if processes is None:
+                processes = _cmdlines_by_netns()
+            holders = [h for h in holders if any(
+                _runs_daemon_for(argv, manifests, node.name)
+                for argv in processes.get(os.stat(os.path.join(netns_dir, h)).st_ino, []))]
         if len(holders) != 1:
             problems.append(f"node {node.name}: {len(holders)} namespaces hold {ip} "
                             f"({', '.join(holders) or 'none'}); skipped")
