@@ -192,12 +192,17 @@ while True:
 def start_name_server(lab: Lab, node: Node, port: int = 8080, listen: str = "::") -> None:
     """A TCP server in `node` answering every connection with the node's name
     (dual-stack on `::`, so it serves whichever LoadBalancer address lands there)."""
-    proc = node.ns.popen(sys.executable, "-c", _SERVER, listen, str(port), node.name,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    serve_name(lab, node.ns, node.name, port, listen)
+
+
+def serve_name(lab: Lab, ns: Netns, name: str, port: int = 8080, listen: str = "::") -> None:
+    """A TCP server in any of the lab's namespaces (a pod's too) answering with `name`."""
+    proc = ns.popen(sys.executable, "-c", _SERVER, listen, str(port), name,
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lab.processes.append(proc)
     assert proc.stdout is not None
     if "listening" not in proc.stdout.readline():
-        raise LabError(f"name server on {node.name} did not start")
+        raise LabError(f"name server {name} in {ns.name} did not start")
 
 
 def tcp_name(client: Netns, address: str, port: int = 8080, timeout: float = 3.0) -> str | None:

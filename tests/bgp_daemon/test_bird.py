@@ -17,7 +17,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from cni_plugin.lab.speakers import bgp_peer, lb_service, poll, tcp_name
+from cni_plugin.lab.speakers import (
+    bgp_peer,
+    calico_bgp_configuration,
+    lb_service,
+    poll,
+    serve_name,
+    tcp_name,
+)
 from tests.bgp.lab import Bird
 from tests.bgp.test_interop_bird import kernel_next_hops
 from tests.bgp_daemon.lab import (
@@ -124,3 +131,33 @@ protocol bgp second {{ local 10.99.0.2 as 65113; neighbor 10.99.0.13 as {NODE_AS
     # BIRD got the NOTIFICATION (OPEN error / Bad Peer AS) on that session only.
     assert "Received: Bad peer AS" in bird.birdc("show protocols second")
     assert all(p.poll() is None for p in lab.speakers.values()), lab.logs()
+
+
+def test_pod_cidrs_and_calico_service_ranges(lab: BgpLab) -> None:
+    """--advertise-pod-cidr: each node announces its own pod CIDR, so the client
+    reaches a pod directly through the router (no overlay, no masquerade); Calico's
+    BGPConfiguration ranges come from every node."""
+    bird = Bird(lab.interop, bird_config())
+    node1 = lab.lab.nodes["node1"]
+    lab.lab.write_conflist(node1, ip_masq=False)
+    pod = lab.lab.add_pod(node1, "p1")
+    serve_name(lab.lab, pod.ns, "pod-p1", listen="0.0.0.0")
+    calico = calico_bgp_configuration(cluster_ips=["10.96.0.0/16"],
+                                      external_ips=["203.0.113.0/28"])
+    lab.write(*base_objects(), calico)
+    lab.start_all("--advertise-pod-cidr")
+    poll(lambda: bird.established() == 3, 30, "3 sessions Established at BIRD")
+    pod_routes = {n.pod_cidr: {n.underlay_ip} for n in lab.lab.nodes.values()}
+    poll(lambda: {c: kernel_next_hops(lab.interop, c) for c in pod_routes} == pod_routes, 10,
+         f"each pod CIDR via its own node only: {pod_routes}")
+    ranges = ("10.96.0.0/16", "203.0.113.0/28")
+    poll(lambda: all(bird_next_hops(bird, c) == NODES4 for c in ranges), 10,
+         "Calico's ranges from every node")
+    assert tcp_name(lab.client, pod.address()) == "pod-p1"
+    # Restarted without the flag, node1 sends Calico's ranges but not its pod CIDR
+    # (both would come in the same initial table dump).
+    lab.stop("node1")
+    lab.start("node1")
+    poll(lambda: bird_next_hops(bird, "10.96.0.0/16") == NODES4, 30, "node1 back")
+    assert kernel_next_hops(lab.interop, node1.pod_cidr) == set()
+    assert tcp_name(lab.client, pod.address(), timeout=1) is None
