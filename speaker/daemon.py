@@ -46,6 +46,8 @@ import signal
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from speaker.api.events import EventBus
+from speaker.api.manual import ManualAddresses
 from speaker.bgp_plan import BgpSession, plan_bgp
 from speaker.membership import Liveness
 from speaker.model.cluster import ClusterState
@@ -99,6 +101,10 @@ class Daemon:
         self._reassert = False
         self._stopping = asyncio.Event()
         self._warned_not_a_node = False
+        # For speaker.api: addresses announced by hand (merged into the plan), and the
+        # event bus told after every reconcile.
+        self.manual = ManualAddresses(self._wake.set)
+        self.events = EventBus()
 
     # -- read access (for an API) ----------------------------------------------------------
 
@@ -148,6 +154,7 @@ class Daemon:
                        advertise_pod_cidrs=self.advertise_pod_cidrs)
         desired = tuple(sorted((*plan_node(self.state, self.node, live, self.lb_class),
                                 *bgp.routes), key=lambda a: a.sort_key))
+        desired = self.manual.merge(desired, self.announcers, [s.name for s in bgp.sessions])
         if bgp.problems != self._problems:
             for problem in bgp.problems:
                 log.warning("BGP: %s", problem)
@@ -168,6 +175,8 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - one announcer must not stop the rest
                 log.exception("%s announcer failed (%s); retrying on the next change",
                               announcer.kind, exc)
+        self.manual.applied()
+        self.events.observe(self)
 
     async def run(self) -> None:
         """Until `stop()` (or SIGTERM / SIGINT when installed via `install_signals`)."""

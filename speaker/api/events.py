@@ -1,0 +1,161 @@
+"""The daemon's event bus: what changed, for `WatchEvents` and the metrics.
+
+The daemon calls `observe(daemon)` after every reconcile (and the API calls it
+every second, for BGP session changes, which do not wake the daemon).  It
+compares what it sees with the last observation and publishes:
+
+    announce / withdraw  this node started / stopped announcing an address
+    owner                an L2 address's elected owner changed
+    peer                 a BGP session or a member speaker changed state
+
+Owners are worked out only while someone watches (it costs a plan's worth of
+work); listeners (the metrics) get every `Observation` regardless.  A
+subscriber that does not keep up (`queue_size` events behind) is dropped with
+`lost` set, rather than holding memory or blocking the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from speaker.api import view
+from speaker.api.view import PeerView, RouteView
+
+if TYPE_CHECKING:
+    from speaker.daemon import Daemon
+
+log = logging.getLogger("speaker.api")
+
+ANNOUNCE, WITHDRAW, OWNER, PEER, SYNCED = "announce", "withdraw", "owner", "peer", "synced"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    time: float = field(default_factory=time.time)
+    address: str = ""
+    mode: str = ""
+    owner: str = ""
+    previous_owner: str = ""
+    peer: PeerView | None = None
+    previous_state: str = ""
+    initial: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    peers: dict[tuple[str, str], PeerView]
+    local: frozenset[tuple[str, str]]  # (address, mode) announced by this node
+    owners: dict[str, str] | None  # L2 address -> owner; None when nobody watches
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, queue_size: int) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(queue_size)
+        self.lost = False
+
+    def put(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lost = True
+            self._bus.unsubscribe(self)
+            self.queue.get_nowait()  # room for the end marker
+            self.queue.put_nowait(None)
+
+    async def get(self) -> Event | None:
+        """The next event; None once dropped for falling behind."""
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    def __init__(self, queue_size: int = 4096) -> None:
+        self.queue_size = queue_size
+        self.listeners: list[Callable[[Observation], None]] = []
+        self.alive_since: dict[str, float] = {}  # member speaker -> monotonic time seen alive
+        self._subscribers: set[Subscription] = set()
+        self._last: Observation | None = None
+
+    def subscribe(self, daemon: Daemon) -> Subscription:
+        sub = Subscription(self, self.queue_size)
+        if not self._subscribers:
+            self._last = self._observe(daemon, with_owners=True)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def publish(self, event: Event) -> None:
+        for sub in list(self._subscribers):
+            sub.put(event)
+
+    def current(self, daemon: Daemon) -> Iterator[Event]:
+        """The present state as events (initial=True): members, sessions, owners, announcements."""
+        obs = self._observe(daemon, with_owners=True)
+        for peer in obs.peers.values():
+            yield Event(PEER, peer=peer, initial=True)
+        for address, owner in (obs.owners or {}).items():
+            yield Event(OWNER, address=address, mode="l2", owner=owner, initial=True)
+        for address, mode in sorted(obs.local):
+            yield Event(ANNOUNCE, address=address, mode=mode, owner=daemon.node, initial=True)
+
+    def observe(self, daemon: Daemon) -> None:
+        """Publish what changed since the last call; never raises (the daemon's loop calls it)."""
+        try:
+            self._publish_changes(daemon)
+        except Exception:  # noqa: BLE001 - events must not stop announcing
+            log.exception("event bus: cannot observe the daemon")
+
+    def _publish_changes(self, daemon: Daemon) -> None:
+        obs = self._observe(daemon, with_owners=bool(self._subscribers))
+        if self._subscribers and self._last is not None:
+            for event in diff(self._last, obs, daemon.node):
+                self.publish(event)
+        self._last = obs
+        for listener in self.listeners:
+            listener(obs)
+
+    def _observe(self, daemon: Daemon, with_owners: bool) -> Observation:
+        alive = view.live(daemon) - {daemon.node}
+        now = time.monotonic()
+        for name in alive - self.alive_since.keys():
+            self.alive_since[name] = now
+        for name in self.alive_since.keys() - alive:
+            del self.alive_since[name]
+        peers = {p.key: p for p in view.peers(daemon, self.alive_since)}
+        routes: list[RouteView] | None = view.routes(daemon) if with_owners else None
+        return Observation(peers, view.local_announcements(daemon),
+                           None if routes is None else view.owners(routes))
+
+
+def diff(old: Observation, new: Observation, node: str) -> list[Event]:
+    events = []
+    for key, peer in new.peers.items():
+        before = old.peers.get(key)
+        if before is None or before.state != peer.state:
+            events.append(Event(PEER, peer=peer, previous_state=before.state if before else ""))
+    for key, peer in old.peers.items():
+        if key not in new.peers:
+            events.append(Event(PEER, peer=PeerView(peer.kind, peer.name, "removed"),
+                                previous_state=peer.state))
+    if old.owners is not None and new.owners is not None:
+        for address in sorted(old.owners.keys() | new.owners.keys()):
+            was, now = old.owners.get(address, ""), new.owners.get(address, "")
+            if was != now:
+                events.append(Event(OWNER, address=address, mode="l2", owner=now,
+                                    previous_owner=was))
+    for address, mode in sorted(old.local - new.local):
+        events.append(Event(WITHDRAW, address=address, mode=mode, owner=node))
+    for address, mode in sorted(new.local - old.local):
+        events.append(Event(ANNOUNCE, address=address, mode=mode, owner=node))
+    return events
