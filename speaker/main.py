@@ -15,6 +15,7 @@ import asyncio
 import logging
 import sys
 
+from speaker.api import service as api
 from speaker.l2.announcer import DEFAULT_BURST, L2Announcer
 from speaker.membership.udp import DEFAULT_PORT
 from speaker.sources.base import Source
@@ -84,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
                    help="re-plan this often even without changes (default %(default)s)")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"))
+    api.add_arguments(p)  # --api-socket, --api-address, --api-tls-*, --metrics-address
     return p
 
 
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dead_after <= args.heartbeat_interval:
         return fail(f"--dead-after ({args.dead_after}) must exceed --heartbeat-interval "
                     f"({args.heartbeat_interval}), or every peer would flap")
+    problem = api.check_arguments(args)
+    if problem is not None:
+        return fail(problem)
 
     try:
         source = _source(args)
@@ -135,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                         resync=args.resync, lb_class=args.lb_class,
                         advertise_pod_cidrs=args.advertise_pod_cidr)
         daemon.install_signals()
-        await daemon.run()
+        services = await api.start(daemon, args)
+        try:
+            await daemon.run()
+        finally:
+            await services.stop()
 
     try:
         asyncio.run(run())
