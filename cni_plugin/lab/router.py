@@ -101,7 +101,8 @@ class BirdRouter:
         lines = []
         for line in out.decode(errors="replace").splitlines():
             # birdc's reply lines carry a 4-digit code and - or space; strip it.
-            lines.append(line[5:] if len(line) >= 5 and line[:4].isdigit() else line.lstrip())
+            # A continuation line starts with one space instead.
+            lines.append(line[5:] if len(line) >= 5 and line[:4].isdigit() else line[1:])
         return "\n".join(lines)
 
     def established(self) -> int:
