@@ -25,13 +25,14 @@ from typing import Any
 
 import click
 
+from speaker.cli.common import Client
 from speaker.status.collect import (
     DEFAULT_CNI_CONF_DIR,
     NETNS_DIR,
     NodeTarget,
     collect_cluster,
 )
-from speaker.status.model import ClusterStatus, to_json
+from speaker.status.model import ClusterStatus, SpeakerState, to_json
 
 LAB_CONF_DIR = os.path.join("{manifests_dir}", "{node}", "net.d")
 
@@ -53,6 +54,12 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lab-manifests", type=click.Path(exists=True, dir_okay=False),
                      help="a netns lab's manifests file: read every Node in it, each in the "
                           "network namespace holding its InternalIP"),
+        click.option("--speaker-socket", default=None, metavar="PATH",
+                     help="the speaker's API socket ({node} is replaced by each node's name; "
+                          "default: skeinctl's --socket, or with --lab-manifests the "
+                          "--api-socket of the skein-speaker running in each node's namespace)"),
+        click.option("--no-speaker", is_flag=True,
+                     help="do not ask the speaker (no LoadBalancer addresses, no BGP)"),
         click.option("--netns-dir", default=NETNS_DIR, show_default=True, hidden=True),
     ]
     for option in reversed(options):
@@ -60,8 +67,39 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _speaker_lookup(targets: list[NodeTarget], template: str | None, lab: bool,
+                    netns_dir: str) -> Callable[[NodeTarget], SpeakerState | None]:
+    from dataclasses import replace
+
+    from speaker.api.client import Endpoint
+    from speaker.status import discover
+    from speaker.status.speaker_state import fetch, unreachable
+
+    ctx = click.get_current_context(silent=True)
+    client = ctx.find_object(Client) if ctx is not None else None
+    base = client.endpoint if client is not None else Endpoint()
+    timeout = min(client.timeout, 5.0) if client is not None else 5.0
+    found = discover.speaker_sockets(targets, netns_dir) if lab and template is None else {}
+
+    def lookup(target: NodeTarget) -> SpeakerState | None:
+        if template is not None:
+            endpoint = replace(base, socket=template.replace("{node}", target.name),
+                               address=None)
+        elif lab:
+            if target.name not in found:
+                return unreachable("speaker", f"no skein-speaker --node {target.name} runs in "
+                                   f"namespace {target.netns}")
+            endpoint = replace(base, socket=found[target.name], address=None)
+        else:
+            endpoint = base
+        return fetch(endpoint, target.name if lab or template else None, timeout)
+
+    return lookup
+
+
 def gather(node: str | None, cni_conf_dir: str | None, service_cidrs: tuple[str, ...],
-           manifests: str | None, lab_manifests: str | None, netns_dir: str) -> ClusterStatus:
+           manifests: str | None, lab_manifests: str | None, speaker_socket: str | None,
+           no_speaker: bool, netns_dir: str) -> ClusterStatus:
     from speaker.status import discover
 
     source = "--service-cidr" if service_cidrs else "unknown"
@@ -85,8 +123,10 @@ def gather(node: str | None, cni_conf_dir: str | None, service_cidrs: tuple[str,
         name = node or socket.gethostname()
         targets = [NodeTarget(name, None, (cni_conf_dir or DEFAULT_CNI_CONF_DIR)
                               .replace("{node}", name))]
+    lookup = None if no_speaker else _speaker_lookup(targets, speaker_socket,
+                                                     bool(lab_manifests), netns_dir)
     return collect_cluster(targets, service_cidrs=service_cidrs, service_cidrs_source=source,
-                           netns_dir=netns_dir)
+                           speaker=lookup, netns_dir=netns_dir)
 
 
 def _check_cidr(text: str) -> None:
@@ -99,14 +139,18 @@ def _check_cidr(text: str) -> None:
 
 
 @click.command("status")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default=None,
+              help="table or json (default: skeinctl's -o, else table)")
 @_options
-def status(output: str, **kw: Any) -> None:
+def status(output: str | None, **kw: Any) -> None:
     """The node's network: CNI, pod and service CIDRs, pods, VXLAN peers,
     LoadBalancer addresses and BGP sessions, read from the live kernel."""
     from speaker.status.render import table
 
+    if output is None:
+        ctx = click.get_current_context()
+        client = ctx.find_object(Client)
+        output = client.output if client is not None else "table"
     cluster = gather(**kw)
     if output == "json":
         json.dump(to_json(cluster), sys.stdout, indent=2)

@@ -95,18 +95,20 @@ def _cmdlines_by_netns() -> dict[int, list[list[str]]]:
     return out
 
 
+def _flag(argv: list[str], flag: str) -> str | None:
+    """The value of `--flag VALUE` or `--flag=VALUE` in a command line."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _runs_daemon_for(argv: list[str], manifests: str, node: str) -> bool:
     """`argv` is a daemon following `manifests` as node `node` (skein-agent, skein-speaker)."""
-    def value(flag: str) -> str | None:
-        for i, arg in enumerate(argv):
-            if arg == flag and i + 1 < len(argv):
-                return argv[i + 1]
-            if arg.startswith(flag + "="):
-                return arg.split("=", 1)[1]
-        return None
-
-    path = value("--manifests")
-    return (path is not None and value("--node") == node
+    path = _flag(argv, "--manifests")
+    return (path is not None and _flag(argv, "--node") == node
             and os.path.abspath(path) == os.path.abspath(manifests))
 
 
@@ -138,3 +140,25 @@ def lab_targets(state: ClusterState, conf_dir_template: str, netns_dir: str = NE
         targets.append(NodeTarget(node.name, holders[0],
                                   conf_dir_template.replace("{node}", node.name)))
     return targets, problems
+
+
+def speaker_sockets(targets: Sequence[NodeTarget], netns_dir: str = NETNS_DIR
+                    ) -> dict[str, str]:
+    """Node name -> the API socket of the skein-speaker running for it inside its
+    namespace (its `--api-socket`, else the speaker's default), from /proc."""
+    from speaker.api.server import DEFAULT_SOCKET
+
+    processes = _cmdlines_by_netns()
+    out: dict[str, str] = {}
+    for target in targets:
+        if target.netns is None:
+            continue
+        inode = os.stat(os.path.join(netns_dir, target.netns)).st_ino
+        for argv in processes.get(inode, []):
+            if not any(os.path.basename(a) == "skein-speaker" or a.endswith("speaker.main")
+                       for a in argv[:3]) or _flag(argv, "--node") != target.name:
+                continue
+            path = _flag(argv, "--api-socket") or DEFAULT_SOCKET
+            if path not in ("", "none"):
+                out[target.name] = path
+    return out

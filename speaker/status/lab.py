@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from speaker.status.collect import NodeTarget, SpeakerLookup, collect_cluster
-from speaker.status.model import ClusterStatus
+from speaker.status.model import ClusterStatus, SpeakerState
 from speaker.status.output import write_diagram
 from speaker.status.render import diagram
 
@@ -23,6 +23,25 @@ if TYPE_CHECKING:
 
 def lab_targets(lab: Lab) -> list[NodeTarget]:
     return [NodeTarget(n.name, n.ns.name, n.conf_dir) for n in lab.nodes.values()]
+
+
+def lab_speakers(lab: Lab) -> SpeakerLookup:
+    """Ask each node's skein-speaker, found running in the node's namespace, on the
+    API socket of its command line (give each its own `--api-socket` in a lab: the
+    default path is one file for all of them)."""
+    from speaker.api.client import Endpoint
+    from speaker.status.discover import speaker_sockets
+    from speaker.status.speaker_state import fetch, unreachable
+
+    sockets = speaker_sockets(lab_targets(lab))
+
+    def lookup(target: NodeTarget) -> SpeakerState | None:
+        path = sockets.get(target.name)
+        if path is None:
+            return unreachable("speaker", f"no skein-speaker runs in {target.netns}")
+        return fetch(Endpoint(socket=path), target.name)
+
+    return lookup
 
 
 def collect_lab(lab: Lab, speaker: SpeakerLookup | None = None,
@@ -39,8 +58,9 @@ def collect_lab(lab: Lab, speaker: SpeakerLookup | None = None,
 
 def write_lab_diagram(lab: Lab, path: str, speaker: SpeakerLookup | None = None,
                       service_cidrs: Sequence[str] = ()) -> ClusterStatus:
-    """Write the lab's diagram to `path` (.svg, .png or .dot) and return what it shows."""
-    cluster = collect_lab(lab, speaker, service_cidrs,
+    """Write the lab's diagram to `path` (.svg, .png or .dot) and return what it shows.
+    The speakers are asked through `lab_speakers` unless `speaker` says otherwise."""
+    cluster = collect_lab(lab, speaker or lab_speakers(lab), service_cidrs,
                           "given" if service_cidrs else "unknown")
     write_diagram(diagram(cluster, title=f"Skein lab {lab.tag}: what the kernel holds"), path)
     return cluster

@@ -80,8 +80,8 @@ def node_lines(node: NodeStatus) -> list[str]:
     out = [f"{node.name}" + (f"  (netns {node.netns})" if node.netns else "")]
     cni = node.cni
     if cni:
-        out.append(f"  CNI:      {cni.network} ({' -> '.join(cni.plugins)}), cniVersion "
-                   f"{cni.cni_version}, {cni.path}")
+        out.append(f"  CNI:      network \"{cni.network}\" (plugins: {', '.join(cni.plugins)}), "
+                   f"cniVersion {cni.cni_version}, {cni.path}")
         out.append(f"  pod CIDR: {', '.join(cni.pod_cidrs) or '-'}   IPAM leases in "
                    f"{cni.data_dir}/{cni.network}")
     else:
@@ -132,10 +132,10 @@ def table(cluster: ClusterStatus) -> str:
     lines = summary_lines(cluster)
     addresses = cluster.addresses()
     if addresses:
-        lines.append("LoadBalancer addresses:")
+        lines.append("announced addresses (LoadBalancer, and ranges over BGP):")
         lines += _columns([("ADDRESS", "MODE", "ANSWERED BY", "SERVICES")] + [
-            (a.address, a.mode, ",".join(a.nodes), ",".join(a.services) or "-")
-            for a in addresses])
+            (range_of(cluster, a)[0], a.mode, ",".join(a.nodes),
+             ",".join(a.services) or f"- ({range_of(cluster, a)[1]})") for a in addresses])
     routers = cluster.routers()
     if routers:
         lines.append("BGP sessions:")
@@ -261,7 +261,7 @@ def _tunnels(g: graphviz.Digraph, cluster: ClusterStatus) -> None:
                 continue
             drawn.add(pair)
             both = any(p.node == node.name for p in other.peers)
-            label = (f"VXLAN tunnel VNI {node.vxlan.vni}\n{_ip(node)} ⇄ {peer.underlay_ip}"
+            label = (f"VXLAN tunnel {_ip(node)} ⇄ {peer.underlay_ip}"
                      if both else f"one-way tunnel!\n{other.name} has no route back")
             g.edge(_dev_id(node.name, node.vxlan.name), _dev_id(other.name, other.vxlan.name),
                    label=label, style="dashed", color=VXLAN[1] if both else SESSION_DOWN,
@@ -294,6 +294,21 @@ def _underlay_net(cluster: ClusterStatus) -> str:
     return ", ".join(sorted(nets)) or "?"
 
 
+def range_of(cluster: ClusterStatus, a: AddressView) -> tuple[str, str]:
+    """(what to call the address, what it is).  A BGP entry without a Service is a
+    range route (Calico's serviceClusterIPs, a pod CIDR); the API names it by its
+    first address only, so it is matched against the CIDRs the status knows."""
+    if a.services:
+        return a.address, "LoadBalancer"
+    for cidrs, kind in ((cluster.service_cidrs, "ClusterIP range"),
+                        (cluster.pod_cidrs, "pod subnet"),
+                        (cluster.cluster_cidrs, "pod network")):
+        for cidr in cidrs:
+            if cidr.split("/")[0] == a.address:
+                return cidr, kind
+    return a.address, "route without a Service"
+
+
 def _addresses(g: graphviz.Digraph, cluster: ClusterStatus, addresses: Iterable[AddressView],
                router_ids: Sequence[str]) -> None:
     """L2: an edge from the one node answering ARP/NDP.  BGP: an edge from each
@@ -302,10 +317,11 @@ def _addresses(g: graphviz.Digraph, cluster: ClusterStatus, addresses: Iterable[
     by_name = {n.name: n for n in cluster.nodes}
     for a in addresses:
         aid = f"lb/{a.address}/{a.mode}"
-        services = ", ".join(a.services) or "no Service (announced by hand)"
+        services = ", ".join(a.services) or "no Service"
         if a.mode == BGP:
             how = ("ECMP to " if len(a.nodes) > 1 else "to ") + ", ".join(a.nodes)
-            _box(g, aid, _html(a.address, "LoadBalancer · BGP", services,
+            title, kind = range_of(cluster, a)
+            _box(g, aid, _html(title, f"{kind} · BGP", services if a.services else "",
                                f"router forwards {how}"), LB_BGP)
             for rid in router_ids:
                 g.edge(rid, aid, label="route learnt\nover BGP", color=LB_BGP[1],
@@ -344,8 +360,9 @@ def _routers(g: graphviz.Digraph, cluster: ClusterStatus, routers: Sequence[Rout
             if not (node and node.underlay):
                 continue
             up = state == "Established"
-            sent = [a.address for a in node.speaker.announcements if a.mode == BGP] \
-                if node.speaker else []
+            views = {(v.address, v.mode): v for v in cluster.addresses()}
+            sent = [range_of(cluster, views[(a.address, a.mode)])[0]
+                    for a in node.speaker.announcements if a.mode == BGP] if node.speaker else []
             label = f"BGP {state}" + (f"\nannounces {', '.join(sent)}" if sent else "")
             color = SESSION_UP if up else SESSION_DOWN
             g.edge(_dev_id(name, node.underlay.name), rid, label=label, color=color,

@@ -31,3 +31,28 @@ def from_api(source: str, peers: Any, announcements: Any) -> SpeakerState:
 
 def unreachable(source: str, reason: str) -> SpeakerState:
     return SpeakerState(source=f"{source}: {reason}", reachable=False)
+
+
+def fetch(endpoint: Any, node: str | None = None, timeout: float = 5.0) -> SpeakerState:
+    """Ask the speaker at `endpoint` (a speaker.api.client.Endpoint); a speaker that
+    cannot be reached, or that answers for another node than `node`, is reported as
+    such rather than failing the whole status."""
+    import grpc
+
+    from speaker.api.client import connect
+    from speaker.api.stubs import pb
+
+    where = endpoint.address or f"unix:{endpoint.socket}"
+    try:
+        with connect(endpoint) as stub:
+            peers = stub.ListPeers(pb.ListPeersRequest(), timeout=timeout)
+            announcements = stub.ListAnnouncements(pb.ListAnnouncementsRequest(),
+                                                   timeout=timeout)
+    except grpc.RpcError as exc:
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        return unreachable(where, " ".join(str(details).split()))
+    except (OSError, ValueError) as exc:
+        return unreachable(where, str(exc))
+    if node is not None and peers.node != node:
+        return unreachable(where, f"this speaker is node {peers.node}'s, not {node}'s")
+    return from_api(f"speaker API {where}", peers, announcements)
