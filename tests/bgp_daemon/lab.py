@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from cni_plugin.lab.speakers import (
     address_pool,
     bgp_advertisement,
     bgp_peer,
+    poll,
     speaker_log,
     start_name_server,
     start_speaker,
@@ -80,6 +82,10 @@ protocol bgp nodes {{
 }}
 {extra}
 """
+
+
+def dad_done(ns: Netns) -> bool:
+    return not ns.ip("-6", "addr", "show", "tentative").stdout.strip()
 
 
 @dataclass
@@ -146,6 +152,10 @@ def bgp_lab() -> Iterator[BgpLab]:
             node.ns.ip("-6", "addr", "add", f"{node_v6(i)}/64", "dev", "eth0", "nodad")
             node.ns.ip("-6", "route", "add", "default", "via", ROUTER6)
             start_name_server(lab, node)
+        # IPv6 through a link whose link-local address is still in duplicate address
+        # detection fails at once (seen as a refused first connection): wait it out.
+        for ns in (router, client, *(n.ns for n in lab.nodes.values())):
+            poll(partial(dad_done, ns), 10, f"IPv6 DAD to finish in {ns.name}")
         yield BgpLab(lab, router, client)
 
 

@@ -11,11 +11,7 @@ source's 0.2 s poll and the test's own polling.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from cni_plugin.lab.speakers import (
     bgp_peer,
@@ -33,7 +29,6 @@ from tests.bgp_daemon.lab import (
     NODE_AS,
     BgpLab,
     base_objects,
-    bgp_lab,
     bird_config,
     bird_next_hops,
     log_lines,
@@ -43,15 +38,6 @@ from tests.bgp_daemon.lab import (
 NODES4 = {"10.99.0.11", "10.99.0.12", "10.99.0.13"}
 NODES6 = {"fd99::11", "fd99::12", "fd99::13"}
 NAMES = {"node1", "node2", "node3"}
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[BgpLab]:
-    with bgp_lab() as made:
-        yield made
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(made.logs(), file=sys.stderr)
 
 
 def settle(what: str, probe: object, timeout: float = 20) -> float:

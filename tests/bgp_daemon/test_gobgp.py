@@ -5,11 +5,7 @@ withdraw on Service removal and Cease on SIGTERM."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from cni_plugin.lab.speakers import lb_service, poll
 from tests.bgp.lab import GoBgp, gobgp_config
@@ -22,19 +18,9 @@ from tests.bgp_daemon.lab import (
     ROUTER_AS,
     BgpLab,
     base_objects,
-    bgp_lab,
 )
 
 NODES4 = {"10.99.0.11", "10.99.0.12", "10.99.0.13"}
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[BgpLab]:
-    with bgp_lab() as made:
-        yield made
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(made.logs(), file=sys.stderr)
 
 
 def large_communities(gobgp: GoBgp, prefix: str) -> list[Any]:
