@@ -147,7 +147,8 @@ def test_peers_routes_and_metrics_show_the_real_state(cluster: Cluster) -> None:
     assert cluster.ctl(owner, "peers").stdout.split()[6:9] == ["member", other.name, "alive"]
 
     text = scrape(owner)
-    assert metric(text, "skein_speaker_l2_replies_total", family="ipv4") >= 1
+    replies = metric(text, "skein_speaker_l2_replies_total", family="ipv4")
+    assert replies is not None and replies >= 1
     assert metric(text, "skein_speaker_sessions_up", kind="member") == 1
     assert metric(text, "skein_speaker_sessions_up", kind="bgp") == 0
     assert metric(text, "skein_speaker_prefixes_announced", mode="l2") == 1
