@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,10 @@ def neighbor_error(bird: interop.Bird, neighbor: str) -> str:
 
 def log_lines(text: str, needle: str) -> list[str]:
     return [line for line in text.splitlines() if needle in line]
+
+
+def logged_at(text: str, needle: str) -> float:
+    """Wall-clock time of the last log line containing `needle` (logging's asctime)."""
+    line = log_lines(text, needle)[-1]
+    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
