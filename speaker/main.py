@@ -43,7 +43,8 @@ def _burst(text: str) -> tuple[float, ...]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Announce Service LoadBalancer "
-                                "addresses on layer 2 (ARP / NDP) with fast failover.")
+                                "addresses on layer 2 (ARP / NDP) with fast failover, and "
+                                "over BGP to the routers of BGPPeer objects.")
     p.add_argument("--node", required=True, help="this node's name (its Node metadata.name)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifests", metavar="FILE",
@@ -67,8 +68,9 @@ def parser() -> argparse.ArgumentParser:
                    help="re-announce owned addresses this often; 0 disables (default "
                         "%(default)s)")
     p.add_argument("--assign-to-lo", action="store_true",
-                   help="add owned addresses to lo so this host accepts their traffic "
-                        "(where no kube-proxy does); sets arp_ignore=1, arp_announce=2")
+                   help="add owned addresses (L2) and BGP-announced ones to lo so this host "
+                        "accepts their traffic (where no kube-proxy does); sets arp_ignore=1, "
+                        "arp_announce=2")
     p.add_argument("--lb-class", default=None,
                    help="serve only Services with this spec.loadBalancerClass (default: "
                         "those without one, as MetalLB)")
