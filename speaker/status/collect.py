@@ -177,8 +177,12 @@ def named_namespaces(ipr: Any, netns_dir: str = NETNS_DIR) -> dict[int, str]:
 
 
 def _pod_end(netns_dir: str, netns: str, index: int) -> tuple[str, str, tuple[str, ...]] | None:
-    """(ifname, MAC, addresses) of interface `index` inside namespace `netns`."""
-    fd = os.open(os.path.join(netns_dir, netns), os.O_RDONLY | os.O_CLOEXEC)
+    """(ifname, MAC, addresses) of interface `index` inside namespace `netns`; None when
+    the namespace or the interface went away while we looked."""
+    try:
+        fd = os.open(os.path.join(netns_dir, netns), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
     try:
         with entered_fd(fd):
             ipr = _open()

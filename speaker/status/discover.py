@@ -79,6 +79,14 @@ def netns_holding(address: str, netns_dir: str = NETNS_DIR,
     return found
 
 
+def _inode(path: str) -> int:
+    """The inode of a namespace file; -1 when it is gone (other labs come and go)."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
+
+
 def _cmdlines_by_netns() -> dict[int, list[list[str]]]:
     """Network namespace inode -> the command lines of the processes inside it."""
     out: dict[int, list[list[str]]] = {}
@@ -132,7 +140,7 @@ def lab_targets(state: ClusterState, conf_dir_template: str, netns_dir: str = NE
                 processes = _cmdlines_by_netns()
             holders = [h for h in holders if any(
                 _runs_daemon_for(argv, manifests, node.name)
-                for argv in processes.get(os.stat(os.path.join(netns_dir, h)).st_ino, []))]
+                for argv in processes.get(_inode(os.path.join(netns_dir, h)), []))]
         if len(holders) != 1:
             problems.append(f"node {node.name}: {len(holders)} namespaces hold {ip} "
                             f"({', '.join(holders) or 'none'}); skipped")
@@ -153,8 +161,7 @@ def speaker_sockets(targets: Sequence[NodeTarget], netns_dir: str = NETNS_DIR
     for target in targets:
         if target.netns is None:
             continue
-        inode = os.stat(os.path.join(netns_dir, target.netns)).st_ino
-        for argv in processes.get(inode, []):
+        for argv in processes.get(_inode(os.path.join(netns_dir, target.netns)), []):
             if not any(os.path.basename(a) == "skein-speaker" or a.endswith("speaker.main")
                        for a in argv[:3]) or _flag(argv, "--node") != target.name:
                 continue

@@ -268,13 +268,29 @@ def test_lab_diagram_for_the_demo(cluster: Cluster, tmp_path: Any) -> None:
 
 
 def test_status_of_one_node_from_inside_its_namespace(cluster: Cluster) -> None:
+    """As on a real node: `ip netns exec NODE skeinctl --socket S status`, no lab flags."""
     node = cluster.lab.nodes["node2"]
-    proc = node.ns.run(os.path.join(scripts_dir(), "skeinctl"), "status", "-o", "json",
+    proc = node.ns.run(os.path.join(scripts_dir(), "skeinctl"), "--socket",
+                       os.path.join(node.workdir, "speaker.sock"), "status", "-o", "json",
                        "--node", node.name, "--cni-conf-dir", node.conf_dir,
-                       "--service-cidr", SERVICE_CIDR, "--no-speaker", check=False)
+                       "--service-cidr", SERVICE_CIDR, check=False)
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
-    assert [n["name"] for n in status["nodes"]] == ["node2"]
-    assert status_view(status["nodes"][0]) == kernel_view(node)
+    (only,) = status["nodes"]
+    assert only["name"] == "node2" and only["netns"] is None
+    assert status_view(only) == kernel_view(node)
     assert status["serviceCIDRs"] == [SERVICE_CIDR]
-    assert status["nodes"][0]["service_cidrs_source"] == "--service-cidr"
+    assert only["service_cidrs_source"] == "--service-cidr"
+    assert only["speaker"]["reachable"]
+    assert BGP_ADDRESS in {a["address"] for a in only["speaker"]["announcements"]}
+    assert [s["state"] for s in only["speaker"]["sessions"]] == ["Established"]
+
+
+def test_a_speaker_that_is_not_there_is_said_so(cluster: Cluster, tmp_path: Any) -> None:
+    node = cluster.lab.nodes["node1"]
+    proc = node.ns.run(os.path.join(scripts_dir(), "skeinctl"), "--socket",
+                       str(tmp_path / "nobody.sock"), "status", "--node", node.name,
+                       "--cni-conf-dir", node.conf_dir, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "speaker:  unreachable (unix:" in proc.stdout
+    assert "service CIDR:  unknown" in proc.stdout
