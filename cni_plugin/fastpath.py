@@ -7,10 +7,20 @@ unix socket and prints the answer.  Every millisecond of this module's own
 start-up is paid per pod, so it imports almost nothing: no `json` (its
 decoder pulls in `re`), no `socket` (which pulls in `enum`); `_socket` and a
 byte search for the `agentSocket` key do the job.  The wire format is a few
-length-prefixed byte strings for the same reason.
+length-prefixed byte strings for the same reason.  Under `python3 -S` not even
+`os` is loaded yet (~1 ms with `_collections_abc`), so the client side uses
+`posix`, which is; nor is `__future__`: the annotations are evaluated, and
+those naming what is not imported are strings.
 
 The socket is named by the network config's `agentSocket` (the agent writes
 it into the conflist), so a config without it never leaves the process.
+
+On a node this module is more than imported: install/build_zipapps.py inlines
+its source, verbatim, into the `skein` launcher script, which calls
+`run_client` before it has loaded anything from the `skein.pyz` archive.  So
+it must stay a single self-contained module: standard library only, and
+nothing imported at module level that `python3 -I -S` has not already loaded
+(`_socket` is the exception, on purpose).
 
 Failure modes, and why each is safe:
 - no socket, or nobody accepts within CONNECT_TIMEOUT: the agent is not
@@ -26,10 +36,13 @@ Wire format (all integers big-endian u32):
   reply    exit code, len(stdout) stdout
 """
 
-from __future__ import annotations
-
 import _socket
-import os
+import posix
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 CONNECT_TIMEOUT = 0.5
 REPLY_TIMEOUT = 120.0
@@ -114,6 +127,7 @@ def agent_socket(stdin: bytes) -> str | None:
 
 def attachment_lock_path(socket_path: str, container_id: str, ifname: str) -> str:
     import hashlib
+    import os
 
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:32]
     return os.path.join(os.path.dirname(socket_path), "attachments", digest + ".lock")
@@ -124,6 +138,7 @@ def lock_attachment(socket_path: str, container_id: str, ifname: str,
     """flock the attachment's lock file; the fd (closing it unlocks), or None
     when it could not be had in time."""
     import fcntl
+    import os
     import time
 
     path = attachment_lock_path(socket_path, container_id, ifname)
@@ -143,8 +158,7 @@ def lock_attachment(socket_path: str, container_id: str, ifname: str,
             delay = min(delay * 2, 0.02)
 
 
-def forward(environ: dict[str, str] | os._Environ[str],
-            stdin: bytes) -> tuple[int, str] | str | None:
+def forward(environ: "Mapping[str, str]", stdin: bytes) -> tuple[int, str] | str | None:
     """(exit code, stdout) from the agent; None when there is no agent to ask;
     PARTIAL when the agent took the request but gave no answer."""
     if environ.get("CNI_COMMAND") in (None, "", "VERSION"):
@@ -172,3 +186,31 @@ def forward(environ: dict[str, str] | os._Environ[str],
             return PARTIAL
     finally:
         sock.close()
+
+
+def cni_environ() -> dict[str, str]:
+    """The CNI_* variables, decoded as `os.environ` decodes them."""
+    encoding = sys.getfilesystemencoding()
+    return {k.decode(encoding, "surrogateescape"): v.decode(encoding, "surrogateescape")
+            for k, v in posix.environ.items() if k.startswith(b"CNI_")}
+
+
+def run_client(in_process: "Callable[[bytes, str | None], object]") -> None:
+    """What `skein` does: read the request, let the agent answer it (print the
+    answer, exit with its code), else `in_process(stdin, answer)` with the
+    answer None (no agent) or PARTIAL (see `forward`)."""
+    environ = cni_environ()
+    tty = environ.get("CNI_COMMAND", "") == "VERSION" and sys.stdin.isatty()
+    stdin = b"" if tty else sys.stdin.buffer.read()
+    answer = forward(environ, stdin)
+    if isinstance(answer, tuple):
+        code, out = answer
+        if out:
+            posix.write(1, out.encode() + b"\n")
+        # _exit: the interpreter's finalization (~1 ms, a third of this
+        # module's own cost) has nothing to do: the answer went out by write(2),
+        # no atexit handler is ours.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        posix._exit(code & 0xFF)
+    in_process(stdin, answer)

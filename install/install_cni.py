@@ -8,9 +8,17 @@ node's /opt/cni/bin and /etc/cni/net.d mounted under `--root` (hostPath):
         --node "$NODE_NAME"                # pod subnets from the Node object
     python3 install_cni.py --root / --pod-cidr 10.244.1.0/24   # or given directly
 
-1. copies `skein` and `skein-ipam` (the zipapps of build_zipapps.py) into
-   ROOT/opt/cni/bin, each through a temporary file and a rename, so a runtime
-   that execs a plugin meanwhile runs the old file or the new one, never half;
+1. installs the executables of build_zipapps.py into ROOT/opt/cni/bin so that
+   a runtime that execs a plugin meanwhile runs the old version or the new
+   one, never half of one or a mix of both:
+   - `skein-ipam` (a zipapp) through a temporary file and a rename;
+   - `skein` is a launcher that loads `skein.pyz` from beside its real path,
+     so the two must change together: both go into a new directory
+     ROOT/opt/cni/bin/.skein/skein-DIGEST (named by their content, complete
+     before it is renamed into place), and `skein` becomes a relative symlink
+     to the launcher in it, replaced by a rename.  The previous version's
+     directory stays (a plugin started from it may still be loading modules
+     from its archive); older ones are removed;
 2. writes ROOT/etc/cni/net.d/10-skein.conflist for the node's pod subnets with
    `cni_plugin.conflist.node_conflist`, the function skein-agent uses: the node
    turns Ready as soon as this file exists, and the agent later rewrites it with
@@ -24,9 +32,11 @@ controller-manager has assigned them: the downward API cannot expose them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
+import shutil
 import ssl
 import sys
 import tempfile
@@ -35,12 +45,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cni_plugin.config import DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
 
-EXECUTABLES = ("skein", "skein-ipam")
+# Executable -> the archive its launcher loads from beside it (None: a zipapp).
+EXECUTABLES = {"skein": "skein.pyz", "skein-ipam": None}
+VERSIONS = ".skein"  # ROOT/opt/cni/bin/.skein/NAME-DIGEST/{NAME,NAME.pyz}
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TMP_PREFIX = ".skein-install-"
 
@@ -49,17 +61,36 @@ class InstallError(Exception):
     pass
 
 
+def copy_into(src: Path, out: BinaryIO) -> None:
+    with open(src, "rb") as inp:
+        while chunk := inp.read(1 << 20):
+            out.write(chunk)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def copy_synced(src: Path, dst: Path, mode: int) -> None:
+    with open(dst, "xb") as out:
+        copy_into(src, out)
+    os.chmod(dst, mode)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def install_executable(src: Path, bin_dir: Path) -> Path:
     """Copy `src` into `bin_dir` under its own name: temp file, fsync, 0755, rename."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     target = bin_dir / src.name
     fd, tmp = tempfile.mkstemp(dir=bin_dir, prefix=TMP_PREFIX)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            while chunk := inp.read(1 << 20):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        with os.fdopen(fd, "wb") as out:
+            copy_into(src, out)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     except BaseException:
@@ -68,11 +99,70 @@ def install_executable(src: Path, bin_dir: Path) -> Path:
     return target
 
 
+def content_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        data = path.read_bytes()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()[:16]
+
+
+def link_target(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:  # missing, or a regular file (an older installer's zipapp)
+        return None
+
+
+def install_launcher(src: Path, archive: Path, bin_dir: Path) -> Path:
+    """Install launcher `src` and the `archive` it loads as one version: both
+    in a directory of their own under bin_dir/.skein, then bin_dir/NAME as a
+    relative symlink to the launcher, switched by a rename."""
+    name = src.name
+    versions = bin_dir / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    version = versions / f"{name}-{content_digest(src, archive)}"
+    if not version.is_dir():  # else this very version is installed already
+        tmp = Path(tempfile.mkdtemp(dir=versions, prefix=TMP_PREFIX))
+        try:
+            copy_synced(archive, tmp / archive.name, 0o644)
+            copy_synced(src, tmp / name, 0o755)
+            os.chmod(tmp, 0o755)
+            fsync_dir(tmp)
+            os.rename(tmp, version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(versions)
+    target = bin_dir / name
+    previous = link_target(target)
+    tmp_link = bin_dir / f"{TMP_PREFIX}{name}-{os.getpid()}"
+    tmp_link.unlink(missing_ok=True)
+    try:
+        os.symlink(os.path.join(VERSIONS, version.name, name), tmp_link)
+        os.replace(tmp_link, target)
+    except BaseException:
+        Path(tmp_link).unlink(missing_ok=True)
+        raise
+    fsync_dir(bin_dir)
+    keep = {version.name}
+    if previous is not None:
+        keep.add(Path(previous).parent.name)
+    for old in versions.glob(f"{name}-*"):
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def remove_stale_temporaries(bin_dir: Path) -> None:
-    """Temporary files left by an installer killed halfway."""
-    if bin_dir.is_dir():
-        for leftover in bin_dir.glob(TMP_PREFIX + "*"):
-            leftover.unlink(missing_ok=True)
+    """Temporary files and directories left by an installer killed halfway."""
+    for directory in (bin_dir, bin_dir / VERSIONS):
+        if directory.is_dir():
+            for leftover in directory.glob(TMP_PREFIX + "*"):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
 
 def node_pod_cidrs(node: dict[str, Any]) -> list[str]:
@@ -136,11 +226,12 @@ def wait_for_pod_cidrs(api_server: str, node: str, token_file: str | None,
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="install_cni.py",
-                                description="install skein, skein-ipam and the node's conflist")
+                                description="install skein (with skein.pyz), skein-ipam and the "
+                                "node's conflist")
     p.add_argument("--root", default="/", type=Path,
                    help="where the node's filesystem is mounted (default /)")
     p.add_argument("--bin-src", type=Path, default=Path("/usr/local/lib/skein/cni"),
-                   help="directory holding the built skein and skein-ipam executables")
+                   help="directory holding the built skein, skein.pyz and skein-ipam")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--pod-cidr", action="append", help="the node's pod subnet (repeatable)")
     source.add_argument("--node", help="read the pod subnets from this Node object")
@@ -180,7 +271,8 @@ def pod_cidrs(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     sources = [args.bin_src / name for name in EXECUTABLES]
-    missing = [str(s) for s in sources if not s.is_file()]
+    archives = [args.bin_src / a for a in EXECUTABLES.values() if a]
+    missing = [str(s) for s in sources + archives if not s.is_file()]
     if missing:
         raise InstallError(f"not found: {', '.join(missing)} (build them with build_zipapps.py)")
     try:
@@ -191,7 +283,13 @@ def run(args: argparse.Namespace) -> None:
     bin_dir = args.root / "opt/cni/bin"
     remove_stale_temporaries(bin_dir)
     for src in sources:
-        print(f"install-cni: installed {install_executable(src, bin_dir)}", flush=True)
+        archive = EXECUTABLES[src.name]
+        if archive:
+            installed = install_launcher(src, args.bin_src / archive, bin_dir)
+            print(f"install-cni: installed {installed} -> {os.readlink(installed)}",
+                  flush=True)
+        else:
+            print(f"install-cni: installed {install_executable(src, bin_dir)}", flush=True)
     vxlan = {"vni": args.vni, "port": args.vxlan_port, "device": args.vxlan_device}
     if args.underlay_device:
         vxlan["underlayDevice"] = args.underlay_device

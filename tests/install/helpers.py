@@ -7,12 +7,16 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
 import yaml
+
+from cni_plugin import fastpath
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install"
@@ -62,10 +66,10 @@ def module_loaders(verbose_stderr: str) -> dict[str, str]:
     return out
 
 
-def startup_modules(python: str) -> set[str]:
-    """What the interpreter imports before any program runs (site and the .pth
-    files of the node's own dist-packages): not the program's doing."""
-    proc = subprocess.run([python, "-I", "-v", "-c", "pass"], env=node_env(),
+def startup_modules(python: str, *options: str) -> set[str]:
+    """What the interpreter imports before any program runs (without -S: site
+    and the .pth files of the node's own dist-packages): not the program's doing."""
+    proc = subprocess.run([python, "-I", *options, "-v", "-c", "pass"], env=node_env(),
                           capture_output=True, text=True, check=True)
     return set(module_loaders(proc.stderr))
 
@@ -110,3 +114,47 @@ ApiServerLoader.add_implicit_resolver(
 def yaml_objects(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [doc for doc in yaml.load_all(f, Loader=ApiServerLoader) if doc is not None]
+
+
+def interpreter_argv(python: str, executable: Path, *extra: str) -> list[str]:
+    """Run `executable` with `python` and the options of its shebang
+    (`#!/usr/bin/env -S python3 -I -S`), plus `extra` (e.g. -v)."""
+    build_zipapps = sys.modules.get("skein_install_build_zipapps") or load_script("build_zipapps")
+    return [python, *build_zipapps.interpreter_options(executable), *extra, str(executable)]
+
+
+class FakeAgent:
+    """A skein-agent stand-in on a unix socket: answers every request with
+    `reply` (exit code, stdout), or, with reply None, reads the request and
+    hangs up (an agent that died mid-request).  Records the requests."""
+
+    def __init__(self, path: str, reply: tuple[int, str] | None) -> None:
+        self.path, self.reply = path, reply
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> FakeAgent:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    self.requests.append(fastpath.recv_request(conn))
+                    if self.reply is not None:
+                        conn.sendall(fastpath.encode_reply(*self.reply))
+                except (OSError, ValueError):
+                    pass

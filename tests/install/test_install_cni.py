@@ -1,6 +1,7 @@
 """install/install_cni.py on a temporary root: the executables it installs run
-from ROOT/opt/cni/bin with the node's bare `python3 -I` and wire a real pod, and
-the conflist it writes is the one skein-agent would write.
+from ROOT/opt/cni/bin with the node's bare `python3 -I -S` and wire a real pod,
+`skein` and its archive change together, and the conflist it writes is the one
+skein-agent would write.
 
 Network safety: the node, its underlay peer and the pod are namespaces named
 sk<tag>...; nothing is created in the root namespace; the fixture removes them.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -24,7 +26,14 @@ import pytest
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, plugin_config
 from cni_plugin.lab.netns import veth_between
 from tests.conftest import ping
-from tests.install.helpers import INSTALL, assert_self_contained, node_env, node_python
+from tests.install.helpers import (
+    INSTALL,
+    FakeAgent,
+    assert_self_contained,
+    interpreter_argv,
+    node_env,
+    node_python,
+)
 
 POD_CIDR = "10.78.1.0/24"
 CLUSTER_CIDR = "10.78.0.0/16"
@@ -41,6 +50,10 @@ def installed_conflist(root: Path) -> dict[str, Any]:
     return json.loads((root / "etc/cni/net.d" / CONFLIST_NAME).read_text())
 
 
+def installed_versions(bin_dir: Path) -> list[str]:
+    return sorted(os.listdir(bin_dir / ".skein"))
+
+
 def test_installs_executables_and_conflist(built, tmp_path):
     root = tmp_path / "root"
     data_dir = str(tmp_path / "var/lib/cni/networks")
@@ -48,11 +61,20 @@ def test_installs_executables_and_conflist(built, tmp_path):
                    "--ipam-data-dir", data_dir)
     assert proc.returncode == 0, proc.stderr
     bin_dir = root / "opt/cni/bin"
-    assert sorted(os.listdir(bin_dir)) == ["skein", "skein-ipam"]
-    for name in ("skein", "skein-ipam"):
-        mode = (bin_dir / name).stat().st_mode
-        assert stat.S_IMODE(mode) == 0o755
-        assert (bin_dir / name).read_bytes() == (built / name).read_bytes()
+    assert sorted(os.listdir(bin_dir)) == [".skein", "skein", "skein-ipam"]
+    # skein: a relative symlink to the launcher of one version, its archive beside it.
+    (version,) = installed_versions(bin_dir)
+    assert version.startswith("skein-")
+    assert os.readlink(bin_dir / "skein") == f".skein/{version}/skein"
+    assert sorted(os.listdir(bin_dir / ".skein" / version)) == ["skein", "skein.pyz"]
+    assert not (bin_dir / "skein.pyz").exists()
+    for path, built_file, mode in ((bin_dir / "skein", "skein", 0o755),
+                                   (bin_dir / ".skein" / version / "skein.pyz", "skein.pyz",
+                                    0o644),
+                                   (bin_dir / "skein-ipam", "skein-ipam", 0o755)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+        assert path.read_bytes() == (built / built_file).read_bytes()
+    assert not (bin_dir / "skein-ipam").is_symlink()
     # Exactly what skein-agent's function makes for this node (before it knows the MTU).
     assert installed_conflist(root) == node_conflist(
         [POD_CIDR], data_dir=data_dir, cluster_cidrs=[CLUSTER_CIDR],
@@ -76,18 +98,40 @@ def test_underlay_device_and_no_masquerade(built, tmp_path):
 def test_reinstall_replaces_by_rename_and_removes_leftovers(built, tmp_path):
     root = tmp_path / "root"
     bin_dir = root / "opt/cni/bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "skein").write_text("old")
+    (bin_dir / ".skein").mkdir(parents=True)
+    (bin_dir / "skein").write_text("old")  # an older installer's zipapp
+    (bin_dir / "skein-ipam").write_text("old")
     (bin_dir / ".skein-install-dead").write_text("left by a killed installer")
+    (bin_dir / ".skein" / ".skein-install-dead").mkdir()
     (bin_dir / "bridge").write_text("another plugin")
-    old_inode = (bin_dir / "skein").stat().st_ino
-    with open(bin_dir / "skein", "rb") as running:  # a runtime reading the old file
+    old_inode = (bin_dir / "skein-ipam").stat().st_ino
+    with open(bin_dir / "skein", "rb") as running, \
+            open(bin_dir / "skein-ipam", "rb") as running_ipam:  # a runtime reading them
         assert install(root, built, "--pod-cidr", POD_CIDR).returncode == 0
-        assert running.read() == b"old"
-    assert (bin_dir / "skein").stat().st_ino != old_inode
-    assert sorted(os.listdir(bin_dir)) == ["bridge", "skein", "skein-ipam"]
+        assert running.read() == b"old" and running_ipam.read() == b"old"
+    assert (bin_dir / "skein-ipam").stat().st_ino != old_inode
+    assert sorted(os.listdir(bin_dir)) == [".skein", "bridge", "skein", "skein-ipam"]
+    (first,) = installed_versions(bin_dir)
     again = install(root, built, "--pod-cidr", POD_CIDR)
     assert again.returncode == 0 and "unchanged" in again.stdout
+    assert installed_versions(bin_dir) == [first]  # the same content is the same version
+
+    # Two newer builds: each switches `skein` to a complete new version; the
+    # previous one stays (a plugin started from it may still read its archive),
+    # older ones go.
+    seen = [first]
+    for n in (1, 2):
+        newer = tmp_path / f"build{n}"
+        shutil.copytree(built, newer)
+        with open(newer / "skein", "a") as launcher:
+            launcher.write(f"# build {n}\n")
+        assert install(root, newer, "--pod-cidr", POD_CIDR).returncode == 0
+        assert (bin_dir / "skein").read_bytes().endswith(f"# build {n}\n".encode())
+        current = os.readlink(bin_dir / "skein").split("/")[1]
+        assert current not in seen
+        assert installed_versions(bin_dir) == sorted([seen[-1], current])
+        seen.append(current)
+    assert sorted(os.listdir(bin_dir)) == [".skein", "bridge", "skein", "skein-ipam"]
 
 
 def test_refuses_bad_input(built, tmp_path):
@@ -95,6 +139,12 @@ def test_refuses_bad_input(built, tmp_path):
     assert bad.returncode == 1 and "--pod-cidr" in bad.stderr
     missing = install(tmp_path / "r", tmp_path / "nothing", "--pod-cidr", POD_CIDR)
     assert missing.returncode == 1 and "build_zipapps.py" in missing.stderr
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("skein", "skein-ipam"):  # skein.pyz missing
+        shutil.copy(built / name, partial / name)
+    proc = install(tmp_path / "r", partial, "--pod-cidr", POD_CIDR)
+    assert proc.returncode == 1 and "skein.pyz" in proc.stderr
     outside = subprocess.run([sys.executable, str(INSTALL / "install_cni.py"), "--root",
                               str(tmp_path / "r"), "--bin-src", str(built), "--node", "n1"],
                              env={k: v for k, v in os.environ.items()
@@ -195,18 +245,25 @@ def test_gives_up_after_wait(built, tmp_path, api_server):
     assert proc.returncode == 1 and "gave up" in proc.stderr and "podCIDRs" in proc.stderr
 
 
-def run_plugin(node, python: str, binary: Path, command: str, conf: dict[str, Any],
+def run_plugin(node, python: str | None, binary: Path, command: str, conf: dict[str, Any],
                pod_path: str, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `binary` in `node` with `python` and its shebang's options (-v when
+    `verbose`), or, with python None, exec it as a runtime does."""
     env = node_env(CNI_COMMAND=command, CNI_CONTAINERID="installtest", CNI_NETNS=pod_path,
                    CNI_IFNAME="eth0", CNI_PATH=str(binary.parent))
-    argv = [python, "-I", *(["-v"] if verbose else []), str(binary)]
+    if python is None:
+        argv = [str(binary)]
+    else:
+        argv = interpreter_argv(python, binary, *(["-v"] if verbose else []))
     return node.run(*argv, check=False, input=json.dumps(conf), env=env)
 
 
 def test_installed_plugin_wires_a_pod(built, tmp_path, netns_factory):
     """A real ADD and DEL by the installed executables, in a node namespace with
     an underlay (the conflist has a vxlan section, so ADD creates the VXLAN
-    device too), run by the node's python3 -I with nothing on PYTHONPATH."""
+    device too), run by the node's python3 -I -S with nothing on PYTHONPATH:
+    ADD without an agent, DEL exec'd through the shebang with an agent that
+    hangs up on it (the fallback: undo, then do it in-process)."""
     python = node_python()
     root = tmp_path / "root"
     data_dir = tmp_path / "var/lib/cni/networks"
@@ -224,7 +281,9 @@ def test_installed_plugin_wires_a_pod(built, tmp_path, netns_factory):
     add = run_plugin(node, python, skein, "ADD", conf, pod.path, verbose=True)
     assert add.returncode == 0, add.stdout + add.stderr[-3000:]
     result = json.loads(add.stdout)
-    loaders = assert_self_contained(add.stderr, skein, python)
+    archive = Path(os.path.realpath(skein) + ".pyz")
+    assert archive.parent.parent == root / "opt/cni/bin/.skein"
+    loaders = assert_self_contained(add.stderr, archive, python)
     # The netlink path (pyroute2) and the VXLAN path (speaker.model.node) ran from the archive.
     assert "pyroute2" in loaders and "speaker.model.node" in loaders
 
@@ -236,8 +295,14 @@ def test_installed_plugin_wires_a_pod(built, tmp_path, netns_factory):
     assert vxlan["linkinfo"]["info_kind"] == "vxlan"
     assert os.listdir(data_dir / "skein")  # the lease, written by the installed skein-ipam
 
-    delete = run_plugin(node, python, skein, "DEL", conf, pod.path)
+    sock = tmp_path / "run" / "agent.sock"
+    sock.parent.mkdir()
+    with FakeAgent(str(sock), None) as agent:
+        delete = run_plugin(node, None, skein, "DEL", {**conf, "agentSocket": str(sock)},
+                            pod.path)
     assert delete.returncode == 0, delete.stdout + delete.stderr
+    assert len(agent.requests) == 1
+    assert os.listdir(sock.parent / "attachments")  # the fallback's lock
     assert "eth0" not in pod.ip("link").stdout
     assert sorted(f for f in os.listdir(data_dir / "skein")
                   if f != "lock" and not f.startswith("last_reserved_ip")) == []

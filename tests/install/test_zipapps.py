@@ -1,6 +1,7 @@
-"""install/build_zipapps.py: self-contained `skein` and `skein-ipam` that a
-node's bare `python3 -I` runs, importing nothing from outside the archive but
-the standard library."""
+"""install/build_zipapps.py: self-contained `skein` (a launcher generated from
+cni_plugin/fastpath.py, plus `skein.pyz`) and `skein-ipam` (a zipapp) that a
+node's bare `python3` runs with their shebang's `-I -S`, importing nothing from
+outside the archives but the standard library."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ from pathlib import Path
 import pytest
 
 from tests.install.helpers import (
+    REPO,
+    FakeAgent,
     assert_self_contained,
+    interpreter_argv,
     load_script,
+    module_loaders,
     node_env,
     node_python,
+    startup_modules,
 )
 
 build_zipapps = load_script("build_zipapps")
+SHEBANG = b"#!/usr/bin/env -S python3 -I -S\n"
+ARCHIVE = {"skein": "skein.pyz", "skein-ipam": "skein-ipam"}  # where the modules are
 
 
 def names(archive: Path) -> set[str]:
@@ -28,17 +36,30 @@ def names(archive: Path) -> set[str]:
         return set(z.namelist())
 
 
-@pytest.mark.parametrize("app", ["skein", "skein-ipam"])
-def test_executable_with_env_shebang(built, app):
-    path = built / app
-    assert path.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+def test_skein_is_a_launcher_generated_from_fastpath(built):
+    launcher = built / "skein"
+    text = launcher.read_bytes()
+    assert text.startswith(SHEBANG)
+    assert launcher.stat().st_mode & stat.S_IXUSR
+    assert not zipfile.is_zipfile(launcher)
+    # fastpath.py verbatim: the launcher is generated, never a hand-kept copy.
+    assert (REPO / "cni_plugin/fastpath.py").read_bytes() in text
+    assert "run_client(_in_process)" in text.decode()
+    assert zipfile.is_zipfile(built / "skein.pyz")
+    assert not (built / "skein.pyz").read_bytes().startswith(b"#!")
+
+
+def test_skein_ipam_is_a_zipapp_with_the_same_shebang(built):
+    path = built / "skein-ipam"
+    assert path.read_bytes().startswith(SHEBANG)
     assert path.stat().st_mode & stat.S_IXUSR
     assert zipfile.is_zipfile(path)
+    assert build_zipapps.interpreter_options(path) == ["-I", "-S"]
 
 
 def test_contents(built):
-    skein = names(built / "skein")
-    assert {"__main__.py", "cni_plugin/plugin.py", "cni_plugin/vxlan.py",
+    skein = names(built / "skein.pyz")
+    assert {"__main__.py", "cni_plugin/plugin.py", "cni_plugin/vxlan.py", "cni_plugin/main.py",
             "speaker/model/node.py", "pyroute2/__init__.py", "ipam/ranges.py"} <= skein
     # Each module has a legacy-layout .pyc beside it (what zipimport reads).
     assert "cni_plugin/plugin.pyc" in skein and "pyroute2/iproute/linux.pyc" in skein
@@ -55,15 +76,70 @@ def test_contents(built):
 @pytest.mark.parametrize("app", ["skein", "skein-ipam"])
 def test_version_with_a_bare_interpreter(built, app):
     python = node_python()
-    proc = subprocess.run([python, "-I", "-v", str(built / app)], input="",
+    proc = subprocess.run(interpreter_argv(python, built / app, "-v"), input="",
                           env=node_env(CNI_COMMAND="VERSION"), capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
-    loaders = assert_self_contained(proc.stderr, built / app, python)
+    loaders = assert_self_contained(proc.stderr, built / ARCHIVE[app], python)
     assert "cni_plugin.skel" in loaders
-    # VERSION must not pay for pyroute2.
-    assert "pyroute2" not in loaders
+    # VERSION must not pay for pyroute2, nor for `site` (-S).
+    assert "pyroute2" not in loaders and "site" not in loaders
+
+
+@pytest.mark.parametrize("app", ["skein", "skein-ipam"])
+def test_shebang_runs_the_nodes_python3(built, app):
+    """Exec'd as a runtime does: `env -S` finds python3 on the node's PATH."""
+    proc = subprocess.run([str(built / app)], input="", env=node_env(CNI_COMMAND="VERSION"),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
+
+
+def test_launcher_answer_from_the_agent_loads_nothing_else(built, tmp_path):
+    """With skein-agent answering, the launcher alone runs: no archive, no
+    module beyond the interpreter's start-up but _socket."""
+    python = node_python()
+    sock = str(tmp_path / "agent.sock")
+    conf = {"cniVersion": "1.1.0", "name": "n", "type": "skein", "agentSocket": sock}
+    env = node_env(CNI_COMMAND="ADD", CNI_CONTAINERID="c1", CNI_NETNS="/var/run/netns/x",
+                   CNI_IFNAME="eth0", CNI_PATH=str(built))
+    with FakeAgent(sock, (7, '{"code": 7}')) as agent:
+        proc = subprocess.run(interpreter_argv(python, built / "skein", "-v"),
+                              input=json.dumps(conf), env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        via_shebang = subprocess.run([str(built / "skein")], input=json.dumps(conf), env=env,
+                                     capture_output=True, text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout) == (7, '{"code": 7}\n'), proc.stderr[-2000:]
+    assert (via_shebang.returncode, via_shebang.stdout) == (7, '{"code": 7}\n')
+    assert len(agent.requests) == 2
+    env_sent, stdin_sent = agent.requests[0]
+    assert env_sent == {k: v for k, v in env.items() if k.startswith("CNI_")}
+    assert json.loads(stdin_sent) == conf
+    loaders = module_loaders(proc.stderr)
+    assert set(loaders) - startup_modules(python, "-S") <= {"_socket"}, loaders
+    assert "skein.pyz" not in proc.stderr
+
+
+def test_launcher_without_an_answer_continues_from_its_archive(built, tmp_path):
+    """The agent hung up mid-request: the launcher goes on in-process from
+    skein.pyz, through the fallback (which waits for the attachment's lock).
+    CHECK of an unknown attachment fails cleanly without touching a network."""
+    python = node_python()
+    sock = str(tmp_path / "agent.sock")
+    conf = {"cniVersion": "1.1.0", "name": "n", "type": "skein", "agentSocket": sock,
+            "ipam": {"type": "skein-ipam", "dataDir": str(tmp_path / "ipam")}}
+    env = node_env(CNI_COMMAND="CHECK", CNI_CONTAINERID="c1", CNI_NETNS="",
+                   CNI_IFNAME="eth0", CNI_PATH=str(built))
+    with FakeAgent(sock, None) as agent:
+        proc = subprocess.run(interpreter_argv(python, built / "skein", "-v"),
+                              input=json.dumps(conf), env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert len(agent.requests) == 1
+    assert proc.returncode != 0 and "code" in json.loads(proc.stdout), proc.stderr[-2000:]
+    loaders = assert_self_contained(proc.stderr, built / "skein.pyz", python)
+    assert "cni_plugin.fallback" in loaders and "cni_plugin.main" in loaders
+    assert os.listdir(tmp_path / "attachments")  # the fallback took the lock
 
 
 def test_ipam_add_and_del_with_a_bare_interpreter(built, tmp_path):
@@ -74,15 +150,16 @@ def test_ipam_add_and_del_with_a_bare_interpreter(built, tmp_path):
                      "dataDir": str(tmp_path)}}
     env = node_env(CNI_CONTAINERID="ctr1", CNI_NETNS="/var/run/netns/none", CNI_IFNAME="eth0",
                    CNI_PATH=str(built))
-    add = subprocess.run([python, "-I", "-v", str(built / "skein-ipam")], input=json.dumps(conf),
+    ipam = built / "skein-ipam"
+    add = subprocess.run(interpreter_argv(python, ipam, "-v"), input=json.dumps(conf),
                          env={**env, "CNI_COMMAND": "ADD"}, capture_output=True, text=True,
                          timeout=60, check=False)
     assert add.returncode == 0, add.stdout + add.stderr[-2000:]
     assert json.loads(add.stdout)["ips"][0]["address"] == "10.66.0.2/29"
-    loaders = assert_self_contained(add.stderr, built / "skein-ipam", python)
+    loaders = assert_self_contained(add.stderr, ipam, python)
     assert "ipam.store" in loaders
     assert os.listdir(tmp_path / "zipnet")
-    delete = subprocess.run([python, "-I", str(built / "skein-ipam")], input=json.dumps(conf),
+    delete = subprocess.run([str(ipam)], input=json.dumps(conf),
                             env={**env, "CNI_COMMAND": "DEL"}, capture_output=True, text=True,
                             timeout=60, check=False)
     assert delete.returncode == 0, delete.stdout + delete.stderr
@@ -111,12 +188,17 @@ def test_refuses_missing_sources_and_packages():
 
 def test_check_reports_a_broken_executable(tmp_path):
     broken = tmp_path / "skein"
-    broken.write_text("#!/usr/bin/env python3\nimport pyroute2_is_not_vendored\n")
+    broken.write_text("#!/usr/bin/env -S python3 -I -S\nimport pyroute2_is_not_vendored\n")
     with pytest.raises(build_zipapps.BuildError, match="VERSION failed"):
+        build_zipapps.check(broken, node_python())
+    broken.write_text("#!/usr/bin/env python3\nprint('{}')\n")
+    with pytest.raises(build_zipapps.BuildError, match="unexpected first line"):
         build_zipapps.check(broken, node_python())
 
 
 def test_cli_check_runs_each_executable(tmp_path):
     out = tmp_path / "out"
     assert build_zipapps.main(["--out", str(out), "--check", "--python", node_python()]) == 0
-    assert sorted(os.listdir(out)) == ["skein", "skein-ipam"]  # no partial files left
+    # No partial files left.
+    assert sorted(os.listdir(out)) == ["skein", "skein-ipam", "skein.pyz"]
+    assert sorted(f for app in build_zipapps.APPS for f in app.files) == sorted(os.listdir(out))
