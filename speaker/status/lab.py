@@ -9,6 +9,7 @@ the pods their lab names (a real node does not know a pod's Kubernetes name).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -59,8 +60,14 @@ def collect_lab(lab: Lab, speaker: SpeakerLookup | None = None,
 def write_lab_diagram(lab: Lab, path: str, speaker: SpeakerLookup | None = None,
                       service_cidrs: Sequence[str] = ()) -> ClusterStatus:
     """Write the lab's diagram to `path` (.svg, .png or .dot) and return what it shows.
-    The speakers are asked through `lab_speakers` unless `speaker` says otherwise."""
-    cluster = collect_lab(lab, speaker or lab_speakers(lab), service_cidrs,
-                          "given" if service_cidrs else "unknown")
+    The speakers are asked through `lab_speakers` unless `speaker` says otherwise; the
+    service CIDR is taken from the lab's manifests (Calico BGPConfiguration) if not given."""
+    source = "given"
+    if not service_cidrs and os.path.exists(lab.manifests_path):
+        from speaker.status.discover import manifest_state
+        from speaker.status.discover import service_cidrs as cidrs_of
+
+        service_cidrs, source = cidrs_of(manifest_state(lab.manifests_path))
+    cluster = collect_lab(lab, speaker or lab_speakers(lab), service_cidrs, source)
     write_diagram(diagram(cluster, title=f"Skein lab {lab.tag}: what the kernel holds"), path)
     return cluster

@@ -209,12 +209,13 @@ def _draw_node(g: graphviz.Digraph, node: NodeStatus, strip: str) -> None:
             _box(c, _dev_id(node.name, vx.name),
                  _html(f"{vx.name}  (VXLAN device)", f"VNI {vx.vni}  ·  UDP {vx.port}",
                        f"VTEP {', '.join(a.split('/')[0] for a in vx.addresses) or '-'}"
-                       f"  ·  mac {vx.mac}"), VXLAN)
+                       f"  ·  mac {vx.mac}",
+                       "routes: " + (", ".join(
+                           f"{p.pod_cidr} ({p.node or p.underlay_ip or '?'})"
+                           for p in node.peers) or "none yet")), VXLAN)
             if bridge:
-                others = ", ".join(p.pod_cidr for p in node.peers) or "none yet"
                 c.edge(_dev_id(node.name, bridge.name), _dev_id(node.name, vx.name),
-                       label=f"routes to other nodes'\npod subnets ({others})",
-                       color=VXLAN[1], fontsize="9")
+                       label="to other\nnodes' pods", color=VXLAN[1], fontsize="9")
         ul = node.underlay
         if ul:
             _box(c, _dev_id(node.name, ul.name),
@@ -245,8 +246,11 @@ def _align(g: graphviz.Digraph, cluster: ClusterStatus) -> None:
 
 def _tunnels(g: graphviz.Digraph, cluster: ClusterStatus) -> None:
     """One dashed edge per pair of VTEPs; a tunnel only one side has is drawn
-    one-way in red, because that is a broken overlay."""
+    one-way in red, because that is a broken overlay.  Tunnels between nodes that
+    are not side by side arch over the others: their text goes in the tooltip (SVG)
+    only, or it would sit on top of the labels inside the nodes."""
     by_name = {n.name: n for n in cluster.nodes}
+    position = {n.name: i for i, n in enumerate(cluster.nodes)}
     drawn: set[frozenset[str]] = set()
     for node in cluster.nodes:
         if not node.vxlan:
@@ -261,11 +265,13 @@ def _tunnels(g: graphviz.Digraph, cluster: ClusterStatus) -> None:
                 continue
             drawn.add(pair)
             both = any(p.node == node.name for p in other.peers)
-            label = (f"VXLAN tunnel {_ip(node)} ⇄ {peer.underlay_ip}"
-                     if both else f"one-way tunnel!\n{other.name} has no route back")
+            text = (f"VXLAN tunnel {_ip(node)} ⇄ {peer.underlay_ip}"
+                    if both else f"one-way tunnel!\n{other.name} has no route back")
+            adjacent = abs(position[node.name] - position[other.name]) == 1
+            color = VXLAN[1] if both else SESSION_DOWN
             g.edge(_dev_id(node.name, node.vxlan.name), _dev_id(other.name, other.vxlan.name),
-                   label=label, style="dashed", color=VXLAN[1] if both else SESSION_DOWN,
-                   fontcolor=VXLAN[1] if both else SESSION_DOWN, penwidth="2.5",
+                   label=text if adjacent or not both else "", tooltip=text, style="dashed",
+                   color=color, fontcolor=color, penwidth="2.5",
                    dir="both" if both else "forward")
 
 
