@@ -14,8 +14,10 @@ daemons run:
 - kinds Skein does not use are ignored (logged at debug).
 
 Change detection polls os.stat (device, inode, size, mtime in ns) every
-`poll_interval` seconds: cheap, and it sees in-place writes and atomic
-rename-replacement alike.  As git does for its index ("racy git"), a file whose
+`poll_interval` seconds (default 50 ms, so that a Service added to or removed
+from the file is announced or withdrawn within the 100 ms the speaker
+promises): cheap, and it sees in-place writes and atomic rename-replacement
+alike.  As git does for its index ("racy git"), a file whose
 mtime is too recent to be trusted is re-read on the next poll as well: a second
 write within the filesystem's timestamp granularity that keeps the size would
 otherwise go unseen.  Re-reading costs a read and a byte comparison, and parses
@@ -159,7 +161,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 class FileSource(Source):
     """Follows a manifests file; see the module docstring for the rules."""
 
-    def __init__(self, path: str, poll_interval: float = 0.2) -> None:
+    def __init__(self, path: str, poll_interval: float = 0.05) -> None:
         super().__init__()
         self.path = path
         self.poll_interval = poll_interval
