@@ -66,6 +66,9 @@ class BgpPlan:
     problems: tuple[str, ...] = ()
 
 
+GRACEFUL_RESTART_TIME = 120  # seconds, when a BGPPeer enables graceful restart
+
+
 def session_for(peer: BGPPeer, node: Node) -> BgpSession | str:
     """The session this node opens to `peer`, or why it cannot."""
     where = f"BGPPeer {peer.namespace}/{peer.name}"
@@ -98,6 +101,10 @@ def session_for(peer: BGPPeer, node: Node) -> BgpSession | str:
         ebgp_multihop=peer.ebgp_multihop,
         connect_retry_time=peer.connect_time or 5.0,
         families=families,
+        # Advertise graceful restart only when the BGPPeer asks (MetalLB's
+        # enableGracefulRestart): otherwise a router that honours it keeps a
+        # killed node's routes, stale but used, for the whole restart time.
+        graceful_restart_time=GRACEFUL_RESTART_TIME if peer.enable_graceful_restart else None,
         # The session's own family uses its local address (next hop self).
         next_hop_ipv4=None if v4 or other_v4 is None else str(other_v4),
         next_hop_ipv6=None if not v4 or other_v6 is None else str(other_v6),

@@ -177,6 +177,16 @@ def test_session_configuration_from_the_bgppeer() -> None:
     assert v6.families != tor.families and IPV4_UNICAST not in v6.families
 
 
+def test_graceful_restart_only_when_the_bgppeer_enables_it() -> None:
+    s = state(node("n1"), bgp_peer("plain", "10.0.0.254", 65112, 64512),
+              bgp_peer("gr", "10.0.0.253", 65112, 64512, enableGracefulRestart=True))
+    plain, gr = (x.config for x in plan_bgp(s, "n1").sessions)
+    # Without it a router drops a killed node's routes at once instead of
+    # keeping them, stale but used, for the restart time.
+    assert plain.graceful_restart_time is None
+    assert gr.graceful_restart_time == 120
+
+
 def test_peers_that_cannot_run_are_problems_not_crashes() -> None:
     s = state(node("n1", ip=None, ip6="fd00::1"),
               bgp_peer("no-id", "fd00::fe", 65112, 64512),
