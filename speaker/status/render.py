@@ -185,21 +185,21 @@ def _draw_node(g: graphviz.Digraph, node: NodeStatus, strip: str) -> None:
         bridge = node.bridge
         if bridge:
             gw = ", ".join(bridge.addresses) or "no address"
+            # ordering=in: the pods left to right in the order of their veth edges
+            # (invisible edges between the pods would do it too, but crash dot 2.43
+            # together with the flat edges between clusters).
             _box(c, _dev_id(node.name, bridge.name),
                  _html(f"{bridge.name}  (Linux bridge)", f"{gw}: the pods' default gateway",
-                       f"mtu {bridge.mtu}"), BRIDGE)
-        with c.subgraph(name=f"{node.name}_pods") as row:
-            row.attr(rank="same")
-            for pod in node.pods:
-                _box(row, _pod_id(node.name, pod.host_veth),
-                     _html(f"pod {_short(pod.name, strip)}",
-                           f"{pod.ifname or '?'}  {', '.join(pod.ips) or 'no address'}",
-                           f"netns {pod.netns}" if pod.netns else
-                           f"container {pod.container_id or '?'}"), POD)
-        for left, right in zip(node.pods, node.pods[1:], strict=False):
-            c.edge(_pod_id(node.name, left.host_veth), _pod_id(node.name, right.host_veth),
-                   style="invis")
-        for pod in node.pods:
+                       f"mtu {bridge.mtu}"), BRIDGE, ordering="in")
+        # One row (they all lead into the bridge).  Declared last to first: dot
+        # places them right to left, so the row reads in the pods' order.
+        for pod in reversed(node.pods):
+            _box(c, _pod_id(node.name, pod.host_veth),
+                 _html(f"pod {_short(pod.name, strip)}",
+                       f"{pod.ifname or '?'}  {', '.join(pod.ips) or 'no address'}",
+                       f"netns {pod.netns}" if pod.netns else
+                       f"container {pod.container_id or '?'}"), POD)
+        for pod in reversed(node.pods):
             if bridge:
                 c.edge(_pod_id(node.name, pod.host_veth), _dev_id(node.name, bridge.name),
                        label=f"veth pair\n{pod.ifname or '?'} ⇄ {pod.host_veth}", dir="both",
@@ -231,7 +231,9 @@ def _draw_node(g: graphviz.Digraph, node: NodeStatus, strip: str) -> None:
 
 def _align(g: graphviz.Digraph, cluster: ClusterStatus) -> None:
     """Bridges, VXLAN devices and uplinks on one level across nodes, nodes in order
-    left to right (invisible edges inside a rank keep their order)."""
+    left to right (invisible edges inside a rank keep their order).  The VXLAN row
+    gets no invisible edges: an invisible edge beside a tunnel between the same two
+    devices makes dot 2.43 abort (merge_chain assertion, or "lost edge")."""
     layers: list[list[str]] = [[], [], []]
     for node in cluster.nodes:
         for layer, iface in zip(layers, (node.bridge, node.vxlan, node.underlay), strict=True):
@@ -240,6 +242,10 @@ def _align(g: graphviz.Digraph, cluster: ClusterStatus) -> None:
     for i, layer in enumerate(layers):
         with g.subgraph(name=f"layer{i}") as row:
             row.attr(rank="same")
+            if i == 1:
+                for name in layer:
+                    row.node(name)
+                continue
             for left, right in zip(layer, layer[1:], strict=False):
                 row.edge(left, right, style="invis")
 

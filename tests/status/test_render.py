@@ -188,3 +188,24 @@ def test_speaker_api_conversion():
     assert [a.address for a in state.announcements] == ["198.51.100.10", "10.99.0.200"]
     assert state.announcements[1].interfaces == ("eth0",)
     assert state.sessions == (BgpSession("10.99.0.1", 65112, 64512, "Established", 12.5, 2),)
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 3, 4])
+@pytest.mark.parametrize("pods", [0, 1, 2, 3])
+def test_dot_lays_out_every_shape_of_cluster(nodes: int, pods: int):
+    """dot 2.43 aborts on some combinations of clusters, rank constraints and flat
+    edges (it did for the demo: a tunnel beside an invisible ordering edge); every
+    shape a lab makes must render: speakers everywhere, nowhere, on the first node
+    only (the others unreachable), and with a one-way tunnel."""
+    unreachable = SpeakerState("x", reachable=False)
+    for variant in ("none", "all", "first-only", "one-way"):
+        shown = []
+        for i in range(nodes):
+            peers = () if variant == "one-way" and i == nodes - 1 else tuple(
+                j for j in range(nodes) if j != i)
+            state = {"none": None, "all": speaker(L2, BGP) if i == 0 else speaker(BGP),
+                     "first-only": speaker(L2) if i == 0 else unreachable,
+                     "one-way": speaker(BGP)}[variant]
+            shown.append(node(i, peers, state, pods=pods))
+        svg = render.diagram(with_peer_names(ClusterStatus(tuple(shown)))).pipe(format="svg")
+        assert ET.fromstring(svg).tag.endswith("svg")
