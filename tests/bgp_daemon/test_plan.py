@@ -180,7 +180,7 @@ def test_session_configuration_from_the_bgppeer() -> None:
 def test_graceful_restart_only_when_the_bgppeer_enables_it() -> None:
     s = state(node("n1"), bgp_peer("plain", "10.0.0.254", 65112, 64512),
               bgp_peer("gr", "10.0.0.253", 65112, 64512, enableGracefulRestart=True))
-    plain, gr = (x.config for x in plan_bgp(s, "n1").sessions)
+    gr, plain = (x.config for x in plan_bgp(s, "n1").sessions)  # sorted by name
     # Without it a router drops a killed node's routes at once instead of
     # keeping them, stale but used, for the restart time.
     assert plain.graceful_restart_time is None
