@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from cni_plugin.lab import kubeproxy
-from cni_plugin.lab.cluster import Lab, LabError, Pod, leftovers, scripts_dir
+from cni_plugin.lab.cluster import Lab, LabError, Node, Pod, leftovers, scripts_dir
 from cni_plugin.lab.router import NODES_ASN, ROUTER_ASN, BirdRouter
 from cni_plugin.lab.traffic import ping, start_name_server, tcp_read, tcp_source_seen
 
@@ -116,6 +116,11 @@ def assigned_addresses(lab: Lab) -> dict[str, str]:
     return out
 
 
+def speaker_socket(node: Node) -> str:
+    """Each node's speaker API on its own socket (the default path is per machine)."""
+    return os.path.join(node.workdir, "speaker.sock")
+
+
 def both_assigned(lab: Lab) -> dict[str, str] | None:
     found = assigned_addresses(lab)
     return found if len(found) == 2 else None
@@ -173,6 +178,7 @@ def run_demo(report_path: str | None, diagram_path: str | None, pods_per_node: i
             for node in lab.nodes.values():
                 lab.spawn(node.ns, os.path.join(scripts_dir(), "skein-speaker"), "--node",
                           node.name, "--manifests", lab.manifests_path,
+                          "--api-socket", speaker_socket(node),
                           log=os.path.join(node.workdir, "speaker.log"))
         with progress.step("lab kube-proxy: LoadBalancer traffic to a local pod"):
             for node in lab.nodes.values():
