@@ -6,7 +6,9 @@ Transport:
     bound, so only root (the daemon's user) can connect: the kernel refuses
     anyone else at connect().  gRPC's Python server does not expose the
     connection's file descriptor, so peer credentials (SO_PEERCRED) are not
-    checked on top of that;
+    checked on top of that.  `PATH.lock` beside it, flock'ed while the server
+    lives, tells a stale socket (replaced) from a live one (left alone: this
+    speaker runs without the API, logged), with no race between two starts;
   - TCP only when asked (`tcp://HOST:PORT`), and then always with TLS; with a
     client CA, mutual TLS: a client without a certificate signed by it is
     refused in the handshake.
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
-import socket
 import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -168,9 +170,11 @@ class ApiServer:
         self.endpoints: list[str] = []
         self._server: aio.Server | None = None
         self._socket_inode: int | None = None
+        self._lock: int | None = None
 
     async def start(self) -> None:
-        """Listen; a unix socket already served by a live process is left alone (logged)."""
+        """Listen.  A unix socket that cannot be served (held by a live process, no
+        permission) is logged and skipped; a TCP listener that fails raises OSError."""
         server = aio.server()
         rpc.add_SpeakerServicer_to_server(SpeakerService(self.daemon), server)
         if self.socket_path:
@@ -190,23 +194,33 @@ class ApiServer:
                      and self.tls.client_ca else "")
 
     def _bind_unix(self, server: aio.Server, path: str) -> None:
-        path = os.path.abspath(path)
+        try:
+            self._claim_and_bind(server, os.path.abspath(path))
+        except (OSError, RuntimeError) as exc:  # the daemon's job goes on without the API
+            log.error("cannot serve the API on %s (%s); this speaker runs without it",
+                      path, exc)
+
+    def _claim_and_bind(self, server: aio.Server, path: str) -> None:
+        """Bind `path` if no live process holds it: its lock file (`PATH.lock`, flock'ed
+        while this server lives; the kernel drops it when the process dies) says who does,
+        so a stale socket is replaced and a live one is never stolen."""
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
             os.makedirs(directory, mode=0o700)
-        if _in_use(path):
-            log.error("API socket %s is served by another process (another speaker?); this "
-                      "speaker runs without it", path)
-            return
+        lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise OSError("another process (another speaker?) serves it") from None
+        self._lock = lock
         with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise OSError(f"{path} exists and is not a socket")
             os.unlink(path)
         old = os.umask(0o177)  # the socket is born 0600: no window for another user
         try:
             server.add_insecure_port(f"unix:{path}")
-        except RuntimeError as exc:  # another speaker bound it since _in_use looked
-            log.error("cannot bind the API socket %s (%s); this speaker runs without it",
-                      path, exc)
-            return
         finally:
             os.umask(old)
         self._socket_inode = os.stat(path).st_ino
@@ -222,19 +236,6 @@ class ApiServer:
                 if os.stat(path).st_ino == self._socket_inode:
                     os.unlink(path)
             self._socket_inode = None
-
-
-def _in_use(path: str) -> bool:
-    """A process accepts connections on the unix socket `path` (a stale one does not)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-    return True
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None

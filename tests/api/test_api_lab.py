@@ -52,9 +52,9 @@ class Cluster:
     def socket(self, node: Node) -> str:
         return os.path.join(node.workdir, "api", "speaker.sock")
 
-    def start(self, node: Node, *extra: str) -> None:
+    def start(self, node: Node, *extra: str, socket: str | None = None) -> None:
         self.speakers[node.name] = start_speaker(
-            self.lab, node, "--assign-to-lo", "--api-socket", self.socket(node),
+            self.lab, node, "--assign-to-lo", "--api-socket", socket or self.socket(node),
             "--metrics-address", f"127.0.0.1:{METRICS_PORT}", *extra)
 
     def start_all(self) -> None:
@@ -278,6 +278,23 @@ def test_a_client_without_access_to_the_socket_is_refused(cluster: Cluster) -> N
     served = as_nobody()
     assert served.returncode == 0, served.stderr
     assert json.loads(served.stdout)["node"] == "node1"
+
+
+def test_a_live_socket_is_never_taken_over_and_a_stale_one_is(cluster: Cluster) -> None:
+    node1, node2 = cluster.lab.nodes["node1"], cluster.lab.nodes["node2"]
+    shared = cluster.socket(node1)
+    cluster.start(node1)
+    cluster.owner(node1, LB4)
+    cluster.start(node2, socket=shared)
+    poll(lambda: "another process" in speaker_log(node2), 20, "node2 to leave the socket alone")
+    assert cluster.json(node1, "routes")["node"] == "node1"
+    assert cluster.speakers["node2"].poll() is None  # it runs on, without the API
+    stop_speaker(cluster.speakers["node1"], kill=True)  # leaves a stale socket behind
+    stop_speaker(cluster.speakers["node2"])
+    assert os.path.exists(shared)
+    cluster.start(node2, socket=shared)
+    poll(lambda: (p := cluster.ctl(node1, "-o", "json", "routes", check=False)).returncode == 0
+         and json.loads(p.stdout)["node"] == "node2", 20, "node2 to serve the stale socket")
 
 
 def test_tcp_api_with_tls_and_mutual_tls(cluster: Cluster, tmp_path: Any) -> None:
