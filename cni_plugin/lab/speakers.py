@@ -102,8 +102,12 @@ def endpoint_slice(service: str, nodes: Iterable[str], namespace: str = "default
 
 
 def speaker_argv(node: Node, lab: Lab, *extra: str) -> list[str]:
+    """The speaker's command line; its API socket in the node's workdir unless
+    `extra` names one (the default path is one file per machine, not per node)."""
+    api = [] if "--api-socket" in extra else [
+        "--api-socket", os.path.join(node.workdir, "speaker.sock")]
     return [os.path.join(scripts_dir(), "skein-speaker"), "--node", node.name,
-            "--manifests", lab.manifests_path, *extra]
+            "--manifests", lab.manifests_path, *api, *extra]
 
 
 def start_speaker(lab: Lab, node: Node, *extra: str) -> subprocess.Popen[Any]:
