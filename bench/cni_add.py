@@ -39,7 +39,7 @@ sys.path.insert(0, ROOT)
 from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
 from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
 
-# The node executables start with `#!/usr/bin/env python3`: resolve that to this
+# The node executables start with `#!/usr/bin/env -S python3 -I -S`: resolve that to this
 # interpreter, not to a version manager's shim script in front of it.
 PATH = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
 
