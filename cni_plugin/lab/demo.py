@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +35,7 @@ import yaml
 from cni_plugin.lab import kubeproxy
 from cni_plugin.lab.cluster import Lab, LabError, Node, Pod, leftovers, scripts_dir
 from cni_plugin.lab.router import NODES_ASN, ROUTER_ASN, BirdRouter
+from cni_plugin.lab.speakers import poll
 from cni_plugin.lab.traffic import ping, start_name_server, tcp_read, tcp_source_seen
 
 L2_POOL = "10.99.0.200-10.99.0.209"  # on the underlay segment: answered by ARP
@@ -60,17 +61,6 @@ class Progress:
             print(" FAILED", flush=True)
             raise
         print(f" done ({time.monotonic() - start:.1f} s)", flush=True)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def cluster_objects() -> list[dict[str, Any]]:
@@ -172,7 +162,7 @@ def run_demo(report_path: str | None, diagram_path: str | None, pods_per_node: i
             lab.spawn(lab.underlay, os.path.join(scripts_dir(), "skein-controller"),
                       "--manifests", lab.manifests_path,
                       log=os.path.join(lab.workdir, "controller.log"))
-            addresses = wait_for(lambda: both_assigned(lab), 30,
+            addresses = poll(lambda: both_assigned(lab), 30,
                                  "the controller to assign both addresses")
         with progress.step("skein-speaker on every node (ARP for web-l2, BGP for web-bgp)"):
             for node in lab.nodes.values():
@@ -186,8 +176,8 @@ def run_demo(report_path: str | None, diagram_path: str | None, pods_per_node: i
                 for address in addresses.values():
                     kubeproxy.expose(node, address, SERVICE_PORT, first.address(), POD_PORT)
         with progress.step("waiting for BGP sessions and routes on the router"):
-            wait_for(lambda: router.established() >= 3, 30, "3 BGP sessions at BIRD")
-            wait_for(lambda: len(bgp_next_hops(lab, router, addresses["web-bgp"])) == 3, 30,
+            poll(lambda: router.established() >= 3, 30, "3 BGP sessions at BIRD")
+            poll(lambda: len(bgp_next_hops(lab, router, addresses["web-bgp"])) == 3, 30,
                      "an ECMP route over 3 nodes for web-bgp")
         with progress.step("pod to pod across nodes (ping and TCP, source address kept)"):
             report["pod_to_pod"] = pod_matrix(pods)
@@ -235,7 +225,7 @@ def service_rows(lab: Lab, router: BirdRouter, client: Any,
     rows = []
     for name, address in sorted(addresses.items()):
         mode = "L2" if name == "web-l2" else "BGP"
-        answer = wait_for(lambda: tcp_read(client, address, SERVICE_PORT), 20,  # noqa: B023
+        answer = poll(lambda: tcp_read(client, address, SERVICE_PORT), 20,  # noqa: B023
                           f"the client to reach {name} at {address}")
         owner = (l2_owner(lab, router, address) if mode == "L2"
                  else ", ".join(bgp_next_hops(lab, router, address)))

@@ -12,11 +12,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cni_plugin.lab import traffic
 from cni_plugin.lab.cluster import Lab, LabError, Node, scripts_dir
 from cni_plugin.lab.netns import Netns
 
@@ -175,24 +175,6 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
-# A server that keeps accepting: each connection gets the node's name and is closed.
-_SERVER = r"""
-import socket, sys
-family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-srv = socket.socket(family, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((sys.argv[1], int(sys.argv[2])))
-srv.listen(64)
-print("listening", flush=True)
-while True:
-    conn, _ = srv.accept()
-    try:
-        conn.sendall(sys.argv[3].encode() + b"\n")
-    finally:
-        conn.close()
-"""
-
-
 def start_name_server(lab: Lab, node: Node, port: int = 8080, listen: str = "::") -> None:
     """A TCP server in `node` answering every connection with the node's name
     (dual-stack on `::`, so it serves whichever LoadBalancer address lands there)."""
@@ -200,24 +182,14 @@ def start_name_server(lab: Lab, node: Node, port: int = 8080, listen: str = "::"
 
 
 def serve_name(lab: Lab, ns: Netns, name: str, port: int = 8080, listen: str = "::") -> None:
-    """A TCP server in any of the lab's namespaces (a pod's too) answering with `name`."""
-    proc = ns.popen(sys.executable, "-c", _SERVER, listen, str(port), name,
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lab.processes.append(proc)
-    assert proc.stdout is not None
-    if "listening" not in proc.stdout.readline():
-        raise LabError(f"name server {name} in {ns.name} did not start")
+    """A TCP server in any of the lab's namespaces (a pod's too) answering with
+    `name`; stopped with the lab."""
+    try:
+        lab.processes.append(traffic.start_name_server(ns, name, port, listen))
+    except RuntimeError as exc:
+        raise LabError(str(exc)) from None
 
 
 def tcp_name(client: Netns, address: str, port: int = 8080, timeout: float = 3.0) -> str | None:
-    """The node name served at address:port, or None if no connection within `timeout`."""
-    code = ("import socket,sys\n"
-            "a,p,t=sys.argv[1],int(sys.argv[2]),float(sys.argv[3])\n"
-            "try:\n"
-            " c=socket.create_connection((a,p),timeout=t)\n"
-            " print(c.recv(64).decode().strip())\n"
-            "except OSError:\n"
-            " sys.exit(1)\n")
-    proc = client.run(sys.executable, "-c", code, address, str(port), str(timeout),
-                      check=False, timeout=timeout + 10)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    """The name served at address:port, or None if no connection within `timeout`."""
+    return traffic.tcp_read(client, address, port, timeout)

@@ -75,32 +75,36 @@ def tcp_source_seen(server: Netns, listen: str, client: Netns, connect: str,
 
 
 # A server that keeps accepting: every connection gets `name` and is closed.
+# On "::" it is dual stack, so it serves whichever address a packet arrives for.
 _NAME_SERVER = r"""
 import socket, sys
-srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+srv = socket.socket(family, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-srv.bind(("::", int(sys.argv[1])))
+if family == socket.AF_INET6:
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind((sys.argv[1], int(sys.argv[2])))
 srv.listen(64)
 print("listening", flush=True)
 while True:
     conn, _ = srv.accept()
     try:
-        conn.sendall(sys.argv[2].encode() + b"\n")
+        conn.sendall(sys.argv[3].encode() + b"\n")
     finally:
         conn.close()
 """
 
 
-def start_name_server(ns: Netns, name: str, port: int = 8080) -> subprocess.Popen[str]:
-    """A TCP server in `ns` (dual stack) that answers every connection with
-    `name`: how the lab tells which pod or node served a request."""
-    proc = ns.popen(sys.executable, "-c", _NAME_SERVER, str(port), name,
+def start_name_server(ns: Netns, name: str, port: int = 8080,
+                      listen: str = "::") -> subprocess.Popen[str]:
+    """A TCP server in `ns` that answers every connection with `name`: how the
+    lab tells which pod or node served a request.  The caller owns the process."""
+    proc = ns.popen(sys.executable, "-c", _NAME_SERVER, listen, str(port), name,
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     if "listening" not in proc.stdout.readline():
         proc.kill()
-        raise RuntimeError(f"name server in {ns.name} did not start")
+        raise RuntimeError(f"name server {name} in {ns.name} did not start")
     return proc
 
 
