@@ -67,7 +67,7 @@ def test_ecmp_tcp_withdraw_sigterm_restart(lab: BgpLab) -> None:
     assert tcp_name(lab.client, LB6) in NAMES
 
     # A second Service: announced; then removed: withdrawn.  Timed from the file write
-    # (includes the file source's 0.2 s poll) and from the speakers' decision (log line).
+    # (includes the file source's 50 ms poll) and from the speakers' decision (log line).
     second = "198.51.100.11"
     written = lab.write(*base_objects(lb_service("web", LB4, LB6), lb_service("api", second)))
     poll(lambda: kernel_next_hops(lab.interop, f"{second}/32") == NODES4, 10,
