@@ -15,9 +15,15 @@ What it speaks (as kube-apiserver does):
   ERROR event in a 200 stream (`gone_as="event"`, what kube-apiserver does) or
   as an HTTP 410 (`gone_as="http"`);
 - PATCH of `.../services/NAME/status` with a JSON merge patch (RFC 7386), and
-  POST of Events, both recorded.
+  POST of Events, both recorded;
+- coordination.k8s.io/v1 Leases as a client writes them: GET of one (404 if
+  absent), POST to create (409 AlreadyExists), PUT to update (409 Conflict
+  when metadata.resourceVersion is not the current one, 404 if absent), DELETE;
+  list and watch take a `labelSelector` of `key=value` terms (Leases or not).
 Test controls: `put`, `delete`, `compact`, `bookmark`, `end_watches` (as a
-server timeout does), `fail(n, status)` (the next n requests fail).
+server timeout does), `fail(n, status)` (the next n requests fail),
+`conflict(n)` (the next n Lease PUTs get 409 Conflict, as a concurrent write
+would cause).
 """
 
 from __future__ import annotations
@@ -32,12 +38,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+LEASES = ("coordination.k8s.io", "v1", "leases")
+
 # (group, version, plural) -> kind
 SERVED = {
     ("", "v1", "services"): "Service",
     ("", "v1", "namespaces"): "Namespace",
     ("", "v1", "nodes"): "Node",
     ("", "v1", "events"): "Event",
+    ("coordination.k8s.io", "v1", "leases"): "Lease",
     ("discovery.k8s.io", "v1", "endpointslices"): "EndpointSlice",
     ("metallb.io", "v1beta1", "ipaddresspools"): "IPAddressPool",
     ("metallb.io", "v1beta1", "l2advertisements"): "L2Advertisement",
@@ -87,6 +96,7 @@ class State:
     requests: list[Request] = field(default_factory=list)
     patches: list[tuple[str, str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: int = 0  # the next n Lease PUTs get 409
 
 
 def resource_of(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -183,12 +193,26 @@ class FakeApiServer:
         with self.cond:
             self.state.failures.extend([status] * count)
 
+    def conflict(self, count: int) -> None:
+        with self.cond:
+            self.state.conflicts += count
+
     def requests(self, method: str = "GET", watch: bool | None = None) -> list[Request]:
         with self.cond:
             out = [r for r in self.state.requests if r.method == method]
         if watch is not None:
             out = [r for r in out if (r.query.get("watch") == "true") == watch]
         return out
+
+
+def selected(obj: dict[str, Any], selector: str) -> bool:
+    """`key=value[,key=value]` (equality terms only) against metadata.labels."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key.strip()) != value.strip().lstrip("="):
+            return False
+    return True
 
 
 def parse_path(path: str) -> tuple[tuple[str, str, str], str, list[str]] | None:
@@ -225,6 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
         return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
                 "reason": reason, "message": message}
 
+    def _discard_body(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
     def _begin(self, method: str) -> tuple[Any, dict[str, str]] | None:
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
@@ -233,10 +260,12 @@ class _Handler(BaseHTTPRequestHandler):
             api.state.requests.append(Request(method, url.path, query))
             failure = api.state.failures.pop(0) if api.state.failures else None
         if failure is not None:
+            self._discard_body()  # or it would be read as the next request on this connection
             self._reply(failure, self._status(failure, "InternalError", "injected failure"))
             return None
         parsed = parse_path(url.path)
         if parsed is None or parsed[0] not in api.state.served:
+            self._discard_body()
             self._reply(404, self._status(404, "NotFound", f"the server could not find "
                                           f"the requested resource ({url.path})"))
             return None
@@ -246,8 +275,17 @@ class _Handler(BaseHTTPRequestHandler):
         begun = self._begin("GET")
         if begun is None:
             return
-        (resource, namespace, _rest), query = begun
-        if query.get("watch") == "true":
+        (resource, namespace, rest), query = begun
+        if rest:
+            with self.api.cond:
+                obj = copy.deepcopy(self.api.state.objects.get(resource, {}).get(
+                    (namespace, rest[0])))
+            if obj is None:
+                self._reply(404, self._status(404, "NotFound", f"{resource[2]} {rest[0]} "
+                                              "not found"))
+            else:
+                self._reply(200, obj)
+        elif query.get("watch") == "true":
             self._watch(resource, namespace, query)
         else:
             self._list(resource, namespace, query)
@@ -258,7 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
         with api.cond:
             store = api.state.objects.get(resource, {})
             items = [copy.deepcopy(o) for k, o in sorted(store.items())
-                     if not namespace or k[0] == namespace]
+                     if (not namespace or k[0] == namespace)
+                     and selected(o, query.get("labelSelector", ""))]
             rv = api.state.rv
         start, list_rv = 0, rv
         if query.get("continue"):
@@ -303,7 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
                     410, "Expired", f"too old resource version: {since}")})
             else:
                 self._stream(resource, namespace, since, bookmarks,
-                             float(query.get("timeoutSeconds") or 60))
+                             float(query.get("timeoutSeconds") or 60),
+                             query.get("labelSelector", ""))
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -311,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _stream(self, resource: tuple[str, str, str], namespace: str, since: int,
-                bookmarks: bool, timeout: float) -> None:
+                bookmarks: bool, timeout: float, selector: str = "") -> None:
         api = self.api
         with api.cond:
             generation = api.state.watch_generation
@@ -334,7 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
             for event in news:
                 sent = event.rv
                 if event.resource == resource and (
-                        not namespace or event.obj["metadata"].get("namespace") == namespace):
+                        not namespace or event.obj["metadata"].get("namespace") == namespace
+                ) and selected(event.obj, selector):
                     self._chunk({"type": event.type, "object": event.obj})
             if bookmark and bookmarks:
                 group, version, _ = resource
@@ -382,6 +423,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         (resource, namespace, _rest), _ = begun
         body = self._body()
+        if resource == LEASES:
+            self._create(resource, namespace, body)
+            return
         if resource != ("", "v1", "events"):
             self._reply(405, self._status(405, "MethodNotAllowed", "only events"))
             return
@@ -389,3 +433,80 @@ class _Handler(BaseHTTPRequestHandler):
             self.api.state.events.append(body)
         body.setdefault("metadata", {})["namespace"] = namespace
         self._reply(201, body)
+
+    # -- Leases: create, update, delete ------------------------------------------------
+
+    def _create(self, resource: tuple[str, str, str], namespace: str, body: Any) -> None:
+        api = self.api
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = namespace
+        name = meta.get("name", "")
+        with api.cond:
+            store = api.state.objects.setdefault(resource, {})
+            if (namespace, name) in store:
+                self._reply(409, self._status(409, "AlreadyExists",
+                                              f"{resource[2]} {name!r} already exists"))
+                return
+            meta["uid"] = f"uid-{api.state.rv + 1}"
+            store[(namespace, name)] = body
+            api._record(resource, "ADDED", body)
+            reply = copy.deepcopy(body)
+        self._reply(201, reply)
+
+    def _begin_lease(self, method: str) -> tuple[str, list[str]] | None:
+        """(namespace, [name]) of a request on one Lease; None once answered otherwise."""
+        begun = self._begin(method)
+        if begun is None:
+            return None
+        (resource, namespace, rest), _ = begun
+        if resource != LEASES or len(rest) != 1:
+            self._discard_body()
+            self._reply(405, self._status(405, "MethodNotAllowed", "only leases"))
+            return None
+        return namespace, rest
+
+    def do_PUT(self) -> None:
+        begun = self._begin_lease("PUT")
+        if begun is None:
+            return
+        namespace, rest = begun
+        resource = LEASES
+        body = self._body()
+        api = self.api
+        with api.cond:
+            store = api.state.objects.setdefault(resource, {})
+            current = store.get((namespace, rest[0]))
+            sent_rv = (body.get("metadata") or {}).get("resourceVersion")
+            if current is None:
+                self._reply(404, self._status(404, "NotFound", f"leases {rest[0]} not found"))
+                return
+            if api.state.conflicts or (
+                    sent_rv and sent_rv != current["metadata"]["resourceVersion"]):
+                api.state.conflicts = max(0, api.state.conflicts - 1)
+                self._reply(409, self._status(
+                    409, "Conflict", f"Operation cannot be fulfilled on leases "
+                    f"{rest[0]!r}: the object has been modified; please apply your changes "
+                    "to the latest version and try again"))
+                return
+            body.setdefault("metadata", {}).update(namespace=namespace, name=rest[0],
+                                                   uid=current["metadata"].get("uid"))
+            store[(namespace, rest[0])] = body
+            api._record(resource, "MODIFIED", body)
+            reply = copy.deepcopy(body)
+        self._reply(200, reply)
+
+    def do_DELETE(self) -> None:
+        begun = self._begin_lease("DELETE")
+        if begun is None:
+            return
+        namespace, rest = begun
+        resource = LEASES
+        api = self.api
+        with api.cond:
+            obj = api.state.objects.get(resource, {}).pop((namespace, rest[0]), None)
+            if obj is not None:
+                api._record(resource, "DELETED", obj)
+        if obj is None:
+            self._reply(404, self._status(404, "NotFound", f"leases {rest[0]} not found"))
+            return
+        self._reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
