@@ -1,7 +1,12 @@
 """skein-speaker: argument parsing and wiring only (the daemon is speaker.daemon).
 
     skein-speaker --node NAME --manifests FILE [--assign-to-lo] [...]
-    skein-speaker --node NAME (--kubeconfig FILE | --in-cluster) [...]
+    skein-speaker --node NAME (--kubeconfig FILE | --in-cluster) [--liveness lease] [...]
+
+Liveness (who may own an L2 address): `--liveness lease` (the default with the
+Kubernetes API) is a Lease per speaker in --namespace (speaker.membership.lease);
+`--liveness heartbeat` (the default, and the only choice, with --manifests) is
+the UDP heartbeat protocol (speaker.membership.udp), which fails over faster.
 
 Run one per node, inside the node's network namespace.  Exit codes: 0 after a
 clean stop (SIGTERM / SIGINT), 2 for bad usage or a configuration it cannot
@@ -13,10 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from speaker.api import service as api
 from speaker.l2.announcer import DEFAULT_BURST, L2Announcer
+from speaker.membership import Liveness
 from speaker.membership.udp import DEFAULT_PORT
 from speaker.sources.base import Source
 
@@ -53,6 +60,18 @@ def parser() -> argparse.ArgumentParser:
                         help="follow the Kubernetes API with this kubeconfig")
     source.add_argument("--in-cluster", action="store_true",
                         help="follow the Kubernetes API with the pod's service account")
+    p.add_argument("--liveness", choices=("heartbeat", "lease"), default=None,
+                   help="how speakers know each other alive: Kubernetes Leases (default with "
+                        "--kubeconfig / --in-cluster) or UDP heartbeats (default, and the "
+                        "only choice, with --manifests; faster failover)")
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "skein-system",
+                   help="namespace of the speakers' Leases (default $POD_NAMESPACE, else "
+                        "skein-system)")
+    p.add_argument("--lease-duration", type=int, default=4, metavar="SECONDS",
+                   help="a Lease not renewed this long is expired (whole seconds, default "
+                        "%(default)s)")
+    p.add_argument("--lease-renew", type=_positive, default=1.0, metavar="SECONDS",
+                   help="Lease renewal period (default %(default)s)")
     p.add_argument("--member-port", type=int, default=DEFAULT_PORT,
                    help="UDP port of the speakers' heartbeats (default %(default)s)")
     p.add_argument("--heartbeat-interval", type=_positive, default=0.05, metavar="SECONDS",
@@ -101,13 +120,25 @@ def _source(args: argparse.Namespace) -> Source:
         from speaker.sources.file import FileSource
 
         return FileSource(args.manifests)
-    # Liveness stays the UDP heartbeat protocol in a cluster too (the nodes
-    # reach each other, as MetalLB's memberlist assumes); Leases would plug in
-    # as another speaker.membership.Liveness.
     from speaker.sources.kube import SPEAKER_KINDS, KubeClient, KubeSource
 
     client = KubeClient.from_kubeconfig(None if args.in_cluster else args.kubeconfig)
     return KubeSource(client, SPEAKER_KINDS)
+
+
+def _liveness(args: argparse.Namespace, source: Source) -> Liveness:
+    if args.liveness == "lease":
+        from speaker.membership.lease import LeaseLiveness
+        from speaker.sources.kube import KubeSource
+
+        if not isinstance(source, KubeSource):  # main() refuses --manifests before this
+            raise TypeError("Lease liveness needs the Kubernetes API source")
+        return LeaseLiveness(args.node, source.client, namespace=args.namespace,
+                             duration=args.lease_duration, renew_interval=args.lease_renew)
+    from speaker.membership.udp import UdpMembership
+
+    return UdpMembership(args.node, port=args.member_port, interval=args.heartbeat_interval,
+                         dead_after=args.dead_after)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.dead_after <= args.heartbeat_interval:
         return fail(f"--dead-after ({args.dead_after}) must exceed --heartbeat-interval "
                     f"({args.heartbeat_interval}), or every peer would flap")
+    if args.liveness is None:
+        args.liveness = "heartbeat" if args.manifests is not None else "lease"
+    if args.liveness == "lease" and args.manifests is not None:
+        return fail("--liveness lease needs the Kubernetes API (--kubeconfig or --in-cluster), "
+                    "not --manifests")
+    if args.liveness == "lease" and not 0 < args.lease_renew < args.lease_duration:
+        return fail(f"--lease-renew ({args.lease_renew}) must be shorter than "
+                    f"--lease-duration ({args.lease_duration}), which must be at least 1")
     problem = api.check_arguments(args)
     if problem is not None:
         return fail(problem)
@@ -128,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from speaker.bgp_announcer import BgpAnnouncer
     from speaker.daemon import Daemon
-    from speaker.membership.udp import UdpMembership
 
     async def run() -> None:
         announcer = L2Announcer(burst=args.garp_burst, refresh=args.garp_refresh,
@@ -136,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         # Idle (no socket, no session) until a BGPPeer selects this node.
         bgp_announcer = BgpAnnouncer(listen=("0.0.0.0", "::") if args.bgp_listen else (),
                                      listen_port=args.bgp_port, assign_to_lo=args.assign_to_lo)
-        liveness = UdpMembership(args.node, port=args.member_port,
-                                 interval=args.heartbeat_interval, dead_after=args.dead_after)
+        liveness = _liveness(args, source)
         daemon = Daemon(args.node, source, liveness, [announcer, bgp_announcer],
                         resync=args.resync, lb_class=args.lb_class,
                         advertise_pod_cidrs=args.advertise_pod_cidr)

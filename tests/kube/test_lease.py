@@ -246,3 +246,22 @@ def test_durations_are_checked():
         LeaseLiveness("a", None, duration=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         LeaseLiveness("a", None, duration=2, renew_interval=2)  # type: ignore[arg-type]
+
+
+def test_skein_speaker_picks_the_liveness_by_source(api, tmp_path, capsys):
+    from speaker import main
+    from speaker.membership.udp import UdpMembership
+    from speaker.sources.kube import KubeSource
+
+    assert main.main(["--node", "a", "--manifests", "x.yaml", "--liveness", "lease"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--liveness lease needs the Kubernetes API" in err[0]
+    kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+    args = main.parser().parse_args(["--node", "a", "--kubeconfig", kubeconfig,
+                                     "--namespace", "ns1"])
+    args.liveness = "lease"  # what main() resolves the default to with --kubeconfig
+    liveness = main._liveness(args, KubeSource(client(api, tmp_path)))
+    assert isinstance(liveness, LeaseLiveness)
+    assert (liveness.namespace, liveness.duration, liveness.renew_interval) == ("ns1", 4, 1.0)
+    args.liveness = "heartbeat"
+    assert isinstance(main._liveness(args, KubeSource(client(api, tmp_path))), UdpMembership)
