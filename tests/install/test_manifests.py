@@ -188,6 +188,9 @@ def test_rbac_is_least_privilege():
         | grant("projectcalico.org", ["bgpconfigurations"], WATCH)
         | grant("crd.projectcalico.org", ["bgpconfigurations"], WATCH))
     assert rules("Role", "skein-speaker") == grant("metallb.io", METALLB, WATCH)
+    # Its liveness: its own Lease written, everyone's read (speaker.membership.lease).
+    assert rules("Role", "skein-speaker-leases") == grant(
+        "coordination.k8s.io", ["leases"], ["get", *WATCH, "create", "update", "delete"])
     assert rules("ClusterRole", "skein-controller") == (
         grant("", ["services", "namespaces"], WATCH) | grant("", ["services/status"], ["patch"])
         | grant("", ["events"], ["create"]))
@@ -197,8 +200,9 @@ def test_rbac_is_least_privilege():
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
             assert not {"secrets", "pods"} & set(rule["resources"])
     for kind in ("Role", "RoleBinding"):
-        for role in by_kind(kind).values():
-            assert role["metadata"]["namespace"] == CONFIG_NAMESPACE
+        for name, role in by_kind(kind).items():
+            assert role["metadata"]["namespace"] == (
+                NAMESPACE if name == "skein-speaker-leases" else CONFIG_NAMESPACE)
 
 
 def test_rbac_covers_what_the_kube_source_reads():
@@ -226,7 +230,8 @@ def test_bindings_match_roles_and_accounts():
             role_kind = binding["roleRef"]["kind"]
             role = by_kind(role_kind)[binding["roleRef"]["name"]]
             assert role["metadata"].get("namespace") == binding["metadata"].get("namespace")
-            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
+            account = name.removesuffix("-leases")  # skein-speaker-leases: the speaker's
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account,
                                             "namespace": NAMESPACE}]
     workloads = {**by_kind("DaemonSet"), **by_kind("Deployment")}
     used = {w["spec"]["template"]["spec"]["serviceAccountName"] for w in workloads.values()}
@@ -286,6 +291,9 @@ def test_speaker_and_controller():
     assert capabilities(container) == (["ALL"], ["NET_ADMIN", "NET_RAW"])
     assert container["command"] == ["skein-speaker", "--node=$(NODE_NAME)", "--in-cluster"]
     assert env_sources(container)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    # --namespace of the speakers' Leases defaults to it.
+    assert env_sources(container)["POD_NAMESPACE"] == {"fieldRef": {
+        "fieldPath": "metadata.namespace"}}
 
     deployment = by_kind("Deployment")["skein-controller"]
     assert deployment["spec"]["replicas"] == 1
@@ -301,7 +309,8 @@ def test_speaker_and_controller():
 
 def expand(argv: list[str], container: dict[str, Any]) -> list[str]:
     """$(VAR) as the kubelet expands it, with sample values for the env."""
-    values = {"NODE_NAME": "worker-1", "CLUSTER_CIDR": "10.244.0.0/16", "UNDERLAY_DEVICE": ""}
+    values = {"NODE_NAME": "worker-1", "CLUSTER_CIDR": "10.244.0.0/16", "UNDERLAY_DEVICE": "",
+              "POD_NAMESPACE": NAMESPACE}
     assert set(env_sources(container)) <= set(values)
     for name, value in values.items():
         argv = [a.replace(f"$({name})", value) for a in argv]
