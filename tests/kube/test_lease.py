@@ -265,3 +265,80 @@ def test_skein_speaker_picks_the_liveness_by_source(api, tmp_path, capsys):
     assert (liveness.namespace, liveness.duration, liveness.renew_interval) == ("ns1", 4, 1.0)
     args.liveness = "heartbeat"
     assert isinstance(main._liveness(args, KubeSource(client(api, tmp_path))), UdpMembership)
+
+
+def test_lab_speakers_elect_by_lease_and_fail_over_after_kill(tmp_path):
+    """Three skein-speakers in a netns lab follow the stand-in (bound inside the
+    lab, as tests/overlay/test_overlay_kube.py does) with the default liveness
+    of --kubeconfig, Leases: one owner answers ARP; SIGKILL'd, its Lease stays
+    and expires, and another node takes the address over; that one SIGTERM'd
+    deletes its Lease and the last node takes over."""
+    import os
+
+    from cni_plugin import netns
+    from cni_plugin.lab.cluster import Lab, scripts_dir
+    from cni_plugin.lab.speakers import (
+        address_pool,
+        arping_macs,
+        l2_advertisement,
+        lb_service,
+        node_mac,
+        poll,
+        speaker_log,
+        start_name_server,
+        stop_speaker,
+        tcp_name,
+    )
+
+    lb = "10.99.0.200"
+    with Lab(nodes=3) as lab:
+        client_ns = lab.add_client("cl", 100)
+        api_ns = lab.add_client("api", 5)
+        fd = netns.open_netns(api_ns.path)
+        try:
+            with netns.entered_fd(fd):
+                server = FakeApiServer(host=lab.host(5)).start()
+        finally:
+            os.close(fd)
+        speakers: dict[str, Any] = {}
+        try:
+            for obj in [*(lab.node_object(n) for n in lab.nodes.values()),
+                        address_pool("lab", "10.99.0.200-10.99.0.215"),
+                        l2_advertisement("l2", pools=["lab"]), lb_service("web", lb)]:
+                server.put(obj)
+            kubeconfig = str(server.kubeconfig(tmp_path / "kubeconfig"))
+            for node in lab.nodes.values():
+                start_name_server(lab, node)
+                argv = [os.path.join(scripts_dir(), "skein-speaker"), "--node", node.name,
+                        "--kubeconfig", kubeconfig, "--assign-to-lo",
+                        "--api-socket", os.path.join(node.workdir, "speaker.sock"),
+                        "--namespace", NS, "--lease-duration", "1", "--lease-renew", "0.2"]
+                speakers[node.name] = lab.spawn(node.ns, *argv, log=os.path.join(
+                    node.workdir, "speaker.log"))
+            leases = ("coordination.k8s.io", "v1", "leases")
+            poll(lambda: len(server.state.objects.get(leases, {})) == 3, 20, "three Leases")
+            macs = {node_mac(n): n for n in lab.nodes.values()}
+            answers = poll(lambda: arping_macs(client_ns, lb), 20, f"an answer for {lb}")
+            assert len(set(answers)) == 1, answers
+            owner = macs[answers[0]]
+            assert tcp_name(client_ns, lb) == owner.name
+
+            stop_speaker(speakers.pop(owner.name), kill=True)
+            successor = poll(lambda: tcp_name(client_ns, lb) not in (None, owner.name)
+                             and tcp_name(client_ns, lb), 20, "a new owner serving TCP")
+            log = speaker_log(lab.nodes[successor])
+            assert f"of {owner.name} expired or deleted: considered dead" in log
+            assert (NS, lease_name(owner.name)) in server.state.objects[leases], \
+                "killed: its Lease was left to expire"
+            answers = poll(lambda: arping_macs(client_ns, lb), 20, f"an answer for {lb}")
+            assert {macs[m].name for m in answers} == {successor}
+
+            # SIGTERM: the Lease is deleted on the way out and the last node takes over.
+            assert stop_speaker(speakers.pop(successor)) == 0
+            assert (NS, lease_name(successor)) not in server.state.objects[leases]
+            (last,) = speakers
+            poll(lambda: tcp_name(client_ns, lb) == last, 20, "the last node serving TCP")
+        finally:
+            for proc in speakers.values():
+                stop_speaker(proc)
+            server.stop()
