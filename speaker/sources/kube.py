@@ -35,7 +35,9 @@ Least RBAC (verbs x resources) for the daemons using this source:
   projectcalico.org and crd.projectcalico.org bgpconfigurations list, watch
   (optional: a 403/404 there only logs).
 - agent: nodes list, watch.
-No `get` is needed: nothing is read one object at a time.
+No `get` is needed by this source: nothing is read one object at a time.  The
+speaker's lease liveness (speaker.membership.lease) needs, in its own
+namespace, coordination.k8s.io leases get, list, watch, create, update, delete.
 
 The kubernetes package takes ~0.4 s to import; only daemons import this module
 (the CNI plugin never does).
