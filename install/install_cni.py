@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "route); empty means the default")
     p.add_argument("--no-ip-masq", dest="ip_masq", action="store_false",
                    help="do not masquerade traffic leaving the cluster")
+    p.add_argument("--agent-socket", default="/run/skein/agent.sock",
+                   help="skein-agent's fast path socket, named in the conflist so pods "
+                   "use the agent from the start ('' for none; without the agent "
+                   "skein works in-process)")
     return p
 
 
@@ -294,7 +298,8 @@ def run(args: argparse.Namespace) -> None:
     if args.underlay_device:
         vxlan["underlayDevice"] = args.underlay_device
     conflist = node_conflist(cidrs, data_dir=args.ipam_data_dir, cluster_cidrs=cluster,
-                             vxlan=vxlan, ip_masq=args.ip_masq)
+                             vxlan=vxlan, ip_masq=args.ip_masq,
+                             agent_socket=args.agent_socket or None)
     path = args.root / "etc/cni/net.d" / CONFLIST_NAME
     changed = write_atomically(str(path), conflist)
     print(f"install-cni: {'wrote' if changed else 'unchanged'} {path} "

@@ -78,7 +78,8 @@ def test_installs_executables_and_conflist(built, tmp_path):
     # Exactly what skein-agent's function makes for this node (before it knows the MTU).
     assert installed_conflist(root) == node_conflist(
         [POD_CIDR], data_dir=data_dir, cluster_cidrs=[CLUSTER_CIDR],
-        vxlan={"vni": 1, "port": 8472, "device": "skein.1"})
+        vxlan={"vni": 1, "port": 8472, "device": "skein.1"},
+        agent_socket="/run/skein/agent.sock")
     assert "wrote" in proc.stdout
 
 
