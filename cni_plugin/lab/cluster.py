@@ -64,6 +64,11 @@ class Node:
     cni_path: str
     pods: dict[str, Pod] = field(default_factory=dict)
     agent: subprocess.Popen[Any] | None = None
+    pod_cidr6: str | None = None
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        return [self.pod_cidr] + ([self.pod_cidr6] if self.pod_cidr6 else [])
 
     @property
     def conf_dir(self) -> str:
@@ -101,11 +106,14 @@ class Lab:
 
     def __init__(self, nodes: int = 3, tag: str | None = None,
                  underlay: str = "10.99.0.0/24", cluster_cidr: str = "10.244.0.0/16",
+                 cluster_cidr6: str | None = None,
                  workdir: str | None = None) -> None:
         self.tag = tag or new_tag()
         self.prefix = f"sk{self.tag}"
         self.underlay_net = ipaddress.ip_network(underlay)
         self.cluster_cidr = ipaddress.ip_network(cluster_cidr)
+        # Dual stack: each node also gets a /64 of this network.
+        self.cluster_cidr6 = ipaddress.ip_network(cluster_cidr6) if cluster_cidr6 else None
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix=f"skein-lab-{self.tag}-")
         self.node_count = nodes
@@ -131,8 +139,11 @@ class Lab:
         self.underlay.ip("link", "add", "br0", "type", "bridge")
         self.underlay.ip("link", "set", "br0", "up")
         subnets = self.cluster_cidr.subnets(new_prefix=24)
+        subnets6 = self.cluster_cidr6.subnets(new_prefix=64) if self.cluster_cidr6 else None
         for i in range(1, self.node_count + 1):
-            self.add_node(f"node{i}", str(next(subnets)))
+            node = self.add_node(f"node{i}", str(next(subnets)))
+            if subnets6 is not None:
+                node.pod_cidr6 = str(next(subnets6))
 
     def host(self, index: int) -> str:
         return str(self.underlay_net.network_address + index)
@@ -157,8 +168,13 @@ class Lab:
     def write_conflist(self, node: Node, **options: Any) -> None:
         """The conflist the node agent would write (used when no agent runs)."""
         write_atomically(node.conflist_path, node_conflist(
-            [node.pod_cidr], data_dir=node.data_dir,
-            cluster_cidrs=[str(self.cluster_cidr)], **options))
+            node.pod_cidrs, data_dir=node.data_dir,
+            cluster_cidrs=self.cluster_cidrs, **options))
+
+    @property
+    def cluster_cidrs(self) -> list[str]:
+        return [str(self.cluster_cidr)] + ([str(self.cluster_cidr6)] if self.cluster_cidr6
+                                           else [])
 
     # -- the control plane: a manifests file, one agent per node -------------
     @property
@@ -168,7 +184,7 @@ class Lab:
     def node_object(self, node: Node) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
-                "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+                "spec": {"podCIDR": node.pod_cidr, "podCIDRs": node.pod_cidrs},
                 "status": {"addresses": [{"type": "InternalIP", "address": node.underlay_ip},
                                          {"type": "Hostname", "address": node.name}]}}
 
@@ -188,7 +204,8 @@ class Lab:
     def start_agent(self, node: Node, resync: float = 2.0) -> subprocess.Popen[Any]:
         argv = [os.path.join(scripts_dir(), "skein-agent"), "--node", node.name,
                 "--manifests", self.manifests_path, "--cni-conf-dir", node.conf_dir,
-                "--ipam-data-dir", node.data_dir, "--cluster-cidr", str(self.cluster_cidr),
+                "--ipam-data-dir", node.data_dir,
+                *[arg for cidr in self.cluster_cidrs for arg in ("--cluster-cidr", cidr)],
                 "--resync", str(resync), "--socket", node.agent_socket]
         proc = self.spawn(node.ns, *argv, log=os.path.join(node.workdir, "agent.log"))
         node.agent = proc

@@ -178,3 +178,19 @@ def test_add_creates_the_vxlan_device_when_no_agent_runs(tag):
             for i, pod in enumerate(pods):
                 node.cni("DEL", f"c{i}", pod.path)
                 pod.delete()
+
+
+def test_dual_stack_overlay_keeps_source_addresses(tag):
+    """IPv6 pod subnets ride the same (IPv4) VXLAN underlay; with both cluster
+    networks passed to the agent, neither family is masqueraded between pods."""
+    with Lab(nodes=2, tag=tag, cluster_cidr6="fd44::/48") as lab:
+        lab.start_agents()
+        a = lab.add_pod(lab.nodes["node1"], "a")
+        b = lab.add_pod(lab.nodes["node2"], "b")
+        for version in (4, 6):
+            assert ping(a.ns, b.address(version)), version
+            seen = tcp_source_seen(b.ns, b.address(version), a.ns, b.address(version),
+                                   port=7100 + version)
+            assert seen == a.address(version), (version, seen)
+        routes = lab.nodes["node1"].ns.ip("-6", "route", "show", "proto", "83").stdout
+        assert lab.nodes["node2"].pod_cidr6 in routes
