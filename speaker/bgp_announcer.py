@@ -29,8 +29,6 @@ prefixes sent to each peer.
 
 from __future__ import annotations
 
-import errno
-import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -38,14 +36,13 @@ from speaker.bgp.peer import RouteAttrs
 from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp_plan import BgpSession
+from speaker.loopback import LoopbackAddresses
 from speaker.model.communities import BGPCommunity
-from speaker.model.fields import IPAddress
 from speaker.plan import BGP, Announcement
 
 log = logging.getLogger("speaker.bgp")
 
 LO_ADDRESS_PROTO = 84  # IFA_PROTO of lo addresses the BGP announcer adds
-LOOPBACK_INDEX = 1  # in every namespace
 SHOWN = 8  # prefixes named per log line; more are counted
 
 
@@ -84,7 +81,8 @@ class BgpAnnouncer:
         self._sessions: dict[str, BgpSession] = {}  # peer address -> session
         self._sent: dict[str, dict[str, RouteAttrs]] = {}  # peer address -> prefix -> attrs
         self._started = False
-        self._sysctls_done = False
+        # Accept an address already on lo: the L2 announcer may hold the same one.
+        self._lo = LoopbackAddresses(LO_ADDRESS_PROTO, accept_existing=True)
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -142,7 +140,7 @@ class BgpAnnouncer:
                 table[prefix] = attrs if old is None or old == attrs else _merge(old, attrs)
         if self.assign_to_lo:
             # Before the routes go out: the traffic they attract must be accepted.
-            await self._sync_lo({a.address for a in mine if a.services})
+            await self._lo.sync({a.address for a in mine if a.services})
         for key in self.speaker.peers:
             self._update_peer(key, wanted.get(key, {}))
 
@@ -168,51 +166,13 @@ class BgpAnnouncer:
         await self.speaker.shutdown("skein-speaker stopping")
         self._sent.clear()
         if self.assign_to_lo:
-            await self._sync_lo(set())
+            await self._lo.sync(set())
 
     # -- status ---------------------------------------------------------------------------
 
     def advertised(self) -> dict[str, list[str]]:
         """Peer address -> the prefixes sent to it (what the plan asked for)."""
         return {key: sorted(table) for key, table in self._sent.items()}
-
-    # -- lo -------------------------------------------------------------------------------
-
-    async def _sync_lo(self, addresses: set[IPAddress]) -> None:
-        from pyroute2 import AsyncIPRoute
-
-        self._ignore_arp_for_lo()
-        try:
-            async with AsyncIPRoute() as ipr:
-                ours = {ipaddress.ip_address(msg.get("address"))
-                        async for msg in await ipr.addr("dump", index=LOOPBACK_INDEX)
-                        if msg.get("IFA_PROTO") == LO_ADDRESS_PROTO}
-                for address in ours - addresses:
-                    await ipr.addr("del", index=LOOPBACK_INDEX, address=str(address),
-                                   prefixlen=address.max_prefixlen)
-                for address in addresses - ours:
-                    try:
-                        await ipr.addr("add", index=LOOPBACK_INDEX, address=str(address),
-                                       prefixlen=address.max_prefixlen,
-                                       proto=LO_ADDRESS_PROTO)
-                    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError
-                        # Already there (the L2 announcer's, or an operator's): accepted.
-                        if getattr(exc, "code", None) != errno.EEXIST:
-                            raise
-        except Exception as exc:  # noqa: BLE001 - announcing goes on; the log says what failed
-            log.error("cannot set LoadBalancer addresses on lo (%s); traffic to them will not "
-                      "be accepted on this node", exc)
-
-    def _ignore_arp_for_lo(self) -> None:
-        if self._sysctls_done:
-            return
-        self._sysctls_done = True
-        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-            try:
-                with open(f"/proc/sys/net/ipv4/conf/all/{key}", "w", encoding="ascii") as f:
-                    f.write(value)
-            except OSError as exc:
-                log.error("cannot set net.ipv4.conf.all.%s=%s (%s)", key, value, exc.strerror)
 
 
 def _attrs_text(attrs: RouteAttrs) -> str:

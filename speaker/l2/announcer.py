@@ -41,6 +41,7 @@ from prometheus_client import Counter
 from speaker.l2 import frames
 from speaker.l2.rawsock import RawSocket
 from speaker.l2.responder import RateLimiter, Responder
+from speaker.loopback import LoopbackAddresses
 from speaker.model.fields import IPAddress
 from speaker.plan import L2, Announcement
 
@@ -81,7 +82,7 @@ class L2Announcer:
         self._refresher: asyncio.Task[None] | None = None
         self._unresolved: set[IPAddress] = set()
         self._failed_ifaces: set[str] = set()
-        self._sysctls_done = False
+        self._lo = LoopbackAddresses(ADDRESS_PROTO)
 
     # -- the Announcer protocol ----------------------------------------------------------
 
@@ -93,7 +94,7 @@ class L2Announcer:
                 wanted.setdefault(ifname, {})[ann.address] = ann.services
         if self.assign_to_lo:
             # Before the first gratuitous ARP: traffic it attracts must be accepted.
-            await self._sync_lo({a.address for a in mine})
+            await self._lo.sync({a.address for a in mine})
         for ifname in list(self._ports):
             if ifname not in wanted:
                 self._close_port(self._ports.pop(ifname))
@@ -117,7 +118,7 @@ class L2Announcer:
             self._close_port(port)
         self._ports.clear()
         if self.assign_to_lo:
-            await self._sync_lo(set())
+            await self._lo.sync(set())
 
     # -- status -------------------------------------------------------------------------
 
@@ -236,40 +237,6 @@ class L2Announcer:
             return ()
         self._unresolved.discard(address)
         return (str(names[best[1]]),)
-
-    async def _sync_lo(self, addresses: set[IPAddress]) -> None:
-        from pyroute2 import AsyncIPRoute
-
-        self._set_sysctls()
-        try:
-            async with AsyncIPRoute() as ipr:
-                lo = 1  # the loopback device is index 1 in every namespace
-                present: set[IPAddress] = set()
-                async for msg in await ipr.addr("dump", index=lo):
-                    if msg.get("IFA_PROTO") == ADDRESS_PROTO:
-                        present.add(ipaddress.ip_address(msg.get("address")))
-                for address in present - addresses:
-                    await ipr.addr("del", index=lo, address=str(address),
-                                   prefixlen=address.max_prefixlen)
-                for address in addresses - present:
-                    await ipr.addr("add", index=lo, address=str(address),
-                                   prefixlen=address.max_prefixlen, proto=ADDRESS_PROTO)
-        except Exception as exc:  # noqa: BLE001 - announcing goes on; the log says what failed
-            log.error("cannot set LoadBalancer addresses on lo (%s); traffic to them will not "
-                      "be accepted on this node", exc)
-
-    def _set_sysctls(self) -> None:
-        if self._sysctls_done:
-            return
-        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
-            path = f"/proc/sys/net/ipv4/conf/all/{key}"
-            try:
-                with open(path, "w", encoding="ascii") as f:
-                    f.write(value)
-            except OSError as exc:
-                log.error("cannot set %s=%s (%s): the kernel may answer ARP for LoadBalancer "
-                          "addresses on lo", path, value, exc.strerror)
-        self._sysctls_done = True
 
 
 def _family(address: IPAddress) -> int:
