@@ -184,17 +184,3 @@ def parse_netconf(conf: dict[str, Any]) -> NetConf:
         agent_socket=_agent_socket(conf.get("agentSocket")),
         raw=conf,
     )
-
-
-def gateway_networks(result: dict[str, Any]) -> list[tuple[ipaddress.IPv4Interface |
-                                                           ipaddress.IPv6Interface, str]]:
-    """(gateway address on the pod's subnet, pod address) for each IP that has a gateway."""
-    out = []
-    for ip in result.get("ips", []):
-        gateway = ip.get("gateway")
-        if not gateway:
-            continue
-        iface = ipaddress.ip_interface(ip["address"])
-        out.append((ipaddress.ip_interface(f"{gateway}/{iface.network.prefixlen}"),
-                    ip["address"]))
-    return out

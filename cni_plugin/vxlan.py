@@ -35,12 +35,6 @@ def vtep_mac(underlay_ip: str) -> str:
     return vtep_mac_for_ip(underlay_ip)
 
 
-def vtep_address(pod_cidr: str) -> str:
-    """The VTEP's own address: the network address of the node's pod subnet
-    (as flannel does), so routes to a peer's subnet go 'via' its .0."""
-    return str(ipaddress.ip_network(pod_cidr, strict=False).network_address)
-
-
 @dataclass(frozen=True)
 class Underlay:
     link: Link

@@ -6,22 +6,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir
 from cni_plugin.lab.netns import Netns, new_tag
-
-REFERENCE_CNI_DIR = "/usr/lib/cni"
 
 
 def _console_script_dir() -> str:
-    # The interpreter's own scripts dir, not shutil.which: a pyenv shim is a
-    # shell script in front of the real console script.
-    directory = sysconfig.get_path("scripts")
+    directory = scripts_dir()
     if not os.access(os.path.join(directory, "skein"), os.X_OK):
         raise RuntimeError("the skein console script is not installed: pip install -e .[test]")
     return directory
@@ -156,23 +152,3 @@ def node(netns_factory: Any) -> Netns:
 @pytest.fixture
 def cni(node: Netns, cni_path: str) -> CniRunner:
     return CniRunner(node, cni_path)
-
-
-def ping(ns: Netns, address: str, count: int = 1, timeout: int = 5) -> bool:
-    family = "-6" if ":" in address else "-4"
-    proc = ns.run("ping", family, "-c", str(count), "-W", str(timeout), "-i", "0.2", address,
-                  check=False)
-    return proc.returncode == 0
-
-
-def links(ns: Netns) -> list[dict[str, Any]]:
-    return json.loads(ns.ip("-j", "link", "show").stdout)
-
-
-def addresses(ns: Netns, ifname: str) -> list[str]:
-    data = json.loads(ns.ip("-j", "addr", "show", "dev", ifname).stdout)
-    return [f"{a['local']}/{a['prefixlen']}" for entry in data for a in entry["addr_info"]]
-
-
-def run_quiet(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), text=True, capture_output=True, check=False)

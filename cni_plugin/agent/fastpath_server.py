@@ -41,7 +41,6 @@ class FastPathServer:
         self.plugin_factory = plugin_factory
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cni")
         self.pause_before_reply = pause_before_reply
-        self.served = 0
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -119,7 +118,6 @@ class FastPathServer:
         try:
             started = time.monotonic()
             code, out = dispatch(self.plugin_factory(), environ, stdin)
-            self.served += 1
             log.debug("served %s %s in %.1f ms (exit %d)", command, container_id,
                       1000 * (time.monotonic() - started), code)
             return code, out

@@ -58,6 +58,8 @@ class Action:
 
 
 def vtep_address(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """A node's VTEP address: the network address of its pod subnet (as flannel
+    does), so routes to a peer's subnet go 'via' its .0."""
     return str(cidr.network_address)
 
 

@@ -30,7 +30,8 @@ REFERENCE_CNI_DIR = "/usr/lib/cni"
 
 
 def scripts_dir() -> str:
-    """Where pip put our console scripts (not a pyenv shim in front of them)."""
+    """Where pip put our console scripts: the interpreter's own scripts dir, not
+    shutil.which, which may find a version manager's shim script in front."""
     return sysconfig.get_path("scripts")
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, plugin_config
 from cni_plugin.lab.netns import veth_between
-from tests.conftest import ping
+from cni_plugin.lab.traffic import ping
 from tests.install.helpers import (
     INSTALL,
     FakeAgent,
