@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,9 +40,11 @@ sys.path.insert(0, ROOT)
 from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
 from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
 
-# The node executables start with `#!/usr/bin/env -S python3 -I -S`: resolve that to this
-# interpreter, not to a version manager's shim script in front of it.
-PATH = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+# The node executables start with `#!/usr/bin/env -S python3 -I -S`, and a container
+# runtime execs plugins with the node's PATH (containerd: /usr/local/sbin:...:/usr/bin:...),
+# so a node runs them with its system python3.  The bench does the same; --python-dir
+# names another directory to find python3 in (this interpreter's, say).
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def config(plugin: str, ipam: str, data_dir: str, agent_socket: str | None) -> dict[str, Any]:
@@ -65,8 +68,8 @@ def build_executables(out: str) -> str:
 
 class Runner:
     def __init__(self, label: str, binary: str, ipam: str, cni_path: str, tag: str,
-                 agent: bool) -> None:
-        self.label, self.binary, self.cni_path = label, binary, cni_path
+                 agent: bool, path: str) -> None:
+        self.label, self.binary, self.cni_path, self.path = label, binary, cni_path, path
         self.node = Netns(f"sk{tag}{label[:3]}").create()
         self.workdir = tempfile.mkdtemp(prefix=f"skein-bench-{label}-")
         self.agent: subprocess.Popen[bytes] | None = None
@@ -94,7 +97,7 @@ class Runner:
         return statistics.median(samples)
 
     def _popen(self, command: str, container_id: str, netns: str) -> subprocess.Popen[bytes]:
-        env = {"PATH": PATH, "CNI_COMMAND": command,
+        env = {"PATH": self.path, "CNI_COMMAND": command,
                "CNI_CONTAINERID": container_id, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
                "CNI_PATH": self.cni_path}
         stdin = tempfile.TemporaryFile()
@@ -154,7 +157,14 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=64)
     parser.add_argument("--console", action="store_true",
                         help="use pip's console scripts instead of the node zipapps")
+    parser.add_argument("--python-dir", default=None,
+                        help="find the executables' python3 here first (default: the "
+                        "node's PATH, i.e. the system python3)")
     args = parser.parse_args()
+    path = os.pathsep.join(filter(None, [args.python_dir, NODE_PATH]))
+    python = shutil.which("python3", path=path)
+    if python is None:
+        raise SystemExit(f"no python3 on {path}")
     tag = new_tag()
     with tempfile.TemporaryDirectory(prefix="skein-bench-bin-") as bindir:
         ours = scripts_dir() if args.console else build_executables(bindir)
@@ -165,8 +175,9 @@ def main() -> int:
                  ("agent", skein, "skein-ipam", True)]
         results = {}
         for label, binary, ipam, agent in plans:
-            runner = Runner(label, binary, ipam, cni_path, tag, agent)
+            runner = Runner(label, binary, ipam, cni_path, tag, agent, path)
             results[label] = measure(runner, args.pods, args.burst, tag)
+    print(f"our executables run by {python} (their shebang's python3 on {path})")
     print(f"{args.pods} sequential pods (ms per call, `ip netns exec` cost subtracted); "
           f"burst: {args.burst} parallel ADDs, wall time")
     print(f"{'':12} {'ADD med':>8} {'ADD p90':>8} {'DEL med':>8} {'DEL p90':>8} {'burst s':>8}")

@@ -12,18 +12,18 @@ from __future__ import annotations
 import errno
 import ipaddress
 
-from cni_plugin import netlink, spec
-from cni_plugin.netlink import IPRoute, Link, NetlinkError
+from cni_plugin import netlink, rtnl, spec
+from cni_plugin.netlink import Link, NetlinkError, RouteSocket
 from cni_plugin.spec import CniError
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-def ensure_bridge(ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Link:
+def ensure_bridge(ipr: RouteSocket, name: str, mtu: int | None, promisc: bool) -> Link:
     link = netlink.get_link(ipr, name)
     if link is None:
         try:
-            ipr.link("add", ifname=name, kind="bridge", **({"mtu": mtu} if mtu else {}))
+            ipr.create(rtnl.link_create(name, "bridge", mtu=mtu))
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -32,7 +32,7 @@ def ensure_bridge(ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Li
             raise CniError(spec.ERR_KERNEL, f"bridge {name} vanished right after creation")
         if link.kind == "bridge":
             # Pin the MAC (addr_assign_type becomes "set"), see the module doc.
-            ipr.link("set", index=link.index, address=link.mac)
+            netlink.set_mac(ipr, link.index, link.mac)
     if link.kind != "bridge":
         raise CniError(spec.ERR_INVALID_CONFIG,
                        f"invalid network config: bridge: {name} exists and is a "
@@ -51,7 +51,7 @@ def ensure_bridge(ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Li
     return (netlink.get_link_by_index(ipr, link.index) or link) if changed else link
 
 
-def ensure_gateway_address(ipr: IPRoute, bridge: Link, gateway: Interface,
+def ensure_gateway_address(ipr: RouteSocket, bridge: Link, gateway: Interface,
                            force_address: bool) -> None:
     """Put `gateway` on the bridge.  Another address of the same subnet already
     there is an error unless `forceAddress`, as in the reference plugin."""

@@ -15,7 +15,7 @@ import ipaddress
 import threading
 
 from cni_plugin import bridge, netlink
-from cni_plugin.netlink import IPRoute, Link
+from cni_plugin.netlink import Link, RouteSocket
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -23,16 +23,16 @@ Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 class ColdHost:
     """One socket per command, every check done every time (the executable)."""
 
-    def socket(self) -> IPRoute:
+    def socket(self) -> RouteSocket:
         return netlink.open_route_socket()
 
-    def release(self, ipr: IPRoute) -> None:
+    def release(self, ipr: RouteSocket) -> None:
         ipr.close()
 
-    def bridge(self, ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Link:
+    def bridge(self, ipr: RouteSocket, name: str, mtu: int | None, promisc: bool) -> Link:
         return bridge.ensure_bridge(ipr, name, mtu, promisc)
 
-    def gateway(self, ipr: IPRoute, br: Link, gateway: Interface, force: bool) -> None:
+    def gateway(self, ipr: RouteSocket, br: Link, gateway: Interface, force: bool) -> None:
         bridge.ensure_gateway_address(ipr, br, gateway, force)
         bridge.enable_forwarding(gateway.version)
 
@@ -46,16 +46,16 @@ class WarmHost(ColdHost):
         self._bridges: dict[tuple[str, int | None, bool], Link] = {}
         self._gateways: set[tuple[int, str]] = set()
 
-    def socket(self) -> IPRoute:
+    def socket(self) -> RouteSocket:
         ipr = getattr(self._local, "ipr", None)
         if ipr is None:
             ipr = self._local.ipr = netlink.open_route_socket()
         return ipr
 
-    def release(self, ipr: IPRoute) -> None:
+    def release(self, ipr: RouteSocket) -> None:
         pass  # kept for this thread's next command
 
-    def bridge(self, ipr: IPRoute, name: str, mtu: int | None, promisc: bool) -> Link:
+    def bridge(self, ipr: RouteSocket, name: str, mtu: int | None, promisc: bool) -> Link:
         key = (name, mtu, promisc)
         with self._lock:
             known = self._bridges.get(key)
@@ -66,7 +66,7 @@ class WarmHost(ColdHost):
             self._bridges[key] = link
         return link
 
-    def gateway(self, ipr: IPRoute, br: Link, gateway: Interface, force: bool) -> None:
+    def gateway(self, ipr: RouteSocket, br: Link, gateway: Interface, force: bool) -> None:
         key = (br.index, str(gateway))
         with self._lock:
             if key in self._gateways:

@@ -6,8 +6,8 @@ gateway on the bridge, masquerading.  Order matters for "nothing left behind":
 everything that can be checked is checked before anything is created, and
 every step that fails undoes the steps before it (veth removed, lease given
 back).  Kernel work lives in bridge.py / veth.py / masq.py; this module only
-sequences it.  The pyroute2-based modules are imported inside the commands,
-so VERSION and the error paths never pay for them.
+sequences it.  The netlink modules are imported inside the commands, so
+VERSION and the error paths never pay for them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cni_plugin.ipam_exec import exec_ipam
 from cni_plugin.skel import Request
 from cni_plugin.spec import CniError
 
-if TYPE_CHECKING:  # host.py imports pyroute2: only the commands that need it load it
+if TYPE_CHECKING:  # host.py brings the netlink modules: only the commands load them
     from cni_plugin.host import ColdHost
 
 

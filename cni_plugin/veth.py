@@ -14,8 +14,8 @@ import hashlib
 import ipaddress
 from typing import Any
 
-from cni_plugin import netlink, spec
-from cni_plugin.netlink import IPRoute, Link, NetlinkError
+from cni_plugin import netlink, rtnl, spec
+from cni_plugin.netlink import Link, NetlinkError, RouteSocket
 from cni_plugin.spec import CniError
 
 
@@ -24,7 +24,7 @@ def host_veth_name(container_id: str, ifname: str) -> str:
     return f"veth{digest[:8]}"
 
 
-def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: int,
+def create_pair(host: RouteSocket, host_name: str, pod_ifname: str, pod_netns_fd: int,
                 mtu: int | None, bridge: Link, hairpin: bool,
                 pod_mac: str | None = None) -> Link:
     """The pair, host end already enslaved to the bridge and up (one netlink
@@ -32,15 +32,10 @@ def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: in
     leftover = netlink.link_index(host_name)  # this thread is in the host namespace
     if leftover is not None:
         netlink.delete_link(host, leftover)
-    peer: dict[str, Any] = {"ifname": pod_ifname, "net_ns_fd": pod_netns_fd}
-    extra: dict[str, Any] = {"master": bridge.index, "state": "up"}
-    if mtu:
-        peer["mtu"] = mtu
-        extra["mtu"] = mtu
-    if pod_mac:
-        peer["address"] = pod_mac
+    peer = rtnl.veth_peer(pod_ifname, pod_netns_fd, mtu, pod_mac)
     try:
-        host.link("add", ifname=host_name, kind="veth", peer=peer, **extra)
+        host.create(rtnl.link_create(host_name, "veth", peer, mtu=mtu, master=bridge.index,
+                                     up=True))
     except NetlinkError as exc:
         if exc.code == errno.EEXIST:
             raise CniError(spec.ERR_INVALID_ENV,
@@ -55,7 +50,7 @@ def create_pair(host: IPRoute, host_name: str, pod_ifname: str, pod_netns_fd: in
     return link
 
 
-def configure_pod_side(pod: IPRoute, host_veth: Link, ips: list[dict[str, Any]],
+def configure_pod_side(pod: RouteSocket, host_veth: Link, ips: list[dict[str, Any]],
                        routes: list[dict[str, Any]]) -> Link:
     """Addresses, link up, then routes (a route needs its link up).  The pod
     end is found by the host end's peer index (IFLA_LINK), not by a lookup."""

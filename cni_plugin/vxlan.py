@@ -18,13 +18,12 @@ import errno
 import ipaddress
 from dataclasses import dataclass
 
-from cni_plugin import netlink, spec
+from cni_plugin import netlink, rtnl, spec
 from cni_plugin.config import VxlanConf
-from cni_plugin.netlink import IPRoute, Link, NetlinkError
+from cni_plugin.netlink import Link, NetlinkError, RouteSocket
 from cni_plugin.spec import CniError
 
 VXLAN_OVERHEAD = 50
-_LINK_KEYS = ("IFLA_VXLAN_ID", "IFLA_VXLAN_PORT", "IFLA_VXLAN_LOCAL", "IFLA_VXLAN_LINK")
 
 
 def vtep_mac(underlay_ip: str) -> str:
@@ -41,7 +40,7 @@ class Underlay:
     address: str
 
 
-def find_underlay(ipr: IPRoute, device: str | None = None) -> Underlay:
+def find_underlay(ipr: RouteSocket, device: str | None = None) -> Underlay:
     """The device that carries the node's address: the named one, else the one
     with the default route, else the only one with a global IPv4 address."""
     if device:
@@ -72,7 +71,7 @@ def find_underlay(ipr: IPRoute, device: str | None = None) -> Underlay:
                    f"{len(candidates)} candidates and no default route)")
 
 
-def _first_ipv4(ipr: IPRoute, link: Link, name: str) -> str:
+def _first_ipv4(ipr: RouteSocket, link: Link, name: str) -> str:
     for cidr in netlink.addresses(ipr, link.index):
         iface = ipaddress.ip_interface(cidr)
         if iface.version == 4:
@@ -81,35 +80,41 @@ def _first_ipv4(ipr: IPRoute, link: Link, name: str) -> str:
                    "VXLAN needs the node's IPv4 address on its uplink")
 
 
-def existing_params(ipr: IPRoute, index: int) -> dict[str, object]:
-    msg = ipr.get_links(index)[0]
-    info = msg.get("IFLA_LINKINFO")
-    data = info.get("IFLA_INFO_DATA") if info is not None else None
-    if data is None:
-        return {}
-    return {key: data.get(key) for key in _LINK_KEYS}
+@dataclass(frozen=True)
+class VxlanParams:
+    vni: int | None
+    port: int | None
+    local: str | None
+    link: int | None
 
 
-def matches(ipr: IPRoute, link: Link, conf: VxlanConf, underlay: Underlay) -> bool:
-    params = existing_params(ipr, link.index)
-    return (params.get("IFLA_VXLAN_ID") == conf.vni and params.get("IFLA_VXLAN_PORT") == conf.port
-            and params.get("IFLA_VXLAN_LOCAL") == underlay.address
-            and params.get("IFLA_VXLAN_LINK") == underlay.link.index)
+def existing_params(ipr: RouteSocket, index: int) -> VxlanParams:
+    msg = ipr.link(index=index)
+    data = msg.info_data if msg is not None else {}
+    port = data.get(rtnl.IFLA_VXLAN_PORT)
+    return VxlanParams(vni=rtnl.u32(data.get(rtnl.IFLA_VXLAN_ID)),
+                       port=int.from_bytes(port, "big") if port else None,
+                       local=rtnl.ip_text(data.get(rtnl.IFLA_VXLAN_LOCAL)),
+                       link=rtnl.u32(data.get(rtnl.IFLA_VXLAN_LINK)))
 
 
-def create(ipr: IPRoute, conf: VxlanConf, underlay: Underlay) -> None:
+def matches(ipr: RouteSocket, link: Link, conf: VxlanConf, underlay: Underlay) -> bool:
+    return existing_params(ipr, link.index) == VxlanParams(conf.vni, conf.port, underlay.address,
+                                                           underlay.link.index)
+
+
+def create(ipr: RouteSocket, conf: VxlanConf, underlay: Underlay) -> None:
+    data = rtnl.vxlan_data(conf.vni, conf.port, underlay.address, underlay.link.index)
     try:
-        ipr.link("add", ifname=conf.device, kind="vxlan", vxlan_id=conf.vni,
-                 vxlan_port=conf.port, vxlan_local=underlay.address,
-                 vxlan_link=underlay.link.index, vxlan_learning=0,
-                 address=vtep_mac(underlay.address),
-                 mtu=underlay.link.mtu - VXLAN_OVERHEAD)
+        ipr.create(rtnl.link_create(conf.device, "vxlan", data,
+                                    mtu=underlay.link.mtu - VXLAN_OVERHEAD,
+                                    mac=vtep_mac(underlay.address)))
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
             raise
 
 
-def ensure_device(ipr: IPRoute, conf: VxlanConf, recreate: bool = False) -> Link:
+def ensure_device(ipr: RouteSocket, conf: VxlanConf, recreate: bool = False) -> Link:
     """The VXLAN device, created if missing.  A device of that name with other
     parameters is replaced when `recreate` (the agent) and an error otherwise
     (the plugin must not cut every pod of the node off in the middle of an ADD)."""

@@ -11,24 +11,24 @@ executables carry every module they import outside the standard library:
   that is all that runs: no zip directory read, no `runpy`.  Only without an
   answer does it put `skein.pyz` (found beside the launcher's real path, so a
   symlink to it works) on sys.path and call `cni_plugin.main.in_process`.
-  `skein.pyz` holds `cni_plugin` (without the lab and the agent), `ipam`,
-  `speaker.model` (the VXLAN path derives VTEP MACs with `speaker.model.node`)
-  and pyroute2;
+  `skein.pyz` holds `cni_plugin` (without the lab and the agent), `ipam` and
+  `speaker.model` (the VXLAN path derives VTEP MACs with `speaker.model.node`);
+  its netlink is cni_plugin/rtnl.py, standard library only;
 - `skein-ipam` stays a zipapp (it is not on the fast path; a launcher saved
   nothing measurable): `ipam` and `cni_plugin` (for the CNI protocol, `skel`
-  and `spec`); no pyroute2: its start-up stays small, and an import of it fails.
+  and `spec`).
 
 Both start with `#!/usr/bin/env -S python3 -I -S`: -I ignores PYTHON*
 variables and the user's site directory, -S skips `site`, which the archives
 do not need (~10-30 ms per exec, depending on the node's .pth files).  `env -S`
 needs coreutils >= 8.30.
 
-Third-party packages are copied from the installed distribution (the exact
-version the tests ran against; no network) and must be pure Python: a compiled
-extension could not load into another machine's interpreter, so the build
-refuses one.  Each module also gets a legacy-layout `.pyc` (unchecked hash,
-compiled by this interpreter): zipimport loads it on an interpreter of the
-same minor version and falls back to the source on any other.
+Nothing outside the standard library goes in: a node's python3 has nothing
+of ours pip-installed, and a compiled extension could not load into another
+machine's interpreter anyway.  Each module also gets a legacy-layout `.pyc`
+(unchecked hash, compiled by this interpreter): zipimport loads it on an
+interpreter of the same minor version and falls back to the source on any
+other.
 
     python3 install/build_zipapps.py --out DIR [--check]
 
@@ -39,8 +39,6 @@ shebang (CNI_COMMAND=VERSION).
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.metadata
 import importlib.util
 import io
 import json
@@ -84,7 +82,6 @@ class App:
     # Source files, relative to the directory that holds the top-level packages;
     # a trailing "/*.py" means every module of that package directory.
     sources: tuple[str, ...]
-    vendored: tuple[str, ...] = ()  # third-party distributions copied whole
     # "module:function(stdin, answer)" that a generated launcher calls when
     # fastpath.run_client got no answer; None: the executable is the zipapp.
     in_process: str | None = None
@@ -98,7 +95,7 @@ class App:
 APPS = (
     App("skein", "cni_plugin.main:main",
         ("cni_plugin/*.py", "ipam/*.py", "speaker/__init__.py", "speaker/model/*.py"),
-        vendored=("pyroute2",), in_process="cni_plugin.main:in_process"),
+        in_process="cni_plugin.main:in_process"),
     App("skein-ipam", "ipam.main:main",
         ("cni_plugin/*.py", "ipam/*.py")),
 )
@@ -136,39 +133,9 @@ def project_files(sources: tuple[str, ...]) -> list[tuple[Path, str]]:
     return out
 
 
-def distribution_files(name: str) -> list[tuple[Path, str]]:
-    """The installed distribution's package modules and licence files; refuses
-    compiled extensions and distributions that need others."""
-    try:
-        dist = importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        raise BuildError(f"{name} is not installed for {sys.executable}") from None
-    needs = [r for r in dist.requires or [] if ";" not in r]
-    if needs:
-        raise BuildError(f"{name} requires {', '.join(needs)}: vendor those too")
-    tops = (dist.read_text("top_level.txt") or name).split()
-    out: list[tuple[Path, str]] = []
-    for file in dist.files or []:
-        rel = str(file)
-        if rel.startswith("..") or "__pycache__" in file.parts:
-            continue
-        path = Path(str(file.locate()))
-        if any(rel.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES):
-            raise BuildError(f"{name} has a compiled extension ({rel}): it cannot be vendored")
-        in_package = file.parts[0] in tops
-        licence = ".dist-info/" in rel and "LICEN" in file.name.upper()
-        if (in_package and rel.endswith(".py")) or licence:
-            out.append((path, rel))
-    if not any(rel.endswith(".py") for _, rel in out):
-        raise BuildError(f"{name}: no modules found in its installed files")
-    return out
-
-
 def stage(app: App, directory: Path) -> int:
     """Copy and byte-compile everything `app` needs into `directory`; returns the file count."""
     files = project_files(app.sources)
-    for dist in app.vendored:
-        files.extend(distribution_files(dist))
     for src, rel in files:
         dst = directory / rel
         dst.parent.mkdir(parents=True, exist_ok=True)

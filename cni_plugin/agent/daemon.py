@@ -54,9 +54,10 @@ class Agent:
         self.topology: Topology | None = None
 
     def reconcile(self, state: ClusterState) -> None:
-        ipr = netlink.open_route_socket()
+        sock = netlink.open_route_socket()
+        ipr = kernel.IPRoute()
         try:
-            device = vxlan.ensure_device(ipr, self.config.vxlan, recreate=True)
+            device = vxlan.ensure_device(sock, self.config.vxlan, recreate=True)
             neighs_routes, fdbs = kernel.observe(ipr, device.index)
             mac_of = {n.address: n.mac for n in neighs_routes.neighs}
             topo = select_peers(state.nodes, self.config.node,
@@ -69,7 +70,7 @@ class Agent:
             self.topology = topo
             for cidr in topo.own_cidrs:
                 if cidr.version == 4:
-                    netlink.add_address(ipr, device.index, f"{cidr.network_address}/32")
+                    netlink.add_address(sock, device.index, f"{cidr.network_address}/32")
             desired = desired_entries(topo.peers)
             observed = Entries(neighs_routes.neighs,
                                owned_fdbs(fdbs, neighs_routes.neighs, desired),
@@ -83,6 +84,7 @@ class Agent:
             mtu = device.mtu
         finally:
             ipr.close()
+            sock.close()
         if topo.own_cidrs:
             self.write_conflist([str(c) for c in topo.own_cidrs], mtu)
 

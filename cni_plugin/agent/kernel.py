@@ -1,6 +1,10 @@
 """The agent's thin layer over netlink: read the overlay entries it owns, and
 apply the actions plan.py computed.  Replace semantics everywhere, so applying
-a plan twice, or after a restart, changes nothing and drops no packet."""
+a plan twice, or after a restart, changes nothing and drops no packet.
+
+This is pyroute2 (neighbour and FDB messages, once per resync in a
+long-running daemon, where its import and per-request cost do not matter);
+the per-pod path uses cni_plugin/rtnl.py instead."""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ import errno
 import ipaddress
 import logging
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from cni_plugin import netlink
 from cni_plugin.agent.plan import RTPROT_SKEIN, Action, Entries, Fdb, Neigh, Route
-from cni_plugin.netlink import IPRoute, NetlinkError
 
 log = logging.getLogger(__name__)
 

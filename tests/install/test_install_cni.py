@@ -285,8 +285,10 @@ def test_installed_plugin_wires_a_pod(built, tmp_path, netns_factory):
     archive = Path(os.path.realpath(skein) + ".pyz")
     assert archive.parent.parent == root / "opt/cni/bin/.skein"
     loaders = assert_self_contained(add.stderr, archive, python)
-    # The netlink path (pyroute2) and the VXLAN path (speaker.model.node) ran from the archive.
-    assert "pyroute2" in loaders and "speaker.model.node" in loaders
+    # The netlink path (rtnl, no pyroute2) and the VXLAN path (speaker.model.node) ran
+    # from the archive.
+    assert "cni_plugin.rtnl" in loaders and "speaker.model.node" in loaders
+    assert not any(name.startswith("pyroute2") for name in loaders)
 
     assert result["cniVersion"] == "1.1.0"
     assert result["ips"][0]["address"].startswith("10.78.1.")
