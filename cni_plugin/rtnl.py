@@ -30,6 +30,7 @@ NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10  # the dump's table changed while it ran
 NLM_F_ROOT = 0x100
 NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
@@ -102,6 +103,7 @@ RTATTR = struct.Struct("=HH")  # len, type
 U32 = struct.Struct("=I")
 I32 = struct.Struct("=i")
 RECV_SIZE = 1 << 17  # a dump's datagrams are at most 32 KiB
+DUMP_ATTEMPTS = 3
 
 
 class NetlinkError(OSError):
@@ -318,10 +320,10 @@ def mac_text(payload: bytes | None) -> str:
 
 
 def ip_text(payload: bytes | None) -> str | None:
-    if payload is None:
+    """An IPv4 or IPv6 address; None for anything else (other families' addresses)."""
+    if payload is None or len(payload) not in (4, 16):
         return None
-    family = AF_INET if len(payload) == 4 else AF_INET6
-    return socket.inet_ntop(family, payload)
+    return socket.inet_ntop(AF_INET if len(payload) == 4 else AF_INET6, payload)
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,9 @@ class AddressMessage:
 def parse_address(payload: bytes) -> AddressMessage:
     family, prefixlen, _, _, index = IFADDRMSG.unpack_from(payload)
     attrs = parse_attrs(payload, IFADDRMSG.size)
-    raw = attrs.get(IFA_ADDRESS, attrs.get(IFA_LOCAL))
+    # IFA_LOCAL is this end; IFA_ADDRESS is the peer on a point-to-point link
+    # (and the same as IFA_LOCAL elsewhere; IPv6 sends only IFA_ADDRESS).
+    raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
     return AddressMessage(family, prefixlen, index, ip_text(raw))
 
 
@@ -416,28 +420,43 @@ class RouteSocket:
 
     def request(self, kind: int, body: bytes, flags: int = 0) -> list[bytes]:
         """Send one request and return the payloads of its answer (one for a
-        get, many for a dump, none for a change); NetlinkError on refusal."""
+        get, many for a dump, none for a change); NetlinkError on refusal.
+        A dump the kernel marks inconsistent (the table changed under it) is
+        asked again, a few times, before its answer is taken as it is."""
+        for _ in range(DUMP_ATTEMPTS - 1):
+            replies, interrupted = self._exchange(kind, body, flags)
+            if not interrupted:
+                return replies
+        return self._exchange(kind, body, flags)[0]
+
+    def _exchange(self, kind: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         seq = self._seq
         dump = flags & NLM_F_DUMP == NLM_F_DUMP
         self._sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, body))
         replies: list[bytes] = []
+        interrupted = False
         while True:
             data = self._sock.recv(RECV_SIZE)
             for mtype, mflags, mseq, payload in split_messages(data):
                 if mseq != seq:
                     continue  # an answer to an earlier request that gave up
+                interrupted |= bool(mflags & NLM_F_DUMP_INTR)
                 if mtype == NLMSG_ERROR:
                     outcome = error_of(mflags, payload)
                     if outcome == 0:
-                        return replies
+                        return replies, interrupted
                     assert isinstance(outcome, tuple)
                     code, note = outcome
                     text = os.strerror(code) + (f" ({note})" if note else "")
                     raise NetlinkError(code, text)
                 if mtype == NLMSG_DONE:
+                    # A dump that failed part-way says so here (a negative errno).
+                    failed = -I32.unpack_from(payload)[0] if len(payload) >= 4 else 0
+                    if failed > 0:
+                        raise NetlinkError(failed, os.strerror(failed) + " (dump cut short)")
                     if dump:
-                        return replies
+                        return replies, interrupted
                     continue
                 replies.append(payload)
 

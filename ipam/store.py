@@ -27,6 +27,7 @@ can replace this one.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import os
 import signal
@@ -147,6 +148,28 @@ def _flock_polling(fd: int, timeout: float) -> None:
             delay = min(delay * 2, 0.01)
 
 
+# A lease holds "<container ID>\r\n<ifname>"; IDs are at most a few hundred bytes.
+MAX_LEASE_SIZE = 64 * 1024
+
+
+@functools.lru_cache(maxsize=65536)
+def address_of(name: str) -> IPAddress | None:
+    """The address a lease file's name stands for, None for any other file."""
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(directory: str) -> threading.Lock:
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(directory, threading.Lock())
+
+
 class DiskStore:
     """The leases of one network; use `DiskStore.open` to hold its lock."""
 
@@ -163,14 +186,26 @@ class DiskStore:
         `timeout` borrows SIGALRM on the main thread and polls on any other.
         """
         directory = os.path.join(data_dir, network)
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd = os.open(os.path.join(directory, LOCK_FILE),
-                     os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Threads of one process (skein-agent serving parallel ADDs) queue on a
+        # threading lock first: it wakes the next one the moment it is free,
+        # where the flock can only be polled off the main thread.  The flock
+        # then orders this process against every other (host-local included).
+        in_process = _thread_lock(os.path.abspath(directory))
+        started = time.monotonic()
+        if not in_process.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            raise LockTimeout
         try:
-            _flock(fd, timeout)
-            yield cls(directory)
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(os.path.join(directory, LOCK_FILE),
+                         os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                left = None if timeout is None else timeout - (time.monotonic() - started)
+                _flock(fd, left)
+                yield cls(directory)
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
         finally:
-            os.close(fd)  # closing the descriptor releases the flock
+            in_process.release()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -222,19 +257,25 @@ class DiskStore:
         return True
 
     def leases(self) -> dict[IPAddress, Lease]:
-        """Every lease of the network: files named by an address, nothing else."""
+        """Every lease of the network: files named by an address, nothing else.
+
+        Every ADD reads them all (as host-local does, to refuse a second lease
+        for the same attachment), so the loop stays lean: file names are parsed
+        once per process (`address_of`), contents read with a bare read(2)."""
         out: dict[IPAddress, Lease] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                try:
-                    address = ipaddress.ip_address(entry.name)
-                except ValueError:
+                address = address_of(entry.name)
+                if address is None:
                     continue  # lock, last_reserved_ip.N, temp, anything foreign
                 if not entry.is_file(follow_symlinks=False):
                     continue
                 try:
-                    with open(entry.path, "rb") as f:
-                        out[address] = Lease.parse(f.read())
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        out[address] = Lease.parse(os.read(fd, MAX_LEASE_SIZE))
+                    finally:
+                        os.close(fd)
                 except OSError:
                     # Unreadable, but the name still occupies the address.
                     out[address] = Lease("", None)

@@ -2,9 +2,12 @@
 
 `skein` forwards env + config here (see cni_plugin/fastpath.py) and prints
 what comes back.  Each request runs in its own thread with the very same
-plugin code as the executable, pyroute2 already imported and skein-ipam
-called in-process; setns is per thread (cni_plugin/netns.py), so parallel
-ADDs run concurrently and safely.
+plugin code as the executable, already imported, skein-ipam called
+in-process; setns is per thread (cni_plugin/netns.py), so parallel ADDs run
+concurrently and safely.  Every worker thread blocks in accept(2) on the
+listening socket itself: the kernel hands each connection to one waiting
+thread, which serves it, so no request waits for a hand-over between an
+accepting thread and a pool.
 
 While it works on an attachment the agent holds that attachment's lock file:
 a plugin whose agent died mid-request waits for the kernel to drop the lock,
@@ -24,7 +27,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from cni_plugin import fastpath, spec
 from cni_plugin.skel import Plugin, dispatch, error_version
@@ -39,10 +41,10 @@ class FastPathServer:
                  pause_before_reply: float = 0.0) -> None:
         self.path = path
         self.plugin_factory = plugin_factory
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cni")
+        self.workers = workers
         self.pause_before_reply = pause_before_reply
         self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
 
     def start(self) -> None:
@@ -60,28 +62,35 @@ class FastPathServer:
         os.chmod(self.path, 0o600)
         sock.listen(256)
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept_loop, name="fastpath",
-                                        daemon=True)
-        self._thread.start()
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._worker, args=(sock,), name=f"cni-{n}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
         log.info("fast path listening on %s", self.path)
 
     def close(self) -> None:
+        """Stop accepting, let the requests in progress finish, then return."""
         self._closing.set()
         if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes every accept(2)
+            except OSError:
+                pass
             self._sock.close()
-        self.pool.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join()
 
-    def _accept_loop(self) -> None:
-        assert self._sock is not None
+    def _worker(self, sock: socket.socket) -> None:
         while not self._closing.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 if self._closing.is_set():
                     return
-                time.sleep(0.01)
+                time.sleep(0.01)  # EMFILE and the like: let it pass, keep serving
                 continue
-            self.pool.submit(self._serve, conn)
+            self._serve(conn)
 
     def _serve(self, conn: socket.socket) -> None:
         try:

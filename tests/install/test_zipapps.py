@@ -5,7 +5,9 @@ outside the archives but the standard library."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import marshal
 import os
 import stat
 import subprocess
@@ -42,9 +44,17 @@ def test_skein_is_a_launcher_generated_from_fastpath(built):
     assert text.startswith(SHEBANG)
     assert launcher.stat().st_mode & stat.S_IXUSR
     assert not zipfile.is_zipfile(launcher)
-    # fastpath.py verbatim: the launcher is generated, never a hand-kept copy.
-    assert (REPO / "cni_plugin/fastpath.py").read_bytes() in text
-    assert "run_client(_in_process)" in text.decode()
+    # The launcher carries fastpath.py plus its entry point compiled: it is
+    # generated, never a hand-kept copy.
+    source = build_zipapps.client_source(build_zipapps.APPS[0])
+    assert source.startswith((REPO / "cni_plugin/fastpath.py").read_text().rstrip("\n"))
+    assert "run_client(_in_process)" in source
+    namespace: dict[str, object] = {}
+    exec(text.decode().split("\nif _frozen_importlib_external")[0], namespace)
+    code = compile(source, "skein (cni_plugin/fastpath.py)", "exec", optimize=2)
+    assert isinstance(namespace["CODE"], bytes)
+    assert marshal.loads(namespace["CODE"]) == code  # marshal's bytes depend on refcounts
+    assert namespace["MAGIC"] == importlib.util.MAGIC_NUMBER
     assert zipfile.is_zipfile(built / "skein.pyz")
     assert not (built / "skein.pyz").read_bytes().startswith(b"#!")
 
@@ -118,6 +128,35 @@ def test_launcher_answer_from_the_agent_loads_nothing_else(built, tmp_path):
     loaders = module_loaders(proc.stderr)
     assert set(loaders) - startup_modules(python, "-S") <= {"_socket"}, loaders
     assert "skein.pyz" not in proc.stderr
+
+
+def test_launcher_on_another_python_runs_the_client_from_its_archive(built, tmp_path):
+    """A node python3 of another bytecode magic than the build's cannot load
+    the launcher's compiled code: it runs the same client from skein.pyz and
+    gets the same answers (here: the agent's, then VERSION in-process)."""
+    python = node_python()
+    other = tmp_path / "bin" / "skein"
+    other.parent.mkdir()
+    text = (built / "skein").read_text()
+    assert text.count("\nMAGIC = ") == 1
+    other.write_text(text.replace("\nMAGIC = ", "\nMAGIC = b'none' or ", 1))
+    other.chmod(0o755)
+    (tmp_path / "bin" / "skein.pyz").symlink_to(built / "skein.pyz")
+    sock = str(tmp_path / "agent.sock")
+    conf = {"cniVersion": "1.1.0", "name": "n", "type": "skein", "agentSocket": sock}
+    env = node_env(CNI_COMMAND="ADD", CNI_CONTAINERID="c1", CNI_NETNS="/var/run/netns/x",
+                   CNI_IFNAME="eth0", CNI_PATH=str(built))
+    with FakeAgent(sock, (0, '{"cniVersion": "1.1.0"}')) as agent:
+        proc = subprocess.run(interpreter_argv(python, other, "-v"), input=json.dumps(conf),
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout) == (0, '{"cniVersion": "1.1.0"}\n'), proc.stderr[-2000:]
+    assert len(agent.requests) == 1
+    loaders = assert_self_contained(proc.stderr, tmp_path / "bin" / "skein.pyz", python)
+    assert "cni_plugin.fastpath" in loaders and "cni_plugin.main" in loaders
+    version = subprocess.run([str(other)], input="", env=node_env(CNI_COMMAND="VERSION"),
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert version.returncode == 0, version.stderr[-2000:]
+    assert json.loads(version.stdout)["supportedVersions"][-1] == "1.1.0"
 
 
 def test_launcher_without_an_answer_continues_from_its_archive(built, tmp_path):
