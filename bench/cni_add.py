@@ -15,9 +15,11 @@ scripts instead.
 
 Prints, per implementation: sequential ADD and DEL median and p90 (ms, with the
 cost of `ip netns exec` subtracted), and the wall time of a burst of 64
-parallel ADDs; then the ratios against the reference.  Run as root:
-`python3 bench/cni_add.py [--pods 30] [--burst 64]`.  Everything lives in
-namespaces named with a random tag and is removed at the end.
+parallel ADDs (median of 3 rounds); then the ratios against the reference.
+The implementations take turns, pod by pod and burst by burst, so a machine
+whose speed drifts during the run favours none of them.  Run as root:
+`python3 bench/cni_add.py [--pods 30] [--burst 64] [--rounds 3]`.  Everything
+lives in namespaces named with a random tag and is removed at the end.
 """
 
 from __future__ import annotations
@@ -115,9 +117,9 @@ class Runner:
             raise SystemExit(f"{self.label} {command} failed: {out.decode()}")
         return elapsed - self.overhead
 
-    def burst(self, pods: list[Netns]) -> float:
+    def burst(self, pods: list[Netns], prefix: str) -> float:
         start = time.perf_counter()
-        procs = [self._popen("ADD", f"b{i}", ns.path) for i, ns in enumerate(pods)]
+        procs = [self._popen("ADD", f"{prefix}b{i}", ns.path) for i, ns in enumerate(pods)]
         for proc in procs:
             out, _ = proc.communicate()
             if proc.returncode != 0:
@@ -132,18 +134,34 @@ class Runner:
         subprocess.run(["rm", "-rf", self.workdir], check=False)
 
 
-def measure(runner: Runner, pods: int, burst: int, tag: str) -> dict[str, Any]:
-    seq = [Netns(f"sk{tag}{runner.label[:3]}s{i}").create() for i in range(pods)]
-    many = [Netns(f"sk{tag}{runner.label[:3]}b{i}").create() for i in range(burst)]
+def measure(runners: list[Runner], pods: int, burst: int, rounds: int,
+            tag: str) -> dict[str, dict[str, Any]]:
+    """Interleaved: pod i is added by every implementation in turn before pod
+    i+1, and the bursts alternate, so a machine that drifts faster or slower
+    during the run (as shared VMs do) weighs on all of them alike."""
+    seq = {r.label: [Netns(f"sk{tag}{r.label[:3]}s{i}").create() for i in range(pods)]
+           for r in runners}
+    results: dict[str, dict[str, Any]] = {r.label: {"add": [], "del": [], "burst": []}
+                                          for r in runners}
+    made: list[Netns] = [ns for spaces in seq.values() for ns in spaces]
     try:
-        adds = [runner.timed("ADD", f"c{i}", ns.path) for i, ns in enumerate(seq)]
-        dels = [runner.timed("DEL", f"c{i}", ns.path) for i, ns in enumerate(seq)]
-        wall = runner.burst(many)
-        return {"add": adds, "del": dels, "burst": wall}
+        for i in range(pods):
+            for r in runners:
+                results[r.label]["add"].append(r.timed("ADD", f"c{i}", seq[r.label][i].path))
+        for i in range(pods):
+            for r in runners:
+                results[r.label]["del"].append(r.timed("DEL", f"c{i}", seq[r.label][i].path))
+        for n in range(rounds):
+            for r in runners:
+                many = [Netns(f"sk{tag}{r.label[:3]}b{n}x{i}").create() for i in range(burst)]
+                made.extend(many)
+                results[r.label]["burst"].append(r.burst(many, f"r{n}"))
+        return results
     finally:
-        for ns in seq + many:
+        for ns in made:
             ns.delete()
-        runner.close()
+        for r in runners:
+            r.close()
 
 
 def p90(values: list[float]) -> float:
@@ -155,11 +173,16 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=30)
     parser.add_argument("--burst", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bursts per implementation (alternating); the median counts")
     parser.add_argument("--console", action="store_true",
                         help="use pip's console scripts instead of the node zipapps")
     parser.add_argument("--python-dir", default=None,
                         help="find the executables' python3 here first (default: the "
                         "node's PATH, i.e. the system python3)")
+    parser.add_argument("--only", type=lambda text: text.split(","),
+                        default=["reference", "in-process", "agent"],
+                        help="comma-separated implementations to run (reference always)")
     args = parser.parse_args()
     path = os.pathsep.join(filter(None, [args.python_dir, NODE_PATH]))
     python = shutil.which("python3", path=path)
@@ -173,20 +196,24 @@ def main() -> int:
         plans = [("reference", os.path.join(REFERENCE_CNI_DIR, "bridge"), "host-local", False),
                  ("in-process", skein, "skein-ipam", False),
                  ("agent", skein, "skein-ipam", True)]
-        results = {}
-        for label, binary, ipam, agent in plans:
-            runner = Runner(label, binary, ipam, cni_path, tag, agent, path)
-            results[label] = measure(runner, args.pods, args.burst, tag)
+        unknown = set(args.only) - {label for label, *_ in plans}
+        if unknown or "reference" not in args.only:
+            raise SystemExit(f"--only: {', '.join(sorted(unknown)) or 'reference is needed'}")
+        runners = [Runner(label, binary, ipam, cni_path, tag, agent, path)
+                   for label, binary, ipam, agent in plans if label in args.only]
+        results = measure(runners, args.pods, args.burst, args.rounds, tag)
+        for r in results.values():
+            r["burst"] = statistics.median(r["burst"])
     print(f"our executables run by {python} (their shebang's python3 on {path})")
     print(f"{args.pods} sequential pods (ms per call, `ip netns exec` cost subtracted); "
-          f"burst: {args.burst} parallel ADDs, wall time")
+          f"burst: {args.burst} parallel ADDs, wall time (median of {args.rounds})")
     print(f"{'':12} {'ADD med':>8} {'ADD p90':>8} {'DEL med':>8} {'DEL p90':>8} {'burst s':>8}")
     for name, r in results.items():
         print(f"{name:12} {1000 * statistics.median(r['add']):8.1f} {1000 * p90(r['add']):8.1f} "
               f"{1000 * statistics.median(r['del']):8.1f} {1000 * p90(r['del']):8.1f} "
               f"{r['burst']:8.2f}")
     ref = results["reference"]
-    for name in ("in-process", "agent"):
+    for name in (n for n in results if n != "reference"):
         r = results[name]
         print(f"ratio {name}/reference: ADD median "
               f"{statistics.median(r['add']) / statistics.median(ref['add']):.2f}, "

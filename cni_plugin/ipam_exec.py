@@ -27,6 +27,10 @@ IPAM_TIMEOUT = 60.0
 IN_PROCESS: dict[str, Callable[[], Plugin]] = {}
 
 
+def ipam_runs_in_process(config: dict[str, Any]) -> bool:
+    return str(config["ipam"]["type"]) in IN_PROCESS
+
+
 def find_plugin(name: str, path: list[str]) -> str:
     for directory in path:
         candidate = os.path.join(directory, name)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cni_plugin import spec
 from cni_plugin.config import NetConf, parse_netconf
-from cni_plugin.ipam_exec import exec_ipam
+from cni_plugin.ipam_exec import exec_ipam, ipam_runs_in_process
 from cni_plugin.skel import Request
 from cni_plugin.spec import CniError
 
@@ -110,20 +111,30 @@ class SkeinPlugin:
                     raise CniError(spec.ERR_INVALID_ENV,
                                    f"interface {req.ifname} already exists in {req.netns}",
                                    "CNI_IFNAME must name an interface that does not exist yet")
-                mtu = conf.mtu
-                if conf.vxlan is not None:
-                    from cni_plugin import vxlan
-
-                    overlay = vxlan.ensure_device(host, conf.vxlan)
-                    mtu = mtu or overlay.mtu
-                br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
-                host_name = veth.host_veth_name(req.container_id, req.ifname)
-                host_veth = veth.create_pair(host, host_name, req.ifname, fd, mtu, br,
-                                             conf.hairpin_mode,
-                                             req.args.get("MAC") or
-                                             conf.raw.get("runtimeConfig", {}).get("mac"))
+                # IPAM and the links do not depend on each other: an exec'd IPAM
+                # plugin allocates while this process makes the veth.  One that
+                # runs in this process (the agent's) runs after it: two threads
+                # of Python work only take turns with the GIL, at a cost.
+                ipam = Background(lambda: exec_ipam(req, "ADD"),
+                                  thread=not ipam_runs_in_process(req.config))
                 try:
-                    ipam_result = exec_ipam(req, "ADD")
+                    mtu = conf.mtu
+                    if conf.vxlan is not None:
+                        from cni_plugin import vxlan
+
+                        overlay = vxlan.ensure_device(host, conf.vxlan)
+                        mtu = mtu or overlay.mtu
+                    br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
+                    host_name = veth.host_veth_name(req.container_id, req.ifname)
+                    host_veth = veth.create_pair(host, host_name, req.ifname, fd, mtu, br,
+                                                 conf.hairpin_mode,
+                                                 req.args.get("MAC") or
+                                                 conf.raw.get("runtimeConfig", {}).get("mac"))
+                except BaseException:
+                    _release_if_allocated(req, ipam)
+                    raise
+                try:
+                    ipam_result = ipam.result()
                     assert ipam_result is not None
                     try:
                         return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
@@ -167,8 +178,23 @@ class SkeinPlugin:
 
     def delete(self, req: Request) -> None:
         conf = parse_netconf(req.config)
-        exec_ipam(req, "DEL")
-        from cni_plugin import masq, netlink, veth
+        # The lease goes while the kernel takes its time over the veth (~20 ms).
+        ipam = Background(lambda: exec_ipam(req, "DEL"))
+        links_error: BaseException | None = None
+        try:
+            self._delete_links(req)
+        except BaseException as exc:  # noqa: BLE001 - raised below, after IPAM's
+            links_error = exc
+        ipam.result()  # IPAM's error first, as when it ran before the links
+        if links_error is not None:
+            raise links_error
+        if conf.ip_masq:
+            from cni_plugin import masq
+
+            masq.teardown(conf.name, req.container_id, req.ifname)
+
+    def _delete_links(self, req: Request) -> None:
+        from cni_plugin import netlink, veth
 
         if req.netns:
             self._delete_pod_link(req)
@@ -180,8 +206,6 @@ class SkeinPlugin:
                 netlink.delete_link(host, leftover)
             finally:
                 self.host.release(host)
-        if conf.ip_masq:
-            masq.teardown(conf.name, req.container_id, req.ifname)
 
     @staticmethod
     def _delete_pod_link(req: Request) -> None:
@@ -230,6 +254,57 @@ class SkeinPlugin:
             from cni_plugin import masq
 
             masq.collect_garbage(conf.name, valid_attachments(req.config))
+
+
+class Background:
+    """`work()` in a thread of its own (or, without `thread`, only when its
+    result is first asked for); `result()` waits and returns its value or
+    raises its exception.  A bare thread, not concurrent.futures: the plugin
+    executable pays every import."""
+
+    def __init__(self, work: Callable[[], Any], thread: bool = True) -> None:
+        self._work: Callable[[], Any] | None = work
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if thread:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._work is None or self._thread is not None
+
+    def _run(self) -> None:
+        work, self._work = self._work, None
+        try:
+            if work is not None:
+                self._value = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            self._error = exc
+
+    def result(self) -> Any:
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            self._run()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _release_if_allocated(req: Request, ipam: Background) -> None:
+    """After a failed ADD: give back the address the IPAM ADD got.  If that
+    ADD did not run, or failed itself, it allocated nothing, and a DEL would
+    take away a lease the attachment held before (a repeated ADD)."""
+    if not ipam.started:
+        return
+    try:
+        ipam.result()
+    except Exception:  # noqa: BLE001 - the ADD's own error is the one to report
+        return
+    with contextlib.suppress(Exception):
+        exec_ipam(req, "DEL")
 
 
 def valid_attachments(config: dict[str, Any]) -> set[tuple[str, str]]:
