@@ -30,6 +30,7 @@ NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
+NLM_F_ECHO = 0x8
 NLM_F_DUMP_INTR = 0x10  # the dump's table changed while it ran
 NLM_F_ROOT = 0x100
 NLM_F_MATCH = 0x200
@@ -473,8 +474,11 @@ class RouteSocket:
             raise
         return parse_link(replies[0]) if replies else None
 
-    def create(self, body: bytes) -> None:
-        self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
+    def create(self, body: bytes, echo: bool = False) -> list[LinkMessage]:
+        """Create a link; with `echo`, the kernel answers with the new link
+        (Linux >= 6.2 honours NLM_F_ECHO here; older ones answer nothing)."""
+        flags = NLM_F_CREATE | NLM_F_EXCL | (NLM_F_ECHO if echo else 0)
+        return [parse_link(p) for p in self.request(RTM_NEWLINK, body, flags)]
 
     def set(self, body: bytes) -> None:
         self.request(RTM_SETLINK, body)

@@ -34,15 +34,17 @@ def create_pair(host: RouteSocket, host_name: str, pod_ifname: str, pod_netns_fd
         netlink.delete_link(host, leftover)
     peer = rtnl.veth_peer(pod_ifname, pod_netns_fd, mtu, pod_mac)
     try:
-        host.create(rtnl.link_create(host_name, "veth", peer, mtu=mtu, master=bridge.index,
-                                     up=True))
+        echoed = host.create(rtnl.link_create(host_name, "veth", peer, mtu=mtu,
+                                              master=bridge.index, up=True), echo=True)
     except NetlinkError as exc:
         if exc.code == errno.EEXIST:
             raise CniError(spec.ERR_INVALID_ENV,
                            f"interface {pod_ifname} already exists in the container",
                            "CNI_IFNAME must name an interface that does not exist yet") from None
         raise
-    link = netlink.get_link(host, host_name)
+    # The echo saves a lookup (index, MAC, peer index are all the result needs).
+    link = next((made for made in map(netlink.link_from_message, echoed)
+                 if made.name == host_name), None) or netlink.get_link(host, host_name)
     if link is None:
         raise CniError(spec.ERR_KERNEL, f"veth {host_name} vanished right after creation")
     if hairpin:

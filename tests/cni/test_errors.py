@@ -105,6 +105,22 @@ def test_missing_netns(cni, tmp_path, tag):
                     netns=missing).code == 0
 
 
+@pytest.mark.parametrize("what", ["file", "uts namespace"])
+def test_netns_that_is_no_network_namespace(cni, tmp_path, what):
+    """CNI_NETNS names a plain file, or a namespace of another kind: error 3,
+    nothing made."""
+    if what == "file":
+        path = tmp_path / "not-a-netns"
+        path.write_text("")
+        netns = str(path)
+    else:
+        netns = "/proc/self/ns/uts"  # the plugin's own: a namespace, but not a network one
+    err = _assert_clean_error(cni.call("skein", "ADD", netconf(str(tmp_path / "ipam")),
+                                       container_id="c1", netns=netns), 3)
+    assert "not a network namespace" in err["msg"] and netns in err["msg"]
+    _assert_nothing_left(cni, None, str(tmp_path / "ipam"))
+
+
 def test_ifname_that_already_exists(cni, netns_factory, tmp_path):
     pod = netns_factory("p")
     pod.ip("link", "add", "eth0", "type", "veth", "peer", "name", "other0")
