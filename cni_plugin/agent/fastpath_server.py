@@ -46,6 +46,9 @@ class FastPathServer:
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
+        # The agent's own environment (PATH and the like) under each request's
+        # CNI_* variables; read once, not per request.
+        self._own_environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
 
     def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
@@ -110,7 +113,7 @@ class FastPathServer:
             log.warning("refused a fast path request from uid %d", uid)
             self._reply(conn, 1, json.dumps(err.to_dict(error_version(stdin))))
             return
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        environ = dict(self._own_environ)
         environ.update({k: v for k, v in client_env.items() if k.startswith("CNI_")})
         code, out = self._run(environ, stdin)
         if self.pause_before_reply:
