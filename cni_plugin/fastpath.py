@@ -94,16 +94,22 @@ def recv_exact(sock: _socket.socket, size: int) -> bytes:
 
 
 def recv_request(sock: _socket.socket) -> tuple[dict[str, str], bytes]:
-    head = recv_exact(sock, 8)
-    env_size = int.from_bytes(head[4:8], "big")
+    """One request; the client sends it whole, so one recv(2) mostly suffices."""
+    data = sock.recv(65536)
+
+    def upto(size: int) -> bytes:
+        return data if len(data) >= size else data + recv_exact(sock, size - len(data))
+
+    data = upto(8)
+    env_size = int.from_bytes(data[4:8], "big")
     if env_size > MAX_FRAME:
         raise ValueError("request too large")
-    env_blob = recv_exact(sock, env_size)
-    stdin_size = int.from_bytes(recv_exact(sock, 4), "big")
+    data = upto(8 + env_size + 4)
+    stdin_size = int.from_bytes(data[8 + env_size:12 + env_size], "big")
     if stdin_size > MAX_FRAME:
         raise ValueError("request too large")
-    stdin = recv_exact(sock, stdin_size)
-    return decode_request(head + env_blob + u32(stdin_size) + stdin)
+    data = upto(12 + env_size + stdin_size)
+    return decode_request(data)
 
 
 def agent_socket(stdin: bytes) -> str | None:
@@ -142,8 +148,11 @@ def lock_attachment(socket_path: str, container_id: str, ifname: str,
     import time
 
     path = attachment_lock_path(socket_path, container_id, ifname)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # the first attachment: no directory yet
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:

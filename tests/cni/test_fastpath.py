@@ -1,6 +1,7 @@
 """The fast path's own guarantees: an agent killed in the middle of an ADD
 loses and duplicates nothing, a missing agent means in-process work, STATUS
-tells whether the node is ready, and only root may use the socket."""
+tells whether the node is ready, only root may use the socket, and the wire
+format is read whole and strictly."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
+import pytest
+
+from cni_plugin import fastpath
 from tests.cni.conftest import start_agent
 from tests.cni.helpers import host_veths, lease_files, netconf, pod_address
 
@@ -111,3 +117,38 @@ def test_only_root_may_use_the_socket(node, tmp_path):
         agent.terminate()
         agent.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 40])
+def test_a_request_arrives_whole_or_in_pieces(pieces):
+    """The agent reads a request with one recv(2) when it can, and keeps
+    reading when the client's bytes come in several segments."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
+    stdin = b'{"cniVersion": "1.1.0", "name": "n", "type": "skein"}' * 50
+    wire = fastpath.encode_request(env, stdin)
+    a, b = socket.socketpair()
+    with a, b:
+        step = -(-len(wire) // pieces)
+        sender = threading.Thread(target=lambda: [
+            (a.sendall(wire[i:i + step]), time.sleep(0.002)) for i in range(0, len(wire), step)])
+        sender.start()
+        assert fastpath.recv_request(b) == (env, stdin)
+        sender.join()
+
+
+def test_malformed_requests_are_refused():
+    env = {"CNI_COMMAND": "ADD"}
+    for wire in (fastpath.encode_request(env, b"{}") + b"extra",
+                 b"XXXX" + fastpath.encode_request(env, b"{}")[4:],
+                 fastpath.MAGIC + fastpath.u32(fastpath.MAX_FRAME + 1)):
+        a, b = socket.socketpair()
+        with a, b:
+            a.sendall(wire)
+            with pytest.raises(ValueError):
+                fastpath.recv_request(b)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(fastpath.encode_request(env, b"{}")[:-1])
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(ConnectionError):
+            fastpath.recv_request(b)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cni_plugin.lab.cluster import Lab, Node
+from cni_plugin.lab.cluster import Lab, LabError, Node
 from cni_plugin.lab.netns import Netns
 from cni_plugin.lab.speakers import (
     address_pool,
@@ -51,10 +51,23 @@ class Cluster:
             self.speakers[node.name] = start_speaker(self.lab, node, "--assign-to-lo", *extra)
 
     def single_owner(self, address: str) -> Node:
-        """The one node answering ARP (or NDP) for `address`; fails if none or several."""
+        """The one node answering ARP (or NDP) for `address`; fails if none, or
+        if several keep answering.  Speakers started together may both answer
+        for the few milliseconds before each has heard of the other (a fresh
+        speaker counts only the peers it has heard from), so one lookup with
+        two MACs is a convergence still going on, not yet a failure."""
         lookup = ndisc_macs if ":" in address else arping_macs
-        macs = poll(lambda: lookup(self.client, address), 20, f"an answer for {address}")
-        assert len(set(macs)) == 1, f"{address} answered by several MACs: {macs}"
+        seen: list[list[str]] = []
+
+        def settled() -> list[str] | None:
+            macs = lookup(self.client, address)
+            seen.append(macs)
+            return macs if macs and len(set(macs)) == 1 else None
+
+        try:
+            macs = poll(settled, 20, f"a single node answering for {address}")
+        except LabError:
+            pytest.fail(f"{address} never had a single owner; last answers: {seen[-3:]}")
         return self.macs[macs[0]]
 
     def logs(self) -> str:
