@@ -123,10 +123,11 @@ class FastPathServer:
     def _run(self, environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
         command = environ.get("CNI_COMMAND", "")
         container_id = environ.get("CNI_CONTAINERID", "")
+        ifname = environ.get("CNI_IFNAME", "")
         lock = None
         if container_id and command in ("ADD", "DEL", "CHECK"):
-            lock = fastpath.lock_attachment(self.path, container_id,
-                                            environ.get("CNI_IFNAME", ""), timeout=120)
+            lock = fastpath.lock_attachment(self.path, container_id, ifname, timeout=120)
+        code = 1
         try:
             started = time.monotonic()
             code, out = dispatch(self.plugin_factory(), environ, stdin)
@@ -135,7 +136,8 @@ class FastPathServer:
             return code, out
         finally:
             if lock is not None:
-                os.close(lock)
+                fastpath.unlock_attachment(lock, self.path, container_id, ifname,
+                                           deleted=command == "DEL" and code == 0)
 
     @staticmethod
     def _reply(conn: socket.socket, code: int, out: str) -> None:
