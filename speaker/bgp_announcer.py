@@ -82,7 +82,7 @@ class BgpAnnouncer:
         self._sent: dict[str, dict[str, RouteAttrs]] = {}  # peer address -> prefix -> attrs
         self._started = False
         # Accept an address already on lo: the L2 announcer may hold the same one.
-        self._lo = LoopbackAddresses(LO_ADDRESS_PROTO, accept_existing=True)
+        self._lo = LoopbackAddresses(LO_ADDRESS_PROTO)
 
     # -- sessions -------------------------------------------------------------------------
 

@@ -25,12 +25,12 @@ _ARP_SYSCTLS = (("arp_ignore", "1"), ("arp_announce", "2"))
 
 class LoopbackAddresses:
     """The set of addresses one announcer keeps on `lo`, tagged with `proto`.
-    `accept_existing`: an address already there (another announcer's, an
-    operator's) counts as added instead of failing the sync."""
+    An address already there (the other announcer's, for a Service announced
+    both ways, or an operator's) counts as added, and is never removed: only
+    addresses tagged `proto` are."""
 
-    def __init__(self, proto: int, accept_existing: bool = False) -> None:
+    def __init__(self, proto: int) -> None:
         self.proto = proto
-        self.accept_existing = accept_existing
         self._sysctls_done = False
 
     async def sync(self, addresses: set[IPAddress]) -> None:
@@ -50,8 +50,7 @@ class LoopbackAddresses:
                         await ipr.addr("add", index=LOOPBACK_INDEX, address=str(address),
                                        prefixlen=address.max_prefixlen, proto=self.proto)
                     except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError
-                        if not (self.accept_existing
-                                and getattr(exc, "code", None) == errno.EEXIST):
+                        if getattr(exc, "code", None) != errno.EEXIST:
                             raise
         except Exception as exc:  # noqa: BLE001 - announcing goes on; the log says what failed
             log.error("cannot set LoadBalancer addresses on lo (%s); traffic to them will not "
