@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -207,3 +208,51 @@ def test_malformed_frames_and_floods(cluster: Cluster) -> None:
     # A real client is still answered, by the same single owner.
     assert cluster.single_owner(LB4) is owner
     assert tcp_name(cluster.client, LB4) == owner.name
+
+
+def _partition(node: Node, on: bool) -> None:
+    """Cut `node`'s speaker off from the others' heartbeats (UDP 7946 both ways),
+    while it still reaches the segment and the client; or heal that."""
+    if on:
+        node.ns.run("nft", "-f", "-", input=(
+            "table inet skpart {\n"
+            "  chain in { type filter hook input priority 0; udp dport 7946 drop; }\n"
+            "  chain out { type filter hook output priority 0; udp dport 7946 drop; }\n"
+            "}\n"))
+    else:
+        node.ns.run("nft", "delete", "table", "inet", "skpart")
+
+
+def test_healed_partition_leaves_one_owner_and_moves_the_client(cluster: Cluster) -> None:
+    """During a partition both sides own the address (each thinks the other is
+    dead); once it heals, one owner remains, and the client's neighbour entry
+    follows it at once (the winner reasserts), not after its cache ages out."""
+    cluster.lab.write_manifests(extra=[*POOLS, lb_service("web", LB4)])
+    cluster.start()
+    owner = cluster.single_owner(LB4)
+    assert tcp_name(cluster.client, LB4) == owner.name
+    _partition(owner, True)
+    # The others elect one of themselves; its gratuitous ARP moves the client.
+    other = poll(lambda: (m := neighbour_mac(cluster.client, LB4)) != node_mac(owner) and m,
+                 10, "the client's neighbour entry to move to the other side")
+    assert cluster.macs[other] is not owner
+    assert f"peer {owner.name}" in speaker_log(cluster.macs[other])  # considered dead
+    # A partition that lasts: the neighbour's locktime (1 s) has passed, so
+    # only a new ARP from the owner could move the client back.
+    time.sleep(2)
+    assert neighbour_mac(cluster.client, LB4) == other
+    _partition(owner, False)
+    # The same members elect the same owner again (the election is a hash, no
+    # history): the other side steps down...
+    poll(lambda: "stopped announcing 10.99.0.200" in speaker_log(cluster.macs[other]), 10,
+         "the other side to step down")
+    # ...and the client, which followed the other side, is moved back by the
+    # owner's reassertion alone: nothing here sends it an ARP request meanwhile
+    # (a reply to one would move the entry too), and its cache would keep the
+    # stale MAC for tens of seconds.
+    poll(lambda: neighbour_mac(cluster.client, LB4) == node_mac(owner), 5,
+         "the client's neighbour entry to move back to the owner")
+    assert tcp_name(cluster.client, LB4) == owner.name
+    # Still one owner a while later: every broadcast probe answered by it alone.
+    answers = arping_macs(cluster.client, LB4)
+    assert answers and set(answers) == {node_mac(owner)}, answers
