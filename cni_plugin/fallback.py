@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from cni_plugin import fastpath, spec
+from cni_plugin import attachment, fastpath, spec
 from cni_plugin.skel import Plugin, dispatch, error_version
 from cni_plugin.spec import CniError
 
@@ -19,7 +19,7 @@ def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str
     socket_path = fastpath.agent_socket(stdin) or ""
     container_id = os.environ.get("CNI_CONTAINERID", "")
     ifname = os.environ.get("CNI_IFNAME", "")
-    fd = fastpath.lock_attachment(socket_path, container_id, ifname)
+    fd = attachment.lock(socket_path, container_id, ifname)
     if fd is None:
         err = CniError(spec.ERR_TRY_AGAIN_LATER,
                        "skein-agent stopped answering and still holds this attachment",
@@ -33,5 +33,5 @@ def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str
         code, out = dispatch(plugin, environ, stdin)
         return code, out
     finally:
-        fastpath.unlock_attachment(fd, socket_path, container_id, ifname,
+        attachment.unlock(fd, socket_path, container_id, ifname,
                                    deleted=environ.get("CNI_COMMAND") == "DEL" and code == 0)

@@ -27,9 +27,10 @@ Failure modes, and why each is safe:
   there; `skein` does the work itself exactly as before (`forward` -> None).
 - the agent accepted the request and then died or went silent: it may have
   done part of an ADD.  `forward` -> PARTIAL; the caller takes the
-  attachment's lock (which the agent held while working, and which the kernel
-  released when it died), undoes whatever was done (DEL is idempotent) and
-  does the command itself.  Nothing is leaked and nothing is done twice.
+  attachment's lock (cni_plugin/attachment.py: the agent held it while
+  working, and the kernel released it when the agent died), undoes whatever
+  was done (DEL is idempotent) and does the command itself.  Nothing is
+  leaked and nothing is done twice.
 
 Wire format (all integers big-endian u32):
   request  MAGIC, len(env) env, len(stdin) stdin    env = b"K=V\\0K=V\\0..."
@@ -129,70 +130,6 @@ def agent_socket(stdin: bytes) -> str | None:
     if not value.startswith(b"/") or b"\\" in value:
         return None
     return value.decode(errors="replace")
-
-
-def attachment_lock_path(socket_path: str, container_id: str, ifname: str) -> str:
-    import hashlib
-    import os
-
-    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:32]
-    return os.path.join(os.path.dirname(socket_path), "attachments", digest + ".lock")
-
-
-def lock_attachment(socket_path: str, container_id: str, ifname: str,
-                    timeout: float = 60.0) -> int | None:
-    """flock the attachment's lock file; the fd (closing it unlocks), or None
-    when it could not be had in time.  A DEL removes the file (see
-    `unlock_attachment`), so a lock won on a file that is no longer the one at
-    its path is worthless: it is dropped and taken again on the new file."""
-    import fcntl
-    import os
-    import time
-
-    path = attachment_lock_path(socket_path, container_id, ifname)
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:  # the first attachment: no directory yet
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            continue
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    return None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        held = os.fstat(fd)
-        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev,
-                                                                          held.st_ino):
-            return fd
-        os.close(fd)  # removed by a DEL while we waited: lock the file there now
-
-
-def unlock_attachment(fd: int, socket_path: str, container_id: str, ifname: str,
-                      deleted: bool) -> None:
-    """Release the attachment's lock; after a successful DEL also remove its
-    file (while still holding it), so the files do not pile up."""
-    import os
-
-    try:
-        if deleted:
-            try:
-                os.unlink(attachment_lock_path(socket_path, container_id, ifname))
-            except FileNotFoundError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def forward(environ: "Mapping[str, str]", stdin: bytes) -> tuple[int, str] | str | None:

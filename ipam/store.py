@@ -94,12 +94,14 @@ class Lease(NamedTuple):
         return self.container_id if self.ifname is None else f"{self.container_id}/{self.ifname}"
 
 
-def _flock(fd: int, timeout: float | None) -> None:
+def lock_file(fd: int, timeout: float | None) -> None:
     """flock(LOCK_EX), giving up after `timeout` seconds (None: wait forever).
 
     A blocking flock interrupted by SIGALRM wakes exactly when the holder
     releases, unlike polling with LOCK_NB, which matters with dozens of pods
-    starting at once.  The plugin is single-threaded, so the signal is ours.
+    starting at once.  On the main thread of a plugin the signal is ours;
+    other threads poll.  Raises LockTimeout (cni_plugin/attachment.py uses
+    it too).
     """
     if timeout is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -200,7 +202,7 @@ class DiskStore:
                          os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 left = None if timeout is None else timeout - (time.monotonic() - started)
-                _flock(fd, left)
+                lock_file(fd, left)
                 yield cls(directory)
             finally:
                 os.close(fd)  # closing the descriptor releases the flock

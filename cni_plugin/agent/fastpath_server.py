@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from cni_plugin import fastpath, spec
+from cni_plugin import attachment, fastpath, spec
 from cni_plugin.skel import Plugin, dispatch, error_version
 from cni_plugin.spec import CniError
 
@@ -126,7 +126,7 @@ class FastPathServer:
         ifname = environ.get("CNI_IFNAME", "")
         lock = None
         if container_id and command in ("ADD", "DEL", "CHECK"):
-            lock = fastpath.lock_attachment(self.path, container_id, ifname, timeout=120)
+            lock = attachment.lock(self.path, container_id, ifname, timeout=120)
         code = 1
         try:
             started = time.monotonic()
@@ -136,7 +136,7 @@ class FastPathServer:
             return code, out
         finally:
             if lock is not None:
-                fastpath.unlock_attachment(lock, self.path, container_id, ifname,
+                attachment.unlock(lock, self.path, container_id, ifname,
                                            deleted=command == "DEL" and code == 0)
 
     @staticmethod

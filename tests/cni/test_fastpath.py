@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from cni_plugin import fastpath
+from cni_plugin import attachment, fastpath
 from tests.cni.conftest import start_agent
 from tests.cni.helpers import host_veths, lease_files, netconf, pod_address
 
@@ -159,22 +159,22 @@ def test_attachment_locks_are_removed_by_del_and_never_shared(tmp_path):
     waiting on the removed file must not take that as the lock, but lock the
     file now at the path, so two holders never overlap."""
     sock = str(tmp_path / "agent.sock")
-    path = fastpath.attachment_lock_path(sock, "c1", "eth0")
-    first = fastpath.lock_attachment(sock, "c1", "eth0")
+    path = attachment.lock_path(sock, "c1", "eth0")
+    first = attachment.lock(sock, "c1", "eth0")
     assert first is not None and os.path.exists(path)
     got: list[int | None] = []
     waiter = threading.Thread(target=lambda: got.append(
-        fastpath.lock_attachment(sock, "c1", "eth0", timeout=10)))
+        attachment.lock(sock, "c1", "eth0", timeout=10)))
     waiter.start()
     time.sleep(0.1)  # the waiter now polls the first file
-    fastpath.unlock_attachment(first, sock, "c1", "eth0", deleted=True)
+    attachment.unlock(first, sock, "c1", "eth0", deleted=True)
     waiter.join()
     second = got[0]
     assert second is not None
     assert os.path.exists(path) and os.fstat(second).st_ino == os.stat(path).st_ino
-    assert fastpath.lock_attachment(sock, "c1", "eth0", timeout=0.2) is None  # held
-    fastpath.unlock_attachment(second, sock, "c1", "eth0", deleted=False)
-    third = fastpath.lock_attachment(sock, "c1", "eth0", timeout=1)
+    assert attachment.lock(sock, "c1", "eth0", timeout=0.2) is None  # held
+    attachment.unlock(second, sock, "c1", "eth0", deleted=False)
+    third = attachment.lock(sock, "c1", "eth0", timeout=1)
     assert third is not None
-    fastpath.unlock_attachment(third, sock, "c1", "eth0", deleted=True)
+    attachment.unlock(third, sock, "c1", "eth0", deleted=True)
     assert not os.path.exists(path)
