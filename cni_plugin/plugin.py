@@ -115,8 +115,8 @@ class SkeinPlugin:
                 # plugin allocates while this process makes the veth.  One that
                 # runs in this process (the agent's) runs after it: two threads
                 # of Python work only take turns with the GIL, at a cost.
-                ipam = Background(lambda: exec_ipam(req, "ADD"),
-                                  thread=not ipam_runs_in_process(req.config))
+                ipam = (None if ipam_runs_in_process(req.config)
+                        else Background(lambda: exec_ipam(req, "ADD")))
                 try:
                     mtu = conf.mtu
                     if conf.vxlan is not None:
@@ -131,10 +131,11 @@ class SkeinPlugin:
                                                  req.args.get("MAC") or
                                                  conf.raw.get("runtimeConfig", {}).get("mac"))
                 except BaseException:
-                    _release_if_allocated(req, ipam)
+                    if ipam is not None:
+                        _release_if_allocated(req, ipam)
                     raise
                 try:
-                    ipam_result = ipam.result()
+                    ipam_result = exec_ipam(req, "ADD") if ipam is None else ipam.result()
                     assert ipam_result is not None
                     try:
                         return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
@@ -257,48 +258,33 @@ class SkeinPlugin:
 
 
 class Background:
-    """`work()` in a thread of its own (or, without `thread`, only when its
-    result is first asked for); `result()` waits and returns its value or
-    raises its exception.  A bare thread, not concurrent.futures: the plugin
-    executable pays every import."""
+    """`work()` in a thread of its own; `result()` waits and returns its value
+    or raises its exception.  A bare thread, not concurrent.futures: the
+    plugin executable pays every import."""
 
-    def __init__(self, work: Callable[[], Any], thread: bool = True) -> None:
-        self._work: Callable[[], Any] | None = work
+    def __init__(self, work: Callable[[], Any]) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if thread:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
 
-    @property
-    def started(self) -> bool:
-        return self._work is None or self._thread is not None
-
-    def _run(self) -> None:
-        work, self._work = self._work, None
+    def _run(self, work: Callable[[], Any]) -> None:
         try:
-            if work is not None:
-                self._value = work()
+            self._value = work()
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
             self._error = exc
 
     def result(self) -> Any:
-        if self._thread is not None:
-            self._thread.join()
-        else:
-            self._run()
+        self._thread.join()
         if self._error is not None:
             raise self._error
         return self._value
 
 
 def _release_if_allocated(req: Request, ipam: Background) -> None:
-    """After a failed ADD: give back the address the IPAM ADD got.  If that
-    ADD did not run, or failed itself, it allocated nothing, and a DEL would
-    take away a lease the attachment held before (a repeated ADD)."""
-    if not ipam.started:
-        return
+    """After a failed ADD: give back the address the concurrent IPAM ADD got.
+    If that ADD failed itself it allocated nothing, and a DEL would take away
+    a lease the attachment held before (a repeated ADD)."""
     try:
         ipam.result()
     except Exception:  # noqa: BLE001 - the ADD's own error is the one to report
