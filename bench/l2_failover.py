@@ -124,8 +124,11 @@ def port_of(lab: Lab, node: Node) -> str:
 
 
 def rounds_of(lab: Lab, client: Netns, rounds: int, start: Callable[[Node], None],
-              kill: Callable[[Node], None], owner_of: Callable[[], Node]) -> list[float]:
-    """`start(node)` runs the node's daemon; `kill(node)` SIGKILLs all of it and reaps it."""
+              kill: Callable[[Node], None], owner_of: Callable[[], Node],
+              procs: dict[str, subprocess.Popen[Any]]) -> list[float]:
+    """`start(node)` runs the node's daemon (into `procs`); `kill(node)` SIGKILLs
+    all of it and reaps it.  The daemons still running at the end are stopped
+    with SIGTERM, so the next implementation starts on a quiet segment."""
     prober = Prober(client)
     times = []
     try:
@@ -147,6 +150,10 @@ def rounds_of(lab: Lab, client: Netns, rounds: int, start: Callable[[Node], None
             time.sleep(1.5)
     finally:
         prober.close()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
     return times
 
 
@@ -169,13 +176,7 @@ def skein(lab: Lab, client: Netns, rounds: int) -> list[float]:
         assert name is not None
         return lab.nodes[name]
 
-    try:
-        return rounds_of(lab, client, rounds, start, kill, owner)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
+    return rounds_of(lab, client, rounds, start, kill, owner, procs)
 
 
 KEEPALIVED_CONF = """global_defs {{
@@ -232,12 +233,8 @@ def keepalived(lab: Lab, client: Netns, rounds: int) -> list[float]:
         return lab.nodes[max(priority, key=lambda n: priority[n])]
 
     try:
-        return rounds_of(lab, client, rounds, start, kill, owner)
+        return rounds_of(lab, client, rounds, start, kill, owner, procs)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
         for node in lab.nodes.values():
             node.ns.ip("addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
 
