@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Callable
 from typing import Any
 
+from cni_plugin.lab.speakers import poll
 from ipam.ranges import AddressRange
 from speaker.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
 from speaker.model.metallb import ServiceAllocation
@@ -48,12 +48,6 @@ DEADLINE = 20.0
 
 def wait_until(what: str, condition: Callable[[], Any],
                deadline: float = DEADLINE) -> Any:
-    """Poll `condition` until it is truthy (returned) or `deadline` seconds pass."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    """`condition`'s first truthy value within `deadline` seconds (the lab's
+    `poll`, with the tests' deadline and a finer interval)."""
+    return poll(condition, deadline, what, interval=0.02)

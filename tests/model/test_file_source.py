@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from cni_plugin.lab.speakers import poll
 from speaker.model import ClusterState
 from speaker.sources import FileSource, changes
 
@@ -39,11 +39,7 @@ def docs(*parts: str) -> str:
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    poll(condition, DEADLINE, what, interval=0.01)
 
 
 def logged(caplog: pytest.LogCaptureFixture, fragment: str) -> Callable[[], bool]:

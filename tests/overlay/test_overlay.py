@@ -16,6 +16,7 @@ import pytest
 
 from cni_plugin.lab.cluster import Lab, leftovers
 from cni_plugin.lab.netns import Netns
+from cni_plugin.lab.speakers import poll
 from cni_plugin.lab.traffic import ping, tcp_source_seen
 
 CONVERGE = 10.0  # generous deadline for polling; the latency itself is in bench/overlay.py
@@ -45,11 +46,7 @@ def overlay_entries(node) -> dict[str, str]:
 
 
 def wait_until(predicate, timeout=CONVERGE, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    poll(predicate, timeout, what, interval=0.05)
 
 
 def test_every_pod_reaches_every_other_pod_without_nat(lab):
