@@ -25,13 +25,10 @@ def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str
                        "skein-agent stopped answering and still holds this attachment",
                        f"retry; check skein-agent on this node ({socket_path})")
         return 1, json.dumps(err.to_dict(error_version(stdin)))
-    code = 1
     environ = dict(os.environ)
     try:
         if environ.get("CNI_COMMAND") == "ADD":
             dispatch(plugin, {**environ, "CNI_COMMAND": "DEL"}, stdin)
-        code, out = dispatch(plugin, environ, stdin)
-        return code, out
+        return dispatch(plugin, environ, stdin)
     finally:
-        attachment.unlock(fd, socket_path, container_id, ifname,
-                                   deleted=environ.get("CNI_COMMAND") == "DEL" and code == 0)
+        attachment.unlock(fd)

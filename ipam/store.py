@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple
 
@@ -95,19 +95,30 @@ class Lease(NamedTuple):
 
 
 def lock_file(fd: int, timeout: float | None) -> None:
-    """flock(LOCK_EX), giving up after `timeout` seconds (None: wait forever).
+    """flock(LOCK_EX) on `fd`, giving up after `timeout` seconds (None: wait
+    forever); raises LockTimeout.  See `wait_for_lock`."""
 
-    A blocking flock interrupted by SIGALRM wakes exactly when the holder
-    releases, unlike polling with LOCK_NB, which matters with dozens of pods
-    starting at once.  On the main thread of a plugin the signal is ours;
-    other threads poll.  Raises LockTimeout (cni_plugin/attachment.py uses
-    it too).
+    def take(blocking: bool) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    wait_for_lock(take, timeout)
+
+
+def wait_for_lock(take: Callable[[bool], None], timeout: float | None) -> None:
+    """Take a kernel lock with `take(blocking)`, which raises BlockingIOError
+    when not blocking and the lock is held; give up after `timeout` seconds
+    (None: wait forever) with LockTimeout.
+
+    A blocking wait interrupted by SIGALRM wakes exactly when the holder
+    releases, unlike polling, which matters with dozens of pods starting at
+    once.  On the main thread of a plugin the signal is ours; other threads
+    poll.  (cni_plugin/attachment.py waits with it too.)
     """
     if timeout is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        take(True)
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        take(False)
         return
     except BlockingIOError:
         if timeout <= 0:
@@ -115,7 +126,7 @@ def lock_file(fd: int, timeout: float | None) -> None:
     if threading.current_thread() is not threading.main_thread():
         # Inside skein-agent (one thread per request) SIGALRM is not ours to
         # borrow: poll instead, with a short back-off.
-        _flock_polling(fd, timeout)
+        _poll(take, timeout)
         return
 
     def expire(signum: int, frame: Any) -> None:
@@ -125,7 +136,7 @@ def lock_file(fd: int, timeout: float | None) -> None:
     started = time.monotonic()
     previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        take(True)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -136,12 +147,12 @@ def lock_file(fd: int, timeout: float | None) -> None:
             signal.setitimer(signal.ITIMER_REAL, left, previous_interval)
 
 
-def _flock_polling(fd: int, timeout: float) -> None:
+def _poll(take: Callable[[bool], None], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.0005
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            take(False)
             return
         except BlockingIOError:
             if time.monotonic() > deadline:
@@ -242,13 +253,30 @@ class DiskStore:
             with suppress(FileNotFoundError):
                 os.unlink(temp)
         try:
-            os.replace(self._write_temp(str(address)),
-                       self._path(f"{LAST_RESERVED_PREFIX}{range_id}"))
+            self._record_last_reserved(address, range_id)
         except OSError:
             with suppress(OSError):
                 os.unlink(lease)
             raise
         return True
+
+    def _record_last_reserved(self, address: IPAddress, range_id: int) -> None:
+        """Rewrite last_reserved_ip.N in place.
+
+        Not through a temp file and a rename like a lease: on ext4 a rename over
+        an existing file (or a truncation to zero, the reference's way) makes
+        the kernel start writing the data out at once (auto_da_alloc), 0.2-0.3 ms
+        of every ADD.  Every reader holds the lock, so none sees the file half
+        written; a crash in between leaves at worst a wrong or unparsable hint,
+        which costs one round of round robin (see `last_reserved`)."""
+        data = str(address).encode()
+        fd = os.open(self._path(f"{LAST_RESERVED_PREFIX}{range_id}"),
+                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
     def release(self, address: IPAddress) -> bool:
         """Remove the lease of `address`; False if there was none."""
@@ -300,10 +328,16 @@ class DiskStore:
     def last_reserved(self, range_id: int) -> IPAddress | None:
         """The last address reserved in range set `range_id`, if one is recorded."""
         try:
-            with open(self._path(f"{LAST_RESERVED_PREFIX}{range_id}"), "rb") as f:
-                return ipaddress.ip_address(f.read().decode("ascii", errors="replace").strip())
+            fd = os.open(self._path(f"{LAST_RESERVED_PREFIX}{range_id}"),
+                         os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        try:
+            data = os.read(fd, MAX_LEASE_SIZE)
+        finally:
+            os.close(fd)
+        try:
+            return ipaddress.ip_address(data.decode("ascii", errors="replace").strip())
         except ValueError:
             return None  # garbage costs only one round of round robin, as in the reference
 

@@ -9,7 +9,7 @@ listening socket itself: the kernel hands each connection to one waiting
 thread, which serves it, so no request waits for a hand-over between an
 accepting thread and a pool.
 
-While it works on an attachment the agent holds that attachment's lock file:
+While it works on an attachment the agent holds that attachment's lock:
 a plugin whose agent died mid-request waits for the kernel to drop the lock,
 then undoes and redoes the work itself.  Only root may talk to the socket:
 the directory is 0700, the socket 0600, and the peer's uid is checked with
@@ -34,6 +34,8 @@ from cni_plugin.spec import CniError
 
 log = logging.getLogger("skein.agent.fastpath")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# How long a request waits for another one on the same attachment to finish.
+LOCK_TIMEOUT = 120.0
 
 
 class FastPathServer:
@@ -126,8 +128,12 @@ class FastPathServer:
         ifname = environ.get("CNI_IFNAME", "")
         lock = None
         if container_id and command in ("ADD", "DEL", "CHECK"):
-            lock = attachment.lock(self.path, container_id, ifname, timeout=120)
-        code = 1
+            lock = attachment.lock(self.path, container_id, ifname, timeout=LOCK_TIMEOUT)
+            if lock is None:
+                err = CniError(spec.ERR_TRY_AGAIN_LATER,
+                               f"another {command} of {container_id}/{ifname} has been running "
+                               f"for {LOCK_TIMEOUT:g} s", "retry later")
+                return 1, json.dumps(err.to_dict(error_version(stdin)))
         try:
             started = time.monotonic()
             code, out = dispatch(self.plugin_factory(), environ, stdin)
@@ -136,8 +142,7 @@ class FastPathServer:
             return code, out
         finally:
             if lock is not None:
-                attachment.unlock(lock, self.path, container_id, ifname,
-                                           deleted=command == "DEL" and code == 0)
+                attachment.unlock(lock)
 
     @staticmethod
     def _reply(conn: socket.socket, code: int, out: str) -> None:

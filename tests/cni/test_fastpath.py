@@ -154,27 +154,72 @@ def test_malformed_requests_are_refused():
             fastpath.recv_request(b)
 
 
-def test_attachment_locks_are_removed_by_del_and_never_shared(tmp_path):
-    """DEL removes the attachment's lock file while holding it; whoever was
-    waiting on the removed file must not take that as the lock, but lock the
-    file now at the path, so two holders never overlap."""
+def test_an_attachment_lock_excludes_threads_and_processes_until_released(tmp_path):
+    """One holder per attachment, whether the other contender is a thread of
+    the same process (the agent's workers) or another process (the fallback);
+    other attachments are not held up; a waiter wakes when the holder lets go,
+    and a holder that dies lets go too."""
     sock = str(tmp_path / "agent.sock")
-    path = attachment.lock_path(sock, "c1", "eth0")
     first = attachment.lock(sock, "c1", "eth0")
-    assert first is not None and os.path.exists(path)
+    assert first is not None
+    assert attachment.lock(sock, "c1", "eth0", timeout=0.1) is None  # another thread's turn
+    other = attachment.lock(sock, "c1", "eth1", timeout=0)  # another attachment: free
+    assert other is not None
+    attachment.unlock(other)
+    holder = [sys.executable, "-c",
+              "import sys; from cni_plugin import attachment; "
+              "assert attachment.lock(sys.argv[1], 'c1', 'eth0', timeout=0.1) is None; "
+              "print('held elsewhere', flush=True)", sock]
+    proc = subprocess.run(holder, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stdout == "held elsewhere\n", proc.stderr
+
     got: list[int | None] = []
     waiter = threading.Thread(target=lambda: got.append(
         attachment.lock(sock, "c1", "eth0", timeout=10)))
     waiter.start()
-    time.sleep(0.1)  # the waiter now polls the first file
-    attachment.unlock(first, sock, "c1", "eth0", deleted=True)
+    time.sleep(0.1)
+    assert not got  # still waiting
+    attachment.unlock(first)
     waiter.join()
-    second = got[0]
-    assert second is not None
-    assert os.path.exists(path) and os.fstat(second).st_ino == os.stat(path).st_ino
-    assert attachment.lock(sock, "c1", "eth0", timeout=0.2) is None  # held
-    attachment.unlock(second, sock, "c1", "eth0", deleted=False)
-    third = attachment.lock(sock, "c1", "eth0", timeout=1)
-    assert third is not None
-    attachment.unlock(third, sock, "c1", "eth0", deleted=True)
-    assert not os.path.exists(path)
+    assert got[0] is not None
+    attachment.unlock(got[0])
+
+    # A holder that dies (the agent killed mid-ADD) releases with its last fd.
+    dying = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time; from cni_plugin import attachment; "
+                              "assert attachment.lock(sys.argv[1], 'c1', 'eth0') is not None; "
+                              "print('locked', flush=True); time.sleep(60)", sock],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying.stdout is not None and dying.stdout.readline() == "locked\n"
+        assert attachment.lock(sock, "c1", "eth0", timeout=0.1) is None
+        dying.kill()
+        dying.wait()
+        last = attachment.lock(sock, "c1", "eth0", timeout=10)
+        assert last is not None
+        attachment.unlock(last)
+    finally:
+        dying.kill()
+        dying.wait()
+    assert os.listdir(tmp_path) == [attachment.LOCK_FILE]  # one file for every attachment
+
+
+def test_attachment_lock_on_the_main_thread_wakes_on_release(tmp_path):
+    """A plugin (main thread) waits in F_OFD_SETLKW under SIGALRM: it wakes
+    when the holder lets go, and gives up at its timeout."""
+    sock = str(tmp_path / "agent.sock")
+    held = attachment.lock(sock, "c1", "eth0")
+    assert held is not None
+    script = ("import sys, time; from cni_plugin import attachment; "
+              "t = time.monotonic(); fd = attachment.lock(sys.argv[1], 'c1', 'eth0', "
+              "timeout=float(sys.argv[2])); print(fd is not None, round(time.monotonic() - t, 1))")
+    timed_out = subprocess.run([sys.executable, "-c", script, sock, "0.3"], capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert timed_out.stdout.split() == ["False", "0.3"], timed_out.stderr
+    waiter = subprocess.Popen([sys.executable, "-c", script, sock, "30"], stdout=subprocess.PIPE,
+                              text=True)
+    time.sleep(1.0)
+    attachment.unlock(held)
+    out, _ = waiter.communicate(timeout=60)
+    won, waited = out.split()
+    assert won == "True" and 0.5 < float(waited) < 5

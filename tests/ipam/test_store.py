@@ -27,6 +27,20 @@ def test_layout_is_host_locals(tmp_path: Path) -> None:
     assert (net / "last_reserved_ip.1").read_bytes() == b"fd00::2"
 
 
+def test_last_reserved_is_rewritten_whole_when_it_shrinks_or_grows(tmp_path: Path) -> None:
+    """The hint is rewritten in place (no rename): no byte of a longer
+    predecessor may survive, and host-local must read what it expects."""
+    last = tmp_path / "net" / "last_reserved_ip.0"
+    with DiskStore.open(str(tmp_path), "net") as store:
+        inode = None
+        for address in ("10.1.0.100", "10.1.0.9", "10.1.0.10", "10.1.0.7"):
+            assert store.reserve(Attachment(address, "eth0"), A(address), 0)
+            assert last.read_bytes() == address.encode()
+            assert store.last_reserved(0) == A(address)
+            inode = inode or last.stat().st_ino
+            assert last.stat().st_ino == inode
+
+
 def test_reserve_refuses_a_taken_address_and_keeps_its_owner(tmp_path: Path) -> None:
     with DiskStore.open(str(tmp_path), "net") as store:
         assert store.reserve(ATT, A("10.1.0.2"), 0)
