@@ -9,9 +9,9 @@ the agent, `agentSocket` differ), each in a fresh node namespace:
   agent       skein forwarding to skein-agent (`--no-overlay`) in the node namespace
 
 `skein` and `skein-ipam` are the node executables built by
-install/build_zipapps.py (what the installer puts into /opt/cni/bin), built
-into a temporary directory at the start; `--console` uses pip's console
-scripts instead.
+install/build_zipapps.py, with the shebang install_cni.py writes (what the
+installer puts into /opt/cni/bin), built into a temporary directory at the
+start; `--console` uses pip's console scripts instead.
 
 Prints, per implementation: sequential ADD and DEL median and p90 (ms, with the
 cost of `ip netns exec` subtracted), and the wall time of a burst of 64
@@ -42,10 +42,11 @@ sys.path.insert(0, ROOT)
 from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
 from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
 
-# The node executables start with `#!/usr/bin/env -S python3 -I -S`, and a container
-# runtime execs plugins with the node's PATH (containerd: /usr/local/sbin:...:/usr/bin:...),
-# so a node runs them with its system python3.  The bench does the same; --python-dir
-# names another directory to find python3 in (this interpreter's, say).
+# A container runtime execs plugins with the node's PATH (containerd:
+# /usr/local/sbin:...:/usr/bin:...), and install_cni.py names the python3 found
+# there in the executables' shebang (`#!/usr/bin/python3 -IS`), so a node runs
+# them with its system python3.  The bench does the same; --python-dir names
+# another directory to find python3 in (this interpreter's, say).
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -59,13 +60,16 @@ def config(plugin: str, ipam: str, data_dir: str, agent_socket: str | None) -> d
     return conf
 
 
-def build_executables(out: str) -> str:
+def build_executables(out: str, python: str) -> str:
+    """Build into `out` with the shebang install_cni.py --python would write
+    for `python`; returns that interpreter line."""
     sys.path.insert(0, os.path.join(ROOT, "install"))
     import build_zipapps  # type: ignore[import-not-found]
 
+    interpreter = build_zipapps.direct_interpreter(python)
     for app in build_zipapps.APPS:
-        build_zipapps.build(app, Path(out))
-    return out
+        build_zipapps.build(app, Path(out), interpreter)
+    return str(interpreter)
 
 
 class Runner:
@@ -75,6 +79,13 @@ class Runner:
         self.node = Netns(f"sk{tag}{label[:3]}").create()
         self.workdir = tempfile.mkdtemp(prefix=f"skein-bench-{label}-")
         self.agent: subprocess.Popen[bytes] | None = None
+        try:
+            self._start(label, ipam, agent)
+        except BaseException:
+            self.close()  # the node namespace, the agent if it started, the workdir
+            raise
+
+    def _start(self, label: str, ipam: str, agent: bool) -> None:
         socket_path = None
         if agent:
             socket_path = os.path.join(self.workdir, "run", "agent.sock")
@@ -86,7 +97,7 @@ class Runner:
                 if time.monotonic() > deadline:
                     raise SystemExit("skein-agent did not start")
                 time.sleep(0.02)
-        self.conf = config(os.path.basename(binary), ipam,
+        self.conf = config(os.path.basename(self.binary), ipam,
                            os.path.join(self.workdir, "ipam"), socket_path)
         self.overhead = self._netns_exec_cost()
 
@@ -190,7 +201,10 @@ def main() -> int:
         raise SystemExit(f"no python3 on {path}")
     tag = new_tag()
     with tempfile.TemporaryDirectory(prefix="skein-bench-bin-") as bindir:
-        ours = scripts_dir() if args.console else build_executables(bindir)
+        if args.console:
+            ours, shebang = scripts_dir(), "pip's console scripts"
+        else:
+            ours, shebang = bindir, "#!" + build_executables(bindir, python)
         cni_path = f"{ours}:{REFERENCE_CNI_DIR}"
         skein = os.path.join(ours, "skein")
         plans = [("reference", os.path.join(REFERENCE_CNI_DIR, "bridge"), "host-local", False),
@@ -199,12 +213,20 @@ def main() -> int:
         unknown = set(args.only) - {label for label, *_ in plans}
         if unknown or "reference" not in args.only:
             raise SystemExit(f"--only: {', '.join(sorted(unknown)) or 'reference is needed'}")
-        runners = [Runner(label, binary, ipam, cni_path, tag, agent, path)
-                   for label, binary, ipam, agent in plans if label in args.only]
+        runners: list[Runner] = []
+        try:
+            for label, binary, ipam, agent in plans:
+                if label in args.only:
+                    runners.append(Runner(label, binary, ipam, cni_path, tag, agent, path))
+        except BaseException:
+            for runner in runners:
+                runner.close()
+            raise
         results = measure(runners, args.pods, args.burst, args.rounds, tag)
         for r in results.values():
             r["burst"] = statistics.median(r["burst"])
-    print(f"our executables run by {python} (their shebang's python3 on {path})")
+    print(f"our executables: {shebang} (the node's python3, found on {path}, by the "
+          "absolute path the installer writes)")
     print(f"{args.pods} sequential pods (ms per call, `ip netns exec` cost subtracted); "
           f"burst: {args.burst} parallel ADDs, wall time (median of {args.rounds})")
     print(f"{'':12} {'ADD med':>8} {'ADD p90':>8} {'DEL med':>8} {'DEL p90':>8} {'burst s':>8}")

@@ -47,6 +47,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import build_zipapps  # type: ignore[import-not-found]  # beside this script, in install/
+
 from cni_plugin.config import DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
 
@@ -61,17 +63,15 @@ class InstallError(Exception):
     pass
 
 
-def copy_into(src: Path, out: BinaryIO) -> None:
-    with open(src, "rb") as inp:
-        while chunk := inp.read(1 << 20):
-            out.write(chunk)
+def write_into(data: bytes, out: BinaryIO) -> None:
+    out.write(data)
     out.flush()
     os.fsync(out.fileno())
 
 
-def copy_synced(src: Path, dst: Path, mode: int) -> None:
+def write_synced(data: bytes, dst: Path, mode: int) -> None:
     with open(dst, "xb") as out:
-        copy_into(src, out)
+        write_into(data, out)
     os.chmod(dst, mode)
 
 
@@ -83,14 +83,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def install_executable(src: Path, bin_dir: Path) -> Path:
-    """Copy `src` into `bin_dir` under its own name: temp file, fsync, 0755, rename."""
+def install_executable(name: str, data: bytes, bin_dir: Path) -> Path:
+    """Write executable `name` into `bin_dir`: temp file, fsync, 0755, rename."""
     bin_dir.mkdir(parents=True, exist_ok=True)
-    target = bin_dir / src.name
+    target = bin_dir / name
     fd, tmp = tempfile.mkstemp(dir=bin_dir, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as out:
-            copy_into(src, out)
+            write_into(data, out)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     except BaseException:
@@ -99,10 +99,9 @@ def install_executable(src: Path, bin_dir: Path) -> Path:
     return target
 
 
-def content_digest(*paths: Path) -> str:
+def content_digest(*contents: bytes) -> str:
     digest = hashlib.sha256()
-    for path in paths:
-        data = path.read_bytes()
+    for data in contents:
         digest.update(len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()[:16]
 
@@ -114,19 +113,19 @@ def link_target(link: Path) -> str | None:
         return None
 
 
-def install_launcher(src: Path, archive: Path, bin_dir: Path) -> Path:
-    """Install launcher `src` and the `archive` it loads as one version: both
+def install_launcher(name: str, launcher: bytes, archive: Path, bin_dir: Path) -> Path:
+    """Install launcher `name` and the `archive` it loads as one version: both
     in a directory of their own under bin_dir/.skein, then bin_dir/NAME as a
     relative symlink to the launcher, switched by a rename."""
-    name = src.name
     versions = bin_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
-    version = versions / f"{name}-{content_digest(src, archive)}"
+    archive_data = archive.read_bytes()
+    version = versions / f"{name}-{content_digest(launcher, archive_data)}"
     if not version.is_dir():  # else this very version is installed already
         tmp = Path(tempfile.mkdtemp(dir=versions, prefix=TMP_PREFIX))
         try:
-            copy_synced(archive, tmp / archive.name, 0o644)
-            copy_synced(src, tmp / name, 0o755)
+            write_synced(archive_data, tmp / archive.name, 0o644)
+            write_synced(launcher, tmp / name, 0o755)
             os.chmod(tmp, 0o755)
             fsync_dir(tmp)
             os.rename(tmp, version)
@@ -252,11 +251,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "route); empty means the default")
     p.add_argument("--no-ip-masq", dest="ip_masq", action="store_false",
                    help="do not masquerade traffic leaving the cluster")
+    p.add_argument("--python", default="auto",
+                   help="the node's python3 for the executables' shebang: 'auto' (default: "
+                   "the first python3 on the runtime's PATH under ROOT, by absolute path, "
+                   "which saves an exec of env per call; env when none is visible), 'env' "
+                   "(#!/usr/bin/env -S python3), or an absolute path as the node sees it")
     p.add_argument("--agent-socket", default="/run/skein/agent.sock",
                    help="skein-agent's fast path socket, named in the conflist so pods "
                    "use the agent from the start ('' for none; without the agent "
                    "skein works in-process)")
     return p
+
+
+def shebang_interpreter(choice: str, root: Path) -> str:
+    """What the executables' shebang runs, from --python (see build_parser)."""
+    if choice == "env":
+        return build_zipapps.INTERPRETER
+    if choice == "auto":
+        return build_zipapps.node_interpreter(root) or build_zipapps.INTERPRETER
+    if not build_zipapps.executable_under(root, choice):
+        raise InstallError(f"--python {choice}: no executable at {root / choice.lstrip('/')}; "
+                           "name the node's python3 as the node sees it, or use --python auto")
+    try:
+        return build_zipapps.direct_interpreter(choice)
+    except build_zipapps.BuildError as exc:
+        raise InstallError(f"--python: {exc}") from None
 
 
 def pod_cidrs(args: argparse.Namespace) -> list[str]:
@@ -284,16 +303,23 @@ def run(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise InstallError(f"--cluster-cidr: {exc}") from None
     cidrs = pod_cidrs(args)
+    interpreter = shebang_interpreter(args.python, args.root)
+    print(f"install-cni: the executables start with #!{interpreter}", flush=True)
     bin_dir = args.root / "opt/cni/bin"
     remove_stale_temporaries(bin_dir)
     for src in sources:
         archive = EXECUTABLES[src.name]
+        try:
+            data = build_zipapps.with_interpreter(src.read_bytes(), interpreter)
+        except build_zipapps.BuildError as exc:
+            raise InstallError(f"{src}: {exc}") from None
         if archive:
-            installed = install_launcher(src, args.bin_src / archive, bin_dir)
+            installed = install_launcher(src.name, data, args.bin_src / archive, bin_dir)
             print(f"install-cni: installed {installed} -> {os.readlink(installed)}",
                   flush=True)
         else:
-            print(f"install-cni: installed {install_executable(src, bin_dir)}", flush=True)
+            print(f"install-cni: installed {install_executable(src.name, data, bin_dir)}",
+                  flush=True)
     vxlan = {"vni": args.vni, "port": args.vxlan_port, "device": args.vxlan_device}
     if args.underlay_device:
         vxlan["underlayDevice"] = args.underlay_device

@@ -29,7 +29,10 @@ NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def load_script(name: str) -> ModuleType:
-    """Import install/NAME.py (install/ is not a package)."""
+    """Import install/NAME.py (install/ is not a package) with install/ on
+    sys.path, as when it runs as a script (install_cni imports build_zipapps)."""
+    if str(INSTALL) not in sys.path:
+        sys.path.append(str(INSTALL))
     spec = importlib.util.spec_from_file_location(f"skein_install_{name}", INSTALL / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

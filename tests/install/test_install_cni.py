@@ -10,6 +10,7 @@ sk<tag>...; nothing is created in the root namespace; the fixture removes them.
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import stat
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,78 @@ def test_installs_executables_and_conflist(built, tmp_path):
         vxlan={"vni": 1, "port": 8472, "device": "skein.1"},
         agent_socket="/run/skein/agent.sock")
     assert "wrote" in proc.stdout
+
+
+def fake_node_python(root: Path, where: str = "usr/bin") -> None:
+    """A node's python3 as Debian lays it out: python3 -> python3.11 (relative)."""
+    directory = root / where
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "python3.11").write_bytes(b"")
+    os.chmod(directory / "python3.11", 0o755)
+    os.symlink("python3.11", directory / "python3")
+
+
+def zip_entries(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def shebang(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.readline()
+
+
+def test_shebang_names_the_nodes_python3_when_it_is_visible(built, tmp_path):
+    """--python auto: the first python3 on the runtime's PATH under ROOT, by the
+    path the node knows (not the python3.11 it links to); otherwise env.  The
+    installed files hold what the built ones hold but for that line, and run
+    when exec'd (this machine has /usr/bin/python3, like the fake node)."""
+    root = tmp_path / "root"
+    assert install(root, built, "--pod-cidr", POD_CIDR).returncode == 0
+    bin_dir = root / "opt/cni/bin"
+    assert shebang(bin_dir / "skein") == b"#!/usr/bin/env -S python3 -I -S\n"
+
+    fake_node_python(root)
+    proc = install(root, built, "--pod-cidr", POD_CIDR)
+    assert proc.returncode == 0, proc.stderr
+    assert "#!/usr/bin/python3 -IS" in proc.stdout
+    for name in ("skein", "skein-ipam"):
+        installed, original = (bin_dir / name).read_bytes(), (built / name).read_bytes()
+        assert installed.startswith(b"#!/usr/bin/python3 -IS\n")
+        if name == "skein":
+            assert installed.split(b"\n", 1)[1] == original.split(b"\n", 1)[1]
+        else:
+            assert zip_entries(installed) == zip_entries(original)
+        version = subprocess.run([str(bin_dir / name)], input="",
+                                 env=node_env(CNI_COMMAND="VERSION"), capture_output=True,
+                                 text=True, timeout=60, check=False)
+        assert version.returncode == 0, version.stderr[-2000:]
+        assert json.loads(version.stdout)["supportedVersions"][-1] == "1.1.0"
+    assert len(installed_versions(bin_dir)) == 2  # a new shebang is a new version
+
+    fake_node_python(root, "usr/local/bin")  # earlier on the runtime's PATH
+    assert install(root, built, "--pod-cidr", POD_CIDR).returncode == 0
+    assert shebang(bin_dir / "skein-ipam") == b"#!/usr/local/bin/python3 -IS\n"
+    assert install(root, built, "--pod-cidr", POD_CIDR, "--python", "env").returncode == 0
+    assert shebang(bin_dir / "skein") == b"#!/usr/bin/env -S python3 -I -S\n"
+    assert install(root, built, "--pod-cidr", POD_CIDR, "--python",
+                   "/usr/bin/python3").returncode == 0
+    assert shebang(bin_dir / "skein") == b"#!/usr/bin/python3 -IS\n"
+
+
+def test_shebang_follows_absolute_links_inside_root(built, tmp_path):
+    """An absolute symlink is the node's, so it is followed under ROOT, never
+    into the installer's own filesystem; a dangling one is no python3."""
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    os.symlink("/usr/lib/python3-nowhere", root / "usr/bin/python3")
+    assert install(root, built, "--pod-cidr", POD_CIDR).returncode == 0
+    assert shebang(root / "opt/cni/bin/skein") == b"#!/usr/bin/env -S python3 -I -S\n"
+    (root / "usr/lib").mkdir()
+    (root / "usr/lib/python3-nowhere").write_bytes(b"")
+    os.chmod(root / "usr/lib/python3-nowhere", 0o755)
+    assert install(root, built, "--pod-cidr", POD_CIDR).returncode == 0
+    assert shebang(root / "opt/cni/bin/skein") == b"#!/usr/bin/python3 -IS\n"
 
 
 def test_underlay_device_and_no_masquerade(built, tmp_path):
@@ -152,6 +226,9 @@ def test_refuses_bad_input(built, tmp_path):
                                   if not k.startswith("KUBERNETES_")},
                              capture_output=True, text=True, timeout=60, check=False)
     assert outside.returncode == 1 and "KUBERNETES_SERVICE_HOST" in outside.stderr
+    for python in ("/opt/none/python3", "python3"):
+        wrong = install(tmp_path / "r", built, "--pod-cidr", POD_CIDR, "--python", python)
+        assert wrong.returncode == 1 and f"--python {python}" in wrong.stderr
     assert not (tmp_path / "r" / "etc").exists()
 
 
@@ -267,6 +344,7 @@ def test_installed_plugin_wires_a_pod(built, tmp_path, netns_factory):
     hangs up on it (the fallback: undo, then do it in-process)."""
     python = node_python()
     root = tmp_path / "root"
+    fake_node_python(root)  # the executables start with #!/usr/bin/python3 -IS
     data_dir = tmp_path / "var/lib/cni/networks"
     assert install(root, built, "--pod-cidr", POD_CIDR, "--cluster-cidr", CLUSTER_CIDR,
                    "--ipam-data-dir", str(data_dir)).returncode == 0

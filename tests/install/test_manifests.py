@@ -266,9 +266,13 @@ def test_node_daemonset():
                                                                     "spec.nodeName"}}
     volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
-    # install_cni.py --root=/host writes ROOT/opt/cni/bin and ROOT/etc/cni/net.d.
+    # install_cni.py --root=/host writes ROOT/opt/cni/bin and ROOT/etc/cni/net.d,
+    # and looks for the node's python3 under ROOT/usr (--python auto), read-only.
     assert "--root=/host" in init["command"]
-    assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d"}
+    assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d",
+                      "/host/usr": "/usr"}
+    assert [m.get("readOnly", False) for m in init["volumeMounts"]
+            if m["mountPath"] == "/host/usr"] == [True]
     assert init["command"][:2] == ["python3", "/usr/local/lib/skein/install_cni.py"]
     assert "--node=$(NODE_NAME)" in init["command"]
     assert agent["command"][0] == "skein-agent" and "--node=$(NODE_NAME)" in agent["command"]
