@@ -78,22 +78,34 @@ class Allocator:
         self.range_id = range_id
 
     def free_count(self, leases: dict[IPAddress, Lease] | None = None) -> int:
-        leases = self.store.leases() if leases is None else leases
-        taken = sum(1 for address in leases if self.range_set.usable(address))
-        return self.range_set.usable_count() - taken
+        return self._census(self.store.leases() if leases is None else leases)[0]
+
+    def _census(self, leases: dict[IPAddress, Lease], att: Attachment | None = None
+                ) -> tuple[int, list[IPAddress]]:
+        """(free addresses, addresses of this range set held by `att`), in one
+        pass over the leases: every ADD makes it, over every lease of the node."""
+        taken, held = 0, []
+        for address, lease in leases.items():
+            rng = self.range_set.range_for(address)
+            if rng is None:
+                continue
+            if not rng.is_reserved(address):  # range_for: in its span already
+                taken += 1
+            if att is not None and lease.held_by(att):
+                held.append(address)
+        return self.range_set.usable_count() - taken, held
 
     def get(self, att: Attachment, requested: IPAddress | None = None) -> Allocation:
         """Reserve an address for `att`: `requested`, or the next free one in round robin."""
         leases = self.store.leases()
         if requested is not None:
             return self._get_requested(att, requested, leases)
-        held = [a for a, lease in leases.items()
-                if lease.held_by(att) and self.range_set.contains(a)]
+        free, held = self._census(leases, att)
         if held:
             raise DuplicateAllocation(
                 f"{att} already holds {', '.join(map(str, _sorted(held)))} in "
                 f"{self._describe()}", self.range_id)
-        if self.free_count(leases) <= 0:
+        if free <= 0:
             raise RangeExhausted(f"no free address in {self._describe()}", self.range_id)
         for rng, address in self.range_set.candidates(self.store.last_reserved(self.range_id)):
             if address in leases:

@@ -13,9 +13,11 @@ Pure: no I/O, standard library plus our spec module.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -110,11 +112,29 @@ def _range_set_list(value: Any, path: str) -> list[tuple[RangeSet, str]]:
 
 
 def _range_sets(conf: Mapping[str, Any], ipam: Mapping[str, Any]
-                ) -> list[tuple[RangeSet, str]]:
-    """Range sets in host-local's order: runtimeConfig.ipRanges, legacy, ranges."""
+                ) -> tuple[tuple[RangeSet, str], ...]:
+    """Range sets in host-local's order: runtimeConfig.ipRanges, legacy, ranges.
+
+    skein-agent reads the same few configs for every pod, and building the
+    ranges is most of the parse (ipaddress objects), so they are remembered
+    by the text of what they are built from; a RangeSet is immutable."""
     runtime = conf.get("runtimeConfig")
-    out = _range_set_list(runtime.get("ipRanges") if isinstance(runtime, dict) else None,
-                          "runtimeConfig.ipRanges")
+    ip_ranges = runtime.get("ipRanges") if isinstance(runtime, dict) else None
+    try:
+        key = json.dumps([ip_ranges, ipam])
+    except (TypeError, ValueError):  # not JSON data: not from stdin, parse it as it is
+        return _build_range_sets(ip_ranges, ipam)
+    return _remembered_range_sets(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_range_sets(key: str) -> tuple[tuple[RangeSet, str], ...]:
+    return _build_range_sets(*json.loads(key))
+
+
+def _build_range_sets(ip_ranges: Any, ipam: Mapping[str, Any]
+                      ) -> tuple[tuple[RangeSet, str], ...]:
+    out = _range_set_list(ip_ranges, "runtimeConfig.ipRanges")
     if ipam.get("subnet") not in (None, ""):
         # The legacy form: ipam itself is the one range of one range set.
         out.append((RangeSet((_parse_range(ipam, "ipam"),)), "ipam"))
@@ -132,7 +152,7 @@ def _range_sets(conf: Mapping[str, Any], ipam: Mapping[str, Any]
             if earlier.overlaps(later):
                 raise _invalid(later_path, f"range set {later} overlaps {earlier_path} "
                                f"({earlier})", "make the range sets disjoint")
-    return out
+    return tuple(out)
 
 
 def _parse_routes(ipam: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -205,7 +225,8 @@ def _reserved_role(rng: SubnetRange, address: IPAddress) -> str:
     return "the broadcast address"
 
 
-def _assign_requested(requested: list[RequestedIp], range_sets: list[tuple[RangeSet, str]],
+def _assign_requested(requested: list[RequestedIp],
+                      range_sets: Sequence[tuple[RangeSet, str]],
                       network: str) -> tuple[RequestedIp | None, ...]:
     """Each requested address goes to the range set holding it; at most one per set."""
     per_set: list[RequestedIp | None] = [None] * len(range_sets)

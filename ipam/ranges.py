@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -84,6 +84,11 @@ class AddressRange:
 
     first: IPAddress
     last: IPAddress
+    # The bounds as integers and the family's class: `in` is asked once per
+    # lease on every ADD, and ipaddress's comparisons are Python code.
+    _low: int = field(init=False, repr=False, compare=False)
+    _high: int = field(init=False, repr=False, compare=False)
+    _family: type = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.first.version != self.last.version:
@@ -91,6 +96,9 @@ class AddressRange:
         if int(self.first) > int(self.last):
             raise RangeError(f"{self.first} comes after {self.last}",
                              fix="the first address of a range must not exceed the last")
+        object.__setattr__(self, "_low", int(self.first))
+        object.__setattr__(self, "_high", int(self.last))
+        object.__setattr__(self, "_family", type(self.first))
 
     @classmethod
     def from_network(cls, network: IPNetwork) -> AddressRange:
@@ -116,11 +124,11 @@ class AddressRange:
         return int(self.last) - int(self.first) + 1
 
     def __contains__(self, address: object) -> bool:
-        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        # Only an address of this range's family (comparing across families
+        # raises TypeError in ipaddress; anything else is simply not in it).
+        if not isinstance(address, self._family):
             return False
-        # Comparing addresses of different families raises TypeError in ipaddress.
-        return (address.version == self.version
-                and int(self.first) <= int(address) <= int(self.last))
+        return self._low <= int(address) <= self._high  # type: ignore[call-overload]
 
     def overlaps(self, other: AddressRange) -> bool:
         return (self.version == other.version
@@ -243,8 +251,16 @@ class SubnetRange:
             out.add(self.subnet.broadcast_address)
         return frozenset(out)
 
+    @cached_property
+    def _reserved_values(self) -> frozenset[int]:
+        return frozenset(int(a) for a in self.reserved)
+
+    def is_reserved(self, address: IPAddress) -> bool:
+        # By integer value: an ipaddress object hashes through hex().
+        return int(address) in self._reserved_values
+
     def usable(self, address: IPAddress) -> bool:
-        return address in self.span and address not in self.reserved
+        return address in self.span and not self.is_reserved(address)
 
     def usable_count(self) -> int:
         return self.span.size - sum(1 for a in self.reserved if a in self.span)

@@ -167,3 +167,20 @@ def test_valid_attachments() -> None:
         with pytest.raises(CniError) as err:
             parse_valid_attachments(bad)
         assert err.value.code == ERR_INVALID_CONFIG
+
+
+def test_ranges_are_remembered_by_their_text_and_errors_never_are() -> None:
+    """The agent parses the same config for every pod: the range sets come
+    from memory while the text they are built from is the same, and are built
+    anew the moment it changes; a broken config fails every time."""
+    first, again = parse_config(config()), parse_config(config())
+    assert all(a is b for a, b in zip(first.range_sets, again.range_sets, strict=True))
+    runtime = {**config(), "runtimeConfig": {"ipRanges": [[{"subnet": "10.9.0.0/24"}]]}}
+    assert str(parse_config(runtime).range_sets[0]) == "10.9.0.2-10.9.0.254"
+    changed = parse_config(config(ranges=[[{"subnet": "10.3.0.0/24"}]]))
+    assert changed.range_sets[0] is not first.range_sets[0]
+    assert str(changed.range_sets[0]) == "10.3.0.2-10.3.0.254"
+    for _ in range(2):
+        with pytest.raises(CniError) as err:
+            parse_config(config(ranges=[[{"subnet": "10.3.0.0/33"}]]))
+        assert err.value.code == ERR_INVALID_CONFIG
