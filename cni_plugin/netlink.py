@@ -163,6 +163,36 @@ def add_route(sock: RouteSocket, dst: str, gateway: str | None, oif: int) -> Non
             raise
 
 
+def configure_link(sock: RouteSocket, index: int, cidrs: list[str],
+                   routes: list[tuple[str, str | None]]) -> Link | None:
+    """Give the link its addresses, bring it up, add the routes (dst, gateway)
+    through it, and return it as it then is (None if it is gone): all in one
+    write and one round trip, where one at a time took four on every pod ADD.
+    The kernel handles them in this order, so the routes find the link up.
+    An address or route already there is fine, as in `add_address`."""
+    create = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+    requests = [(rtnl.RTM_NEWADDR, _address_body(index, cidr), create) for cidr in cidrs]
+    requests.append((rtnl.RTM_SETLINK, rtnl.link_set(index, up=True), 0))
+    for dst, gateway in routes:
+        net = ipaddress.ip_network(dst, strict=False)
+        requests.append((rtnl.RTM_NEWROUTE, rtnl.route_body(str(net.network_address),
+                                                            net.prefixlen, gateway, index),
+                         create))
+    requests.append((rtnl.RTM_GETLINK, rtnl.link_get(index=index), 0))
+    outcomes = sock.batch(requests)
+    for (kind, _, _), outcome in zip(requests, outcomes, strict=True):
+        if not isinstance(outcome, NetlinkError):
+            continue
+        if kind in (rtnl.RTM_NEWADDR, rtnl.RTM_NEWROUTE) and outcome.code == errno.EEXIST:
+            continue
+        if kind == rtnl.RTM_GETLINK and outcome.code == errno.ENODEV:
+            return None
+        raise outcome
+    found = outcomes[-1]
+    assert not isinstance(found, NetlinkError)
+    return link_from_message(rtnl.parse_link(found[0])) if found else None
+
+
 @dataclass(frozen=True)
 class Route:
     dst: str

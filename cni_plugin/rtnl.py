@@ -21,7 +21,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 # <linux/netlink.h>
@@ -304,6 +304,16 @@ def error_of(flags: int, payload: bytes) -> int | tuple[int, str]:
     return code, note
 
 
+def refusal_of(flags: int, payload: bytes) -> NetlinkError | None:
+    """An NLMSG_ERROR payload as the error to raise, or None for an ack."""
+    outcome = error_of(flags, payload)
+    if outcome == 0:
+        return None
+    assert isinstance(outcome, tuple)
+    code, note = outcome
+    return NetlinkError(code, os.strerror(code) + (f" ({note})" if note else ""))
+
+
 def string(payload: bytes | None) -> str | None:
     return None if payload is None else payload.split(b"\0", 1)[0].decode(errors="replace")
 
@@ -444,13 +454,10 @@ class RouteSocket:
                     continue  # an answer to an earlier request that gave up
                 interrupted |= bool(mflags & NLM_F_DUMP_INTR)
                 if mtype == NLMSG_ERROR:
-                    outcome = error_of(mflags, payload)
-                    if outcome == 0:
+                    refusal = refusal_of(mflags, payload)
+                    if refusal is None:
                         return replies, interrupted
-                    assert isinstance(outcome, tuple)
-                    code, note = outcome
-                    text = os.strerror(code) + (f" ({note})" if note else "")
-                    raise NetlinkError(code, text)
+                    raise refusal
                 if mtype == NLMSG_DONE:
                     # A dump that failed part-way says so here (a negative errno).
                     failed = -I32.unpack_from(payload)[0] if len(payload) >= 4 else 0
@@ -460,6 +467,39 @@ class RouteSocket:
                         return replies, interrupted
                     continue
                 replies.append(payload)
+
+    def batch(self, requests: Sequence[tuple[int, bytes, int]]
+              ) -> list[list[bytes] | NetlinkError]:
+        """Send the requests (kind, body, flags; no dumps) in one write and
+        return each one's answer: its payloads, or the NetlinkError it was
+        refused with.  The kernel handles them one after the other, in order,
+        and a refusal does not stop the ones after it; the caller decides which
+        refusals matter.  One round trip instead of one per request."""
+        first = self._seq + 1
+        messages = []
+        for i, (kind, body, flags) in enumerate(requests):
+            if flags & NLM_F_DUMP == NLM_F_DUMP:
+                raise ValueError("a dump cannot be part of a batch")
+            messages.append(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags,
+                                    (first + i) & 0xFFFFFFFF, body))
+        self._seq = (first + len(requests) - 1) & 0xFFFFFFFF
+        index_of = {(first + i) & 0xFFFFFFFF: i for i in range(len(requests))}
+        replies: list[list[bytes]] = [[] for _ in requests]
+        outcomes: list[list[bytes] | NetlinkError | None] = [None] * len(requests)
+        pending = len(requests)
+        self._sock.send(b"".join(messages))
+        while pending:
+            for mtype, mflags, mseq, payload in split_messages(self._sock.recv(RECV_SIZE)):
+                at = index_of.get(mseq)
+                if at is None or outcomes[at] is not None or mtype == NLMSG_DONE:
+                    continue  # an earlier request's, or already answered
+                if mtype == NLMSG_ERROR:
+                    refusal = refusal_of(mflags, payload)
+                    outcomes[at] = replies[at] if refusal is None else refusal
+                    pending -= 1
+                else:
+                    replies[at].append(payload)
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def links(self) -> list[LinkMessage]:
         return [parse_link(p) for p in self.request(RTM_GETLINK, link_dump(), NLM_F_DUMP)]

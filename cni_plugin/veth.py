@@ -54,21 +54,18 @@ def create_pair(host: RouteSocket, host_name: str, pod_ifname: str, pod_netns_fd
 
 def configure_pod_side(pod: RouteSocket, host_veth: Link, ips: list[dict[str, Any]],
                        routes: list[dict[str, Any]]) -> Link:
-    """Addresses, link up, then routes (a route needs its link up).  The pod
-    end is found by the host end's peer index (IFLA_LINK), not by a lookup."""
+    """Addresses, link up, then routes (a route needs its link up), in one
+    round trip (netlink.configure_link).  The pod end is found by the host
+    end's peer index (IFLA_LINK), not by a lookup."""
     index = host_veth.peer_index
     if index is None:
         raise CniError(spec.ERR_KERNEL, f"{host_veth.name} does not name its peer")
-    for ip in ips:
-        netlink.add_address(pod, index, ip["address"])
-    netlink.set_up(pod, index)
     gateways = {ipaddress.ip_interface(ip["address"]).version: ip.get("gateway")
                 for ip in ips if ip.get("gateway")}
-    for route in routes:
-        dst = route["dst"]
-        gw = route.get("gw") or gateways.get(ipaddress.ip_network(dst, strict=False).version)
-        netlink.add_route(pod, dst, gw, index)
-    link = netlink.get_link_by_index(pod, index)
+    via = [(route["dst"], route.get("gw") or
+            gateways.get(ipaddress.ip_network(route["dst"], strict=False).version))
+           for route in routes]
+    link = netlink.configure_link(pod, index, [ip["address"] for ip in ips], via)
     if link is None:
         raise CniError(spec.ERR_KERNEL, "the pod end of the veth vanished during ADD")
     return link

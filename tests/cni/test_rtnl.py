@@ -523,6 +523,22 @@ def test_an_interrupted_dump_is_asked_again() -> None:
     assert len(fake.sent) == 2
 
 
+def test_batch_is_one_write_of_consecutive_requests() -> None:
+    def answers(seq: int) -> list[bytes]:
+        return [ack(seq + 1, errno.EEXIST) + ack(seq)]   # in one datagram, out of order
+
+    sock, fake = scripted(answers)
+    bodies = [rtnl.link_set(3, up=True), rtnl.link_get(index=3)]
+    outcomes = sock.batch([(rtnl.RTM_SETLINK, bodies[0], 0), (rtnl.RTM_GETLINK, bodies[1], 0)])
+    assert outcomes[0] == []
+    assert isinstance(outcomes[1], rtnl.NetlinkError) and outcomes[1].code == errno.EEXIST
+    flags = rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK
+    assert fake.sent == [rtnl.message(rtnl.RTM_SETLINK, flags, 1, bodies[0])
+                         + rtnl.message(rtnl.RTM_GETLINK, flags, 2, bodies[1])]
+    assert sock.request(rtnl.RTM_SETLINK, bodies[0]) == []   # numbering goes on after it
+    assert struct.unpack_from("=I", fake.sent[1], 8)[0] == 3
+
+
 # ---------------------------------------------------------------- the real kernel
 
 
@@ -795,6 +811,52 @@ def test_routes(lab: Lab) -> None:
     assert netlink.Route("::/0", "fd67::1", a.index) in listed6
     assert netlink.Route("fd68::/64", None, a.index) in listed6
     assert all("." not in r.dst for r in listed6)
+
+
+def test_configure_link_in_one_round_trip(lab: Lab) -> None:
+    """Addresses, up, routes and the link's state come from one write; the
+    routes find the link up because the kernel takes the messages in order.
+    Twice is fine (EEXIST is success, as one at a time)."""
+    ns, sock = lab.namespace("c")
+    a, _ = veth_pair(lab, ns, sock, "cv0", "cv1", up=False)
+    assert not a.up
+    for _ in range(2):
+        link = netlink.configure_link(sock, a.index, ["10.69.0.2/24", "fd69::2/64"],
+                                      [("0.0.0.0/0", "10.69.0.1"), ("10.70.0.0/16", None),
+                                       ("::/0", "fd69::1")])
+        assert link is not None and link.index == a.index and link.up and link.name == "cv0"
+    assert {(x["local"], x["prefixlen"]) for x in addrs(ns, "cv0")} >= {
+        ("10.69.0.2", 24), ("fd69::2", 64)}
+    v4 = {r["dst"]: r for r in routes(ns, "-4")}
+    assert (v4["default"]["gateway"], v4["default"]["dev"]) == ("10.69.0.1", "cv0")
+    assert v4["10.70.0.0/16"]["dev"] == "cv0" and "gateway" not in v4["10.70.0.0/16"]
+    assert {r["dst"]: r for r in routes(ns, "-6")}["default"]["gateway"] == "fd69::1"
+    with pytest.raises(rtnl.NetlinkError) as info:      # no such link: the first refusal
+        netlink.configure_link(sock, 0x7FFF0000, ["10.69.1.2/24"], [])
+    assert info.value.code == errno.ENODEV
+
+
+def test_a_refused_request_of_a_batch_leaves_the_others_answered(lab: Lab) -> None:
+    """Each request of a batch gets its own answer, in order: a refusal
+    (with the kernel's note) does not stop the requests after it."""
+    ns, sock = lab.namespace("b")
+    a, _ = veth_pair(lab, ns, sock, "bv0", "bv1")
+    create = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+    outcomes = sock.batch([
+        (rtnl.RTM_NEWADDR, rtnl.address_body(a.index, "10.71.0.2", 24), create),
+        (rtnl.RTM_NEWLINK, rtnl.link_create("bx", "nosuch"), create),
+        (rtnl.RTM_NEWADDR, rtnl.address_body(a.index, "10.71.0.3", 24), create),
+        (rtnl.RTM_GETLINK, rtnl.link_get(index=a.index), 0)])
+    assert outcomes[0] == [] and outcomes[2] == []
+    refused = outcomes[1]
+    assert isinstance(refused, rtnl.NetlinkError) and refused.code == errno.EOPNOTSUPP
+    got = outcomes[3]
+    assert isinstance(got, list) and rtnl.parse_link(got[0]).index == a.index
+    assert {x["local"] for x in addrs(ns, "bv0")} >= {"10.71.0.2", "10.71.0.3"}
+    # The socket is clean afterwards: the next request gets its own answer.
+    assert netlink.get_link_by_index(sock, a.index) is not None
+    with pytest.raises(ValueError):
+        sock.batch([(rtnl.RTM_GETLINK, rtnl.link_dump(), rtnl.NLM_F_DUMP)])
 
 
 def test_delete_link(lab: Lab) -> None:
