@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "install")]
+
+import build_zipapps  # type: ignore[import-not-found]  # noqa: E402
 
 from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
 from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
@@ -47,7 +49,7 @@ from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
 # there in the executables' shebang (`#!/usr/bin/python3 -IS`), so a node runs
 # them with its system python3.  The bench does the same; --python-dir names
 # another directory to find python3 in (this interpreter's, say).
-NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NODE_PATH = os.pathsep.join(build_zipapps.RUNTIME_PATH)
 
 
 def config(plugin: str, ipam: str, data_dir: str, agent_socket: str | None) -> dict[str, Any]:
@@ -63,9 +65,6 @@ def config(plugin: str, ipam: str, data_dir: str, agent_socket: str | None) -> d
 def build_executables(out: str, python: str) -> str:
     """Build into `out` with the shebang install_cni.py --python would write
     for `python`; returns that interpreter line."""
-    sys.path.insert(0, os.path.join(ROOT, "install"))
-    import build_zipapps  # type: ignore[import-not-found]
-
     interpreter = build_zipapps.direct_interpreter(python)
     for app in build_zipapps.APPS:
         build_zipapps.build(app, Path(out), interpreter)

@@ -153,11 +153,15 @@ def delete_address(sock: RouteSocket, index: int, cidr: str) -> None:
             raise
 
 
+def _route_body(dst: str, gateway: str | None, oif: int) -> bytes:
+    net = ipaddress.ip_network(dst, strict=False)  # host bits dropped, as `ip route` does
+    return rtnl.route_body(str(net.network_address), net.prefixlen, gateway, oif)
+
+
 def add_route(sock: RouteSocket, dst: str, gateway: str | None, oif: int) -> None:
     """Add a main-table route; one that already exists is fine."""
-    net = ipaddress.ip_network(dst, strict=False)
     try:
-        sock.add_route(rtnl.route_body(str(net.network_address), net.prefixlen, gateway, oif))
+        sock.add_route(_route_body(dst, gateway, oif))
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
             raise
@@ -173,11 +177,8 @@ def configure_link(sock: RouteSocket, index: int, cidrs: list[str],
     create = rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
     requests = [(rtnl.RTM_NEWADDR, _address_body(index, cidr), create) for cidr in cidrs]
     requests.append((rtnl.RTM_SETLINK, rtnl.link_set(index, up=True), 0))
-    for dst, gateway in routes:
-        net = ipaddress.ip_network(dst, strict=False)
-        requests.append((rtnl.RTM_NEWROUTE, rtnl.route_body(str(net.network_address),
-                                                            net.prefixlen, gateway, index),
-                         create))
+    requests += [(rtnl.RTM_NEWROUTE, _route_body(dst, gateway, index), create)
+                 for dst, gateway in routes]
     requests.append((rtnl.RTM_GETLINK, rtnl.link_get(index=index), 0))
     outcomes = sock.batch(requests)
     for (kind, _, _), outcome in zip(requests, outcomes, strict=True):

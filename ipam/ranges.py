@@ -309,10 +309,6 @@ class RangeSet:
     def contains(self, address: IPAddress) -> bool:
         return self.range_for(address) is not None
 
-    def usable(self, address: IPAddress) -> bool:
-        rng = self.range_for(address)
-        return rng is not None and rng.usable(address)
-
     def usable_count(self) -> int:
         return sum(rng.usable_count() for rng in self.ranges)
 

@@ -165,6 +165,15 @@ def _poll(take: Callable[[bool], None], timeout: float) -> None:
 MAX_LEASE_SIZE = 64 * 1024
 
 
+def read_small(path: str) -> bytes:
+    """The content of a lease or hint file (tens of bytes): one bare read(2)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, MAX_LEASE_SIZE)
+    finally:
+        os.close(fd)
+
+
 @functools.lru_cache(maxsize=65536)
 def address_of(name: str) -> IPAddress | None:
     """The address a lease file's name stands for, None for any other file."""
@@ -301,11 +310,7 @@ class DiskStore:
                 if not entry.is_file(follow_symlinks=False):
                     continue
                 try:
-                    fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        out[address] = Lease.parse(os.read(fd, MAX_LEASE_SIZE))
-                    finally:
-                        os.close(fd)
+                    out[address] = Lease.parse(read_small(entry.path))
                 except OSError:
                     # Unreadable, but the name still occupies the address.
                     out[address] = Lease("", None)
@@ -328,14 +333,9 @@ class DiskStore:
     def last_reserved(self, range_id: int) -> IPAddress | None:
         """The last address reserved in range set `range_id`, if one is recorded."""
         try:
-            fd = os.open(self._path(f"{LAST_RESERVED_PREFIX}{range_id}"),
-                         os.O_RDONLY | os.O_CLOEXEC)
+            data = read_small(self._path(f"{LAST_RESERVED_PREFIX}{range_id}"))
         except FileNotFoundError:
             return None
-        try:
-            data = os.read(fd, MAX_LEASE_SIZE)
-        finally:
-            os.close(fd)
         try:
             return ipaddress.ip_address(data.decode("ascii", errors="replace").strip())
         except ValueError:
