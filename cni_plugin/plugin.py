@@ -98,7 +98,7 @@ class SkeinPlugin:
 
     def add(self, req: Request) -> dict[str, Any]:
         conf = parse_netconf(req.config)
-        from cni_plugin import netlink, netns, veth
+        from cni_plugin import netlink, netns
 
         fd = netns.open_netns(req.netns)
         host = self.host.socket()
@@ -111,10 +111,8 @@ class SkeinPlugin:
                     raise CniError(spec.ERR_INVALID_ENV,
                                    f"interface {req.ifname} already exists in {req.netns}",
                                    "CNI_IFNAME must name an interface that does not exist yet")
-                # IPAM and the links do not depend on each other: an exec'd IPAM
-                # plugin allocates while this process makes the veth.  One that
-                # runs in this process (the agent's) runs after it: two threads
-                # of Python work only take turns with the GIL, at a cost.
+                # An exec'd IPAM plugin allocates while this process works
+                # (see _pair_and_lease).
                 ipam = (None if ipam_runs_in_process(req.config)
                         else Background(lambda: exec_ipam(req, "ADD")))
                 try:
@@ -125,25 +123,17 @@ class SkeinPlugin:
                         overlay = vxlan.ensure_device(host, conf.vxlan)
                         mtu = mtu or overlay.mtu
                     br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
-                    host_name = veth.host_veth_name(req.container_id, req.ifname)
-                    host_veth = veth.create_pair(host, host_name, req.ifname, fd, mtu, br,
-                                                 conf.hairpin_mode,
-                                                 req.args.get("MAC") or
-                                                 conf.raw.get("runtimeConfig", {}).get("mac"))
                 except BaseException:
                     if ipam is not None:
                         _release_if_allocated(req, ipam)
                     raise
+                host_veth, ipam_result = self._pair_and_lease(conf, req, host, fd, mtu, br,
+                                                              ipam)
                 try:
-                    ipam_result = exec_ipam(req, "ADD") if ipam is None else ipam.result()
-                    assert ipam_result is not None
-                    try:
-                        return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            exec_ipam(req, "DEL")
-                        raise
+                    return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
                 except BaseException:
+                    with contextlib.suppress(Exception):
+                        exec_ipam(req, "DEL")
                     with contextlib.suppress(Exception):
                         netlink.delete_link(host, host_veth.index)
                     raise
@@ -152,6 +142,46 @@ class SkeinPlugin:
         finally:
             self.host.release(host)
             os.close(fd)
+
+    def _pair_and_lease(self, conf: NetConf, req: Request, host: Any, fd: int,
+                        mtu: int | None, br: Any, ipam: Background | None
+                        ) -> tuple[Any, dict[str, Any]]:
+        """The veth pair and IPAM's result, made side by side, since neither
+        needs the other: an exec'd IPAM plugin (`ipam`, already running)
+        allocates in its thread while this one has the kernel make the pair;
+        skein-ipam inside the agent (`ipam` None) allocates in this thread
+        while the host's side thread, if it has one, sends the pair's request.
+        Whichever fails, the other is undone."""
+        from cni_plugin import netlink, veth
+
+        side = self.host.side_thread() if ipam is None else None
+        try:
+            pair = veth.create_pair(host, veth.host_veth_name(req.container_id, req.ifname),
+                                    req.ifname, fd, mtu, br, conf.hairpin_mode,
+                                    req.args.get("MAC") or
+                                    conf.raw.get("runtimeConfig", {}).get("mac"), side)
+            if side is None:
+                host_veth = pair.link()
+        except BaseException:
+            if ipam is not None:
+                _release_if_allocated(req, ipam)
+            raise
+        try:
+            ipam_result = exec_ipam(req, "ADD") if ipam is None else ipam.result()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                made = host_veth if side is None else pair.link()
+                netlink.delete_link(host, made.index)
+            raise
+        if side is not None:
+            try:
+                host_veth = pair.link()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    exec_ipam(req, "DEL")
+                raise
+        assert ipam_result is not None
+        return host_veth, ipam_result
 
     def _configure(self, conf: NetConf, req: Request, host: Any, pod: Any, br: Any,
                    host_veth: Any, ipam_result: dict[str, Any]) -> dict[str, Any]:

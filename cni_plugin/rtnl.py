@@ -37,6 +37,8 @@ NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+# A new link, refused when it exists, echoed back (NLM_F_ECHO: Linux >= 6.2 answers with it).
+CREATE_ECHO = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO
 NLM_F_CAPPED = 0x100  # in an error: the request was not echoed past its header
 NLM_F_ACK_TLVS = 0x200  # in an error: extended-ack attributes follow
 NLA_F_NESTED = 0x8000
@@ -441,10 +443,27 @@ class RouteSocket:
         return self._exchange(kind, body, flags)[0]
 
     def _exchange(self, kind: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
+        seq, data = self.prepare(kind, body, flags)
+        self._sock.send(data)
+        return self._answer(seq, flags & NLM_F_DUMP == NLM_F_DUMP)
+
+    def prepare(self, kind: int, body: bytes, flags: int = 0) -> tuple[int, bytes]:
+        """The next sequence number and the request's bytes, for a caller
+        that sends them with `send_prepared` (from another thread, say) and
+        collects the answer with `answer`."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        seq = self._seq
-        dump = flags & NLM_F_DUMP == NLM_F_DUMP
-        self._sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, body))
+        return self._seq, message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, self._seq, body)
+
+    def send_prepared(self, data: bytes) -> None:
+        """Hand a prepared request to the kernel.  rtnetlink does the work
+        inside this call, so it blocks for as long as the change takes."""
+        self._sock.send(data)
+
+    def answer(self, seq: int) -> list[bytes]:
+        """The answer to the prepared (not dump) request `seq`, once sent."""
+        return self._answer(seq, False)[0]
+
+    def _answer(self, seq: int, dump: bool) -> tuple[list[bytes], bool]:
         replies: list[bytes] = []
         interrupted = False
         while True:
@@ -517,7 +536,7 @@ class RouteSocket:
     def create(self, body: bytes, echo: bool = False) -> list[LinkMessage]:
         """Create a link; with `echo`, the kernel answers with the new link
         (Linux >= 6.2 honours NLM_F_ECHO here; older ones answer nothing)."""
-        flags = NLM_F_CREATE | NLM_F_EXCL | (NLM_F_ECHO if echo else 0)
+        flags = CREATE_ECHO if echo else NLM_F_CREATE | NLM_F_EXCL
         return [parse_link(p) for p in self.request(RTM_NEWLINK, body, flags)]
 
     def set(self, body: bytes) -> None:

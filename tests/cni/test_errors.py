@@ -165,3 +165,21 @@ def test_bridge_name_taken_by_another_device(cni, netns_factory, node, tmp_path)
                                        container_id="c1", netns=pod.path), 7)
     assert "cni0" in err["msg"]
     assert lease_files(str(tmp_path)) == []
+
+
+def test_pair_refused_by_the_kernel_gives_back_the_lease(cni, netns_factory, tmp_path):
+    """The kernel refuses the veth (a multicast MAC for the pod end) after
+    IPAM may already have allocated, concurrently (an exec'd IPAM plugin, or
+    skein-ipam while the agent's side thread sends the pair's request): the
+    lease is given back and nothing else is left."""
+    pod = netns_factory("p")
+    res = cni.call("skein", "ADD", netconf(str(tmp_path)), container_id="c1", netns=pod.path,
+                   args="IgnoreUnknown=1;MAC=01:00:5e:00:00:01")
+    err = _assert_clean_error(res, 999)
+    assert "assign requested address" in err["msg"], err
+    _assert_nothing_left(cni, pod, str(tmp_path))
+    # The same pod comes up once the MAC is a unicast one.
+    res = cni.call("skein", "ADD", netconf(str(tmp_path)), container_id="c1", netns=pod.path,
+                   args="IgnoreUnknown=1;MAC=02:00:5e:00:00:01")
+    assert res.code == 0, res.stdout
+    assert res.json["interfaces"][2]["mac"] == "02:00:5e:00:00:01"
