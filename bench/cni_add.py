@@ -15,7 +15,8 @@ start; `--console` uses pip's console scripts instead.
 
 Prints, per implementation: sequential ADD and DEL median and p90 (ms, with the
 cost of `ip netns exec` subtracted), and the wall time of a burst of 64
-parallel ADDs (median of 3 rounds); then the ratios against the reference.
+parallel ADDs (median of 3 rounds); then the ratios against the reference,
+the ADD one with a 90 % bootstrap interval (see `median_ratio_interval`).
 The implementations take turns, pod by pod and burst by burst, so a machine
 whose speed drifts during the run favours none of them.  Run as root:
 `python3 bench/cni_add.py [--pods 30] [--burst 64] [--rounds 3]`.  Everything
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -178,6 +180,25 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1] if len(values) >= 2 else values[0]
 
 
+def median_ratio_interval(ours: list[float], reference: list[float], resamples: int = 2000,
+                          seed: int = 8) -> tuple[float, float]:
+    """A 90 % bootstrap interval of median(ours) / median(reference).
+
+    The machine's speed wanders by 5-10 % between runs, so one ratio of two
+    medians says little on its own.  Pod i of both lists was added one right
+    after the other, so resampling keeps the pairs together (the same drawn
+    indices for both): drift that slowed both is not counted as noise."""
+    rng = random.Random(seed)
+    indices = range(min(len(ours), len(reference)))
+    ratios = []
+    for _ in range(resamples):
+        drawn = rng.choices(indices, k=len(indices))
+        ratios.append(statistics.median(ours[i] for i in drawn)
+                      / statistics.median(reference[i] for i in drawn))
+    ratios.sort()
+    return ratios[int(0.05 * resamples)], ratios[int(0.95 * resamples) - 1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,8 +257,10 @@ def main() -> int:
     ref = results["reference"]
     for name in (n for n in results if n != "reference"):
         r = results[name]
+        low, high = median_ratio_interval(r["add"], ref["add"])
         print(f"ratio {name}/reference: ADD median "
-              f"{statistics.median(r['add']) / statistics.median(ref['add']):.2f}, "
+              f"{statistics.median(r['add']) / statistics.median(ref['add']):.2f} "
+              f"(90 % bootstrap interval {low:.2f}-{high:.2f}), "
               f"DEL median {statistics.median(r['del']) / statistics.median(ref['del']):.2f}, "
               f"burst {r['burst'] / ref['burst']:.2f}")
     return 0
