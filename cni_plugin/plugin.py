@@ -111,24 +111,7 @@ class SkeinPlugin:
                     raise CniError(spec.ERR_INVALID_ENV,
                                    f"interface {req.ifname} already exists in {req.netns}",
                                    "CNI_IFNAME must name an interface that does not exist yet")
-                # An exec'd IPAM plugin allocates while this process works
-                # (see _pair_and_lease).
-                ipam = (None if ipam_runs_in_process(req.config)
-                        else Background(lambda: exec_ipam(req, "ADD")))
-                try:
-                    mtu = conf.mtu
-                    if conf.vxlan is not None:
-                        from cni_plugin import vxlan
-
-                        overlay = vxlan.ensure_device(host, conf.vxlan)
-                        mtu = mtu or overlay.mtu
-                    br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
-                except BaseException:
-                    if ipam is not None:
-                        _release_if_allocated(req, ipam)
-                    raise
-                host_veth, ipam_result = self._pair_and_lease(conf, req, host, fd, mtu, br,
-                                                              ipam)
+                br, host_veth, ipam_result = self._links_and_lease(conf, req, host, fd)
                 try:
                     return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
                 except BaseException:
@@ -143,19 +126,27 @@ class SkeinPlugin:
             self.host.release(host)
             os.close(fd)
 
-    def _pair_and_lease(self, conf: NetConf, req: Request, host: Any, fd: int,
-                        mtu: int | None, br: Any, ipam: Background | None
-                        ) -> tuple[Any, dict[str, Any]]:
-        """The veth pair and IPAM's result, made side by side, since neither
-        needs the other: an exec'd IPAM plugin (`ipam`, already running)
-        allocates in its thread while this one has the kernel make the pair;
-        skein-ipam inside the agent (`ipam` None) allocates in this thread
-        while the host's side thread, if it has one, sends the pair's request.
+    def _links_and_lease(self, conf: NetConf, req: Request, host: Any, fd: int
+                         ) -> tuple[Any, Any, dict[str, Any]]:
+        """Bridge, veth pair and IPAM's result, the pair and the lease made
+        side by side, since neither needs the other: an exec'd IPAM plugin
+        allocates in a thread of its own while this one makes bridge and
+        pair; skein-ipam inside the agent allocates in this thread while the
+        host's side thread, if it has one, sends the pair's request.
         Whichever fails, the other is undone."""
         from cni_plugin import netlink, veth
 
-        side = self.host.side_thread() if ipam is None else None
+        in_process = ipam_runs_in_process(req.config)
+        ipam = None if in_process else Background(lambda: exec_ipam(req, "ADD"))
+        side = self.host.side_thread() if in_process else None
         try:
+            mtu = conf.mtu
+            if conf.vxlan is not None:
+                from cni_plugin import vxlan
+
+                overlay = vxlan.ensure_device(host, conf.vxlan)
+                mtu = mtu or overlay.mtu
+            br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
             pair = veth.create_pair(host, veth.host_veth_name(req.container_id, req.ifname),
                                     req.ifname, fd, mtu, br, conf.hairpin_mode,
                                     req.args.get("MAC") or
@@ -181,7 +172,7 @@ class SkeinPlugin:
                     exec_ipam(req, "DEL")
                 raise
         assert ipam_result is not None
-        return host_veth, ipam_result
+        return br, host_veth, ipam_result
 
     def _configure(self, conf: NetConf, req: Request, host: Any, pod: Any, br: Any,
                    host_veth: Any, ipam_result: dict[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,10 @@ NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
-# A new link, refused when it exists, echoed back (NLM_F_ECHO: Linux >= 6.2 answers with it).
-CREATE_ECHO = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO
+# A new link, refused when it exists; echoed back too (Linux >= 6.2 honours
+# NLM_F_ECHO for a new link, older ones answer nothing).
+CREATE = NLM_F_CREATE | NLM_F_EXCL
+CREATE_ECHO = CREATE | NLM_F_ECHO
 NLM_F_CAPPED = 0x100  # in an error: the request was not echoed past its header
 NLM_F_ACK_TLVS = 0x200  # in an error: extended-ack attributes follow
 NLA_F_NESTED = 0x8000
@@ -444,7 +446,7 @@ class RouteSocket:
 
     def _exchange(self, kind: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
         seq, data = self.prepare(kind, body, flags)
-        self._sock.send(data)
+        self.send_prepared(data)
         return self._answer(seq, flags & NLM_F_DUMP == NLM_F_DUMP)
 
     def prepare(self, kind: int, body: bytes, flags: int = 0) -> tuple[int, bytes]:
@@ -533,11 +535,10 @@ class RouteSocket:
             raise
         return parse_link(replies[0]) if replies else None
 
-    def create(self, body: bytes, echo: bool = False) -> list[LinkMessage]:
-        """Create a link; with `echo`, the kernel answers with the new link
-        (Linux >= 6.2 honours NLM_F_ECHO here; older ones answer nothing)."""
-        flags = CREATE_ECHO if echo else NLM_F_CREATE | NLM_F_EXCL
-        return [parse_link(p) for p in self.request(RTM_NEWLINK, body, flags)]
+    def create(self, body: bytes) -> None:
+        """Create a link (EEXIST when one of that name exists).  The veth of
+        an ADD goes through `prepare` with CREATE_ECHO instead."""
+        self.request(RTM_NEWLINK, body, CREATE)
 
     def set(self, body: bytes) -> None:
         self.request(RTM_SETLINK, body)
