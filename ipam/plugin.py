@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cni_plugin import spec
 from cni_plugin.skel import Request
@@ -34,6 +34,9 @@ from ipam.allocator import (
 from ipam.config import IpamConfig, parse_config, parse_resolv_conf, parse_valid_attachments
 from ipam.ranges import IPAddress, parse_address
 from ipam.store import Attachment, DiskStore, LockTimeout
+
+if TYPE_CHECKING:
+    from ipam.spare import Spares
 
 LOCK_TIMEOUT_ENV = "SKEIN_IPAM_LOCK_TIMEOUT"
 # Long enough for a burst of pods on a busy node (each holder needs
@@ -53,12 +56,13 @@ def _lock_timeout(environ: dict[str, str]) -> float:
 
 
 @contextmanager
-def _locked_store(req: Request, cfg: IpamConfig) -> Iterator[DiskStore]:
+def _locked_store(req: Request, cfg: IpamConfig, spares: Spares | None = None
+                  ) -> Iterator[DiskStore]:
     """The network's store under its lock; filesystem trouble becomes CNI errors."""
     where = os.path.join(cfg.data_dir, cfg.network)
     timeout = _lock_timeout(req.environ)
     try:
-        with DiskStore.open(cfg.data_dir, cfg.network, timeout) as store:
+        with DiskStore.open(cfg.data_dir, cfg.network, timeout, spares) as store:
             yield store
     except LockTimeout:
         raise CniError(spec.ERR_TRY_AGAIN_LATER,
@@ -90,13 +94,17 @@ def _allocation_error(err: AllocationError, cfg: IpamConfig) -> CniError:
 
 
 class HostLocalIpam:
-    """The `Plugin` of cni_plugin.skel for skein-ipam."""
+    """The `Plugin` of cni_plugin.skel for skein-ipam.  `spares`: write new
+    leases into files made ahead of time (skein-agent, see ipam/spare.py)."""
+
+    def __init__(self, spares: Spares | None = None) -> None:
+        self.spares = spares
 
     def add(self, req: Request) -> dict[str, Any]:
         cfg = parse_config(req.config, req.args)
         dns = self._dns(cfg)
         att = Attachment(req.container_id, req.ifname)
-        with _locked_store(req, cfg) as store:
+        with _locked_store(req, cfg, self.spares) as store:
             try:
                 allocations = allocate(cfg.range_sets, store, att, cfg.requested_addresses())
             except AllocationError as err:

@@ -17,7 +17,9 @@ to a temporary file that is then hard-linked to the address's name; link(2)
 fails with EEXIST when the address is taken, exactly as the reference's
 O_CREAT|O_EXCL does, but a kill -9 cannot leave an empty lease that no DEL
 would ever match.  All writers hold the lock, so one temporary name suffices,
-and a leftover one is stale by definition.
+and a leftover one is stale by definition.  Inside skein-agent the file is
+instead an unnamed one made ahead of time (ipam/spare.py), linked the same
+way.
 
 The interface (reserve / release / release_by_id / get_by_id / last_reserved /
 leases) is what the allocator needs and nothing more, so a different backend
@@ -35,9 +37,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ipam.ranges import IPAddress
+
+if TYPE_CHECKING:
+    from ipam.spare import Spares
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 LOCK_FILE = "lock"
@@ -193,15 +198,17 @@ def _thread_lock(directory: str) -> threading.Lock:
 
 
 class DiskStore:
-    """The leases of one network; use `DiskStore.open` to hold its lock."""
+    """The leases of one network; use `DiskStore.open` to hold its lock.
+    With `spares`, new leases are written into spare files (ipam/spare.py)."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, spares: Spares | None = None) -> None:
         self.directory = directory
+        self.spares = spares
 
     @classmethod
     @contextmanager
-    def open(cls, data_dir: str, network: str, timeout: float | None = None
-             ) -> Iterator[DiskStore]:
+    def open(cls, data_dir: str, network: str, timeout: float | None = None,
+             spares: Spares | None = None) -> Iterator[DiskStore]:
         """Create the network's directory if needed and hold its lock for the block.
 
         Raises LockTimeout, or OSError for any filesystem failure.  A finite
@@ -223,7 +230,7 @@ class DiskStore:
             try:
                 left = None if timeout is None else timeout - (time.monotonic() - started)
                 lock_file(fd, left)
-                yield cls(directory)
+                yield cls(directory, spares)
             finally:
                 os.close(fd)  # closing the descriptor releases the flock
         finally:
@@ -232,7 +239,7 @@ class DiskStore:
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
-    def _write_temp(self, data: str) -> str:
+    def _write_temp(self, data: bytes) -> str:
         temp = self._path(TEMP_FILE)
         # Unlink rather than truncate: a leftover temp may still be a hard link
         # to a live lease (a process killed between link and unlink).
@@ -240,10 +247,50 @@ class DiskStore:
             os.unlink(temp)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data.encode())
+            os.write(fd, data)
         finally:
             os.close(fd)
         return temp
+
+    def _create_lease(self, name: str, data: bytes) -> bool:
+        """A new file `name` holding `data`, complete or not at all; False if
+        `name` exists.  A spare file is used when there is one."""
+        if self.spares is not None:
+            spare = self.spares.take(self.directory)
+            if spare is not None:
+                linked = self._link_spare(spare, name, data)
+                if linked is not None:
+                    return linked
+        temp = self._write_temp(data)
+        try:
+            os.link(temp, self._path(name))
+        except FileExistsError:
+            return False
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(temp)
+        return True
+
+    def _link_spare(self, spare: int, name: str, data: bytes) -> bool | None:
+        """`_create_lease` through the spare file (closed here); None if spare
+        files cannot be linked here, which turns them off for the directory."""
+        from ipam.spare import link_unnamed
+
+        assert self.spares is not None
+        directory = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.write(spare, data)
+            link_unnamed(spare, directory, name)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            # No /proc, or the directory moved to another file system (EXDEV).
+            self.spares.unsupported(self.directory, exc)
+            return None
+        finally:
+            os.close(spare)
+            os.close(directory)
 
     def reserve(self, att: Attachment, address: IPAddress, range_id: int) -> bool:
         """Create the lease for `address`; False if the address is already leased.
@@ -252,20 +299,15 @@ class DiskStore:
         the reference does; if that fails, the lease is removed again so that
         the caller's error does not leave an orphan.
         """
-        lease = self._path(str(address))
-        temp = self._write_temp(att.container_id.strip() + LINE_BREAK + att.ifname)
-        try:
-            os.link(temp, lease)
-        except FileExistsError:
+        lease = str(address)
+        if not self._create_lease(lease, (att.container_id.strip() + LINE_BREAK
+                                          + att.ifname).encode()):
             return False
-        finally:
-            with suppress(FileNotFoundError):
-                os.unlink(temp)
         try:
             self._record_last_reserved(address, range_id)
         except OSError:
             with suppress(OSError):
-                os.unlink(lease)
+                os.unlink(self._path(lease))
             raise
         return True
 

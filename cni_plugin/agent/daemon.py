@@ -123,13 +123,17 @@ class Agent:
         if not self.config.socket_path:
             return
         from ipam.plugin import HostLocalIpam
+        from ipam.spare import Spares
 
-        # skein-ipam runs in this process: no Python start per pod.
-        ipam_exec.IN_PROCESS["skein-ipam"] = HostLocalIpam
+        # skein-ipam runs in this process: no Python start per pod.  Its next
+        # lease file is made once an answer is out (ipam/spare.py).
+        spares = Spares()
+        ipam_exec.IN_PROCESS["skein-ipam"] = lambda: HostLocalIpam(spares)
         warm = self.warm_host
         self.fastpath = FastPathServer(self.config.socket_path,
                                        lambda: SkeinPlugin(readiness=self.readiness, host=warm),
-                                       pause_before_reply=self.config.fault_pause)
+                                       pause_before_reply=self.config.fault_pause,
+                                       after_reply=spares.replenish)
         self.fastpath.start()
 
     def run(self) -> None:

@@ -40,11 +40,14 @@ LOCK_TIMEOUT = 120.0
 
 class FastPathServer:
     def __init__(self, path: str, plugin_factory: Callable[[], Plugin], workers: int = 32,
-                 pause_before_reply: float = 0.0) -> None:
+                 pause_before_reply: float = 0.0,
+                 after_reply: Callable[[], None] | None = None) -> None:
         self.path = path
         self.plugin_factory = plugin_factory
         self.workers = workers
         self.pause_before_reply = pause_before_reply
+        # Work no answer waits for (the next lease file), done once the answer is out.
+        self.after_reply = after_reply
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
@@ -121,6 +124,8 @@ class FastPathServer:
         if self.pause_before_reply:
             time.sleep(self.pause_before_reply)  # fault injection for the tests
         self._reply(conn, code, out)
+        if self.after_reply is not None:
+            self.after_reply()
 
     def _run(self, environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
         command = environ.get("CNI_COMMAND", "")

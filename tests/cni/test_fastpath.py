@@ -19,7 +19,7 @@ import time
 import pytest
 
 from cni_plugin import attachment, fastpath
-from tests.cni.conftest import start_agent
+from tests.cni.conftest import served, start_agent
 from tests.cni.helpers import host_veths, lease_files, netconf, pod_address
 
 
@@ -51,6 +51,55 @@ def test_agent_killed_mid_add_loses_nothing(node, netns_factory, tmp_path, cni_p
     assert [a["local"] for a in addrs] == [pod_address(result)]
     assert cni.call("skein", "DEL", conf, container_id="c1", netns=pod.path).code == 0
     assert lease_files(str(tmp_path / "ipam")) == [] and host_veths(node) == []
+
+
+def test_the_agent_makes_the_next_lease_file_ahead_and_leaves_none_behind(
+        node, netns_factory, tmp_path, cni_path):
+    """After answering an ADD the agent holds an unnamed file in the lease
+    directory for the next lease (ipam/spare.py); the next ADD's lease is that
+    file, and a kill -9 leaves the directory holding exactly the leases."""
+    from tests.conftest import CniRunner
+
+    cni = CniRunner(node, cni_path)
+    sock = str(tmp_path / "run" / "agent.sock")
+    agent = start_agent(node, sock, str(tmp_path / "agent.log"))
+    conf = dict(netconf(str(tmp_path / "ipam")), agentSocket=sock)
+    leases = tmp_path / "ipam" / "sknet"
+
+    def spares() -> list[str]:
+        fds = f"/proc/{agent.pid}/fd"
+        targets = []
+        for fd in os.listdir(fds):
+            try:
+                targets.append(os.readlink(os.path.join(fds, fd)))
+            except OSError:
+                pass  # closed meanwhile
+        return [t for t in targets if t.startswith(f"{leases}/#") and t.endswith("(deleted)")]
+
+    try:
+        pods = [netns_factory(f"p{i}") for i in range(3)]
+        for i, pod in enumerate(pods):
+            res = cni.call("skein", "ADD", conf, container_id=f"c{i}", netns=pod.path)
+            assert res.code == 0, res.stdout
+            # made after the answer: give the worker its moment
+            deadline = time.monotonic() + 10
+            while len(spares()) != 1:
+                assert time.monotonic() < deadline, spares()
+                time.sleep(0.01)
+        assert served(str(tmp_path / "agent.log")) == 3
+        # Each lease the agent wrote is a plain file with one name and host-local's content.
+        addresses = lease_files(str(tmp_path / "ipam"))
+        assert len(addresses) == 3
+        for i, address in enumerate(sorted(addresses, key=lambda a: int(a.split(".")[-1]))):
+            assert (leases / address).read_bytes() == f"c{i}\r\neth0".encode()
+            assert (leases / address).stat().st_nlink == 1
+    finally:
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+    assert sorted(os.listdir(leases)) == sorted([*addresses, "last_reserved_ip.0", "lock"])
+    for i, pod in enumerate(pods):
+        assert cni.call("skein", "DEL", conf, container_id=f"c{i}", netns=pod.path).code == 0
+    assert lease_files(str(tmp_path / "ipam")) == []
 
 
 def test_missing_agent_means_in_process_work(cni, netns_factory, tmp_path):
