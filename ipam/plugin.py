@@ -15,6 +15,7 @@ every failure into the CNI code a runtime can act on:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from ipam.ranges import IPAddress, parse_address
 from ipam.store import Attachment, DiskStore, LockTimeout
 
 if TYPE_CHECKING:
+    from ipam.leasecache import LeaseCache
     from ipam.spare import Spares
 
 LOCK_TIMEOUT_ENV = "SKEIN_IPAM_LOCK_TIMEOUT"
@@ -56,13 +58,13 @@ def _lock_timeout(environ: dict[str, str]) -> float:
 
 
 @contextmanager
-def _locked_store(req: Request, cfg: IpamConfig, spares: Spares | None = None
-                  ) -> Iterator[DiskStore]:
+def _locked_store(req: Request, cfg: IpamConfig, spares: Spares | None = None,
+                  cache: LeaseCache | None = None) -> Iterator[DiskStore]:
     """The network's store under its lock; filesystem trouble becomes CNI errors."""
     where = os.path.join(cfg.data_dir, cfg.network)
     timeout = _lock_timeout(req.environ)
     try:
-        with DiskStore.open(cfg.data_dir, cfg.network, timeout, spares) as store:
+        with DiskStore.open(cfg.data_dir, cfg.network, timeout, spares, cache) as store:
             yield store
     except LockTimeout:
         raise CniError(spec.ERR_TRY_AGAIN_LATER,
@@ -94,17 +96,22 @@ def _allocation_error(err: AllocationError, cfg: IpamConfig) -> CniError:
 
 
 class HostLocalIpam:
-    """The `Plugin` of cni_plugin.skel for skein-ipam.  `spares`: write new
-    leases into files made ahead of time (skein-agent, see ipam/spare.py)."""
+    """The `Plugin` of cni_plugin.skel for skein-ipam.  Inside skein-agent,
+    `spares` writes new leases into files made ahead of time (ipam/spare.py)
+    and `cache` reads only the leases that changed (ipam/leasecache.py)."""
 
-    def __init__(self, spares: Spares | None = None) -> None:
+    def __init__(self, spares: Spares | None = None, cache: LeaseCache | None = None) -> None:
         self.spares = spares
+        self.cache = cache
+
+    def _store(self, req: Request, cfg: IpamConfig) -> contextlib.AbstractContextManager[DiskStore]:
+        return _locked_store(req, cfg, self.spares, self.cache)
 
     def add(self, req: Request) -> dict[str, Any]:
         cfg = parse_config(req.config, req.args)
         dns = self._dns(cfg)
         att = Attachment(req.container_id, req.ifname)
-        with _locked_store(req, cfg, self.spares) as store:
+        with self._store(req, cfg) as store:
             try:
                 allocations = allocate(cfg.range_sets, store, att, cfg.requested_addresses())
             except AllocationError as err:
@@ -119,13 +126,13 @@ class HostLocalIpam:
     def delete(self, req: Request) -> None:
         # Idempotent: releasing what is not leased is success (CNI's DEL rule).
         cfg = parse_config(req.config, req.args)
-        with _locked_store(req, cfg) as store:
+        with self._store(req, cfg) as store:
             store.release_by_id(Attachment(req.container_id, req.ifname))
 
     def check(self, req: Request) -> None:
         cfg = parse_config(req.config, req.args)
         att = Attachment(req.container_id, req.ifname)
-        with _locked_store(req, cfg) as store:
+        with self._store(req, cfg) as store:
             held = store.get_by_id(att)
         if not held:
             raise CniError(spec.ERR_UNKNOWN_CONTAINER,
@@ -139,7 +146,7 @@ class HostLocalIpam:
 
     def status(self, req: Request) -> None:
         cfg = parse_config(req.config, req.args)
-        with _locked_store(req, cfg) as store:
+        with self._store(req, cfg) as store:
             leases = store.leases()
             full = [(rs, cfg.range_fields[i]) for i, rs in enumerate(cfg.range_sets)
                     if Allocator(rs, store, i).free_count(leases) <= 0]
@@ -156,7 +163,7 @@ class HostLocalIpam:
         cfg = parse_config(req.config, req.args)
         valid = parse_valid_attachments(req.config)
         valid_ids = {att.container_id for att in valid}
-        with _locked_store(req, cfg) as store:
+        with self._store(req, cfg) as store:
             store.remove_stale_temp()
             for address, lease in store.leases().items():
                 # Legacy leases carry no ifname: any attachment of the container keeps them.

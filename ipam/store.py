@@ -33,6 +33,7 @@ import functools
 import ipaddress
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ipam.ranges import IPAddress
 
 if TYPE_CHECKING:
+    from ipam.leasecache import LeaseCache
     from ipam.spare import Spares
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -179,6 +181,14 @@ def read_small(path: str) -> bytes:
         os.close(fd)
 
 
+def _read_lease(path: str) -> Lease:
+    try:
+        return Lease.parse(read_small(path))
+    except OSError:
+        # Unreadable (or gone since it was listed), but the name occupies the address.
+        return Lease("", None)
+
+
 @functools.lru_cache(maxsize=65536)
 def address_of(name: str) -> IPAddress | None:
     """The address a lease file's name stands for, None for any other file."""
@@ -199,16 +209,21 @@ def _thread_lock(directory: str) -> threading.Lock:
 
 class DiskStore:
     """The leases of one network; use `DiskStore.open` to hold its lock.
-    With `spares`, new leases are written into spare files (ipam/spare.py)."""
+    With `spares`, new leases are written into spare files (ipam/spare.py);
+    with `cache`, leases are re-read only where they changed
+    (ipam/leasecache.py).  Both are skein-agent's."""
 
-    def __init__(self, directory: str, spares: Spares | None = None) -> None:
+    def __init__(self, directory: str, spares: Spares | None = None,
+                 cache: LeaseCache | None = None) -> None:
         self.directory = directory
         self.spares = spares
+        self.cache = cache
 
     @classmethod
     @contextmanager
     def open(cls, data_dir: str, network: str, timeout: float | None = None,
-             spares: Spares | None = None) -> Iterator[DiskStore]:
+             spares: Spares | None = None, cache: LeaseCache | None = None
+             ) -> Iterator[DiskStore]:
         """Create the network's directory if needed and hold its lock for the block.
 
         Raises LockTimeout, or OSError for any filesystem failure.  A finite
@@ -230,7 +245,7 @@ class DiskStore:
             try:
                 left = None if timeout is None else timeout - (time.monotonic() - started)
                 lock_file(fd, left)
-                yield cls(directory, spares)
+                yield cls(directory, spares, cache)
             finally:
                 os.close(fd)  # closing the descriptor releases the flock
         finally:
@@ -339,6 +354,13 @@ class DiskStore:
 
     def leases(self) -> dict[IPAddress, Lease]:
         """Every lease of the network: files named by an address, nothing else.
+        With a LeaseCache (skein-agent), only what changed is read."""
+        if self.cache is not None:
+            return self.cache.leases(self)
+        return self.scan()
+
+    def scan(self) -> dict[IPAddress, Lease]:
+        """Every lease, read from disk.
 
         Every ADD reads them all (as host-local does, to refuse a second lease
         for the same attachment), so the loop stays lean: file names are parsed
@@ -351,12 +373,22 @@ class DiskStore:
                     continue  # lock, last_reserved_ip.N, temp, anything foreign
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                try:
-                    out[address] = Lease.parse(read_small(entry.path))
-                except OSError:
-                    # Unreadable, but the name still occupies the address.
-                    out[address] = Lease("", None)
+                out[address] = _read_lease(entry.path)
         return out
+
+    def lease_named(self, name: str) -> tuple[IPAddress | None, Lease | None]:
+        """(address, lease) of one file as `scan` would see it: address None
+        for a name that is no address, lease None when it holds no lease."""
+        address = address_of(name)
+        if address is None:
+            return None, None
+        path = self._path(name)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return address, None
+        except FileNotFoundError:
+            return address, None
+        return address, _read_lease(path)
 
     def get_by_id(self, att: Attachment) -> list[IPAddress]:
         """Addresses leased to `att`, counting legacy ID-only leases of its container."""

@@ -122,13 +122,15 @@ class Agent:
     def start_fastpath(self) -> None:
         if not self.config.socket_path:
             return
+        from ipam.leasecache import LeaseCache
         from ipam.plugin import HostLocalIpam
         from ipam.spare import Spares
 
-        # skein-ipam runs in this process: no Python start per pod.  Its next
-        # lease file is made once an answer is out (ipam/spare.py).
-        spares = Spares()
-        ipam_exec.IN_PROCESS["skein-ipam"] = lambda: HostLocalIpam(spares)
+        # skein-ipam runs in this process: no Python start per pod.  It reads
+        # only the leases that changed (ipam/leasecache.py), and its next lease
+        # file is made once an answer is out (ipam/spare.py).
+        spares, cache = Spares(), LeaseCache()
+        ipam_exec.IN_PROCESS["skein-ipam"] = lambda: HostLocalIpam(spares, cache)
         warm = self.warm_host
         self.fastpath = FastPathServer(self.config.socket_path,
                                        lambda: SkeinPlugin(readiness=self.readiness, host=warm),

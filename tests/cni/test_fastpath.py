@@ -102,6 +102,41 @@ def test_the_agent_makes_the_next_lease_file_ahead_and_leaves_none_behind(
     assert lease_files(str(tmp_path / "ipam")) == []
 
 
+def test_the_agent_sees_leases_the_reference_host_local_wrote(
+        node, netns_factory, tmp_path, cni_path):
+    """The agent keeps the leases in memory (ipam/leasecache.py); a lease that
+    host-local writes between two of its ADDs must count all the same."""
+    from tests.conftest import CniRunner
+    from tests.ipam.helpers import HOST_LOCAL
+    from tests.ipam.helpers import call as ipam_call
+
+    cni = CniRunner(node, cni_path)
+    sock = str(tmp_path / "run" / "agent.sock")
+    agent = start_agent(node, sock, str(tmp_path / "agent.log"))
+    conf = dict(netconf(str(tmp_path / "ipam")), agentSocket=sock)
+    try:
+        first = netns_factory("p0")
+        made = cni.call("skein", "ADD", conf, container_id="c0", netns=first.path)
+        assert made.code == 0, made.stdout
+        taken = ipam_call("ADD", conf, "c9", binary=HOST_LOCAL).ips()
+        pod = netns_factory("p9")
+        refused = cni.call("skein", "ADD", conf, container_id="c9", netns=pod.path)
+        assert refused.code != 0 and "already holds" in refused.json["msg"], refused.stdout
+        assert "eth0" not in pod.ip("link").stdout
+        assert len(host_veths(node)) == 1
+        assert ipam_call("DEL", conf, "c9", binary=HOST_LOCAL).code == 0
+        res = cni.call("skein", "ADD", conf, container_id="c9", netns=pod.path)
+        assert res.code == 0, res.stdout
+        assert served(str(tmp_path / "agent.log")) == 3
+        # host-local's lease is gone, and the agent did not hand out c0's address twice.
+        assert sorted(lease_files(str(tmp_path / "ipam"))) == sorted(
+            [pod_address(made.json), pod_address(res.json)])
+        assert pod_address(res.json) not in (pod_address(made.json), *taken)
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
 def test_missing_agent_means_in_process_work(cni, netns_factory, tmp_path):
     conf = dict(netconf(str(tmp_path)), agentSocket=str(tmp_path / "nobody-here.sock"))
     pod = netns_factory("p")
