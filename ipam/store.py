@@ -292,7 +292,11 @@ class DiskStore:
         from ipam.spare import link_unnamed
 
         assert self.spares is not None
-        directory = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            directory = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            os.close(spare)
+            raise  # as the temporary file's open would: the directory is gone
         try:
             os.write(spare, data)
             link_unnamed(spare, directory, name)
