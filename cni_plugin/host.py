@@ -16,7 +16,6 @@ import threading
 
 from cni_plugin import bridge, netlink
 from cni_plugin.netlink import Link, RouteSocket
-from cni_plugin.sidecall import SideThread
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -29,11 +28,6 @@ class ColdHost:
 
     def release(self, ipr: RouteSocket) -> None:
         ipr.close()
-
-    def side_thread(self) -> SideThread | None:
-        """A thread to send one netlink request from while this one works on
-        (see cni_plugin/sidecall.py); None: do the one after the other."""
-        return None
 
     def bridge(self, ipr: RouteSocket, name: str, mtu: int | None, promisc: bool) -> Link:
         return bridge.ensure_bridge(ipr, name, mtu, promisc)
@@ -60,13 +54,6 @@ class WarmHost(ColdHost):
 
     def release(self, ipr: RouteSocket) -> None:
         pass  # kept for this thread's next command
-
-    def side_thread(self) -> SideThread:
-        """This worker's own side thread, made on its first ADD and kept."""
-        side = getattr(self._local, "side", None)
-        if side is None:
-            side = self._local.side = SideThread(f"{threading.current_thread().name}-side")
-        return side
 
     def bridge(self, ipr: RouteSocket, name: str, mtu: int | None, promisc: bool) -> Link:
         key = (name, mtu, promisc)

@@ -128,17 +128,16 @@ class SkeinPlugin:
 
     def _links_and_lease(self, conf: NetConf, req: Request, host: Any, fd: int
                          ) -> tuple[Any, Any, dict[str, Any]]:
-        """Bridge, veth pair and IPAM's result, the pair and the lease made
-        side by side, since neither needs the other: an exec'd IPAM plugin
-        allocates in a thread of its own while this one makes bridge and
-        pair; skein-ipam inside the agent allocates in this thread while the
-        host's side thread, if it has one, sends the pair's request.
-        Whichever fails, the other is undone."""
+        """Bridge, veth pair and IPAM's result; whichever fails, the other is
+        undone.  An exec'd IPAM plugin allocates in a thread of its own while
+        this one makes bridge and pair (a second process: real overlap).
+        skein-ipam inside the agent allocates after the pair, in this thread:
+        handing the pair to a second thread of the agent cost more in thread
+        wake-ups on an idle CPU than the overlap saved (cni_plugin/agent)."""
         from cni_plugin import netlink, veth
 
-        in_process = ipam_runs_in_process(req.config)
-        ipam = None if in_process else Background(lambda: exec_ipam(req, "ADD"))
-        side = self.host.side_thread() if in_process else None
+        ipam = None if ipam_runs_in_process(req.config) else Background(
+            lambda: exec_ipam(req, "ADD"))
         try:
             mtu = conf.mtu
             if conf.vxlan is not None:
@@ -147,12 +146,10 @@ class SkeinPlugin:
                 overlay = vxlan.ensure_device(host, conf.vxlan)
                 mtu = mtu or overlay.mtu
             br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
-            pair = veth.create_pair(host, veth.host_veth_name(req.container_id, req.ifname),
-                                    req.ifname, fd, mtu, br, conf.hairpin_mode,
-                                    req.args.get("MAC") or
-                                    conf.raw.get("runtimeConfig", {}).get("mac"), side)
-            if side is None:
-                host_veth = pair.link()
+            host_veth = veth.create_pair(host, veth.host_veth_name(req.container_id, req.ifname),
+                                         req.ifname, fd, mtu, br, conf.hairpin_mode,
+                                         req.args.get("MAC") or
+                                         conf.raw.get("runtimeConfig", {}).get("mac"))
         except BaseException:
             if ipam is not None:
                 _release_if_allocated(req, ipam)
@@ -161,16 +158,8 @@ class SkeinPlugin:
             ipam_result = exec_ipam(req, "ADD") if ipam is None else ipam.result()
         except BaseException:
             with contextlib.suppress(Exception):
-                made = host_veth if side is None else pair.link()
-                netlink.delete_link(host, made.index)
+                netlink.delete_link(host, host_veth.index)
             raise
-        if side is not None:
-            try:
-                host_veth = pair.link()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    exec_ipam(req, "DEL")
-                raise
         assert ipam_result is not None
         return br, host_veth, ipam_result
 

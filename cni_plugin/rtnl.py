@@ -445,25 +445,10 @@ class RouteSocket:
         return self._exchange(kind, body, flags)[0]
 
     def _exchange(self, kind: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
-        seq, data = self.prepare(kind, body, flags)
-        self.send_prepared(data)
-        return self._answer(seq, flags & NLM_F_DUMP == NLM_F_DUMP)
-
-    def prepare(self, kind: int, body: bytes, flags: int = 0) -> tuple[int, bytes]:
-        """The next sequence number and the request's bytes, for a caller
-        that sends them with `send_prepared` (from another thread, say) and
-        collects the answer with `answer`."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        return self._seq, message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, self._seq, body)
-
-    def send_prepared(self, data: bytes) -> None:
-        """Hand a prepared request to the kernel.  rtnetlink does the work
-        inside this call, so it blocks for as long as the change takes."""
-        self._sock.send(data)
-
-    def answer(self, seq: int) -> list[bytes]:
-        """The answer to the prepared (not dump) request `seq`, once sent."""
-        return self._answer(seq, False)[0]
+        seq = self._seq
+        self._sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, body))
+        return self._answer(seq, flags & NLM_F_DUMP == NLM_F_DUMP)
 
     def _answer(self, seq: int, dump: bool) -> tuple[list[bytes], bool]:
         replies: list[bytes] = []
@@ -537,7 +522,7 @@ class RouteSocket:
 
     def create(self, body: bytes) -> None:
         """Create a link (EEXIST when one of that name exists).  The veth of
-        an ADD goes through `prepare` with CREATE_ECHO instead."""
+        an ADD is made with CREATE_ECHO instead (cni_plugin/veth.py)."""
         self.request(RTM_NEWLINK, body, CREATE)
 
     def set(self, body: bytes) -> None:

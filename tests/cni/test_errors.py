@@ -168,10 +168,10 @@ def test_bridge_name_taken_by_another_device(cni, netns_factory, node, tmp_path)
 
 
 def test_pair_refused_by_the_kernel_gives_back_the_lease(cni, netns_factory, tmp_path):
-    """The kernel refuses the veth (a multicast MAC for the pod end) after
-    IPAM may already have allocated, concurrently (an exec'd IPAM plugin, or
-    skein-ipam while the agent's side thread sends the pair's request): the
-    lease is given back and nothing else is left."""
+    """The kernel refuses the veth (a multicast MAC for the pod end) while an
+    exec'd IPAM plugin may already have allocated, concurrently: the lease is
+    given back and nothing else is left (inside the agent, IPAM is not asked
+    at all: the pair comes first)."""
     pod = netns_factory("p")
     res = cni.call("skein", "ADD", netconf(str(tmp_path)), container_id="c1", netns=pod.path,
                    args="IgnoreUnknown=1;MAC=01:00:5e:00:00:01")

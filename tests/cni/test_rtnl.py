@@ -898,30 +898,3 @@ def test_addresses_of_a_point_to_point_link_are_the_local_ones(lab: Lab) -> None
     [kernel] = [x for x in addrs(ns, "pv0") if x["family"] == "inet"]
     assert (kernel["local"], kernel["address"]) == ("10.69.0.1", "10.69.0.2")
     assert "10.69.0.1/32" in netlink.addresses(sock, a.index)
-
-
-def test_a_request_sent_from_another_thread_is_answered_here(lab: Lab) -> None:
-    """prepare / send_prepared / answer: what the agent's ADD does to have the
-    kernel make a veth pair on a side thread while it writes the lease."""
-    from cni_plugin.sidecall import SideThread
-
-    ns, sock = lab.namespace("s")
-    side = SideThread()
-    seq, data = sock.prepare(rtnl.RTM_NEWLINK, rtnl.link_create("sb0", "bridge", up=True),
-                             rtnl.CREATE_ECHO)
-    sent = side.start(sock.send_prepared, data)
-    assert sent.result() is None
-    echoed = [netlink.link_from_message(rtnl.parse_link(p)) for p in sock.answer(seq)]
-    made = links(ns)["sb0"]
-    assert made["linkinfo"]["info_kind"] == "bridge"
-    # The echo (Linux >= 6.2) is the new link.
-    assert [(link.name, link.index) for link in echoed] in ([("sb0", made["ifindex"])], [])
-    # A refusal comes back to the thread that collects the answer.
-    seq, data = sock.prepare(rtnl.RTM_NEWLINK, rtnl.link_create("sb0", "bridge"),
-                             rtnl.CREATE_ECHO)
-    side.start(sock.send_prepared, data).result()
-    with pytest.raises(rtnl.NetlinkError) as info:
-        sock.answer(seq)
-    assert info.value.code == errno.EEXIST
-    # The socket goes on with ordinary requests, in sequence.
-    assert netlink.get_link(sock, "sb0") is not None
