@@ -37,10 +37,6 @@ NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
-# A new link, refused when it exists; echoed back too (Linux >= 6.2 honours
-# NLM_F_ECHO for a new link, older ones answer nothing).
-CREATE = NLM_F_CREATE | NLM_F_EXCL
-CREATE_ECHO = CREATE | NLM_F_ECHO
 NLM_F_CAPPED = 0x100  # in an error: the request was not echoed past its header
 NLM_F_ACK_TLVS = 0x200  # in an error: extended-ack attributes follow
 NLA_F_NESTED = 0x8000
@@ -447,10 +443,8 @@ class RouteSocket:
     def _exchange(self, kind: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         seq = self._seq
+        dump = flags & NLM_F_DUMP == NLM_F_DUMP
         self._sock.send(message(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, body))
-        return self._answer(seq, flags & NLM_F_DUMP == NLM_F_DUMP)
-
-    def _answer(self, seq: int, dump: bool) -> tuple[list[bytes], bool]:
         replies: list[bytes] = []
         interrupted = False
         while True:
@@ -520,10 +514,11 @@ class RouteSocket:
             raise
         return parse_link(replies[0]) if replies else None
 
-    def create(self, body: bytes) -> None:
-        """Create a link (EEXIST when one of that name exists).  The veth of
-        an ADD is made with CREATE_ECHO instead (cni_plugin/veth.py)."""
-        self.request(RTM_NEWLINK, body, CREATE)
+    def create(self, body: bytes, echo: bool = False) -> list[LinkMessage]:
+        """Create a link; with `echo`, the kernel answers with the new link
+        (Linux >= 6.2 honours NLM_F_ECHO here; older ones answer nothing)."""
+        flags = NLM_F_CREATE | NLM_F_EXCL | (NLM_F_ECHO if echo else 0)
+        return [parse_link(p) for p in self.request(RTM_NEWLINK, body, flags)]
 
     def set(self, body: bytes) -> None:
         self.request(RTM_SETLINK, body)

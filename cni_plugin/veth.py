@@ -34,8 +34,8 @@ def create_pair(host: RouteSocket, host_name: str, pod_ifname: str, pod_netns_fd
         netlink.delete_link(host, leftover)
     peer = rtnl.veth_peer(pod_ifname, pod_netns_fd, mtu, pod_mac)
     try:
-        echoed = [rtnl.parse_link(p) for p in host.request(rtnl.RTM_NEWLINK, rtnl.link_create(
-            host_name, "veth", peer, mtu=mtu, master=bridge.index, up=True), rtnl.CREATE_ECHO)]
+        echoed = host.create(rtnl.link_create(host_name, "veth", peer, mtu=mtu,
+                                              master=bridge.index, up=True), echo=True)
     except NetlinkError as exc:
         if exc.code == errno.EEXIST:
             raise CniError(spec.ERR_INVALID_ENV,

@@ -66,9 +66,6 @@ class Inotify:
             raise OSError(err, os.strerror(err), path)
         return int(wd)
 
-    def remove_watch(self, wd: int) -> None:
-        self._libc.inotify_rm_watch(self.fd, wd)  # gone already is fine
-
     def read(self) -> list[Event]:
         """Every queued event, [] when there is none."""
         events: list[Event] = []

@@ -66,7 +66,7 @@ class LeaseCache:
                 return store.scan()
             self._drain()
             if self._by_wd.get(entry.wd) is not entry:  # its watch went away
-                self._forget(store.directory, entry)
+                self._forget(entry)
                 return store.scan()
             if entry.leases is None:
                 entry.changed.clear()
@@ -117,7 +117,7 @@ class LeaseCache:
             if event.name:
                 watched.changed.add(event.name)
 
-    def _forget(self, directory: str, entry: _Directory) -> None:
+    def _forget(self, entry: _Directory) -> None:
         for path in [p for p, e in self._dirs.items() if e is entry]:
             del self._dirs[path]
         self._by_wd.pop(entry.wd, None)

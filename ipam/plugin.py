@@ -15,10 +15,9 @@ every failure into the CNI code a runtime can act on:
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from cni_plugin import spec
@@ -104,7 +103,7 @@ class HostLocalIpam:
         self.spares = spares
         self.cache = cache
 
-    def _store(self, req: Request, cfg: IpamConfig) -> contextlib.AbstractContextManager[DiskStore]:
+    def _store(self, req: Request, cfg: IpamConfig) -> AbstractContextManager[DiskStore]:
         return _locked_store(req, cfg, self.spares, self.cache)
 
     def add(self, req: Request) -> dict[str, Any]:

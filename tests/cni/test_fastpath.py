@@ -59,6 +59,7 @@ def test_the_agent_makes_the_next_lease_file_ahead_and_leaves_none_behind(
     directory for the next lease (ipam/spare.py); the next ADD's lease is that
     file, and a kill -9 leaves the directory holding exactly the leases."""
     from tests.conftest import CniRunner
+    from tests.ipam.helpers import unnamed_files_held
 
     cni = CniRunner(node, cni_path)
     sock = str(tmp_path / "run" / "agent.sock")
@@ -67,14 +68,7 @@ def test_the_agent_makes_the_next_lease_file_ahead_and_leaves_none_behind(
     leases = tmp_path / "ipam" / "sknet"
 
     def spares() -> list[str]:
-        fds = f"/proc/{agent.pid}/fd"
-        targets = []
-        for fd in os.listdir(fds):
-            try:
-                targets.append(os.readlink(os.path.join(fds, fd)))
-            except OSError:
-                pass  # closed meanwhile
-        return [t for t in targets if t.startswith(f"{leases}/#") and t.endswith("(deleted)")]
+        return unnamed_files_held(agent.pid, leases)
 
     try:
         pods = [netns_factory(f"p{i}") for i in range(3)]

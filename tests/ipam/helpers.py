@@ -94,3 +94,18 @@ def lease_files(data_dir: Path, name: str = "mynet") -> dict[str, str]:
             continue
         out[path.name] = path.read_bytes().decode()
     return out
+
+
+def unnamed_files_held(pid: int | str, directory: Path | str) -> list[str]:
+    """The open files of process `pid` ("self" for this one) that are unnamed
+    files (O_TMPFILE) of `directory`: /proc shows them as DIR/#INODE (deleted)."""
+    fds = Path(f"/proc/{pid}/fd")
+    held = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(f"{directory}/#") and target.endswith("(deleted)"):
+            held.append(target)
+    return held

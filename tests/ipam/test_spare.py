@@ -17,20 +17,11 @@ import pytest
 from ipam import spare
 from ipam.spare import Spares
 from ipam.store import Attachment, DiskStore, Lease
+from tests.ipam.helpers import unnamed_files_held
 
 
 def held_spares(directory: Path) -> list[str]:
-    """This process's open files that are unnamed files of `directory`."""
-    fds = Path("/proc/self/fd")
-    held = []
-    for fd in fds.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith(f"{directory}/#") and target.endswith("(deleted)"):
-            held.append(target)
-    return held
+    return unnamed_files_held("self", directory)
 
 
 def test_a_lease_from_a_spare_is_the_same_file_as_one_without(tmp_path: Path) -> None:
