@@ -174,7 +174,10 @@ def launcher_source(app: App) -> str:
 
     Compiling the client's ~200 lines took ~0.8 ms per exec, an eighth of a
     fast-path ADD, so the launcher carries them compiled (marshal, as in a
-    .pyc; docstrings dropped, -OO style: nothing reads them).  An interpreter
+    .pyc; docstrings dropped, -OO style: nothing reads them), written in hex:
+    the launcher itself is still parsed on every exec, and a plain literal of
+    [0-9a-f] parses faster than the escapes of a bytes repr (22 KiB against
+    35, 0.06 ms less per exec, measured through the fast path).  An interpreter
     with another bytecode magic than the build's runs the same client from
     the archive instead (`cni_plugin.main:main`, compiled by zipimport)."""
     if not app.in_process:
@@ -193,7 +196,7 @@ def launcher_source(app: App) -> str:
             "import _frozen_importlib_external\n"
             "import marshal\n\n"
             f"MAGIC = {importlib.util.MAGIC_NUMBER!r}\n"
-            f"CODE = {marshal.dumps(code)!r}\n\n"
+            f"CODE = bytes.fromhex({marshal.dumps(code).hex()!r})\n\n"
             "if _frozen_importlib_external.MAGIC_NUMBER == MAGIC:\n"
             "    exec(marshal.loads(CODE))\n"
             "else:  # another Python: the same client, from the archive\n"
