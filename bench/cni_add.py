@@ -99,16 +99,16 @@ class Runner:
                 if time.monotonic() > deadline:
                     raise SystemExit("skein-agent did not start")
                 time.sleep(0.02)
-        self.conf = config(os.path.basename(self.binary), ipam,
-                           os.path.join(self.workdir, "ipam"), socket_path)
+        conf = config(os.path.basename(self.binary), ipam,
+                      os.path.join(self.workdir, "ipam"), socket_path)
         # The config every call reads on stdin, written once: making a file
         # inside the timed span cost 0.06-0.4 ms here (ext4), the plugin's or not.
         self.stdin_path = os.path.join(self.workdir, "stdin.json")
         with open(self.stdin_path, "w", encoding="utf-8") as f:
-            json.dump(self.conf, f)
-        self.overhead = self._netns_exec_cost()
+            json.dump(conf, f)
+        self.overhead = self._cost_of_calling_true()
 
-    def _netns_exec_cost(self) -> float:
+    def _cost_of_calling_true(self) -> float:
         """What a call costs with `true` for the plugin: `ip netns exec`, the
         spawn, the pipes; taken through `_spawn`, as the timed calls are."""
         samples = []
