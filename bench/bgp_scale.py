@@ -60,7 +60,7 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cni_plugin.lab.netns import Netns, new_tag, veth_between  # noqa: E402
+from lab.netns import Netns, new_tag, veth_between  # noqa: E402
 from tests.bgp.lab import Lab  # noqa: E402
 
 IMPLS = ("ours", "bird", "exabgp")

@@ -44,8 +44,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "install")]
 
 import build_zipapps  # type: ignore[import-not-found]  # noqa: E402
 
-from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
-from cni_plugin.lab.netns import Netns, new_tag  # noqa: E402
+from lab.cluster import REFERENCE_CNI_DIR, scripts_dir  # noqa: E402
+from lab.netns import Netns, new_tag  # noqa: E402
 
 # A container runtime execs plugins with the node's PATH (containerd:
 # /usr/local/sbin:...:/usr/bin:...), and install_cni.py names the python3 found

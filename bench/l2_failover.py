@@ -39,9 +39,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cni_plugin.lab.cluster import Lab, Node  # noqa: E402
-from cni_plugin.lab.netns import Netns  # noqa: E402
-from cni_plugin.lab.speakers import (  # noqa: E402
+from lab.cluster import Lab, Node  # noqa: E402
+from lab.netns import Netns  # noqa: E402
+from lab.speakers import (  # noqa: E402
     address_pool,
     l2_advertisement,
     lb_service,

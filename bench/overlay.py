@@ -25,8 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cni_plugin.lab.cluster import Lab, Node  # noqa: E402
-from cni_plugin.lab.netns import Netns  # noqa: E402
+from lab.cluster import Lab, Node  # noqa: E402
+from lab.netns import Netns  # noqa: E402
 
 
 def iperf(server: Netns, client: Netns, address: str, seconds: int) -> float:

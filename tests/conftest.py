@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from cni_plugin.lab.cluster import REFERENCE_CNI_DIR, scripts_dir
-from cni_plugin.lab.netns import Netns, new_tag
+from lab.cluster import REFERENCE_CNI_DIR, scripts_dir
+from lab.netns import Netns, new_tag
 
 
 def _console_script_dir() -> str:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from cni_plugin.lab.cluster import Lab, Node, scripts_dir
-from cni_plugin.lab.netns import Netns
-from cni_plugin.lab.speakers import (
+from lab.cluster import Lab, Node, scripts_dir
+from lab.netns import Netns
+from lab.speakers import (
     address_pool,
     arping_macs,
     l2_advertisement,

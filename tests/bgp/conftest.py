@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_plugin.lab.netns import Netns
+from lab.netns import Netns
 from tests.bgp.lab import Lab, build_lab
 
 

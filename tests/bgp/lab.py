@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cni_plugin.lab.netns import Netns, veth_between
+from lab.netns import Netns, veth_between
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTER_V4 = "10.99.0.1"

@@ -31,9 +31,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cni_plugin.lab.cluster import Lab
-from cni_plugin.lab.netns import Netns, veth_between
-from cni_plugin.lab.speakers import (
+from lab.cluster import Lab
+from lab.netns import Netns, veth_between
+from lab.speakers import (
     address_pool,
     bgp_advertisement,
     bgp_peer,

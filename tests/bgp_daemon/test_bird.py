@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from cni_plugin.lab.speakers import (
+from lab.speakers import (
     bgp_peer,
     calico_bgp_configuration,
     lb_service,

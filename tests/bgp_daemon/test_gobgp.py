@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cni_plugin.lab.speakers import lb_service, poll
+from lab.speakers import lb_service, poll
 from tests.bgp.lab import GoBgp, gobgp_config
 from tests.bgp.test_interop_gobgp import established, paths
 from tests.bgp_daemon.lab import (

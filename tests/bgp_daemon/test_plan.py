@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_plugin.lab.speakers import (
+from lab.speakers import (
     address_pool,
     bgp_advertisement,
     bgp_peer,

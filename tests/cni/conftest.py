@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cni_plugin.lab.cluster import scripts_dir
-from cni_plugin.lab.netns import Netns
+from lab.cluster import scripts_dir
+from lab.netns import Netns
 from tests.conftest import CniRunner
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cni_plugin.lab.netns import Netns
+from lab.netns import Netns
 
 SUBNET4 = "10.77.0.0/24"
 SUBNET6 = "fd77::/64"

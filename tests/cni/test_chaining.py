@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from cni_plugin.lab.traffic import ping
+from lab.traffic import ping
 from tests.cni.conflist import add_list, del_list
 from tests.cni.helpers import host_veths, ipam_conf, lease_files
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from cni_plugin.lab.netns import NETNS_DIR
+from lab.netns import NETNS_DIR
 
 
 def _our_namespaces() -> set[str]:
@@ -26,7 +26,7 @@ def test_lab_demo_end_to_end(tmp_path):
     before_ns, before_procs = _our_namespaces(), set(_our_processes())
     report_path = tmp_path / "report.json"
     diagram = tmp_path / "lab.svg"
-    proc = subprocess.run([sys.executable, "-m", "cni_plugin.lab.demo", "--report",
+    proc = subprocess.run([sys.executable, "-m", "lab.demo", "--report",
                            str(report_path), "--diagram", str(diagram)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,7 +11,7 @@ import random
 import signal
 import time
 
-from cni_plugin.lab.traffic import ping
+from lab.traffic import ping
 from tests.cni.helpers import host_veths, lease_files, netconf
 
 PODS = 64

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cni_plugin.lab.traffic import ping, tcp_source_seen
+from lab.traffic import ping, tcp_source_seen
 from tests.cni.helpers import (
     ALL_VERSIONS,
     REFERENCE_VERSIONS,
@@ -137,7 +137,7 @@ def test_ip_masq_rules_follow_the_pod(cni, netns_factory, node, tmp_path):
 
 def test_masquerade_to_the_outside(cni, netns_factory, node, tmp_path):
     """A pod reaching a host beyond the node is seen with the node's address."""
-    from cni_plugin.lab.netns import veth_between
+    from lab.netns import veth_between
 
     outside = netns_factory("o")
     veth_between(node, "up0", outside, "up0")

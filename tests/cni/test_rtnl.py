@@ -34,8 +34,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from cni_plugin import netlink, rtnl, vxlan
-from cni_plugin.lab.netns import Netns
 from cni_plugin.netns import entered_fd, open_netns
+from lab.netns import Netns
 
 
 def H(text: str) -> bytes:  # noqa: N802 - reads like a literal

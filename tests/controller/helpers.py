@@ -6,8 +6,8 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from cni_plugin.lab.speakers import poll
 from ipam.ranges import AddressRange
+from lab.speakers import poll
 from speaker.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
 from speaker.model.metallb import ServiceAllocation
 

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, plugin_config
-from cni_plugin.lab.netns import veth_between
-from cni_plugin.lab.traffic import ping
+from lab.netns import veth_between
+from lab.traffic import ping
 from tests.install.helpers import (
     INSTALL,
     FakeAgent,

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cni_plugin.lab.traffic import ping
 from cni_plugin.spec import ERR_IPAM_FAILED
 from ipam.store import DiskStore
+from lab.traffic import ping
 from tests.conftest import CniRunner
 from tests.ipam.helpers import HOST_LOCAL, SCRIPTS_DIR, call, lease_files, net_config, spawn
 

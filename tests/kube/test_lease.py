@@ -279,8 +279,8 @@ def test_lab_speakers_elect_by_lease_and_fail_over_after_kill(tmp_path):
     import os
 
     from cni_plugin import netns
-    from cni_plugin.lab.cluster import Lab, scripts_dir
-    from cni_plugin.lab.speakers import (
+    from lab.cluster import Lab, scripts_dir
+    from lab.speakers import (
         address_pool,
         arping_macs,
         l2_advertisement,

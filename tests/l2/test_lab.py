@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from cni_plugin.lab.cluster import Lab, LabError, Node
-from cni_plugin.lab.netns import Netns
-from cni_plugin.lab.speakers import (
+from lab.cluster import Lab, LabError, Node
+from lab.netns import Netns
+from lab.speakers import (
     address_pool,
     arping_macs,
     endpoint_slice,

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from cni_plugin.lab.netns import Netns
+from lab.netns import Netns
 
 SCRIPT = r"""
 import asyncio, ipaddress, json, sys

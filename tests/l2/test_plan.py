@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_plugin.lab.speakers import address_pool, endpoint_slice, l2_advertisement, lb_service
+from lab.speakers import address_pool, endpoint_slice, l2_advertisement, lb_service
 from speaker.model import ClusterState, parse_object
 from speaker.plan import elect, l2_owners, plan_node
 

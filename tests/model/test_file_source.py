@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_plugin.lab.speakers import poll
+from lab.speakers import poll
 from speaker.model import ClusterState
 from speaker.sources import FileSource, changes
 

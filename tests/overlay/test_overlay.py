@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cni_plugin.lab.cluster import Lab, leftovers
-from cni_plugin.lab.netns import Netns
-from cni_plugin.lab.speakers import poll
-from cni_plugin.lab.traffic import ping, tcp_source_seen
+from lab.cluster import Lab, leftovers
+from lab.netns import Netns
+from lab.speakers import poll
+from lab.traffic import ping, tcp_source_seen
 
 CONVERGE = 10.0  # generous deadline for polling; the latency itself is in bench/overlay.py
 

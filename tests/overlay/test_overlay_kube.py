@@ -11,8 +11,8 @@ import os
 import time
 
 from cni_plugin import netns
-from cni_plugin.lab.cluster import Lab, scripts_dir
-from cni_plugin.lab.traffic import ping
+from lab.cluster import Lab, scripts_dir
+from lab.traffic import ping
 from tests.kube.apiserver import FakeApiServer
 
 API_INDEX = 5  # the stand-in's address on the underlay: .5

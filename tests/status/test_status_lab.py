@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from cni_plugin.lab.cluster import Lab, Node, leftovers, scripts_dir
-from cni_plugin.lab.router import BirdRouter
-from cni_plugin.lab.speakers import (
+from lab.cluster import Lab, Node, leftovers, scripts_dir
+from lab.router import BirdRouter
+from lab.speakers import (
     address_pool,
     arping_macs,
     bgp_advertisement,
@@ -40,7 +40,7 @@ from cni_plugin.lab.speakers import (
     speaker_log,
     start_speaker,
 )
-from cni_plugin.lab.traffic import ping
+from lab.traffic import ping
 
 L2_ADDRESS, BGP_ADDRESS = "10.99.0.200", "198.51.100.10"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -258,7 +258,7 @@ def test_diagram_dot_svg_png(cluster: Cluster, tmp_path: Any) -> None:
 
 
 def test_lab_diagram_for_the_demo(cluster: Cluster, tmp_path: Any) -> None:
-    from speaker.status.lab import write_lab_diagram
+    from lab.status import write_lab_diagram
 
     path = tmp_path / "demo.svg"
     shown = write_lab_diagram(cluster.lab, str(path))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, plugin_config, write_atomically
-from cni_plugin.lab.netns import Netns, new_tag
+from lab.netns import Netns, new_tag
 
 REFERENCE_CNI_DIR = "/usr/lib/cni"
 

@@ -14,7 +14,7 @@ table: pod to pod across nodes, the client to each LoadBalancer address (who
 owns it, which pod answered), and BIRD's routes.  Everything is removed on
 exit, on Ctrl-C and on SIGTERM.
 
-Run as root: `python3 -m cni_plugin.lab.demo [--report FILE.json] [--diagram FILE.svg]`.
+Run as root: `python3 -m lab.demo [--report FILE.json] [--diagram FILE.svg]`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import Any
 
 import yaml
 
-from cni_plugin.lab import kubeproxy
-from cni_plugin.lab.cluster import Lab, LabError, Node, Pod, leftovers, scripts_dir
-from cni_plugin.lab.router import NODES_ASN, ROUTER_ASN, BirdRouter
-from cni_plugin.lab.speakers import poll
-from cni_plugin.lab.traffic import ping, start_name_server, tcp_read, tcp_source_seen
+from lab import kubeproxy
+from lab.cluster import Lab, LabError, Node, Pod, leftovers, scripts_dir
+from lab.router import NODES_ASN, ROUTER_ASN, BirdRouter
+from lab.speakers import poll
+from lab.traffic import ping, start_name_server, tcp_read, tcp_source_seen
 
 L2_POOL = "10.99.0.200-10.99.0.209"  # on the underlay segment: answered by ARP
 BGP_POOL = "10.77.77.0/28"  # elsewhere: reached through the router
@@ -187,7 +187,7 @@ def run_demo(report_path: str | None, diagram_path: str | None, pods_per_node: i
         report["pods"] = [{"node": p.node.name, "pod": p.name, "ip": p.address(),
                            "veth": p.result["interfaces"][1]["name"]} for p in pods]
         if diagram_path:
-            from speaker.status.lab import write_lab_diagram
+            from lab.status import write_lab_diagram
 
             write_lab_diagram(lab, diagram_path)
             report["diagram"] = diagram_path

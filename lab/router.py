@@ -18,8 +18,8 @@ import subprocess
 import time
 from typing import Any
 
-from cni_plugin.lab.cluster import Lab, LabError
-from cni_plugin.lab.netns import Netns
+from lab.cluster import Lab, LabError
+from lab.netns import Netns
 
 ROUTER_ASN = 65112
 NODES_ASN = 64512

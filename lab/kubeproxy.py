@@ -10,7 +10,7 @@ attracts the traffic (ARP/NDP or BGP); this is what delivers it.
 
 from __future__ import annotations
 
-from cni_plugin.lab.cluster import Node
+from lab.cluster import Node
 
 TABLE = "skein_lab_proxy"
 

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cni_plugin.lab import traffic
-from cni_plugin.lab.cluster import Lab, LabError, Node, scripts_dir
-from cni_plugin.lab.netns import Netns
+from lab import traffic
+from lab.cluster import Lab, LabError, Node, scripts_dir
+from lab.netns import Netns
 
 _MAC = re.compile(r"([0-9a-f]{2}(?::[0-9a-f]{2}){5})", re.I)
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from cni_plugin.lab.netns import Netns
+from lab.netns import Netns
 
 _SERVER = r"""
 import socket, sys

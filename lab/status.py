@@ -1,4 +1,4 @@
-"""The status and diagram of a netns lab (cni_plugin.lab.cluster.Lab), for the demo.
+"""The status and diagram of a netns lab (lab.cluster.Lab), for the demo.
 
 Why: the one-machine demo ends with a picture of what it built.  Everything is read
 live from the lab's namespaces (collect.py), exactly as `skeinctl status` reads a
@@ -19,7 +19,7 @@ from speaker.status.output import write_diagram
 from speaker.status.render import diagram
 
 if TYPE_CHECKING:
-    from cni_plugin.lab.cluster import Lab
+    from lab.cluster import Lab
 
 
 def lab_targets(lab: Lab) -> list[NodeTarget]:
