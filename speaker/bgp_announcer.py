@@ -1,13 +1,14 @@
 """BgpAnnouncer: the daemon's Announcer of kind "bgp", around one `BgpSpeaker`.
 
 The plan (speaker.bgp_plan) says which sessions this node runs and which
-routes go to which of them; this class makes the speaker match, by diffing:
+routes go to which of them; this class hands that to the speaker:
   - `set_sessions(sessions)`: peers that appeared are added (the speaker
     connects out at once), peers that went or whose configuration changed are
     removed with a Cease NOTIFICATION (a changed one is added again);
-  - `apply(desired)`: per peer, prefixes no longer wanted are withdrawn and new
-    or changed ones announced (grouped by attributes, so a burst becomes few
-    UPDATEs); the speaker flushes after its 20 ms batching delay;
+  - `apply(desired)`: each peer gets its whole desired table, prefixes as the
+    plan's `ipaddress` networks (`BgpSpeaker.set_routes`); the peer works out
+    what to withdraw and announce and says so, and this class logs it; the
+    speaker flushes after its 20 ms batching delay, grouped by attributes;
   - `close()`: Cease / Administrative Shutdown to every peer, so routers drop
     this node's paths at once instead of after the hold time.
 
@@ -32,7 +33,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from speaker.bgp.peer import RouteAttrs
+from speaker.bgp.nlri import Network
+from speaker.bgp.peer import RibChange, RouteAttrs
 from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp_plan import BgpSession
@@ -63,8 +65,12 @@ def _merge(a: RouteAttrs, b: RouteAttrs) -> RouteAttrs:
                                                       *b.large_communities})))
 
 
-def _listed(prefixes: Sequence[str]) -> str:
-    shown = ", ".join(prefixes[:SHOWN])
+def _order(network: Network) -> tuple[int, int, int]:
+    return (network.version, int(network.network_address), network.prefixlen)
+
+
+def _listed(prefixes: Sequence[Network]) -> str:
+    shown = ", ".join(str(p) for p in prefixes[:SHOWN])
     return shown + (f" and {len(prefixes) - SHOWN} more" if len(prefixes) > SHOWN else "")
 
 
@@ -79,7 +85,6 @@ class BgpAnnouncer:
         self.assign_to_lo = assign_to_lo
         self.peer_names: dict[str, str] = {}  # BGPPeer name -> peer address (speaker key)
         self._sessions: dict[str, BgpSession] = {}  # peer address -> session
-        self._sent: dict[str, dict[str, RouteAttrs]] = {}  # peer address -> prefix -> attrs
         self._started = False
         # Accept an address already on lo: the L2 announcer may hold the same one.
         self._lo = LoopbackAddresses(LO_ADDRESS_PROTO)
@@ -109,7 +114,6 @@ class BgpAnnouncer:
                 continue
             why = "BGPPeer changed" if session is not None else "BGPPeer removed"
             log.info("BGP peer %s: %s, closing the session", key, why)
-            self._sent.pop(key, None)
             self._sessions.pop(key, None)
             await self.speaker.remove_peer(key, why)
         for key, session in wanted.items():
@@ -127,52 +131,49 @@ class BgpAnnouncer:
     async def apply(self, desired: Sequence[Announcement]) -> None:
         await self._start()
         mine = [a for a in desired if a.kind == BGP and a.prefix is not None]
-        wanted: dict[str, dict[str, RouteAttrs]] = {}
+        wanted: dict[str, dict[Network, RouteAttrs]] = {}
         for ann in mine:
+            assert ann.prefix is not None
             attrs = route_attrs(ann.local_pref, ann.communities)
             for name in ann.peers:
                 key = self.peer_names.get(name)
                 if key is None:
                     continue
                 table = wanted.setdefault(key, {})
-                prefix = str(ann.prefix)
-                old = table.get(prefix)
-                table[prefix] = attrs if old is None or old == attrs else _merge(old, attrs)
+                old = table.get(ann.prefix)
+                table[ann.prefix] = attrs if old is None or old == attrs else _merge(old, attrs)
         if self.assign_to_lo:
             # Before the routes go out: the traffic they attract must be accepted.
             await self._lo.sync({a.address for a in mine if a.services})
         for key in self.speaker.peers:
-            self._update_peer(key, wanted.get(key, {}))
-
-    def _update_peer(self, key: str, new: dict[str, RouteAttrs]) -> None:
-        current = self._sent.get(key, {})
-        gone = [p for p in current if p not in new]
-        if gone:
-            self.speaker.withdraw_many(gone, peers=[key])
-            log.info("BGP peer %s: withdrawing %s", key, _listed(gone))
-        changed: dict[RouteAttrs, list[str]] = {}
-        for prefix, attrs in new.items():
-            if current.get(prefix) != attrs:
-                changed.setdefault(attrs, []).append(prefix)
-        for attrs, prefixes in changed.items():
-            self.speaker.announce_many(prefixes, attrs, peers=[key])
-            log.info("BGP peer %s: announcing %s%s", key, _listed(prefixes), _attrs_text(attrs))
-        self._sent[key] = dict(new)
+            _log_change(key, self.speaker.set_routes(key, wanted.get(key, {})))
 
     async def reassert(self) -> None:
         """Nothing: a BGP session keeps the routes; a new one gets the whole table."""
 
     async def close(self) -> None:
         await self.speaker.shutdown("skein-speaker stopping")
-        self._sent.clear()
         if self.assign_to_lo:
             await self._lo.sync(set())
 
     # -- status ---------------------------------------------------------------------------
 
-    def advertised(self) -> dict[str, list[str]]:
+    def advertised(self) -> dict[str, list[Network]]:
         """Peer address -> the prefixes sent to it (what the plan asked for)."""
-        return {key: sorted(table) for key, table in self._sent.items()}
+        return {key: sorted((n for n, _ in peer.routes()), key=_order)
+                for key, peer in self.speaker.peers.items()}
+
+
+def _log_change(key: str, change: RibChange) -> None:
+    if change.withdrawn:
+        log.info("BGP peer %s: withdrawing %s", key,
+                 _listed(sorted(change.withdrawn, key=_order)))
+    by_attrs: dict[RouteAttrs, list[Network]] = {}
+    for prefix, attrs in change.announced.items():
+        by_attrs.setdefault(attrs, []).append(prefix)
+    for attrs, prefixes in by_attrs.items():
+        log.info("BGP peer %s: announcing %s%s", key, _listed(sorted(prefixes, key=_order)),
+                 _attrs_text(attrs))
 
 
 def _attrs_text(attrs: RouteAttrs) -> str:

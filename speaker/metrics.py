@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from prometheus_client import Gauge, start_http_server
 
 from speaker.api.events import Observation
-from speaker.api.view import BGP_PEER, MEMBER
+from speaker.api.peer_status import BGP, MEMBER
 from speaker.controller.metrics import parse_listen_address
 
 SESSIONS_UP = Gauge("skein_speaker_sessions_up", "BGP sessions established (kind=bgp) and "
@@ -34,13 +34,13 @@ class SpeakerMetrics:
 
     def __init__(self, modes: Iterable[str]) -> None:
         self.modes = set(modes)
-        for kind in (BGP_PEER, MEMBER):
+        for kind in (BGP, MEMBER):
             SESSIONS_UP.labels(kind).set(0)
         for mode in self.modes:
             PREFIXES_ANNOUNCED.labels(mode).set(0)
 
     def observe(self, obs: Observation) -> None:
-        up = {BGP_PEER: 0, MEMBER: 0}
+        up = {BGP: 0, MEMBER: 0}
         for peer in obs.peers.values():
             up[peer.kind] = up.get(peer.kind, 0) + peer.up
         for kind, count in up.items():

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from speaker.api import view
-from speaker.api.view import PeerView, RouteView
+from speaker.api.peer_status import PeerStatus
+from speaker.api.view import RouteView
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon
@@ -42,14 +43,14 @@ class Event:
     mode: str = ""
     owner: str = ""
     previous_owner: str = ""
-    peer: PeerView | None = None
+    peer: PeerStatus | None = None
     previous_state: str = ""
     initial: bool = False
 
 
 @dataclass(frozen=True)
 class Observation:
-    peers: dict[tuple[str, str], PeerView]
+    peers: dict[tuple[str, str], PeerStatus]
     local: frozenset[tuple[str, str]]  # (address, mode) announced by this node
     owners: dict[str, str] | None  # L2 address -> owner; None when nobody watches
 
@@ -146,7 +147,7 @@ def diff(old: Observation, new: Observation, node: str) -> list[Event]:
             events.append(Event(PEER, peer=peer, previous_state=before.state if before else ""))
     for key, peer in old.peers.items():
         if key not in new.peers:
-            events.append(Event(PEER, peer=PeerView(peer.kind, peer.name, "removed"),
+            events.append(Event(PEER, peer=PeerStatus(peer.kind, peer.name, "removed"),
                                 previous_state=peer.state))
     if old.owners is not None and new.owners is not None:
         for address in sorted(old.owners.keys() | new.owners.keys()):

@@ -35,8 +35,9 @@ from grpc import aio
 
 from speaker.api import view
 from speaker.api.events import Event
+from speaker.api.peer_status import PeerStatus
 from speaker.api.stubs import pb, rpc
-from speaker.api.view import PeerView, RouteView
+from speaker.api.view import RouteView
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon
@@ -69,11 +70,13 @@ class TlsFiles:
                                            require_client_auth=ca is not None)
 
 
-def peer_message(peer: PeerView) -> Any:
+def peer_message(peer: PeerStatus) -> Any:
+    """The API's `Peer` message; `PeerStatus.from_message` reads it back."""
     return pb.Peer(kind=peer.kind, name=peer.name, state=peer.state,
                    has_uptime=peer.uptime is not None, uptime_seconds=peer.uptime or 0.0,
                    peer_asn=peer.peer_asn, local_asn=peer.local_asn, last_error=peer.last_error,
-                   prefixes_advertised=peer.prefixes, addresses=list(peer.addresses))
+                   prefixes_advertised=peer.prefixes_advertised,
+                   addresses=list(peer.addresses))
 
 
 def route_message(route: RouteView) -> Any:

@@ -1,9 +1,9 @@
 """What the API shows about a running speaker, read from its `Daemon` (no gRPC here).
 
-Peers are of two kinds:
+Peers, each a `speaker.api.peer_status.PeerStatus`, are of two kinds:
   - "bgp": the BGP sessions of any announcer that reports them, i.e. one with a
-    `status()` method returning `speaker.bgp.peer.PeerStatus` objects (as
-    `BgpSpeaker.status()` does) or a `speaker` attribute that has one;
+    `status()` method returning them (as `BgpSpeaker.status()` does) or a
+    `speaker` attribute that has one;
   - "member": the other speakers of the liveness protocol (the Node objects'
     names), "alive" or "dead", with the time this speaker has seen them alive.
 
@@ -19,35 +19,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from speaker.api.peer_status import ALIVE, DEAD, MEMBER, PeerStatus
 from speaker.plan import L2, elect, l2_addresses
 
 if TYPE_CHECKING:
-    from speaker.bgp.peer import PeerStatus
     from speaker.daemon import Daemon
-
-BGP_PEER, MEMBER = "bgp", "member"
-ALIVE, DEAD = "alive", "dead"
-
-
-@dataclass(frozen=True)
-class PeerView:
-    kind: str
-    name: str
-    state: str
-    uptime: float | None = None
-    peer_asn: int = 0
-    local_asn: int = 0
-    last_error: str = ""
-    prefixes: int = 0
-    addresses: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.kind, self.name)
-
-    @property
-    def up(self) -> bool:
-        return self.state in (ALIVE, "Established")
 
 
 @dataclass(frozen=True)
@@ -66,7 +42,7 @@ def live(daemon: Daemon) -> frozenset[str]:
     return daemon.liveness.live() if daemon.liveness.ready else frozenset()
 
 
-def member_peers(daemon: Daemon, alive_since: Mapping[str, float]) -> list[PeerView]:
+def member_peers(daemon: Daemon, alive_since: Mapping[str, float]) -> list[PeerStatus]:
     """The other speakers; `alive_since`: name -> time.monotonic() they were first seen alive."""
     now = time.monotonic()
     out = []
@@ -74,13 +50,13 @@ def member_peers(daemon: Daemon, alive_since: Mapping[str, float]) -> list[PeerV
         if node.name == daemon.node:
             continue
         since = alive_since.get(node.name)
-        out.append(PeerView(MEMBER, node.name, DEAD if since is None else ALIVE,
-                            None if since is None else now - since,
-                            addresses=tuple(str(a) for a in node.internal_ips)))
+        out.append(PeerStatus(MEMBER, node.name, DEAD if since is None else ALIVE,
+                              None if since is None else now - since,
+                              addresses=tuple(str(a) for a in node.internal_ips)))
     return out
 
 
-def bgp_statuses(daemon: Daemon) -> list[PeerStatus]:
+def bgp_peers(daemon: Daemon) -> list[PeerStatus]:
     out: list[PeerStatus] = []
     for announcer in daemon.announcers:
         source: Any = announcer
@@ -91,13 +67,7 @@ def bgp_statuses(daemon: Daemon) -> list[PeerStatus]:
     return out
 
 
-def bgp_peers(daemon: Daemon) -> list[PeerView]:
-    return [PeerView(BGP_PEER, s.peer_address, s.state, s.uptime, s.peer_asn, s.my_asn,
-                     s.last_error, sum(s.advertised.values()))
-            for s in bgp_statuses(daemon)]
-
-
-def peers(daemon: Daemon, alive_since: Mapping[str, float]) -> list[PeerView]:
+def peers(daemon: Daemon, alive_since: Mapping[str, float]) -> list[PeerStatus]:
     return [*bgp_peers(daemon), *member_peers(daemon, alive_since)]
 
 

@@ -3,11 +3,14 @@
 Every decoding problem becomes a `BgpError` that already knows which NOTIFICATION
 (code, subcode, data) RFC 4271 §6 asks the speaker to send, so the session layer
 never has to map exceptions to wire codes: it catches one type and sends
-`error.notification()`.  `withdrawable` marks the UPDATE errors that RFC 7606 lets a
-speaker handle by "treat-as-withdraw" instead of resetting the session.
+`error.notification()`.  `handling` says what RFC 7606 §2 makes of an UPDATE error:
+a session reset (the NOTIFICATION goes out), "treat-as-withdraw" or "attribute
+discard" (the session stays up and the error is logged).
 """
 
 from __future__ import annotations
+
+import enum
 
 # NOTIFICATION error codes (RFC 4271 §4.5, RFC 4486, RFC 6608, RFC 7313).
 MESSAGE_HEADER_ERROR = 1
@@ -121,6 +124,19 @@ def describe(code: int, subcode: int) -> str:
     return f"{name} / {sub}"
 
 
+class Handling(enum.Enum):
+    """The error-handling approaches of RFC 7606 §2, mildest last."""
+
+    SESSION_RESET = "session reset"
+    TREAT_AS_WITHDRAW = "treat-as-withdraw"
+    ATTRIBUTE_DISCARD = "attribute discard"
+
+
+SESSION_RESET = Handling.SESSION_RESET
+TREAT_AS_WITHDRAW = Handling.TREAT_AS_WITHDRAW
+ATTRIBUTE_DISCARD = Handling.ATTRIBUTE_DISCARD
+
+
 class BgpError(Exception):
     """A protocol error: what went wrong and the NOTIFICATION that reports it.
 
@@ -130,16 +146,13 @@ class BgpError(Exception):
     """
 
     def __init__(self, code: int, subcode: int, reason: str, data: bytes = b"",
-                 withdrawable: bool = False) -> None:
+                 handling: Handling = SESSION_RESET) -> None:
         super().__init__(f"{describe(code, subcode)}: {reason}")
         self.code = code
         self.subcode = subcode
         self.reason = reason
         self.data = data
-        self.withdrawable = withdrawable
-        # For a withdrawable UPDATE error: the prefixes the UPDATE carried, which RFC 7606
-        # says to treat as withdrawn (filled in by the UPDATE decoder).
-        self.withdrawn: tuple[object, ...] = ()
+        self.handling = handling
 
 
 def header_error(subcode: int, reason: str, data: bytes = b"") -> BgpError:
@@ -151,5 +164,5 @@ def open_error(subcode: int, reason: str, data: bytes = b"") -> BgpError:
 
 
 def update_error(subcode: int, reason: str, data: bytes = b"",
-                 withdrawable: bool = False) -> BgpError:
-    return BgpError(UPDATE_MESSAGE_ERROR, subcode, reason, data, withdrawable)
+                 handling: Handling = SESSION_RESET) -> BgpError:
+    return BgpError(UPDATE_MESSAGE_ERROR, subcode, reason, data, handling)

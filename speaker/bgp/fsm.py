@@ -36,6 +36,7 @@ from speaker.bgp.errors import (
     BgpError,
 )
 from speaker.bgp.keepalive import Keepalive
+from speaker.bgp.negotiated import Negotiated
 from speaker.bgp.nlri import IPV4_UNICAST, Family
 from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open, validate_open
@@ -137,21 +138,6 @@ class Connect:
 @dataclass(frozen=True)
 class Disconnect:
     """Close the TCP connection (after flushing what was sent)."""
-
-
-@dataclass(frozen=True)
-class Negotiated:
-    """What both sides agreed on, known once the peer's OPEN is accepted."""
-
-    peer_as: int
-    peer_router_id: str
-    hold_time: int
-    keepalive_time: int
-    four_octet_as: bool
-    families: frozenset[Family]
-    route_refresh: bool
-    peer_graceful_restart: GracefulRestart | None
-    peer_open: Open
 
 
 @dataclass(frozen=True)

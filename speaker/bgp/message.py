@@ -20,6 +20,7 @@ from speaker.bgp.header import (
     decode_header,
 )
 from speaker.bgp.keepalive import Keepalive
+from speaker.bgp.negotiated import ASSUMED, Negotiated
 from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open
 from speaker.bgp.route_refresh import RouteRefresh
@@ -28,7 +29,7 @@ from speaker.bgp.update import Update
 Message = Open | Update | Notification | Keepalive | RouteRefresh
 
 
-def decode(data: bytes, four_octet: bool = True) -> Message:
+def decode(data: bytes, negotiated: Negotiated = ASSUMED) -> Message:
     """Decode exactly one message (header included)."""
     length, msg_type = decode_header(data)
     if length != len(data):
@@ -37,7 +38,7 @@ def decode(data: bytes, four_octet: bool = True) -> Message:
                            length.to_bytes(2, "big"))
     body = bytes(data[HEADER_LEN:])
     if msg_type == UPDATE:
-        return update.decode_body(body, four_octet)
+        return update.decode_body(body, negotiated)
     if msg_type == KEEPALIVE:
         return keepalive.decode_body(body)
     if msg_type == OPEN:
@@ -48,9 +49,9 @@ def decode(data: bytes, four_octet: bool = True) -> Message:
     return route_refresh.decode_body(body)
 
 
-def encode(msg: Message, four_octet: bool = True) -> bytes:
+def encode(msg: Message, negotiated: Negotiated = ASSUMED) -> bytes:
     if isinstance(msg, Update):
-        return update.encode(msg, four_octet)
+        return update.encode(msg, negotiated)
     if isinstance(msg, Keepalive):
         return keepalive.encode(msg)
     if isinstance(msg, Open):

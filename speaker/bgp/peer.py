@@ -2,12 +2,18 @@
 Adj-RIB-Out, on asyncio.
 
 The FSM decides; this class performs: it turns socket happenings and timer expiry
-into FSM events and carries out the returned actions.  Routes live here as wire
-encodings (`rib[afi][prefix_bytes] = RouteAttrs`); changes are marked dirty and a
-per-session sender task flushes them after a short batching delay, grouped by
+into FSM events and carries out the returned actions.
+
+Routes are given as the whole desired set (`set(routes)`, MetalLB's
+`Session.Set`): the peer diffs it against its Adj-RIB-Out (`rib`, keyed by
+`ipaddress` network), marks what changed dirty and returns the change; a
+per-session sender task flushes it after a short batching delay, grouped by
 attribute set and packed into as few UPDATEs as possible.  A new session gets the
 whole table followed by End-of-RIB for each negotiated family (RFC 4724), and a
 ROUTE-REFRESH gets the family's whole table again (RFC 2918).
+
+Received UPDATEs are handled as RFC 7606 says (`speaker.bgp.update`): one that
+needs no reset is logged and the session stays up.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from speaker.api.peer_status import BGP, PeerStatus
 from speaker.bgp import fsm as bgp_fsm
-from speaker.bgp import message
+from speaker.bgp import message, update
 from speaker.bgp.attributes import (
     ORIGIN_IGP,
     AsPath,
@@ -28,9 +35,9 @@ from speaker.bgp.attributes import (
     LargeCommunities,
     LocalPref,
     Med,
+    MpReachNlri,
     NextHop,
     Origin,
-    encode_attributes,
 )
 from speaker.bgp.capabilities import (
     GR_FORWARDING_PRESERVED,
@@ -57,7 +64,6 @@ from speaker.bgp.fsm import (
     ManualStart,
     ManualStop,
     MessageReceived,
-    Negotiated,
     OpenAccepted,
     ResendRoutes,
     Send,
@@ -73,6 +79,7 @@ from speaker.bgp.fsm import (
     UpdateReceived,
     collision_winner_is_incoming,
 )
+from speaker.bgp.negotiated import Negotiated
 from speaker.bgp.nlri import (
     AFI_IPV4,
     AFI_IPV6,
@@ -80,12 +87,13 @@ from speaker.bgp.nlri import (
     IPV6_UNICAST,
     SAFI_UNICAST,
     Family,
+    Network,
+    afi_of,
     family_name,
-    prefix_text,
 )
 from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open
-from speaker.bgp.packing import pack_ipv4, pack_ipv4_withdraw, pack_mp_reach, pack_mp_unreach
+from speaker.bgp.packing import pack
 from speaker.bgp.session import Connection, open_connection
 from speaker.bgp.update import Update, end_of_rib
 
@@ -128,9 +136,6 @@ class PeerConfig:
     next_hop_ipv4: str | None = None
     next_hop_ipv6: str | None = None
     min_hold_time: int = 3
-    # RFC 7606: handle malformed-attribute UPDATEs as withdrawals instead of resetting.
-    # Off by default so that a broken peer gets the RFC 4271 NOTIFICATION and notices.
-    revised_error_handling: bool = False
 
     @property
     def ibgp(self) -> bool:
@@ -173,25 +178,12 @@ def export_attributes(attrs: RouteAttrs, *, ibgp: bool, my_asn: int,
     return out
 
 
-@dataclass
-class PeerStatus:
-    peer_address: str
-    peer_port: int
-    peer_asn: int
-    my_asn: int
-    state: str
-    uptime: float | None
-    established_since: float | None
-    last_error: str
-    peer_router_id: str | None
-    hold_time: int | None
-    keepalive_time: int | None
-    families: list[str]
-    advertised: dict[str, int]
-    messages_in: int
-    messages_out: int
-    local_address: str | None
-    peer_capabilities: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class RibChange:
+    """What `Peer.set` changed in the Adj-RIB-Out."""
+
+    announced: dict[Network, RouteAttrs]
+    withdrawn: list[Network]
 
 
 class Peer:
@@ -208,9 +200,9 @@ class Peer:
             passive=config.passive, min_hold_time=config.min_hold_time))
         self.conn: Connection | None = None
         self.pending: Connection | None = None
-        self.rib: dict[int, dict[bytes, RouteAttrs]] = {AFI_IPV4: {}, AFI_IPV6: {}}
-        self._dirty: dict[int, dict[bytes, None]] = {AFI_IPV4: {}, AFI_IPV6: {}}
-        self._refresh: set[int] = set()
+        self.rib: dict[Network, RouteAttrs] = {}  # the Adj-RIB-Out
+        self._dirty: dict[Network, None] = {}  # changed since the last flush, in order
+        self._refresh: set[int] = set()  # AFIs to send whole on the next flush
         self._wake = asyncio.Event()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._connect_task: asyncio.Task[None] | None = None
@@ -247,34 +239,20 @@ class Peer:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def set_route(self, afi: int, key: bytes, attrs: RouteAttrs) -> None:
-        self.set_routes(afi, (key,), attrs)
-
-    def set_routes(self, afi: int, keys: Iterable[bytes], attrs: RouteAttrs) -> None:
-        """Put `keys` (wire encodings of one family) in the Adj-RIB-Out with `attrs`; the
-        bulk path, one loop without a call per prefix."""
-        table = self.rib[afi]
-        dirty = self._dirty[afi] if self._sender_task is not None else None
-        changed = False
-        for key in keys:
-            old = table.get(key)
-            if old is attrs or (old is not None and old == attrs):
-                continue
-            table[key] = attrs
-            changed = True
-            if dirty is not None:
-                dirty[key] = None
-        if changed and dirty is not None:
+    def set(self, routes: Mapping[Network, RouteAttrs]) -> RibChange:
+        """Make the Adj-RIB-Out exactly `routes`; what changed goes out on the next flush."""
+        old = self.rib
+        announced = {n: a for n, a in routes.items() if old.get(n) != a}
+        withdrawn = [n for n in old if n not in routes]
+        self.rib = dict(routes)
+        if self._sender_task is not None and (announced or withdrawn):
+            self._dirty.update(dict.fromkeys(withdrawn))
+            self._dirty.update(dict.fromkeys(announced))
             self._wake.set()
+        return RibChange(announced, withdrawn)
 
-    def remove_route(self, afi: int, key: bytes) -> None:
-        if self.rib[afi].pop(key, None) is not None:
-            self._changed(afi, key)
-
-    def _changed(self, afi: int, key: bytes) -> None:
-        if self._sender_task is not None:
-            self._dirty[afi][key] = None
-            self._wake.set()
+    def routes(self) -> list[tuple[Network, RouteAttrs]]:
+        return list(self.rib.items())
 
     # -- incoming connections (collision handling, RFC 4271 §6.8) ---------------------------
 
@@ -357,7 +335,7 @@ class Peer:
                 self.conn = None
         elif isinstance(action, OpenAccepted):
             if self.conn is not None:
-                self.conn.four_octet_as = action.negotiated.four_octet_as
+                self.conn.negotiated = action.negotiated
             if self.pending is not None:
                 pending, self.pending = self.pending, None
                 self._resolve_collision(pending, action.negotiated.peer_router_id)
@@ -415,25 +393,25 @@ class Peer:
     def _on_message(self, conn: Connection, msg: message.Message) -> None:
         if conn is self.conn:
             self.messages_in += 1
+            if isinstance(msg, Update) and msg.errors:
+                self._log_handled(msg)
             self._handle(MessageReceived(msg))
 
-    def _on_decode_error(self, conn: Connection, err: BgpError) -> bool:
-        """True to keep the session: with revised error handling (RFC 7606) a
-        withdrawable UPDATE error only withdraws that UPDATE's routes, and since the
-        speaker imports nothing, that means logging it."""
+    def _log_handled(self, msg: Update) -> None:
+        """RFC 7606 §8: an error handled without a reset is logged.  The speaker imports
+        no routes, so a withdrawal or a discarded attribute changes nothing else here."""
+        for err in msg.errors:
+            log.warning("BGP peer %s: malformed UPDATE handled by %s (RFC 7606): %s%s",
+                        self.name, err.handling.value, err,
+                        f"; {len(msg.withdrawals())} prefixes treated as withdrawn"
+                        if msg.treated_as_withdraw else "")
+
+    def _on_decode_error(self, conn: Connection, err: BgpError) -> None:
         if conn is self.conn:
-            if (err.withdrawable and self.config.revised_error_handling
-                    and self.fsm.state == State.ESTABLISHED):
-                log.warning("BGP peer %s: treat-as-withdraw (RFC 7606) for %d prefixes: %s",
-                            self.name, len(err.withdrawn), err)
-                self.messages_in += 1
-                self._handle(MessageReceived(Update()))  # it still counts for the hold timer
-                return True
             self._handle(DecodeError(err))
         elif conn is self.pending:
             self.pending = None
             conn.close()
-        return False
 
     def _on_closed(self, conn: Connection, why: str) -> None:
         if conn is self.conn:
@@ -461,14 +439,13 @@ class Peer:
         task, self._sender_task = self._sender_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        self._dirty = {AFI_IPV4: {}, AFI_IPV6: {}}
+        self._dirty = {}
         self._refresh = set()
 
     async def _sender(self, conn: Connection, negotiated: Negotiated) -> None:
-        afis = [afi for afi in (AFI_IPV4, AFI_IPV6) if (afi, SAFI_UNICAST) in negotiated.families]
-        cache: dict[tuple[RouteAttrs, int], tuple[bytes, str | None]] = {}
-        for afi in afis:
-            self._send_routes(conn, afi, list(self.rib[afi]), negotiated, cache)
+        afis = {afi for afi in (AFI_IPV4, AFI_IPV6) if (afi, SAFI_UNICAST) in negotiated.families}
+        exported: dict[tuple[int, RouteAttrs], tuple[Attribute, ...] | None] = {}
+        self._send(conn, [n for n in self.rib if afi_of(n) in afis], negotiated, exported)
         for family in sorted(negotiated.families):
             conn.send(end_of_rib(family))
         await conn.drain()
@@ -476,46 +453,49 @@ class Peer:
             await self._wake.wait()
             await asyncio.sleep(self.batch_delay)
             self._wake.clear()
-            refresh, self._refresh = self._refresh, set()
-            for afi in afis:
-                dirty, self._dirty[afi] = self._dirty[afi], {}
-                keys = list(self.rib[afi]) if afi in refresh else list(dirty)
-                self._send_routes(conn, afi, keys, negotiated, cache)
+            refresh, self._refresh = self._refresh & afis, set()
+            dirty, self._dirty = self._dirty, {}
+            keys = [n for n in self.rib if afi_of(n) in refresh]
+            keys += [n for n in dirty if afi_of(n) in afis - refresh]
+            self._send(conn, keys, negotiated, exported)
             await conn.drain()
 
-    def _send_routes(self, conn: Connection, afi: int, keys: list[bytes],
-                     negotiated: Negotiated,
-                     cache: dict[tuple[RouteAttrs, int], tuple[bytes, str | None]]) -> None:
+    def _send(self, conn: Connection, keys: list[Network], negotiated: Negotiated,
+              exported: dict[tuple[int, RouteAttrs], tuple[Attribute, ...] | None]) -> None:
         """Withdraw the keys no longer in the RIB, announce the rest grouped by attributes."""
         if not keys:
             return
-        table = self.rib[afi]
-        groups: dict[RouteAttrs, list[bytes]] = {}
-        gone: list[bytes] = []
+        groups: dict[tuple[int, RouteAttrs], list[Network]] = {}
+        gone: list[Network] = []
         for key in keys:
-            attrs = table.get(key)
+            attrs = self.rib.get(key)
             if attrs is None:
                 gone.append(key)
             else:
-                groups.setdefault(attrs, []).append(key)
-        out: list[bytes] = []
-        if gone:
-            out += pack_ipv4_withdraw(gone) if afi == AFI_IPV4 else pack_mp_unreach(
-                afi, SAFI_UNICAST, gone)
-        for attrs, prefixes in groups.items():
-            encoded = cache.get((attrs, afi))
-            if encoded is None:
-                encoded = cache[(attrs, afi)] = self._encode_attrs(conn, afi, attrs, negotiated)
-            attr_bytes, next_hop = encoded
-            if next_hop is None:
-                continue
-            if afi == AFI_IPV4:
-                out += pack_ipv4(attr_bytes, prefixes)
-            else:
-                out += pack_mp_reach(afi, SAFI_UNICAST, (next_hop,), attr_bytes, prefixes)
+                groups.setdefault((afi_of(key), attrs), []).append(key)
+        announce = []
+        for group, prefixes in sorted(groups.items(), key=lambda item: item[0][0]):
+            if group not in exported:
+                exported[group] = self._export(conn, *group)
+            attributes = exported[group]
+            if attributes is not None:
+                announce.append((attributes, prefixes))
+        out = [update.encode(u, negotiated) for u in pack(announce, gone, negotiated)]
         if out:
             self.messages_out += len(out)
             conn.send(b"".join(out))
+
+    def _export(self, conn: Connection, afi: int, attrs: RouteAttrs
+                ) -> tuple[Attribute, ...] | None:
+        """The attributes `attrs` become on this session (None: no next hop to give)."""
+        next_hop = self._next_hop(conn, afi, attrs)
+        if next_hop is None:
+            return None
+        out = export_attributes(attrs, ibgp=self.config.ibgp, my_asn=self.config.my_asn,
+                                ipv4_next_hop=next_hop if afi == AFI_IPV4 else None)
+        if afi != AFI_IPV4:
+            out.append(MpReachNlri(afi, SAFI_UNICAST, (next_hop,), ()))
+        return tuple(out)
 
     def _next_hop(self, conn: Connection, afi: int, attrs: RouteAttrs) -> str | None:
         """Next hop self: our address on this session, unless the route or the peer
@@ -537,15 +517,6 @@ class Peer:
                         "ipv6" if afi == AFI_IPV6 else "ipv4")
         return None
 
-    def _encode_attrs(self, conn: Connection, afi: int, attrs: RouteAttrs,
-                      negotiated: Negotiated) -> tuple[bytes, str | None]:
-        next_hop = self._next_hop(conn, afi, attrs)
-        exported = export_attributes(attrs, ibgp=self.config.ibgp, my_asn=self.config.my_asn,
-                                     ipv4_next_hop=next_hop if afi == AFI_IPV4 else None)
-        if afi == AFI_IPV4 and next_hop is None:
-            return b"", None
-        return encode_attributes(exported, negotiated.four_octet_as), next_hop
-
     # -- status ----------------------------------------------------------------------------
 
     def status(self) -> PeerStatus:
@@ -553,28 +524,19 @@ class Peer:
         uptime = None
         if self._established_mono is not None and self.established:
             uptime = time.monotonic() - self._established_mono
-        caps = []
-        if neg is not None:
-            caps = [type(c).__name__ for c in neg.peer_open.capabilities]
+        caps: tuple[str, ...] = ()
+        if neg is not None and neg.peer_open is not None:
+            caps = tuple(type(c).__name__ for c in neg.peer_open.capabilities)
         return PeerStatus(
-            peer_address=self.config.peer_address, peer_port=self.config.peer_port,
-            peer_asn=self.config.peer_asn, my_asn=self.config.my_asn,
-            state=self.fsm.state.value, uptime=uptime,
-            established_since=self._established_wall if uptime is not None else None,
-            last_error=self.fsm.last_error,
+            BGP, self.config.peer_address, self.fsm.state.value, uptime,
+            peer_asn=self.config.peer_asn, local_asn=self.config.my_asn,
+            last_error=self.fsm.last_error, prefixes_advertised=len(self.rib),
+            peer_port=self.config.peer_port,
+            local_address=self.conn.local_address if self.conn else None,
             peer_router_id=neg.peer_router_id if neg else None,
             hold_time=neg.hold_time if neg else None,
             keepalive_time=neg.keepalive_time if neg else None,
-            families=[family_name(f) for f in sorted(neg.families)] if neg else [],
-            advertised={family_name(IPV4_UNICAST): len(self.rib[AFI_IPV4]),
-                        family_name(IPV6_UNICAST): len(self.rib[AFI_IPV6])},
-            messages_in=self.messages_in, messages_out=self.messages_out,
-            local_address=self.conn.local_address if self.conn else None,
-            peer_capabilities=caps,
-        )
-
-    def routes(self) -> list[tuple[str, RouteAttrs]]:
-        """The Adj-RIB-Out as text (for an API listing; not for the hot path)."""
-        return [(prefix_text(afi, key), attrs)
-                for afi, table in self.rib.items() for key, attrs in table.items()]
-
+            established_since=self._established_wall if uptime is not None else None,
+            families=tuple(family_name(f) for f in sorted(neg.families)) if neg else (),
+            peer_capabilities=caps, messages_in=self.messages_in,
+            messages_out=self.messages_out)

@@ -10,21 +10,28 @@ Commands: {"cmd": "announce", "prefixes": [...], "attrs": {...}, "peers": [...]}
           {"cmd": "announce_range", "start": "10.200.0.0", "count": 10000},
           {"cmd": "withdraw", "prefixes": [...]}, {"cmd": "status"},
           {"cmd": "shutdown", "reason": "..."}.  EOF or SIGTERM shuts down too.
+
+Prefixes are parsed here, at the edge, into `ipaddress` networks; the runner keeps
+each peer's desired table and hands the speaker the whole of it after every
+command, as a daemon does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from speaker.bgp.attributes import community_from_text
-from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, family_name
+from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, Network, family_name
 from speaker.bgp.peer import PeerConfig, RouteAttrs
+from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 
 _FAMILIES = {family_name(f): f for f in (IPV4_UNICAST, IPV6_UNICAST)}
@@ -43,6 +50,53 @@ def route_attrs(raw: dict[str, Any] | None) -> RouteAttrs:
     return RouteAttrs(**raw)
 
 
+def prefix(text: str) -> Network:
+    """'addr/len', or a bare address for a host route; host bits must be zero."""
+    return ipaddress.ip_network(text)
+
+
+def host_routes(start: str, count: int) -> list[Network]:
+    """`count` consecutive host routes (/32 or /128) from address `start`, built from
+    integers: no text per prefix, for announcing large ranges."""
+    first = ipaddress.ip_address(start)
+    width = first.max_prefixlen
+    if count < 0 or int(first) + count > 1 << width:
+        raise ValueError(f"{count} addresses from {start} run past the address space")
+    network = ipaddress.IPv4Network if first.version == 4 else ipaddress.IPv6Network
+    return [network((n, width)) for n in range(int(first), int(first) + count)]
+
+
+class Tables:
+    """The desired table of every peer; each change hands the speaker the whole table."""
+
+    def __init__(self, speaker: BgpSpeaker) -> None:
+        self.speaker = speaker
+        self.tables: dict[str, dict[Network, RouteAttrs]] = {}
+
+    def _peers(self, peers: Iterable[str] | None) -> list[str]:
+        keys = list(self.speaker.peers) if peers is None else [unmap(p) for p in peers]
+        for key in keys:
+            if key not in self.speaker.peers:
+                raise KeyError(f"no peer {key}")
+        return keys
+
+    def announce(self, prefixes: Iterable[Network], attrs: RouteAttrs,
+                 peers: Iterable[str] | None) -> None:
+        added = dict.fromkeys(prefixes, attrs)
+        for key in self._peers(peers):
+            table = self.tables.setdefault(key, {})
+            table.update(added)
+            self.speaker.set_routes(key, table)
+
+    def withdraw(self, prefixes: Iterable[Network], peers: Iterable[str] | None) -> None:
+        gone = list(prefixes)
+        for key in self._peers(peers):
+            table = self.tables.setdefault(key, {})
+            for network in gone:
+                table.pop(network, None)
+            self.speaker.set_routes(key, table)
+
+
 async def serve(config: dict[str, Any]) -> None:
     speaker = BgpSpeaker(config["router_id"], listen_addresses=config.get("listen"),
                          listen_port=config.get("port", 179),
@@ -50,6 +104,7 @@ async def serve(config: dict[str, Any]) -> None:
     for raw in config.get("peers", []):
         speaker.add_peer(peer_config(raw))
     await speaker.start()
+    tables = Tables(speaker)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -70,13 +125,13 @@ async def serve(config: dict[str, Any]) -> None:
                 cmd = json.loads(line)
                 op = cmd["cmd"]
                 if op == "announce":
-                    speaker.announce_many(cmd["prefixes"], route_attrs(cmd.get("attrs")),
-                                          cmd.get("peers"))
+                    tables.announce([prefix(p) for p in cmd["prefixes"]],
+                                    route_attrs(cmd.get("attrs")), cmd.get("peers"))
                 elif op == "announce_range":
-                    speaker.announce_range(cmd["start"], cmd["count"],
-                                           route_attrs(cmd.get("attrs")), cmd.get("peers"))
+                    tables.announce(host_routes(cmd["start"], cmd["count"]),
+                                    route_attrs(cmd.get("attrs")), cmd.get("peers"))
                 elif op == "withdraw":
-                    speaker.withdraw_many(cmd["prefixes"], cmd.get("peers"))
+                    tables.withdraw([prefix(p) for p in cmd["prefixes"]], cmd.get("peers"))
                 elif op == "status":
                     reply({"ok": True, "peers": [dataclasses.asdict(s)
                                                  for s in speaker.status()]})

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from speaker.bgp import message
 from speaker.bgp.errors import BgpError
 from speaker.bgp.header import split_messages
+from speaker.bgp.negotiated import ASSUMED, Negotiated
 from speaker.bgp.sockopts import set_md5, set_ttl, unmap
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,21 @@ class Connection:
         # Only IP sockets have addresses (tests drive sessions over socketpairs).
         self.local_address = unmap(sockname[0]) if isinstance(sockname, tuple) else ""
         self.remote_address = unmap(peername[0]) if isinstance(peername, tuple) else ""
-        self.four_octet_as = True  # until negotiated otherwise; only UPDATE decoding cares
+        self.negotiated: Negotiated = ASSUMED  # the OPEN exchange replaces it
         self.closed = False
         self._task: asyncio.Task[None] | None = None
 
     def start_reading(self, on_message: Callable[[message.Message], None],
-                      on_error: Callable[[BgpError], bool],
+                      on_error: Callable[[BgpError], None],
                       on_closed: Callable[[str], None]) -> None:
-        """Read until closed.  `on_error` returns True to go on reading (an UPDATE
-        error handled as treat-as-withdraw), False when the session is over."""
+        """Read until closed or until a message fails to decode (`on_error`): every
+        error the codec raises needs a session reset; the ones RFC 7606 handles
+        otherwise arrive inside the decoded UPDATE."""
         self._task = asyncio.get_running_loop().create_task(
             self._read_loop(on_message, on_error, on_closed))
 
     async def _read_loop(self, on_message: Callable[[message.Message], None],
-                         on_error: Callable[[BgpError], bool],
+                         on_error: Callable[[BgpError], None],
                          on_closed: Callable[[str], None]) -> None:
         buffer = bytearray()
         reason = "connection closed by peer"
@@ -96,10 +98,9 @@ class Connection:
                     if self.closed:
                         return
                     try:
-                        msg = message.decode(raw, self.four_octet_as)
+                        msg = message.decode(raw, self.negotiated)
                     except BgpError as err:
-                        if on_error(err):
-                            continue
+                        on_error(err)
                         return
                     on_message(msg)
         except (ConnectionError, OSError) as exc:

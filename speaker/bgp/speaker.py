@@ -5,12 +5,13 @@ How a daemon drives it (all on one asyncio loop):
     speaker = BgpSpeaker(router_id="10.0.0.5")
     speaker.add_peer(PeerConfig(peer_address="10.0.0.1", peer_asn=65112, my_asn=64512))
     await speaker.start()                     # listen (port 179) and connect out
-    speaker.announce("192.0.2.10/32", RouteAttrs(communities=(...,)))
-    speaker.withdraw("192.0.2.10/32")
+    speaker.set_routes("10.0.0.1", {ip_network("192.0.2.10/32"): RouteAttrs()})
+    speaker.set_routes("10.0.0.1", {})        # withdraws it
     speaker.status()                          # per-peer state, uptime, counters
     await speaker.shutdown("node drain")      # Cease / Administrative Shutdown to all
 
-`announce`/`withdraw` only edit tables and return at once; each established
+`set_routes` hands a peer its whole desired set (MetalLB's `Set(advs...)`); the
+peer diffs, returns the change and edits its table at once; each established
 session's sender task flushes the changes after `batch_delay` (20 ms), packed
 into as few UPDATEs as the attribute sets allow, so a burst of calls reaches the
 wire in one go well within 100 ms.
@@ -22,10 +23,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from speaker.bgp.nlri import encode_prefix_text, host_keys
-from speaker.bgp.peer import Peer, PeerConfig, PeerStatus, RouteAttrs
+from speaker.api.peer_status import PeerStatus
+from speaker.bgp.nlri import Network
+from speaker.bgp.peer import Peer, PeerConfig, RibChange, RouteAttrs
 from speaker.bgp.session import Connection
 from speaker.bgp.sockopts import set_md5, set_ttl, unmap
 
@@ -127,47 +129,9 @@ class BgpSpeaker:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _targets(self, peers: Iterable[str] | None) -> list[Peer]:
-        if peers is None:
-            return list(self.peers.values())
-        return [self.peers[unmap(p)] for p in peers]
-
-    def announce(self, prefix: str, attrs: RouteAttrs | None = None,
-                 peers: Iterable[str] | None = None) -> None:
-        """Announce `prefix` ('addr/len' or a bare address) to `peers` (default all)."""
-        self.announce_many([prefix], attrs, peers)
-
-    def announce_many(self, prefixes: Iterable[str], attrs: RouteAttrs | None = None,
-                      peers: Iterable[str] | None = None) -> None:
-        by_afi: dict[int, list[bytes]] = {}
-        for text in prefixes:
-            afi, key = encode_prefix_text(text)
-            by_afi.setdefault(afi, []).append(key)
-        self._set_routes(by_afi, attrs, peers)
-
-    def announce_range(self, start: str, count: int, attrs: RouteAttrs | None = None,
-                       peers: Iterable[str] | None = None) -> None:
-        """Announce `count` consecutive host routes (/32 or /128) from address `start`."""
-        afi, keys = host_keys(start, count)
-        self._set_routes({afi: keys}, attrs, peers)
-
-    def _set_routes(self, by_afi: dict[int, list[bytes]], attrs: RouteAttrs | None,
-                    peers: Iterable[str] | None) -> None:
-        attrs = attrs or RouteAttrs()
-        targets = self._targets(peers)
-        for afi, keys in by_afi.items():
-            for peer in targets:
-                peer.set_routes(afi, keys, attrs)
-
-    def withdraw(self, prefix: str, peers: Iterable[str] | None = None) -> None:
-        self.withdraw_many([prefix], peers)
-
-    def withdraw_many(self, prefixes: Iterable[str], peers: Iterable[str] | None = None) -> None:
-        targets = self._targets(peers)
-        for text in prefixes:
-            afi, key = encode_prefix_text(text)
-            for peer in targets:
-                peer.remove_route(afi, key)
+    def set_routes(self, address: str, routes: Mapping[Network, RouteAttrs]) -> RibChange:
+        """Make what peer `address` is sent exactly `routes`."""
+        return self.peers[unmap(address)].set(routes)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from speaker.api.peer_status import PeerStatus
+
 L2 = "l2"
 BGP = "bgp"
 
@@ -104,17 +106,6 @@ class LbAddress:
 
 
 @dataclass(frozen=True)
-class BgpSession:
-    peer_address: str
-    peer_asn: int
-    my_asn: int
-    state: str
-    uptime: float | None = None
-    prefixes_out: int = 0
-    local_address: str | None = None
-
-
-@dataclass(frozen=True)
 class SpeakerState:
     """What the node's speaker says it does; `source` names where that came from
     (or why nothing could be learnt, with `announcements` and `sessions` empty)."""
@@ -122,7 +113,7 @@ class SpeakerState:
     source: str
     reachable: bool = True
     announcements: tuple[LbAddress, ...] = ()
-    sessions: tuple[BgpSession, ...] = ()
+    sessions: tuple[PeerStatus, ...] = ()  # kind "bgp" only
 
 
 @dataclass(frozen=True)
@@ -197,7 +188,7 @@ class ClusterStatus:
         found: dict[tuple[str, int], dict[str, str]] = {}
         for node in self.nodes:
             for s in node.speaker.sessions if node.speaker else ():
-                found.setdefault((s.peer_address, s.peer_asn), {})[node.name] = s.state
+                found.setdefault((s.name, s.peer_asn), {})[node.name] = s.state
         return tuple(Router(addr, asn, tuple(sorted(states.items())))
                      for (addr, asn), states in sorted(found.items()))
 

@@ -120,8 +120,9 @@ def node_lines(node: NodeStatus) -> list[str]:
                 for a in sp.announcements])
         if sp.sessions:
             out += _columns([("BGP PEER", "PEER AS", "LOCAL AS", "STATE", "UPTIME", "PREFIXES")]
-                            + [(s.peer_address, str(s.peer_asn), str(s.my_asn), s.state,
-                                _uptime(s.uptime), str(s.prefixes_out)) for s in sp.sessions])
+                            + [(s.name, str(s.peer_asn), str(s.local_asn), s.state,
+                                _uptime(s.uptime), str(s.prefixes_advertised))
+                               for s in sp.sessions])
     if node.host_addresses:
         out.append(f"  on lo:    {', '.join(node.host_addresses)}")
     out += [f"  problem:  {p}" for p in node.problems]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from speaker.status.model import BgpSession, LbAddress, SpeakerState
+from speaker.api.peer_status import BGP, PeerStatus
+from speaker.status.model import LbAddress, SpeakerState
 
 
 def from_api(source: str, peers: Any, announcements: Any) -> SpeakerState:
@@ -19,14 +20,13 @@ def from_api(source: str, peers: Any, announcements: Any) -> SpeakerState:
     (peers of kind "bgp"; the liveness members are not sessions)."""
     local = sorted((a for a in announcements.announcements if a.local),
                    key=lambda a: (a.mode, a.address))
-    sessions = sorted((p for p in peers.peers if p.kind == "bgp"), key=lambda p: p.name)
+    sessions = sorted((PeerStatus.from_message(p) for p in peers.peers if p.kind == BGP),
+                      key=lambda p: p.name)
     return SpeakerState(
         source=source,
         announcements=tuple(LbAddress(a.address, a.mode, tuple(a.services),
                                       tuple(a.interfaces)) for a in local),
-        sessions=tuple(BgpSession(p.name, int(p.peer_asn), int(p.local_asn), p.state,
-                                  float(p.uptime_seconds) if p.has_uptime else None,
-                                  int(p.prefixes_advertised)) for p in sessions))
+        sessions=tuple(sessions))
 
 
 def unreachable(source: str, reason: str) -> SpeakerState:

@@ -8,8 +8,8 @@ import ipaddress
 
 from speaker.api.events import Event, EventBus, Observation, Subscription, diff
 from speaker.api.manual import ManualAddresses
+from speaker.api.peer_status import PeerStatus
 from speaker.api.service import add_arguments, check_arguments
-from speaker.api.view import PeerView
 from speaker.cli.common import duration, table
 from speaker.plan import Announcement
 
@@ -64,7 +64,7 @@ def test_wait_applied_returns_after_a_reconcile_that_saw_the_change() -> None:
 
 
 def test_diff_names_peer_owner_and_announcement_changes() -> None:
-    alive, dead = PeerView("member", "node2", "alive", 3.0), PeerView("member", "node2", "dead")
+    alive, dead = PeerStatus("member", "node2", "alive", 3.0), PeerStatus("member", "node2", "dead")
     old = Observation({alive.key: alive}, frozenset({("192.0.2.9", "l2")}),
                       {"192.0.2.1": "node2"})
     new = Observation({dead.key: dead}, frozenset({("192.0.2.1", "l2")}),

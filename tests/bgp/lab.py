@@ -116,7 +116,7 @@ class SpeakerProc:
         return reply
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {p["peer_address"]: p for p in self.cmd(cmd="status")["peers"]}
+        return {p["name"]: p for p in self.cmd(cmd="status")["peers"]}
 
     def logs(self) -> str:
         self.log.flush()

@@ -34,9 +34,16 @@ from speaker.bgp.attributes import (
     encode_attributes,
     merge_as4_path,
 )
-from speaker.bgp.errors import BgpError
+from speaker.bgp.errors import (
+    ATTRIBUTE_DISCARD,
+    SESSION_RESET,
+    TREAT_AS_WITHDRAW,
+    BgpError,
+    Handling,
+)
 from speaker.bgp.header import split_messages
 from speaker.bgp.keepalive import Keepalive
+from speaker.bgp.negotiated import ASSUMED, TWO_OCTET_AS, Negotiated
 from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open, validate_open
 from speaker.bgp.route_refresh import RouteRefresh
@@ -48,6 +55,10 @@ net = ipaddress.ip_network
 
 def wire(length_and_type_and_body: str) -> bytes:
     return bytes.fromhex(MARKER + length_and_type_and_body.replace(" ", ""))
+
+
+def session(four_octet: bool) -> Negotiated:
+    return ASSUMED if four_octet else TWO_OCTET_AS
 
 
 def test_keepalive() -> None:
@@ -132,8 +143,8 @@ def test_capability_golden(cap: caps.Capability, golden: str) -> None:
 ])
 def test_attribute_golden(attr: object, golden: str, four_octet: bool) -> None:
     raw = bytes.fromhex(golden.replace(" ", ""))
-    assert encode_attributes([attr], four_octet) == raw  # type: ignore[list-item]
-    assert decode_attributes(raw, four_octet) == [attr]
+    assert encode_attributes([attr], session(four_octet)) == raw  # type: ignore[list-item]
+    assert decode_attributes(raw, session(four_octet)) == [attr]
 
 
 def test_extended_length_is_used_above_255_bytes() -> None:
@@ -144,10 +155,10 @@ def test_extended_length_is_used_above_255_bytes() -> None:
 
 
 def test_two_octet_session_carries_large_asn_in_as4_path() -> None:
-    encoded = encode_attributes([AsPath.sequence(4200000001, 65001)], four_octet=False)
+    encoded = encode_attributes([AsPath.sequence(4200000001, 65001)], TWO_OCTET_AS)
     assert encoded == bytes.fromhex("40 02 06 02 02 5ba0 fde9" "c0 11 0a 02 02 fa56ea01 0000fde9"
                                     .replace(" ", ""))
-    as_path, as4 = decode_attributes(encoded, four_octet=False)
+    as_path, as4 = decode_attributes(encoded, TWO_OCTET_AS)
     assert isinstance(as_path, AsPath) and isinstance(as4, As4Path)
     assert merge_as4_path(as_path, as4) == AsPath.sequence(4200000001, 65001)
 
@@ -250,10 +261,21 @@ def test_split_messages_keeps_partial_tail() -> None:
 
 # --- errors: each carries the NOTIFICATION RFC 4271 §6 prescribes -----------------------
 
-def _error(raw: bytes, four_octet: bool = True) -> BgpError:
-    with pytest.raises(BgpError) as info:
-        message.decode(raw, four_octet)
-    return info.value
+def _decode(raw: bytes) -> Update:
+    msg = message.decode(raw)
+    assert isinstance(msg, Update)
+    return msg
+
+
+def _error(raw: bytes) -> BgpError:
+    """The error decoding `raw` raises (a session reset) or, handled as RFC 7606 says,
+    records in the decoded UPDATE."""
+    try:
+        msg = _decode(raw)
+    except BgpError as err:
+        return err
+    assert msg.errors, msg
+    return msg.errors[0]
 
 
 @pytest.mark.parametrize("raw, code, subcode, data", [
@@ -284,26 +306,29 @@ def _update_with(attrs_hex: str, nlri_hex: str = "18c00002") -> bytes:
 GOOD_ATTRS = "40 01 01 00  40 02 00  40 03 04 0a000001"
 
 
-@pytest.mark.parametrize("attrs, subcode, data, withdrawable", [
+@pytest.mark.parametrize("attrs, subcode, data, handling", [
     # ORIGIN sent as optional: Attribute Flags Error, data = the whole attribute
-    ("c0 01 01 00  40 02 00  40 03 04 0a000001", 4, "c0010100", True),
-    ("40 01 02 0000  40 02 00  40 03 04 0a000001", 5, "4001020000", True),
-    ("40 01 01 07  40 02 00  40 03 04 0a000001", 6, "40010107", True),
-    ("40 01 01 00  40 02 00  40 03 04 e0000001", 8, "400304e0000001", True),
-    ("40 01 01 00  40 02 03 07 01 00  40 03 04 0a000001", 11, "", True),
-    ("40 01 01 00  40 02 00", 3, "03", True),                         # no NEXT_HOP
-    ("40 01 01 00  40 02 00  40 03 04 0a000001  40 63 00", 2, "406300", False),
-    ("40 01 01 00  40 01 01 00  40 02 00  40 03 04 0a000001", 1, "", False),  # repeated
-    (GOOD_ATTRS + " c0 08 03 000000", 5, "c00803000000", True),       # communities % 4
-    (GOOD_ATTRS + " 40 0e 03 000201", 4, "400e03000201", False),      # MP_REACH transitive
+    ("c0 01 01 00  40 02 00  40 03 04 0a000001", 4, "c0010100", TREAT_AS_WITHDRAW),
+    ("40 01 02 0000  40 02 00  40 03 04 0a000001", 5, "4001020000", TREAT_AS_WITHDRAW),
+    ("40 01 01 07  40 02 00  40 03 04 0a000001", 6, "40010107", TREAT_AS_WITHDRAW),
+    ("40 01 01 00  40 02 00  40 03 04 e0000001", 8, "400304e0000001", TREAT_AS_WITHDRAW),
+    ("40 01 01 00  40 02 03 07 01 00  40 03 04 0a000001", 11, "", TREAT_AS_WITHDRAW),
+    ("40 01 01 00  40 02 00", 3, "03", TREAT_AS_WITHDRAW),            # no NEXT_HOP
+    ("40 01 01 00  40 02 00  40 03 04 0a000001  40 63 00", 2, "406300", SESSION_RESET),
+    # A repeated attribute: Malformed Attribute List; RFC 7606 §3 (g) keeps the first.
+    ("40 01 01 00  40 01 01 00  40 02 00  40 03 04 0a000001", 1, "", ATTRIBUTE_DISCARD),
+    (GOOD_ATTRS + " c0 08 03 000000", 5, "c00803000000", TREAT_AS_WITHDRAW),  # communities % 4
+    (GOOD_ATTRS + " 40 0e 03 000201", 4, "400e03000201", SESSION_RESET),  # MP_REACH transitive
 ])
 def test_update_attribute_errors(attrs: str, subcode: int, data: str,
-                                 withdrawable: bool) -> None:
+                                 handling: Handling) -> None:
     err = _error(_update_with(attrs))
-    assert (err.code, err.subcode, err.data.hex(), err.withdrawable) == \
-        (3, subcode, data, withdrawable)
-    if withdrawable:
-        assert err.withdrawn == (net("192.0.2.0/24"),)
+    assert (err.code, err.subcode, err.data.hex(), err.handling) == \
+        (3, subcode, data, handling)
+    if handling is TREAT_AS_WITHDRAW:
+        update = _decode(_update_with(attrs))
+        assert update.withdrawals() == [net("192.0.2.0/24")] and not update.announced()
+        assert update.end_of_rib() is None
 
 
 def test_invalid_network_field() -> None:

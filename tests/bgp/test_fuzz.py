@@ -23,6 +23,7 @@ from speaker.bgp.attributes import (
 from speaker.bgp.errors import BgpError
 from speaker.bgp.header import split_messages
 from speaker.bgp.keepalive import Keepalive
+from speaker.bgp.negotiated import ASSUMED, TWO_OCTET_AS
 from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open
 from speaker.bgp.route_refresh import RouteRefresh
@@ -53,9 +54,12 @@ FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthC
 
 def decode_or_bgp_error(raw: bytes, four_octet: bool) -> None:
     try:
-        message.decode(raw, four_octet)
+        msg = message.decode(raw, ASSUMED if four_octet else TWO_OCTET_AS)
     except BgpError:
-        pass
+        return
+    # An UPDATE handled by treat-as-withdraw (RFC 7606) announces nothing.
+    if isinstance(msg, Update) and msg.treated_as_withdraw:
+        assert not msg.announced() and msg.end_of_rib() is None
 
 
 @FUZZ

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ipaddress
 import math
 
-from speaker.bgp import message
+import pytest
+
+from speaker.bgp import message, update
 from speaker.bgp.attributes import (
     AsPath,
     Communities,
@@ -16,8 +18,9 @@ from speaker.bgp.attributes import (
     encode_attributes,
 )
 from speaker.bgp.header import MAX_MESSAGE_LEN
-from speaker.bgp.nlri import Network, encode_prefix_text
-from speaker.bgp.packing import pack_ipv4, pack_updates
+from speaker.bgp.nlri import Network, encode_prefix
+from speaker.bgp.packing import pack, pack_updates
+from speaker.bgp.runner import prefix
 from speaker.bgp.update import Update
 
 V4 = (Origin(0), AsPath.sequence(64512), NextHop("10.99.0.2"))
@@ -84,21 +87,17 @@ def test_ipv6_goes_in_mp_reach_and_withdrawals_in_both_forms() -> None:
     assert sum(1 for u in updates if u.withdrawals() and not u.withdrawn) == 2
 
 
-def test_packing_from_wire_pieces_matches_object_packing() -> None:
-    texts = [f"192.0.2.{i}/32" for i in range(256)]
-    pieces = [encode_prefix_text(t)[1] for t in texts]
-    raw = pack_ipv4(encode_attributes(V4), pieces)
-    expected = pack_updates([(ipaddress.ip_network(t), V4) for t in texts])
+def test_packing_groups_matches_packing_pairs() -> None:
+    nets = [ipaddress.ip_network(f"192.0.2.{i}/32") for i in range(256)]
+    raw = [update.encode(u) for u in pack([(V4, nets)])]
+    expected = pack_updates([(n, V4) for n in nets])
     assert raw == expected
 
 
-def test_encode_prefix_text() -> None:
-    assert encode_prefix_text("10.1.0.0/16") == (1, b"\x10\x0a\x01")
-    assert encode_prefix_text("10.1.2.3") == (1, b"\x20\x0a\x01\x02\x03")
-    assert encode_prefix_text("2001:db8::/32") == (2, b"\x20\x20\x01\x0d\xb8")
+def test_prefix_text_at_the_edge() -> None:
+    assert encode_prefix(prefix("10.1.0.0/16")) == b"\x10\x0a\x01"
+    assert encode_prefix(prefix("10.1.2.3")) == b"\x20\x0a\x01\x02\x03"
+    assert encode_prefix(prefix("2001:db8::/32")) == b"\x20\x20\x01\x0d\xb8"
     for bad in ("10.1.0.1/16", "10.0.0.0/33", "fd00::/129"):
-        try:
-            encode_prefix_text(bad)
-        except ValueError:
-            continue
-        raise AssertionError(f"{bad} accepted")
+        with pytest.raises(ValueError):
+            prefix(bad)

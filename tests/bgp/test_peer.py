@@ -31,6 +31,7 @@ from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp.update import Update
 
 ROUTER_ID = "10.0.0.1"
+net = ipaddress.ip_network
 PEER_OPEN = Open(65112, 90, "10.0.0.254", (Multiprotocol(1, 1), Multiprotocol(2, 1),
                                            RouteRefreshCap(), FourOctetAs(65112)))
 
@@ -129,8 +130,8 @@ def state(spk: BgpSpeaker, address: str) -> str:
 def test_established_session_gets_table_and_end_of_rib() -> None:
     async def scenario(speaker: BgpSpeaker) -> None:
         add_peer(speaker, "192.0.2.1")
-        speaker.announce("198.51.100.7/32", RouteAttrs(communities=(0xFDE80064,)))
-        speaker.announce("2001:db8::7/128")
+        speaker.set_routes("192.0.2.1", {net("198.51.100.7/32"): RouteAttrs(
+            communities=(0xFDE80064,)), net("2001:db8::7/128"): RouteAttrs()})
         far = await connect(speaker, "192.0.2.1")
         ours = await far.establish()
         assert ours.asn == 64512 and ours.router_id == ROUTER_ID and ours.hold_time == 90
@@ -156,19 +157,23 @@ def test_announce_withdraw_batched_and_route_refresh() -> None:
         far = await connect(speaker, "192.0.2.1")
         await far.establish(Open(64512, 90, "10.0.0.254", (FourOctetAs(64512),)))
         assert (await far.expect(Update)).end_of_rib() == (1, 1)  # no MP capability: IPv4 only
-        speaker.announce_many([f"10.1.{i >> 8}.{i & 255}/32" for i in range(2000)])
+        table = {net(f"10.1.{i >> 8}.{i & 255}/32"): RouteAttrs() for i in range(2000)}
+        change = speaker.set_routes("192.0.2.1", table)
+        assert len(change.announced) == 2000 and not change.withdrawn
         updates = [await far.expect(Update) for _ in range(3)]  # 2000 * 5 bytes > 2 messages
         assert sum(len(u.nlri) for u in updates) == 2000
         assert updates[0].attributes == (Origin(0), AsPath(), NextHop("10.0.0.1"), LocalPref(100))
-        speaker.withdraw("10.1.0.5/32")
+        del table[net("10.1.0.5/32")]
+        change = speaker.set_routes("192.0.2.1", table)
+        assert change.withdrawn == [net("10.1.0.5/32")] and not change.announced
         gone = await far.expect(Update)
         assert [str(n) for n in gone.withdrawn] == ["10.1.0.5/32"] and not gone.nlri
         far.send(message.encode(RouteRefresh(1, 1)))
         again = [await far.expect(Update) for _ in range(3)]
         assert sum(len(u.nlri) for u in again) == 1999
         listed = speaker.peers["192.0.2.1"].routes()
-        assert len(listed) == 1999 and ("10.1.0.5/32", RouteAttrs()) not in listed
-        assert ("10.1.0.6/32", RouteAttrs()) in listed
+        assert len(listed) == 1999 and (net("10.1.0.5/32"), RouteAttrs()) not in listed
+        assert (net("10.1.0.6/32"), RouteAttrs()) in listed
 
     run(scenario)
 
@@ -210,9 +215,10 @@ def _raw(length: int, msg_type: int, body: bytes = b"") -> bytes:
     (_raw(5000, 2, b"\x00" * 100), 1, 2, (5000).to_bytes(2, "big")),  # oversized
     (_raw(25, 1, b"\x04\xfe\x58\x00\x5a\x0a"), 1, 2, (25).to_bytes(2, "big")),  # short OPEN
     (_raw(19, 7), 1, 3, b"\x07"),                            # unknown type
-    # An UPDATE whose ORIGIN claims to be optional: Attribute Flags Error, data = attribute.
-    (_raw(19 + 4 + 14 + 4, 2, bytes.fromhex("0000000e" "c0010100" "400200" "4003040a000001"
-                                            "18c00002")), 3, 4, bytes.fromhex("c0010100")),
+    # An UPDATE whose NLRI cannot be parsed (a /33): the one UPDATE error in this list
+    # that RFC 7606 §3 (j) still answers with a reset.
+    (_raw(19 + 4 + 14 + 5, 2, bytes.fromhex("0000000e" "40010100" "400200" "4003040a000001"
+                                            "21c0000201")), 3, 10, b""),
 ])
 def test_garbage_after_established(garbage: bytes, code: int, subcode: int, data: bytes) -> None:
     async def scenario(speaker: BgpSpeaker) -> None:
@@ -289,21 +295,53 @@ def test_collision_keeps_connection_of_higher_identifier() -> None:
     run(scenario)
 
 
-def test_revised_error_handling_treats_bad_attributes_as_withdraw() -> None:
+def _update(attrs_hex: str, nlri_hex: str = "18c00002") -> bytes:
+    attrs, nlri = bytes.fromhex(attrs_hex), bytes.fromhex(nlri_hex)
+    body = b"\x00\x00" + len(attrs).to_bytes(2, "big") + attrs + nlri
+    return _raw(19 + len(body), 2, body)
+
+
+MALFORMED_BUT_HANDLED = [
+    _update("40010107" "400200" "4003040a000001"),    # ORIGIN 7
+    _update("c0010100" "400200" "4003040a000001"),    # ORIGIN flagged optional
+    _update("40010100" "400200"),                      # no NEXT_HOP
+    _update("40010100" "4002030701ff" "4003040a000001"),  # AS_PATH segment type 7
+    _update("40010100" "400200" "4003040a000001" "c00706fde90a000001"),  # AGGREGATOR short
+]
+
+
+def test_malformed_updates_are_handled_without_reset(caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 7606 is the default: an UPDATE with a bad ORIGIN, no NEXT_HOP or a broken
+    AS_PATH is treat-as-withdraw, a broken AGGREGATOR attribute discard; the session,
+    and every route sent over it, stays.  Only what RFC 7606 still resets on does."""
     async def scenario(speaker: BgpSpeaker) -> None:
-        add_peer(speaker, "192.0.2.1", revised_error_handling=True)
+        add_peer(speaker, "192.0.2.1")
+        speaker.set_routes("192.0.2.1", {net("198.51.100.7/32"): RouteAttrs()})
         far = await connect(speaker, "192.0.2.1")
         await far.establish()
-        # ORIGIN 7: Invalid ORIGIN, withdrawable -> session stays up.
-        far.send(_raw(19 + 4 + 14 + 4, 2, bytes.fromhex(
-            "0000000e" "40010107" "400200" "4003040a000001" "18c00002")))
-        far.send(message.encode(Keepalive()))
-        await until(lambda: speaker.peers["192.0.2.1"].messages_in >= 4)
+        assert (await far.expect(Update)).nlri == (net("198.51.100.7/32"),)
+        assert {(await far.expect(Update)).end_of_rib() for _ in range(2)} == {(1, 1), (2, 1)}
+        peer = speaker.peers["192.0.2.1"]
+        before = peer.messages_in
+        with caplog.at_level(logging.WARNING, logger="speaker.bgp"):
+            for raw in MALFORMED_BUT_HANDLED:
+                far.send(raw)
+            far.send(message.encode(Keepalive()))
+            await until(lambda: peer.messages_in >= before + len(MALFORMED_BUT_HANDLED) + 1)
         assert state(speaker, "192.0.2.1") == "Established"
-        # An MP_REACH_NLRI marked transitive is not withdrawable: NOTIFICATION 3/4.
-        far.send(_raw(19 + 4 + 13, 2, bytes.fromhex(
-            "0000000d" "40010100" "400200" "400e03000201")))
+        assert peer.peer_end_of_rib == set()  # a withdrawn UPDATE is no End-of-RIB marker
+        handled = [r.getMessage() for r in caplog.records if "RFC 7606" in r.getMessage()]
+        assert len(handled) == len(MALFORMED_BUT_HANDLED), handled
+        assert sum("treat-as-withdraw" in line for line in handled) == 4
+        assert "attribute discard" in handled[-1]
+        # The session still carries our routes both ways: a new one goes out.
+        speaker.set_routes("192.0.2.1", {net("198.51.100.7/32"): RouteAttrs(),
+                                         net("198.51.100.8/32"): RouteAttrs()})
+        assert (await far.expect(Update)).nlri == (net("198.51.100.8/32"),)
+        # An MP_REACH_NLRI marked transitive cannot be handled so: NOTIFICATION 3/4.
+        far.send(_update("40010100" "400200" "400e03000201", ""))
         rest = await far.until_closed()
         assert rest[-1] == Notification(3, 4, bytes.fromhex("400e03000201"))
+        assert state(speaker, "192.0.2.1") == "Idle"
 
     run(scenario)

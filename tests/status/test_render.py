@@ -13,10 +13,10 @@ from types import SimpleNamespace as NS
 
 import pytest
 
+from speaker.api.peer_status import PeerStatus
 from speaker.status import render
 from speaker.status.collect import cni_info, find_conflist
 from speaker.status.model import (
-    BgpSession,
     ClusterStatus,
     CniInfo,
     Interface,
@@ -57,7 +57,8 @@ def node(i: int, peers: tuple[int, ...], speaker: SpeakerState | None = None,
 
 def speaker(*announcements: LbAddress, state: str = "Established") -> SpeakerState:
     return SpeakerState("test", announcements=announcements,
-                        sessions=(BgpSession("10.99.0.1", 65112, 64512, state, 61.0, 1),))
+                        sessions=(PeerStatus("bgp", "10.99.0.1", state, 61.0, 65112, 64512,
+                                             prefixes_advertised=1),))
 
 
 L2 = LbAddress("10.99.0.200", "l2", ("default/web",))
@@ -175,7 +176,8 @@ def test_speaker_api_conversion():
     peers = NS(peers=[
         NS(kind="member", name="node2", state="alive", has_uptime=True, uptime_seconds=3.0,
            peer_asn=0, local_asn=0, prefixes_advertised=0),
-        NS(kind="bgp", name="10.99.0.1", state="Established", has_uptime=True,
+        NS(kind="bgp", name="10.99.0.1", state="Established", has_uptime=True, last_error="",
+           addresses=[],
            uptime_seconds=12.5, peer_asn=65112, local_asn=64512, prefixes_advertised=2)])
     announcements = NS(announcements=[
         NS(address="10.99.0.201", mode="l2", owner="node2", local=False, services=["a/b"],
@@ -187,7 +189,8 @@ def test_speaker_api_conversion():
     state = from_api("unix:///run/s.sock", peers, announcements)
     assert [a.address for a in state.announcements] == ["198.51.100.10", "10.99.0.200"]
     assert state.announcements[1].interfaces == ("eth0",)
-    assert state.sessions == (BgpSession("10.99.0.1", 65112, 64512, "Established", 12.5, 2),)
+    assert state.sessions == (PeerStatus("bgp", "10.99.0.1", "Established", 12.5, 65112, 64512,
+                                         prefixes_advertised=2),)
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 3, 4])

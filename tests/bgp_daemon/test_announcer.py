@@ -1,0 +1,71 @@
+"""BgpAnnouncer without a router: every apply hands each peer its whole desired table
+as `ipaddress` networks, and the peer alone works out what changed.  The peers are
+passive and nothing listens, so no packet leaves the process."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+
+import pytest
+
+from speaker.bgp.peer import PeerConfig, RouteAttrs
+from speaker.bgp_announcer import BgpAnnouncer
+from speaker.bgp_plan import BgpSession
+from speaker.model.communities import BGPCommunity
+from speaker.plan import BGP, Announcement
+
+net = ipaddress.ip_network
+A4, A6 = ipaddress.ip_address("198.51.100.10"), ipaddress.ip_address("2001:db8::10")
+
+
+def session(name: str, address: str) -> BgpSession:
+    return BgpSession(name, PeerConfig(peer_address=address, peer_asn=65112, my_asn=64512,
+                                       router_id="10.0.0.1", passive=True))
+
+
+def route(address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: str,
+          *peers: str, communities: tuple[BGPCommunity, ...] = ()) -> Announcement:
+    return Announcement(address, BGP, services=("default/web",), prefix=net(prefix),
+                        communities=communities, peers=peers)
+
+
+def test_apply_sets_whole_tables_and_logs_what_the_peer_changed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        announcer = BgpAnnouncer()
+        try:
+            await announcer.set_sessions([session("tor-a", "192.0.2.1"),
+                                          session("tor-b", "192.0.2.2")])
+            with caplog.at_level(logging.INFO, logger="speaker.bgp"):
+                await announcer.apply([
+                    route(A4, "198.51.100.10/32", "tor-a", "tor-b"),
+                    route(A6, "2001:db8::10/128", "tor-a"),
+                    # The same prefix twice towards tor-a: one route, communities merged.
+                    route(A4, "198.51.100.10/32", "tor-a",
+                          communities=(BGPCommunity((64512, 100)),)),
+                ])
+            assert announcer.advertised() == {
+                "192.0.2.1": [net("198.51.100.10/32"), net("2001:db8::10/128")],
+                "192.0.2.2": [net("198.51.100.10/32")]}
+            rib = announcer.speaker.peers["192.0.2.1"].rib
+            assert all(isinstance(prefix, ipaddress.IPv4Network | ipaddress.IPv6Network)
+                       for prefix in rib)
+            assert rib[net("198.51.100.10/32")] == RouteAttrs(communities=((64512 << 16) | 100,))
+            lines = [r.getMessage() for r in caplog.records]
+            assert "BGP peer 192.0.2.2: announcing 198.51.100.10/32" in lines
+
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="speaker.bgp"):
+                await announcer.apply([route(A4, "198.51.100.10/32", "tor-a", "tor-b")])
+                await announcer.apply([route(A4, "198.51.100.10/32", "tor-a", "tor-b")])
+            lines = [r.getMessage() for r in caplog.records]
+            # Only the changes, once: the IPv6 route goes, the IPv4 one loses its community.
+            assert lines == ["BGP peer 192.0.2.1: withdrawing 2001:db8::10/128",
+                             "BGP peer 192.0.2.1: announcing 198.51.100.10/32"]
+            assert announcer.advertised()["192.0.2.1"] == [net("198.51.100.10/32")]
+        finally:
+            await announcer.close()
+
+    asyncio.run(scenario())
