@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs what Skein's lab and test suite need on a Debian machine, as root.
+# Installs what Skein's labs and test suite need on a Debian machine, as root:
+# Debian packages, then Skein and its test tools into the project's own virtual
+# environment (.venv; the system interpreter is left alone).
 # Safe to run again: apt and pip skip what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  iproute2 nftables iputils-ping iputils-arping iperf3 tcpdump procps psmisc
-  containernetworking-plugins bird2 gobgpd graphviz python3-pip
-  shellcheck ruby keepalived ndisc6
+  iproute2 nftables iptables conntrack iputils-ping iputils-arping iperf3 tcpdump procps psmisc
+  containernetworking-plugins bird2 gobgpd graphviz python3-venv
+  shellcheck ruby keepalived ndisc6 openssl util-linux
+  # the kube lab: a container runtime per node, images built without a registry
+  containerd runc podman debootstrap patchelf busybox-static gcc libc6-dev
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -15,11 +19,21 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt (unattended upgrades, a second shell) may hold the dpkg lock: wait for it.
+  apt_wait=(-o DPkg::Lock::Timeout=900)
+  apt-get "${apt_wait[@]}" update -qq
+  apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Debian's own python3 refuses system-wide pip installs unless told otherwise;
-# pip versions that do not know the variable ignore it.
-export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-python3 -m pip install -q -e '.[test]'
+# The kube lab builds Kubernetes from its Go modules (lab/kube/build.py).
+if ! go version >/dev/null 2>&1; then
+  echo "host-deps: the kube lab needs Go >= 1.24 on PATH (https://go.dev/doc/install)" >&2
+  exit 1
+fi
+
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+"$VENV/bin/python" -m pip install -q -e '.[test]'
