@@ -77,9 +77,14 @@ def enable_forwarding(version: int) -> None:
     path = ("/proc/sys/net/ipv4/ip_forward" if version == 4
             else "/proc/sys/net/ipv6/conf/all/forwarding")
     try:
-        with open(path, "r+", encoding="ascii") as knob:
-            if knob.read().strip() != "1":
-                knob.seek(0)
-                knob.write("1")
+        # Read first: in a container /proc/sys is read-only, and a node whose
+        # forwarding is already on must not fail for it.
+        with open(path, encoding="ascii") as knob:
+            if knob.read().strip() == "1":
+                return
+        with open(path, "w", encoding="ascii") as knob:
+            knob.write("1")
     except OSError as exc:
-        raise CniError(spec.ERR_IO, f"cannot enable forwarding ({path})", str(exc)) from None
+        raise CniError(spec.ERR_IO, f"cannot enable forwarding ({path}): {exc}",
+                       "turn forwarding on for the node (sysctl -w net.ipv4.ip_forward=1; "
+                       "the skein-node DaemonSet does it at start)") from None

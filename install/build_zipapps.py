@@ -22,9 +22,12 @@ executables carry every module they import outside the standard library:
 Both start with `#!/usr/bin/env -S python3 -I -S`: -I ignores PYTHON*
 variables and the user's site directory, -S skips `site`, which the archives
 do not need (~10-30 ms per exec, depending on the node's .pth files).  `env -S`
-needs coreutils >= 8.30.  The installer (install_cni.py) writes the node's
-python3 into the shebang instead when it can see it (`#!/usr/bin/python3
--IS`, see `node_interpreter`), which saves the exec of `env` on every call.
+needs coreutils >= 8.30.  The installer (install_cni.py) replaces that line:
+by default with the interpreter of the runtime that install/runtime.py builds
+and the installer puts beside the executables (`#!/opt/cni/bin/.skein/
+runtime-DIGEST/bin/python3 -IS`: the node needs no Python), or with the node's
+own python3 (`#!/usr/bin/python3 -IS`, see `node_interpreter`), which also
+saves the exec of `env` on every call.
 
 Nothing outside the standard library goes in: a node's python3 has nothing
 of ours pip-installed, and a compiled extension could not load into another
@@ -65,6 +68,9 @@ DIRECT_OPTIONS = "-IS"
 # (containerd's default), so `env` finds the same python3 that
 # `node_interpreter` would.
 RUNTIME_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+# The interpreter inside the node runtime that install/runtime.py builds (and
+# install_cni.py installs as ROOT/opt/cni/bin/.skein/runtime-DIGEST/).
+RUNTIME_PYTHON = "bin/python3"
 FASTPATH = "cni_plugin/fastpath.py"  # inlined into the launchers
 LAUNCHER_MAIN = """
 

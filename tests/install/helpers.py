@@ -56,6 +56,18 @@ def node_env(**cni: str) -> dict[str, str]:
     return {"PATH": NODE_PATH, **cni}
 
 
+def tools_path(directory: Path, *tools: str) -> str:
+    """A PATH of one directory holding links to `tools` (found on NODE_PATH) and
+    nothing else: no python3 for a plugin to fall back on."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool, path=NODE_PATH)
+        assert found, f"{tool} is not installed: run install/host-deps.sh"
+        (directory / tool).symlink_to(found)
+    assert shutil.which("python3", path=str(directory)) is None
+    return str(directory)
+
+
 _IMPORT = re.compile(r"^import '([^']+)' # (.*)$")
 
 
@@ -77,11 +89,18 @@ def startup_modules(python: str, *options: str) -> set[str]:
     return set(module_loaders(proc.stderr))
 
 
-def assert_self_contained(verbose_stderr: str, archive: Path, python: str) -> dict[str, str]:
+def assert_self_contained(verbose_stderr: str, archive: Path, python: str,
+                          runtime: Path | None = None) -> dict[str, str]:
     """Every module a run imported, beyond the interpreter's own start-up, is the
     standard library's or was loaded from `archive` by zipimport; returns the
-    loaders for further checks."""
+    loaders for further checks.  With `runtime` (a bundled runtime, whose
+    interpreter `python` is), every compiled or extension module the run loaded
+    came from that runtime or from `archive`: none from the machine's Python."""
     loaders = module_loaders(verbose_stderr)
+    if runtime is not None:
+        runtime_builder = sys.modules.get("skein_install_runtime") or load_script("runtime")
+        stray = runtime_builder.outside(verbose_stderr, [runtime.resolve(), archive.resolve()])
+        assert not stray, f"loaded from outside {runtime} and {archive}: {stray}"
     assert loaders, "no import lines: was the interpreter run with -v?"
     stdlib = set(sys.stdlib_module_names)
     baseline = startup_modules(python)

@@ -255,10 +255,17 @@ def test_node_daemonset():
     spec = pod("DaemonSet", "skein-node")
     assert spec["hostNetwork"] is True
     assert {"operator": "Exists"} in spec["tolerations"]
-    (init,) = spec["initContainers"]
+    forwarding, init = spec["initContainers"]
     (agent,) = spec["containers"]
+    # Only the container that writes /proc/sys is privileged, and it runs one command.
+    assert forwarding["securityContext"] == {"privileged": True}
+    assert "ip_forward" in forwarding["command"][-1]
     assert capabilities(init) == (["ALL"], [])
-    assert capabilities(agent) == (["ALL"], ["NET_ADMIN"])
+    # The fast path: veths (NET_ADMIN), setns into the pod's netns (SYS_ADMIN), nft.
+    assert capabilities(agent) == (["ALL"], ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"])
+    agent_mounts = {m["mountPath"]: m for m in agent["volumeMounts"]}
+    assert agent_mounts["/run/netns"]["mountPropagation"] == "HostToContainer"
+    assert {"/run/skein", "/var/lib/cni", "/etc/cni/net.d"} <= set(agent_mounts)
     for container in (init, agent):
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert "privileged" not in container["securityContext"]
@@ -266,13 +273,12 @@ def test_node_daemonset():
                                                                     "spec.nodeName"}}
     volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
-    # install_cni.py --root=/host writes ROOT/opt/cni/bin and ROOT/etc/cni/net.d,
-    # and looks for the node's python3 under ROOT/usr (--python auto), read-only.
+    # install_cni.py --root=/host writes ROOT/opt/cni/bin and ROOT/etc/cni/net.d; the
+    # shebangs name the node's own paths (--bin-dir), which these hostPaths are.
     assert "--root=/host" in init["command"]
-    assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d",
-                      "/host/usr": "/usr"}
-    assert [m.get("readOnly", False) for m in init["volumeMounts"]
-            if m["mountPath"] == "/host/usr"] == [True]
+    assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d"}
+    assert "--bin-dir=/opt/cni/bin" in init["command"]
+    assert "--conf-dir=/etc/cni/net.d" in init["command"]
     assert init["command"][:2] == ["python3", "/usr/local/lib/skein/install_cni.py"]
     assert "--node=$(NODE_NAME)" in init["command"]
     assert agent["command"][0] == "skein-agent" and "--node=$(NODE_NAME)" in agent["command"]
@@ -293,7 +299,8 @@ def test_speaker_and_controller():
     assert speaker["hostNetwork"] is True
     (container,) = speaker["containers"]
     assert capabilities(container) == (["ALL"], ["NET_ADMIN", "NET_RAW"])
-    assert container["command"] == ["skein-speaker", "--node=$(NODE_NAME)", "--in-cluster"]
+    assert container["command"] == ["skein-speaker", "--node=$(NODE_NAME)", "--in-cluster",
+                                    "--api-socket=/run/skein/speaker.sock"]
     assert env_sources(container)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     # --namespace of the speakers' Leases defaults to it.
     assert env_sources(container)["POD_NAMESPACE"] == {"fieldRef": {
@@ -328,7 +335,7 @@ def test_commands_parse_with_the_daemons_own_parsers():
     from speaker.main import parser as speaker_parser
 
     node = pod("DaemonSet", "skein-node")
-    (init,) = node["initContainers"]
+    _, init = node["initContainers"]
     installer = load_script("install_cni").build_parser().parse_args(
         expand(init["command"][2:], init))
     assert (installer.node, installer.root, installer.underlay_device) == (
