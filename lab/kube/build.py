@@ -55,7 +55,7 @@ COREDNS_VERSION = "v1.12.1"
 CACHE_ENV = "SKEIN_LAB_CACHE"
 DEFAULT_CACHE = "/var/cache/skein-lab"
 # Bump when the build steps change in a way that the hashed inputs below do not show.
-SCHEMA = 2
+SCHEMA = 3
 
 CORE_COMPONENTS = (
     "kube-apiserver",
@@ -85,6 +85,7 @@ GO_LDFLAGS = "-s -w"
 WRAPPER_MODULE = "skein.local/lab/kube"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 PAUSE_SOURCE = "build/pause/linux/pause.c"
+AGNHOST_VERSION_FILE = "test/images/agnhost/VERSION"
 HEARTBEAT_SECONDS = 30.0
 STAMP = "stamp.json"
 
@@ -619,7 +620,7 @@ def _locked(root: Path, name: str) -> Iterator[None]:
 
 def _remove_leftovers(root: Path, name: str) -> None:
     """Remove what an interrupted build of `name` left (only called with the lock held)."""
-    for prefix in (f".tmp-{name}-", f".old-{name}-"):
+    for prefix in (f".{name}.tmp-", f".{name}.old-"):
         for path in root.glob(prefix + "*"):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -628,7 +629,7 @@ def _install(tmp: Path, final: Path) -> None:
     """Put a finished build in place: the old one aside, the new one in, the old one gone."""
     old = None
     if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.rename(final, old)
     os.rename(tmp, final)
     if old is not None:
@@ -650,8 +651,9 @@ def _ensure(
         if stamp_valid(final, key, binaries):  # another process built it while we waited
             return final / "bin"
         _remove_leftovers(root, name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the binaries from other users
             (tmp / "bin").mkdir()
             info = build(tmp)
             write_stamp(tmp, key, info)
@@ -806,13 +808,15 @@ def _build_e2e(tmp: Path, root: Path, log: Log) -> dict[str, Any]:
     seconds["e2e.test"] = time.monotonic() - t0
     log(f"e2e.test: done in {_elapsed(t0)}")
 
+    # The e2e suite names the agnhost image by this tag; upstream's Makefile stamps it in.
+    agnhost_version = (up.dir / AGNHOST_VERSION_FILE).read_text().strip()
     seconds["agnhost"] = _go_build(
         log,
         "agnhost",
         work,
         bin_dir / "agnhost",
         ["k8s.io/kubernetes/test/images/agnhost"],
-        up.ldflags(),
+        f"{up.ldflags()} -X main.Version={agnhost_version}",
     )
 
     coredns = module_info("github.com/coredns/coredns", COREDNS_VERSION, tmp, log)
