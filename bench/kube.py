@@ -101,18 +101,19 @@ class Bench:
         from kubernetes import watch
 
         running: dict[str, str] = {}
-        w = watch.Watch()
         deadline = time.monotonic() + timeout
-        for event in w.stream(self.core.list_namespaced_pod, NS, label_selector=selector,
-                              timeout_seconds=int(timeout)):
-            pod = event["object"]
-            if pod.status.phase == "Running" and pod.status.pod_ip:
-                running[pod.metadata.name] = pod.status.pod_ip
-            if len(running) >= count:
-                w.stop()
-                return time.monotonic() - since, list(running.values())
-            if time.monotonic() > deadline:
-                break
+        # A watch may end early (the API server closes it, a connection drops): a
+        # new one starts from a fresh list, which holds every pod seen so far.
+        while time.monotonic() < deadline:
+            w = watch.Watch()
+            for event in w.stream(self.core.list_namespaced_pod, NS, label_selector=selector,
+                                  timeout_seconds=max(1, int(deadline - time.monotonic()))):
+                pod = event["object"]
+                if pod.status.phase == "Running" and pod.status.pod_ip:
+                    running[pod.metadata.name] = pod.status.pod_ip
+                if len(running) >= count:
+                    w.stop()
+                    return time.monotonic() - since, list(running.values())
         raise SystemExit(f"timed out: {len(running)}/{count} pods Running ({selector})")
 
     def clean(self) -> None:

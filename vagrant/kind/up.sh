@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates the kind cluster of kind-config.yaml and installs Skein into it: builds
-# the image (unless SKIP_BUILD=1), makes sure every node has python3 and
-# nftables (Skein's CNI executables run on the node), loads the image into the
-# nodes, applies install/manifests, and adds an L2 pool from the end of the
+# the image (unless SKIP_BUILD=1), loads it into the nodes, applies
+# install/manifests (the DaemonSet installs the CNI executables with the Python
+# runtime they run on: kind's node image has no python3 and needs none), and
+# adds an L2 pool from the end of the
 # "kind" container network.  Safe to run again.
 #   vagrant/kind/up.sh            # ENGINE=podman for podman (kind's podman provider)
 set -euo pipefail
@@ -24,16 +25,6 @@ fi
 if ! kind get clusters | grep -qx "$CLUSTER"; then
   kind create cluster --name "$CLUSTER" --config vagrant/kind/kind-config.yaml
 fi
-
-for node in $(kind get nodes --name "$CLUSTER"); do
-  "$ENGINE" exec "$node" sh -c '
-    if ! command -v python3 >/dev/null || ! command -v nft >/dev/null; then
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq --no-install-recommends python3 nftables >/dev/null
-    fi
-    python3 -c "import sys; sys.exit(sys.version_info < (3, 11))"'
-done
 
 archive=$(mktemp --suffix=.tar)
 trap 'rm -f "$archive"' EXIT
