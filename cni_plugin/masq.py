@@ -7,6 +7,11 @@ attachments the runtime no longer knows, and rules Skein did not write are
 never touched.  Traffic to multicast stays unmasqueraded, as in the
 reference plugin.  `nft` is executed (one transaction per change) rather than
 linked, which keeps the plugin free of a netfilter library.
+
+This is `skein` without skein-agent, as the reference `bridge` plugin.  The
+conflist of a node with the agent leaves `ipMasq` off: the agent masquerades
+for the whole node with one rule set (cni_plugin/agent/masquerade.py), and no
+ADD or DEL runs `nft`.
 """
 
 from __future__ import annotations

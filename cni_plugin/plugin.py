@@ -26,7 +26,11 @@ from cni_plugin.skel import Request
 from cni_plugin.spec import CniError
 
 if TYPE_CHECKING:  # host.py brings the netlink modules: only the commands load them
+    from cni_plugin.config import VxlanConf
     from cni_plugin.host import ColdHost
+    from cni_plugin.netlink import Link, RouteSocket
+
+    OverlayDevice = Callable[[RouteSocket, VxlanConf], Link]
 
 
 def _gateway_for(address: str) -> str:
@@ -81,12 +85,16 @@ def agent_unreachable(conf: NetConf) -> str | None:
 
 class SkeinPlugin:
     """Implements cni_plugin.skel.Plugin.  `readiness` returns why the node
-    cannot take pods now, or None; the agent passes its own check."""
+    cannot take pods now, or None; the agent passes its own check.  `overlay`
+    gives the VXLAN device of a config with a `vxlan` section: by default
+    `vxlan.ensure_device`, which verifies it from scratch; the agent, which
+    owns the device, passes what it already knows (vxlan.KnownDevice)."""
 
     def __init__(self, readiness: Callable[[NetConf], str | None] = agent_unreachable,
-                 host: ColdHost | None = None) -> None:
+                 host: ColdHost | None = None, overlay: OverlayDevice | None = None) -> None:
         self.readiness = readiness
         self._host = host
+        self._overlay = overlay
 
     @property
     def host(self) -> ColdHost:
@@ -143,7 +151,7 @@ class SkeinPlugin:
             if conf.vxlan is not None:
                 from cni_plugin import vxlan
 
-                overlay = vxlan.ensure_device(host, conf.vxlan)
+                overlay = (self._overlay or vxlan.ensure_device)(host, conf.vxlan)
                 mtu = mtu or overlay.mtu
             br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
             host_veth = veth.create_pair(host, veth.host_veth_name(req.container_id, req.ifname),
@@ -189,7 +197,7 @@ class SkeinPlugin:
 
     def delete(self, req: Request) -> None:
         conf = parse_netconf(req.config)
-        # The lease goes while the kernel takes its time over the veth (~20 ms).
+        # The lease goes while the kernel takes the veth pair down.
         ipam = Background(lambda: exec_ipam(req, "DEL"))
         links_error: BaseException | None = None
         try:
@@ -220,7 +228,18 @@ class SkeinPlugin:
 
     @staticmethod
     def _delete_pod_link(req: Request) -> None:
-        from cni_plugin import netlink, netns
+        """Delete the pod's interface, and with it the node end of the pair.
+
+        The kernel takes both ends out of their namespaces at once, and then
+        waits for an RCU barrier before it acknowledges the request: most of
+        the time a DEL spends in the kernel comes after the pair is gone.  So
+        the request runs in a thread of its own, and DEL returns as soon as
+        the node end's name no longer resolves (or the request has failed or
+        finished): the runtime is then free to remove the namespace, and a
+        new ADD of the same attachment to create the same names.  The agent
+        answers meanwhile while the thread waits for the acknowledgement; an
+        executable's process ends only when the thread has it."""
+        from cni_plugin import netlink, netns, veth
 
         try:
             fd = netns.open_netns(req.netns)
@@ -231,14 +250,33 @@ class SkeinPlugin:
         try:
             with netns.entered_fd(fd):
                 pod = netlink.open_route_socket()
-            try:
-                link = netlink.get_link(pod, req.ifname)
-                if link is not None:
-                    netlink.delete_link(pod, link.index)
-            finally:
-                pod.close()
         finally:
             os.close(fd)
+        try:
+            link = netlink.get_link(pod, req.ifname)
+        except BaseException:
+            pod.close()
+            raise
+        if link is None:
+            pod.close()
+            return
+        host_name = veth.host_veth_name(req.container_id, req.ifname)
+        peer = netlink.link_index(host_name)  # this thread is in the node's namespace
+
+        def delete() -> None:
+            try:
+                netlink.delete_link(pod, link.index)
+            finally:
+                pod.close()
+
+        deletion = Background(delete)
+        if peer is None or peer != link.peer_index:
+            deletion.result()  # not the pair ADD made: nothing to watch
+            return
+        while not deletion.finished(_UNLIST_POLL):
+            if netlink.link_index(host_name) != peer:
+                return  # the pair is gone; the kernel's acknowledgement may follow later
+        deletion.result()
 
     def check(self, req: Request) -> None:
         conf = parse_netconf(req.config)
@@ -267,6 +305,10 @@ class SkeinPlugin:
             masq.collect_garbage(conf.name, valid_attachments(req.config))
 
 
+# How often a DEL looks whether the kernel has taken the veth pair out yet.
+_UNLIST_POLL = 0.0002
+
+
 class Background:
     """`work()` in a thread of its own; `result()` waits and returns its value
     or raises its exception.  A bare thread, not concurrent.futures: the
@@ -283,6 +325,11 @@ class Background:
             self._value = work()
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
             self._error = exc
+
+    def finished(self, timeout: float) -> bool:
+        """Whether `work()` has returned or raised, waiting up to `timeout` s."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def result(self) -> Any:
         self._thread.join()

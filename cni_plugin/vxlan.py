@@ -10,12 +10,20 @@ The device's MTU is the underlay's minus 50 bytes of VXLAN/UDP/IPv4/Ethernet
 encapsulation; the bridge and pod veths inherit it when the config sets none.
 Both the agent and (if the device is missing at ADD time) the plugin create
 it with the same parameters; the loser of a creation race uses the winner's.
+
+The agent owns the device: it makes sure of it at start and on every resync,
+so an ADD it serves does not verify it from scratch (underlay route and
+address, the device's parameters: four netlink round trips).  `KnownDevice`
+holds the device the agent last made sure of, and an ADD only checks that the
+name still has that ifindex (an ioctl); a device that is gone, or was
+replaced, goes through `ensure_device` again.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import threading
 from dataclasses import dataclass
 
 from cni_plugin import netlink, rtnl, spec
@@ -136,3 +144,32 @@ def ensure_device(ipr: RouteSocket, conf: VxlanConf, recreate: bool = False) -> 
     if not link.up:
         netlink.set_up(ipr, link.index)
     return link
+
+
+class KnownDevice:
+    """The VXLAN device as the agent last made sure of it, per configuration
+    (a cached fact, checked cheaply: see the module doc).  Thread-safe: the
+    agent's fast path workers share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._links: dict[VxlanConf, Link] = {}
+
+    def remember(self, conf: VxlanConf, link: Link) -> None:
+        with self._lock:
+            self._links[conf] = link
+
+    def forget(self) -> None:
+        with self._lock:
+            self._links.clear()
+
+    def device(self, ipr: RouteSocket, conf: VxlanConf) -> Link:
+        """The device for `conf`: the known one while its name still has the
+        same ifindex in this thread's namespace, else `ensure_device`'s."""
+        with self._lock:
+            known = self._links.get(conf)
+        if known is not None and netlink.link_index(conf.device) == known.index:
+            return known
+        link = ensure_device(ipr, conf)
+        self.remember(conf, link)
+        return link

@@ -152,3 +152,39 @@ def node(netns_factory: Any) -> Netns:
 @pytest.fixture
 def cni(node: Netns, cni_path: str) -> CniRunner:
     return CniRunner(node, cni_path)
+
+
+# -- the kube tiers: their builds start first and run while the other tiers do --
+KUBE_TIERS = ("tests/kube_lab/",)
+_prepare: subprocess.Popen[bytes] | None = None
+
+
+def _is_kube(item: pytest.Item) -> bool:
+    path = str(item.path)
+    return any(f"/{tier}" in path for tier in KUBE_TIERS)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """The real-cluster tiers last (their one-time Kubernetes build is the longest
+    step of a fresh run), and that build started now, in the background, so that
+    it overlaps everything else; the tiers' fixtures wait on the cache's lock."""
+    global _prepare
+    kube = [i for i in items if _is_kube(i)]
+    if not kube:
+        return
+    items[:] = [i for i in items if not _is_kube(i)] + kube
+    if _prepare is None and not os.environ.get("SKEIN_KUBE_LAB"):
+        import sys
+
+        log = open(os.path.join(config.rootpath, ".kube-prepare.log"), "ab")  # noqa: SIM115
+        _prepare = subprocess.Popen(
+            [sys.executable, "-m", "lab.kube.prepare",
+             *(["--with-e2e"] if any("e2e" in i.nodeid for i in kube) else [])],
+            cwd=config.rootpath, stdout=log, stderr=subprocess.STDOUT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _prepare is not None and _prepare.poll() is None:
+        _prepare.terminate()
+        _prepare.wait()

@@ -4,6 +4,12 @@ It reconciles whenever the source publishes a new state and every `resync`
 seconds regardless (so an entry someone deleted by hand comes back).  It never
 flushes on start: a restarted agent finds its own entries already right and
 changes nothing, so traffic does not notice the restart.
+
+It also keeps the node's masquerade rule set (masquerade.py): written at start,
+from the agent's own configuration (the cluster's pod network), checked on
+every resync, left in place when the agent stops.  And it remembers the VXLAN
+device it made sure of, so the ADDs it serves do not verify it again
+(vxlan.KnownDevice).
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from cni_plugin import ipam_exec, netlink, vxlan
 from cni_plugin.agent import kernel
 from cni_plugin.agent.fastpath_server import FastPathServer
+from cni_plugin.agent.masquerade import Nft, NodeMasquerade
 from cni_plugin.agent.peers import Topology, select_peers
 from cni_plugin.agent.plan import Entries, desired_entries, diff, owned_fdbs
 from cni_plugin.config import NetConf, VxlanConf
@@ -40,15 +49,26 @@ class AgentConfig:
     resync: float = 10.0
     socket_path: str | None = "/run/skein/agent.sock"  # None: no fast path
     overlay: bool = True  # False: serve the fast path only (no VXLAN, no peers)
+    ip_masq: bool = True  # the node masquerades pod traffic leaving cluster_cidrs
     fault_pause: float = 0.0  # tests: pause before answering a fast path request
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, source: Source | None) -> None:
+    """`nft` runs the masquerade rule set's commands (default: the nft binary;
+    tests pass masquerade.FakeNft)."""
+
+    def __init__(self, config: AgentConfig, source: Source | None,
+                 nft: Nft | None = None) -> None:
         self.config = config
         self.source = source
         self.fastpath: FastPathServer | None = None
         self.warm_host = WarmHost()
+        self.vxlan_device = vxlan.KnownDevice()
+        # Only an overlay agent is the node's agent; --no-overlay serves the
+        # fast path and leaves the node's netfilter alone.
+        self.masquerade = (NodeMasquerade(config.cluster_cidrs if config.ip_masq else (), nft)
+                           if config.overlay else None)
+        self._masquerade_problem: str | None = None
         self.stop_event = threading.Event()
         self._last_problems: tuple[str, ...] = ()
         self.topology: Topology | None = None
@@ -58,6 +78,7 @@ class Agent:
         ipr = kernel.IPRoute()
         try:
             device = vxlan.ensure_device(sock, self.config.vxlan, recreate=True)
+            self.vxlan_device.remember(self.config.vxlan, device)
             neighs_routes, fdbs = kernel.observe(ipr, device.index)
             mac_of = {n.address: n.mac for n in neighs_routes.neighs}
             topo = select_peers(state.nodes, self.config.node,
@@ -88,15 +109,21 @@ class Agent:
         if topo.own_cidrs:
             self.write_conflist([str(c) for c in topo.own_cidrs], mtu)
 
-    def write_conflist(self, own_cidrs: list[str], mtu: int) -> None:
-        conf = node_conflist(own_cidrs, data_dir=self.config.ipam_data_dir,
+    def conflist(self, own_cidrs: list[str], mtu: int) -> dict[str, Any]:
+        """The node's conflist: masquerading is this agent's (the plugin's own
+        ipMasq off), the fast path is named when it is served."""
+        return node_conflist(own_cidrs, data_dir=self.config.ipam_data_dir,
                              cluster_cidrs=list(self.config.cluster_cidrs), mtu=mtu,
                              vxlan={"vni": self.config.vxlan.vni,
                                     "port": self.config.vxlan.port,
                                     "device": self.config.vxlan.device,
                                     **({"underlayDevice": self.config.vxlan.underlay_device}
                                        if self.config.vxlan.underlay_device else {})},
-                             agent_socket=self.config.socket_path)
+                             ip_masq=self.config.ip_masq, agent_socket=self.config.socket_path,
+                             agent_masquerades=True)
+
+    def write_conflist(self, own_cidrs: list[str], mtu: int) -> None:
+        conf = self.conflist(own_cidrs, mtu)
         path = os.path.join(self.config.cni_conf_dir, CONFLIST_NAME)
         if write_atomically(path, conf):
             log.info("wrote %s (pod subnets %s, MTU %d)", path, ", ".join(own_cidrs), mtu)
@@ -109,6 +136,23 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - a daemon logs and keeps serving
             log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
             log.debug("reconcile failure", exc_info=True)
+
+    def sync_masquerade(self) -> None:
+        """The node's masquerade rule set made true; a failure is logged (once
+        until it changes) and retried on the next resync."""
+        if self.masquerade is None:
+            return
+        try:
+            self.masquerade.sync()
+            problem = None
+        except Exception as exc:  # noqa: BLE001 - a daemon logs and keeps serving
+            problem = str(exc)
+        if problem != self._masquerade_problem:
+            if problem:
+                log.error("masquerade: %s", problem)
+            elif self._masquerade_problem:
+                log.info("masquerade: in place again")
+            self._masquerade_problem = problem
 
     def readiness(self, conf: NetConf) -> str | None:
         """STATUS as the agent sees it: an overlay node is ready once its own pod
@@ -132,22 +176,28 @@ class Agent:
         spares, cache = Spares(), LeaseCache()
         ipam_exec.IN_PROCESS["skein-ipam"] = lambda: HostLocalIpam(spares, cache)
         warm = self.warm_host
+        overlay = self.vxlan_device.device
         self.fastpath = FastPathServer(self.config.socket_path,
-                                       lambda: SkeinPlugin(readiness=self.readiness, host=warm),
+                                       lambda: SkeinPlugin(readiness=self.readiness, host=warm,
+                                                           overlay=overlay),
                                        pause_before_reply=self.config.fault_pause,
                                        after_reply=spares.replenish)
         self.fastpath.start()
 
     def run(self) -> None:
+        # Before the first pod: the rule set depends on this agent's flags only.
+        self.sync_masquerade()
         self.start_fastpath()
         try:
             if self.source is None:
                 while not self.stop_event.wait(self.config.resync):
                     self.warm_host.forget()
+                    self.vxlan_device.forget()  # no reconcile here re-checks it
                 return
             self.source.start()
             state = self.source.snapshot()
             self.reconcile_safely(state)
+            checked = time.monotonic()
             while not self.stop_event.is_set():
                 self.warm_host.forget()  # re-check bridge and gateways once per resync
                 newer = self.source.wait_for_change(state.revision, timeout=self.config.resync)
@@ -155,6 +205,10 @@ class Agent:
                     break
                 state = newer or self.source.snapshot()
                 self.reconcile_safely(state)
+                if time.monotonic() - checked >= self.config.resync:
+                    # Once per resync, not on every change of the cluster's Nodes.
+                    self.sync_masquerade()
+                    checked = time.monotonic()
             self.source.close()
         finally:
             if self.fastpath is not None:

@@ -147,3 +147,29 @@ def test_masquerade_to_the_outside(cni, netns_factory, node, tmp_path):
     pod = netns_factory("p")
     assert cni.call("skein", "ADD", conf, container_id="c1", netns=pod.path).code == 0
     assert tcp_source_seen(outside, "192.0.2.2", pod, "192.0.2.2") == "192.0.2.1"
+
+
+def test_del_then_add_again_at_once(cni, netns_factory, node, tmp_path):
+    """DEL answers once the pair is gone from both namespaces (the kernel's
+    acknowledgement may come later): the same attachment can be added again
+    right away, and nothing is left behind."""
+    conf = netconf(str(tmp_path))
+    pod = netns_factory("p")
+    for _ in range(3):
+        res = cni.call("skein", "ADD", conf, container_id="c1", netns=pod.path)
+        assert res.code == 0, res.stdout + res.stderr
+        assert cni.call("skein", "DEL", conf, container_id="c1", netns=pod.path).code == 0
+        assert "eth0" not in pod.ip("link").stdout
+        assert host_veths(node) == []
+    assert lease_files(str(tmp_path)) == []
+
+
+def test_del_removes_an_interface_add_did_not_make(cni, netns_factory, node, tmp_path):
+    """A pod interface whose node end has another name than ADD gives it:
+    DEL still deletes it, waiting for the kernel as before."""
+    conf = netconf(str(tmp_path))
+    pod = netns_factory("p")
+    node.ip("link", "add", "other0", "type", "veth", "peer", "name", "eth0", "netns", pod.name)
+    assert cni.call("skein", "DEL", conf, container_id="c1", netns=pod.path).code == 0
+    assert "eth0" not in pod.ip("link").stdout
+    assert "other0" not in node.ip("link").stdout

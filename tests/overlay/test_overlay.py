@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab.cluster import Lab, leftovers
+from lab.cluster import Lab, leftovers, scripts_dir
 from lab.netns import Netns
 from lab.speakers import poll
 from lab.traffic import ping, tcp_source_seen
@@ -153,6 +153,39 @@ def test_entries_the_agent_did_not_create_are_left_alone(lab):
     entries = overlay_entries(n1)
     assert "192.0.2.0/24" in n1.ns.ip("route").stdout
     assert "192.0.2.9" in entries["neigh"] and "10.99.0.99" in entries["fdb"]
+
+
+def nft_tables(node) -> list[str]:
+    return node.ns.run("nft", "list", "tables").stdout.splitlines()
+
+
+def test_the_node_masquerades_what_leaves_the_cluster_past_the_agent(lab):
+    """One rule set per node, the agent's (ADD ran no nft: no pod has rules of
+    its own); kept true on resync, left in place when the agent stops,
+    removed by `skein-agent --uninstall`."""
+    n1 = lab.nodes["node1"]
+    pod = n1.pods["p0"]
+    assert n1.conflist()["plugins"][0]["ipMasq"] is False
+    assert nft_tables(n1) == ["table inet skein"]
+    rules = n1.ns.run("nft", "list", "table", "inet", "skein").stdout
+    cidr = lab.cluster_cidr
+    assert f"ip saddr {cidr} ip daddr != {{ {cidr}, 224.0.0.0/4 }} masquerade" in rules
+    outside = lab.add_client("out", 200)
+    address = lab.host(200)
+    assert tcp_source_seen(outside, address, pod.ns, address, port=7200) == n1.underlay_ip
+    # Removed by hand: back within a resync.
+    n1.ns.run("nft", "flush", "chain", "inet", "skein", "postrouting")
+    wait_until(lambda: "masquerade" in n1.ns.run("nft", "list", "table", "inet",
+                                                 "skein").stdout,
+               what="the masquerade rule to come back")
+    lab.stop_agent(n1)
+    assert nft_tables(n1) == ["table inet skein"]
+    assert tcp_source_seen(outside, address, pod.ns, address, port=7201) == n1.underlay_ip
+    agent = os.path.join(scripts_dir(), "skein-agent")
+    assert "removed table inet skein" in n1.ns.run(agent, "--uninstall").stdout
+    assert nft_tables(n1) == []
+    outside.ip("route", "add", str(cidr), "via", n1.underlay_ip)  # answers reach the pod
+    assert tcp_source_seen(outside, address, pod.ns, address, port=7202) == pod.address()
 
 
 def test_add_creates_the_vxlan_device_when_no_agent_runs(tag):
