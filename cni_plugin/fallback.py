@@ -12,14 +12,20 @@ from cni_plugin import attachment, fastpath, spec
 from cni_plugin.skel import Plugin, dispatch, error_version
 from cni_plugin.spec import CniError
 
+# How long to wait for an agent still working on this attachment: with the
+# fast path's own waits (fastpath.py) well within kubelet's 2 min runtime timeout.
+LOCK_TIMEOUT = 30.0
+
 
 def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str]:
-    """The agent took the request and died (or hung): wait until it no longer
-    holds the attachment, undo what it may have done, then do it ourselves."""
+    """The agent took the request and died, hung, or never picked it up: wait
+    until it no longer holds the attachment, undo what it may have done, then do
+    it ourselves.  The connection is closed by now, so an agent that picks the
+    request up later drops it (cni_plugin/agent/fastpath_server.py)."""
     socket_path = fastpath.agent_socket(stdin) or ""
     container_id = os.environ.get("CNI_CONTAINERID", "")
     ifname = os.environ.get("CNI_IFNAME", "")
-    fd = attachment.lock(socket_path, container_id, ifname)
+    fd = attachment.lock(socket_path, container_id, ifname, timeout=LOCK_TIMEOUT)
     if fd is None:
         err = CniError(spec.ERR_TRY_AGAIN_LATER,
                        "skein-agent stopped answering and still holds this attachment",

@@ -25,16 +25,28 @@ nothing imported at module level that `python3 -I -S` has not already loaded
 Failure modes, and why each is safe:
 - no socket, or nobody accepts within CONNECT_TIMEOUT: the agent is not
   there; `skein` does the work itself exactly as before (`forward` -> None).
-- the agent accepted the request and then died or went silent: it may have
-  done part of an ADD.  `forward` -> PARTIAL; the caller takes the
-  attachment's lock (cni_plugin/attachment.py: the agent held it while
-  working, and the kernel released it when the agent died), undoes whatever
-  was done (DEL is idempotent) and does the command itself.  Nothing is
-  leaked and nothing is done twice.
+- the agent does not say it took the request (ACK) within ACCEPT_TIMEOUT
+  (stopped, as by SIGSTOP, or every worker busy), or gives no answer within
+  REPLY_TIMEOUT after that, or died: `forward` -> PARTIAL.  The caller takes
+  the attachment's lock (cni_plugin/attachment.py: the agent holds it while
+  working, and the kernel releases it when the agent dies), undoes whatever
+  may have been done (DEL is idempotent) and does the command itself.  The
+  agent acts on a request only while it holds that lock and after checking,
+  once it holds it, that the client is still connected, and the client closes
+  its connection before it takes the lock: so a request whose client has gone
+  is never applied late (an agent that resumes after SIGCONT drops the stale
+  requests queued meanwhile), and nothing is done twice.
+- the whole of it fits kubelet's runtime timeout (2 min by default): at most
+  CONNECT_TIMEOUT + ACCEPT_TIMEOUT + REPLY_TIMEOUT here, then the fallback's
+  own bounded wait for the lock (cni_plugin/fallback.py) and the work.
 
-Wire format (all integers big-endian u32):
+Wire format (all integers big-endian u32; MAGIC names the version, an agent of
+another version closes the connection, which ends in the fallback):
   request  MAGIC, len(env) env, len(stdin) stdin    env = b"K=V\\0K=V\\0..."
+  ack      ACK (one byte: the agent read the request and works on it)
   reply    exit code, len(stdout) stdout
+A request larger than MAX_ENV / MAX_STDIN is not sent: the agent would refuse
+it, and a real network config is a few kilobytes.
 """
 
 import _socket
@@ -46,10 +58,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 CONNECT_TIMEOUT = 0.5
-REPLY_TIMEOUT = 120.0
-MAX_FRAME = 16 * 1024 * 1024
+ACCEPT_TIMEOUT = 3.0
+REPLY_TIMEOUT = 45.0
+MAX_ENV = 64 * 1024
+MAX_STDIN = 1024 * 1024
+MAX_FRAME = MAX_STDIN  # a reply's stdout
 PARTIAL = "partial"
-MAGIC = b"SKN1"
+MAGIC = b"SKN2"
+ACK = b"\xac"  # never the first byte of a reply (an exit code's high byte)
 _KEY = b'"agentSocket"'
 
 
@@ -95,22 +111,40 @@ def recv_exact(sock: _socket.socket, size: int) -> bytes:
 
 
 def recv_request(sock: _socket.socket) -> tuple[dict[str, str], bytes]:
-    """One request; the client sends it whole, so one recv(2) mostly suffices."""
+    """One request; the client sends it whole, so one recv(2) mostly suffices.
+    ValueError for one that is not a request or larger than the limits (told
+    as soon as its header says so, before the rest is read)."""
     data = sock.recv(65536)
 
     def upto(size: int) -> bytes:
         return data if len(data) >= size else data + recv_exact(sock, size - len(data))
 
     data = upto(8)
+    if data[:4] != MAGIC:
+        raise ValueError("not a skein fast path request (or another version's)")
     env_size = int.from_bytes(data[4:8], "big")
-    if env_size > MAX_FRAME:
+    if env_size > MAX_ENV:
         raise ValueError("request too large")
     data = upto(8 + env_size + 4)
     stdin_size = int.from_bytes(data[8 + env_size:12 + env_size], "big")
-    if stdin_size > MAX_FRAME:
+    if stdin_size > MAX_STDIN:
         raise ValueError("request too large")
     data = upto(12 + env_size + stdin_size)
     return decode_request(data)
+
+
+def recv_reply(sock: _socket.socket) -> tuple[int, str]:
+    """(exit code, stdout): the ACK within ACCEPT_TIMEOUT, then the reply within
+    REPLY_TIMEOUT.  A reply without an ACK before it is taken as well (an agent
+    that refuses at once, as one does a caller that is not root)."""
+    sock.settimeout(ACCEPT_TIMEOUT)
+    first = recv_exact(sock, 1)
+    sock.settimeout(REPLY_TIMEOUT)
+    head = recv_exact(sock, 8) if first == ACK else first + recv_exact(sock, 7)
+    size = int.from_bytes(head[4:], "big")
+    if size > MAX_FRAME:
+        raise ValueError("reply too large")
+    return int.from_bytes(head[:4], "big"), recv_exact(sock, size).decode()
 
 
 def agent_socket(stdin: bytes) -> str | None:
@@ -138,28 +172,26 @@ def forward(environ: "Mapping[str, str]", stdin: bytes) -> tuple[int, str] | str
     if environ.get("CNI_COMMAND") in (None, "", "VERSION"):
         return None
     path = agent_socket(stdin)
-    if path is None:
+    if path is None or len(stdin) > MAX_STDIN:
+        return None
+    env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
+    request = encode_request(env, stdin)
+    if len(request) - len(stdin) - 12 > MAX_ENV:
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         try:
             sock.connect(path)
-            env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
-            sock.sendall(encode_request(env, stdin))
+            sock.sendall(request)
         except OSError:
-            return None
+            return None  # the agent has no whole request: it never acts on part of one
         try:
-            sock.settimeout(REPLY_TIMEOUT)
-            head = recv_exact(sock, 8)
-            size = int.from_bytes(head[4:], "big")
-            if size > MAX_FRAME:
-                return PARTIAL
-            return int.from_bytes(head[:4], "big"), recv_exact(sock, size).decode()
-        except (OSError, UnicodeDecodeError):
+            return recv_reply(sock)
+        except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
             return PARTIAL
     finally:
-        sock.close()
+        sock.close()  # before any fallback: the agent sees the client gone
 
 
 def cni_environ() -> dict[str, str]:

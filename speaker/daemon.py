@@ -23,8 +23,9 @@ neighbours that followed the other side of a partition come back.
 
 Errors never stop the daemon: an exception in one announcer is logged as one
 line with the announcer's name and the next change retries.  Plan problems
-(a BGPPeer that cannot be run, an undefined community alias) are logged once
-each time the set of problems changes.
+(a Service address in no pool or shared without a sharing key, a BGPPeer that
+cannot be run, an undefined community alias) are logged once each time the
+set of problems changes.
 
 Read access for an API server (all on the daemon's event loop):
   - `daemon.desired`: the current plan, a sorted tuple of `Announcement`
@@ -43,17 +44,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from speaker.api.events import EventBus
+from speaker.api.events import CONFLICT, Event, EventBus
 from speaker.api.manual import ManualAddresses
 from speaker.bgp_plan import BgpSession, plan_bgp
 from speaker.membership import Liveness
 from speaker.model.cluster import ClusterState
-from speaker.model.fields import IPAddress
-from speaker.plan import Announcement, l2_owners, plan_node
+from speaker.model.fields import IPAddress, unannounceable
+from speaker.plan import L2, Announcement, l2_owners, plan_node, service_problems
 from speaker.sources.base import Source, changes
+
+if TYPE_CHECKING:
+    from speaker.l2.announcer import Conflict
 
 log = logging.getLogger("speaker")
 
@@ -75,6 +79,12 @@ class Announcer(Protocol):
 class Peering(Protocol):
     async def set_sessions(self, sessions: Sequence[BgpSession]) -> None:
         """Make the running sessions exactly `sessions` (called before each `apply`)."""
+
+
+@runtime_checkable
+class Members(Protocol):
+    def set_members(self, members: Mapping[str, Sequence[IPAddress]]) -> None:
+        """The other speakers, node -> InternalIPs (called before each `apply`)."""
 
 
 def members_of(state: ClusterState) -> dict[str, tuple[IPAddress, ...]]:
@@ -105,6 +115,10 @@ class Daemon:
         # event bus told after every reconcile.
         self.manual = ManualAddresses(self._wake.set)
         self.events = EventBus()
+        for announcer in self.announcers:  # foreign claims to our addresses: events
+            listeners = getattr(announcer, "conflict_listeners", None)
+            if isinstance(listeners, list):
+                listeners.append(self._on_conflict)
 
     # -- read access (for an API) ----------------------------------------------------------
 
@@ -122,6 +136,11 @@ class Daemon:
         if joined:
             self._reassert = True
         self._wake.set()
+
+    def _on_conflict(self, conflict: Conflict) -> None:
+        self.events.publish(Event(CONFLICT, address=str(conflict.address), mode=L2,
+                                  owner=self.node, interface=conflict.interface,
+                                  mac=conflict.mac, detail=conflict.how))
 
     async def _follow_source(self) -> None:
         async for state in changes(self.source):
@@ -152,21 +171,30 @@ class Daemon:
         live = self.liveness.live() if self.liveness.ready else frozenset()
         bgp = plan_bgp(self.state, self.node, self.lb_class,
                        advertise_pod_cidrs=self.advertise_pod_cidrs)
-        desired = tuple(sorted((*plan_node(self.state, self.node, live, self.lb_class),
-                                *bgp.routes), key=lambda a: a.sort_key))
+        # A Service's address that can never be announced (multicast, loopback, ...)
+        # is dropped here for every mechanism, whatever planned it.
+        desired = tuple(sorted((a for a in (*plan_node(self.state, self.node, live, self.lb_class),
+                                            *bgp.routes)
+                                if not (a.services and unannounceable(a.address))),
+                               key=lambda a: a.sort_key))
         desired = self.manual.merge(desired, self.announcers, [s.name for s in bgp.sessions])
-        if bgp.problems != self._problems:
-            for problem in bgp.problems:
-                log.warning("BGP: %s", problem)
-            self._problems = bgp.problems
+        problems = (*service_problems(self.state, self.lb_class),
+                    *(f"BGP: {p}" for p in bgp.problems))
+        if problems != self._problems:
+            for problem in problems:
+                log.warning("%s", problem)
+            self._problems = problems
         if desired != self.desired:
             log.info("plan: %s", ", ".join(a.describe() for a in desired)
                      or "nothing to announce")
         self.desired = desired
         self.bgp_sessions = bgp.sessions
         reassert, self._reassert = self._reassert, False
+        members = {name: ips for name, ips in members_of(self.state).items() if name != self.node}
         for announcer in self.announcers:
             try:
+                if isinstance(announcer, Members):
+                    announcer.set_members(members)
                 if isinstance(announcer, Peering):
                     await announcer.set_sessions(bgp.sessions)
                 await announcer.apply(desired)

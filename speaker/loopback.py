@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+from typing import Any
 
 from speaker.model.fields import IPAddress
 
@@ -32,6 +33,7 @@ class LoopbackAddresses:
     def __init__(self, proto: int) -> None:
         self.proto = proto
         self._sysctls_done = False
+        self._failed: set[IPAddress] = set()  # logged once each, until it works again
 
     async def sync(self, addresses: set[IPAddress]) -> None:
         from pyroute2 import AsyncIPRoute
@@ -42,19 +44,34 @@ class LoopbackAddresses:
                 ours = {ipaddress.ip_address(msg.get("address"))
                         async for msg in await ipr.addr("dump", index=LOOPBACK_INDEX)
                         if msg.get("IFA_PROTO") == self.proto}
+                self._failed &= addresses | ours
+                # One address at a time, each with its own outcome: one that lo
+                # refuses must not keep the others off it (or on it).
                 for address in ours - addresses:
-                    await ipr.addr("del", index=LOOPBACK_INDEX, address=str(address),
-                                   prefixlen=address.max_prefixlen)
+                    await self._change(ipr, "del", address)
                 for address in addresses - ours:
-                    try:
-                        await ipr.addr("add", index=LOOPBACK_INDEX, address=str(address),
-                                       prefixlen=address.max_prefixlen, proto=self.proto)
-                    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError
-                        if getattr(exc, "code", None) != errno.EEXIST:
-                            raise
+                    await self._change(ipr, "add", address)
         except Exception as exc:  # noqa: BLE001 - announcing goes on; the log says what failed
             log.error("cannot set LoadBalancer addresses on lo (%s); traffic to them will not "
                       "be accepted on this node", exc)
+
+    async def _change(self, ipr: Any, command: str, address: IPAddress) -> None:
+        options = {"proto": self.proto} if command == "add" else {}
+        try:
+            await ipr.addr(command, index=LOOPBACK_INDEX, address=str(address),
+                           prefixlen=address.max_prefixlen, **options)
+        except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError
+            code = getattr(exc, "code", None)
+            if code in ((errno.EEXIST,) if command == "add" else (errno.EADDRNOTAVAIL,)):
+                return  # already there (someone else's), or already gone
+            if address not in self._failed:
+                self._failed.add(address)
+                log.error("cannot %s %s %s lo (%s); the other addresses are not affected",
+                          command, address, "to" if command == "add" else "from", exc)
+            return
+        if address in self._failed:
+            self._failed.discard(address)
+            log.info("%s %s lo now", "added to" if command == "add" else "removed from", address)
 
     def _ignore_arp_for_lo(self) -> None:
         if self._sysctls_done:

@@ -3,9 +3,10 @@
 They live in prometheus_client's default registry, where the L2 announcer's
 counters already are (skein_speaker_l2_replies_total{interface,family}: ARP
 replies and Neighbor Advertisements sent; skein_speaker_l2_gratuitous_total;
-skein_speaker_l2_rate_limited_total), with the process and platform
-collectors.  Added here, set from the daemon's event bus after every reconcile
-and every second:
+skein_speaker_l2_rate_limited_total; skein_speaker_l2_conflicts_total
+{interface,family}: frames in which another host claimed an address this node
+announces), with the process and platform collectors.  Added here, set from
+the daemon's event bus after every reconcile and every second:
 
 - skein_speaker_sessions_up{kind}: established BGP sessions (kind="bgp") and
   other speakers alive in the liveness protocol (kind="member");

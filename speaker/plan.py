@@ -16,7 +16,11 @@ MetalLB user sees the same owner for the same address:
   - among the eligible nodes that are live, the owner is the one whose
     sha256(node name + "#" + address) sorts first.
 An address in no IPAddressPool, or in a pool no L2Advertisement selects, is
-not announced at all (MetalLB does the same: it is someone else's address).
+not announced at all (MetalLB does the same: it is someone else's address),
+nor is one that can never be a LoadBalancer address (multicast, loopback, ...:
+`speaker.model.fields.unannounceable`).  `service_problems` says why, one
+line each, for the daemon's log: a Service whose address goes unannounced
+must not be a silent mystery.
 
 Addresses shared between services (`allow-shared-ip`) get one owner: the
 eligible set is the nodes eligible for every sharing service, so the owner can
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 
 from speaker.model.cluster import ClusterState
 from speaker.model.communities import BGPCommunity
-from speaker.model.fields import IPAddress, IPNetwork
+from speaker.model.fields import IPAddress, IPNetwork, unannounceable
 from speaker.model.node import Node
 from speaker.model.service import Service
 
@@ -142,7 +146,7 @@ def l2_addresses(state: ClusterState, lb_class: str | None = None) -> list[Addre
         if not serves(service, lb_class):
             continue
         for address in dict.fromkeys(service.ingress_ips):
-            if state.pool_of(address) is None:
+            if state.pool_of(address) is None or unannounceable(address):
                 continue
             eligible = l2_eligible(state, service, address)
             per_address.setdefault(address, []).append((service.key, eligible))
@@ -182,3 +186,53 @@ def plan_node(state: ClusterState, me: str, live: Iterable[str],
         if elect(view.address, (n for n in view.eligible if n in alive)) == me:
             out.append(Announcement(view.address, L2, view.eligible[me], view.services))
     return tuple(sorted(out, key=lambda a: a.sort_key))
+
+
+def service_problems(state: ClusterState, lb_class: str | None = None) -> tuple[str, ...]:
+    """One line per Service address this speaker will not announce, and per
+    address that Services share without MetalLB's consent: the reasons the
+    plans above drop or merge them silently.  Same inputs, same lines, so the
+    daemon can log them once per change."""
+    out: list[str] = []
+    users: dict[IPAddress, list[Service]] = {}
+    for service in state.services:
+        if not serves(service, lb_class):
+            continue
+        for address in dict.fromkeys(service.ingress_ips):
+            pool = state.pool_of(address)
+            reason = unannounceable(address)
+            if reason is not None:
+                out.append(f"Service {service.key}: {address} is {reason}: not announced")
+            elif pool is None:
+                out.append(f"Service {service.key}: {address} is in no IPAddressPool: not "
+                           "announced (only addresses of a pool are)")
+            elif not (any(a.selects_pool(pool) for a in state.l2_advertisements)
+                      or any(a.selects_pool(pool) for a in state.bgp_advertisements)):
+                out.append(f"Service {service.key}: {address} is in IPAddressPool {pool.name}, "
+                           "which no L2Advertisement or BGPAdvertisement selects: not announced")
+            else:
+                users.setdefault(address, []).append(service)
+    for address, services in users.items():
+        if len(services) > 1:
+            out.extend(_sharing_problem(address, services))
+    return tuple(out)
+
+
+def _sharing_problem(address: IPAddress, services: list[Service]) -> list[str]:
+    """MetalLB's rule for one address: every Service names the same
+    allow-shared-ip key, and no two use the same port and protocol."""
+    names = ", ".join(s.key for s in services)
+    keys = {s.allow_shared_ip for s in services}
+    if None in keys or len(keys) > 1:
+        return [f"{address} is the address of Services {names}, which do not share one "
+                "metallb.io/allow-shared-ip key: announced for all of them, but which one "
+                "gets a connection is up to the node's forwarding"]
+    seen: dict[tuple[int, str], str] = {}
+    for service in services:
+        for port in service.ports:
+            other = seen.setdefault((port.port, port.protocol), service.key)
+            if other != service.key:
+                return [f"{address}: Services {other} and {service.key} share it and both use "
+                        f"port {port.port}/{port.protocol}: which one gets a connection is up "
+                        "to the node's forwarding"]
+    return []

@@ -7,6 +7,8 @@ compares what it sees with the last observation and publishes:
     announce / withdraw  this node started / stopped announcing an address
     owner                an L2 address's elected owner changed
     peer                 a BGP session or a member speaker changed state
+    conflict             another host claimed an address this node announces
+                         (published by the daemon as it happens, not observed)
 
 Owners are worked out only while someone watches (it costs a plan's worth of
 work); listeners (the metrics) get every `Observation` regardless.  A
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("speaker.api")
 
 ANNOUNCE, WITHDRAW, OWNER, PEER, SYNCED = "announce", "withdraw", "owner", "peer", "synced"
+CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Event:
     peer: PeerStatus | None = None
     previous_state: str = ""
     initial: bool = False
+    interface: str = ""  # conflict: where the claim was seen
+    mac: str = ""  # conflict: the claimant's MAC
+    detail: str = ""  # conflict: the kind of frame
 
 
 @dataclass(frozen=True)

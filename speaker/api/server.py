@@ -38,6 +38,7 @@ from speaker.api.events import Event
 from speaker.api.peer_status import PeerStatus
 from speaker.api.stubs import pb, rpc
 from speaker.api.view import RouteView
+from speaker.model.fields import unannounceable
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon
@@ -48,7 +49,8 @@ DEFAULT_SOCKET = "/run/skein/speaker.sock"
 APPLY_TIMEOUT = 30.0
 
 _EVENT_KINDS = {"announce": pb.Event.ANNOUNCE, "withdraw": pb.Event.WITHDRAW,
-                "owner": pb.Event.OWNER, "peer": pb.Event.PEER, "synced": pb.Event.SYNCED}
+                "owner": pb.Event.OWNER, "peer": pb.Event.PEER, "synced": pb.Event.SYNCED,
+                "conflict": pb.Event.CONFLICT}
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def event_message(event: Event, node: str) -> Any:
     msg = pb.Event(kind=_EVENT_KINDS[event.kind], time=event.time, node=node,
                    initial=event.initial, address=event.address, mode=event.mode,
                    owner=event.owner, previous_owner=event.previous_owner,
-                   previous_state=event.previous_state)
+                   previous_state=event.previous_state, interface=event.interface,
+                   mac=event.mac, detail=event.detail)
     if event.peer is not None:
         msg.peer.CopyFrom(peer_message(event.peer))
     return msg
@@ -126,6 +129,10 @@ class SpeakerService(rpc.SpeakerServicer):
 
     async def Announce(self, request: Any, context: Any) -> Any:
         address = await self._address(request.address, context)
+        reason = unannounceable(address)
+        if reason is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{address} is {reason}: it cannot be announced")
         log.info("announce %s by hand (API)", address)
         await self._applied(self.daemon.manual.add(address), context)
         mine = [r for r in view.routes(self.daemon) if r.address == str(address) and r.local]

@@ -23,6 +23,9 @@ def event_dict(e: Any) -> dict[str, Any]:
         out["previous_owner"] = e.previous_owner
     if e.kind == pb.Event.PEER:
         out.update(peer=peer_dict(e.peer), previous_state=e.previous_state)
+    if e.kind == pb.Event.CONFLICT:
+        out.update(address=e.address, mode=e.mode, interface=e.interface, mac=e.mac,
+                   detail=e.detail)
     return out
 
 
@@ -35,6 +38,9 @@ def event_line(e: Any) -> str:
         change = f"{e.previous_state} -> {e.peer.state}" if e.previous_state else e.peer.state
         up = f" (up {duration(e.peer.uptime_seconds)})" if e.peer.has_uptime else ""
         text = f"{e.peer.kind} {e.peer.name} {change}{up}"
+    elif e.kind == pb.Event.CONFLICT:
+        text = (f"{e.address} ({e.mode}) on {e.interface} claimed by {e.mac} ({e.detail}); "
+                "announced again")
     elif e.kind == pb.Event.OWNER:
         text = f"{e.address} ({e.mode}) owner {e.previous_owner or '-'} -> {e.owner or '-'}"
         if e.initial:
@@ -50,8 +56,9 @@ def event_line(e: Any) -> str:
 @output_option
 @pass_client
 def events(client: Client, initial: bool) -> None:
-    """Stream announcements, withdrawals, owner changes and peer state changes (JSON: one
-    object per line).  A "synced" event marks the end of the current state."""
+    """Stream announcements, withdrawals, owner changes, peer state changes and address
+    conflicts (another host claiming an address this node announces) (JSON: one object per
+    line).  A "synced" event marks the end of the current state."""
     try:
         with connect(client.endpoint) as stub:
             for event in stub.WatchEvents(pb.WatchEventsRequest(initial_state=initial)):

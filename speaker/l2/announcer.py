@@ -12,7 +12,22 @@ For each owned address, on each announcing interface:
     for its entry to go stale;
   - `reassert()` re-sends them for everything owned at once: the daemon calls
     it when a peer reappears (a healed partition, where the other side may have
-    announced the same address meanwhile and won the neighbours' caches).
+    announced the same address meanwhile and won the neighbours' caches);
+  - answers a foreign claim at once: when another MAC says it holds an owned
+    address (a gratuitous ARP, an ARP or Neighbor Solicitation sent from it, a
+    Neighbor Advertisement for it), the neighbours that believed it are moved
+    back by our own gratuitous ARP / unsolicited NA, sent at once and twice
+    more within 250 ms (the claim may reach a neighbour after our first answer);
+    at most DEFEND_BURST such answers at once, then DEFEND_RATE a second per
+    address, so a flood of claims is not answered by a flood.  The claim is counted
+    (skein_speaker_l2_conflicts_total), logged once per address and MAC (again
+    after CONFLICT_QUIET seconds without one; claims from ever new MACs are
+    logged a few at once, then once a minute per address), and handed to
+    `conflict_listeners` (the daemon makes it a "conflict" event).  A claim
+    from another speaker of the cluster (its MAC learnt from the ARP it sends
+    from its InternalIP, or from the neighbour table) is a handover in progress
+    or a partition between the speakers: the election settles it, so it is
+    logged at info and not fought.
 
 The announcing interface is the L2Advertisement's `interfaces` if it names any,
 else the interface of the main-table route covering the address (as MetalLB:
@@ -33,14 +48,14 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
 from speaker.l2 import frames
 from speaker.l2.rawsock import RawSocket
-from speaker.l2.responder import RateLimiter, Responder
+from speaker.l2.responder import Claim, RateLimiter, Responder
 from speaker.loopback import LoopbackAddresses
 from speaker.model.fields import IPAddress
 from speaker.plan import L2, Announcement
@@ -57,6 +72,29 @@ GRATUITOUS = Counter("skein_speaker_l2_gratuitous", "Gratuitous ARPs and unsolic
                      "Advertisements sent", ["interface", "family"])
 RATE_LIMITED = Counter("skein_speaker_l2_rate_limited", "Requests left unanswered by the "
                        "per-source rate limit", ["interface"])
+CONFLICTS = Counter("skein_speaker_l2_conflicts", "Frames in which another host claimed an "
+                    "address this node announces", ["interface", "family"])
+
+DEFEND_BURST = 3.0  # defences of one address at once (claims answered)...
+DEFEND_RATE = 1.0  # ...then this many a second
+# A defence: our announcement at once, then again at these offsets, in case the
+# claim reached some neighbour after our answer (a loaded host, a switch queue).
+DEFEND_AGAIN = (0.05, 0.25)
+CONFLICT_QUIET = 60.0  # a claim after this long without one is logged (and an event) again
+# A flood of claims from ever new MACs: this many remembered per interface, and
+# their log lines (and events) at most REPORT_BURST at once, then one a minute per address.
+MAX_CLAIMANTS = 1024
+REPORT_BURST, REPORT_RATE = 5.0, 1 / 60
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A foreign claim to `address` on `interface`: `mac` said it holds it, in a `how`."""
+
+    address: IPAddress
+    interface: str
+    mac: str
+    how: str
 
 
 @dataclass
@@ -66,6 +104,8 @@ class _Port:
     responder: Responder
     owned: dict[IPAddress, tuple[str, ...]]
     last_limit_log: float = 0.0
+    # (address, claimant MAC) -> when it last claimed it: logging once per episode
+    claims: dict[tuple[IPAddress, bytes], float] = field(default_factory=dict)
 
 
 class L2Announcer:
@@ -83,6 +123,21 @@ class L2Announcer:
         self._unresolved: set[IPAddress] = set()
         self._failed_ifaces: set[str] = set()
         self._lo = LoopbackAddresses(ADDRESS_PROTO)
+        self._own_macs: set[bytes] = set()  # every port's: shared by their responders
+        self._defense = RateLimiter(rate=DEFEND_RATE, burst=DEFEND_BURST,
+                                    total_rate=100 * DEFEND_RATE, total_burst=100 * DEFEND_BURST)
+        self._reports = RateLimiter(rate=REPORT_RATE, burst=REPORT_BURST,
+                                    total_rate=10 * REPORT_RATE, total_burst=4 * REPORT_BURST)
+        self._members: dict[bytes, str] = {}  # packed InternalIP -> the other speakers' nodes
+        self._peer_macs: dict[bytes, str] = {}  # their MACs, as learnt
+        self.conflict_listeners: list[Callable[[Conflict], None]] = []
+
+    def set_members(self, members: Mapping[str, Sequence[IPAddress]]) -> None:
+        """The other speakers (node -> InternalIPs): a claim from one of them is a
+        handover or a partition, not a foreign host (called before each `apply`)."""
+        self._members = {ip.packed: name for name, ips in members.items() for ip in ips}
+        self._peer_macs = {mac: name for mac, name in self._peer_macs.items()
+                           if name in members}
 
     # -- the Announcer protocol ----------------------------------------------------------
 
@@ -95,6 +150,8 @@ class L2Announcer:
         if self.assign_to_lo:
             # Before the first gratuitous ARP: traffic it attracts must be accepted.
             await self._lo.sync({a.address for a in mine})
+        if mine and self._members:
+            await self._learn_peer_macs()
         for ifname in list(self._ports):
             if ifname not in wanted:
                 self._close_port(self._ports.pop(ifname))
@@ -139,7 +196,10 @@ class L2Announcer:
                 self._failed_ifaces.add(ifname)
             return None
         self._failed_ifaces.discard(ifname)
-        port = _Port(ifname, sock, Responder(sock.mac, self._limiter()), {})
+        self._own_macs.add(sock.mac)
+        responder = Responder(sock.mac, self._limiter())
+        responder.own_macs = self._own_macs
+        port = _Port(ifname, sock, responder, {})
         asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable, port)
         self._ports[ifname] = port
         log.info("listening for ARP/NDP on %s (%s)", ifname, frames.mac_text(sock.mac))
@@ -160,6 +220,7 @@ class L2Announcer:
         port.owned = dict(addresses)
         port.responder.v4 = {a.packed for a in addresses if a.version == 4}
         port.responder.v6 = {a.packed for a in addresses if a.version == 6}
+        port.claims = {k: t for k, t in port.claims.items() if k[0] in addresses}
         for address in gone:
             log.info("stopped announcing %s on %s", address, port.ifname)
         loop = asyncio.get_running_loop()
@@ -190,9 +251,17 @@ class L2Announcer:
         counters = port.responder.counters
         before = (counters.arp_replies, counters.na_replies, counters.rate_limited)
         for frame in port.sock.receive(READ_BUDGET):
-            reply = port.responder.answer(frame, now)
+            reply, claim = port.responder.handle(frame, now)
             if reply is not None:
                 port.sock.send(reply)
+            if claim is not None:
+                self._on_claim(port, claim, now)
+            elif self._members and frame[12:14] == b"\x08\x06" and len(frame) >= 42:
+                # ARP from another speaker's InternalIP tells its MAC (bytes 22-32:
+                # sender MAC and IP), before it ever claims anything.
+                name = self._members.get(frame[28:32])
+                if name is not None:
+                    self._peer_macs[frame[22:28]] = name
         arp, na, limited = (counters.arp_replies - before[0], counters.na_replies - before[1],
                             counters.rate_limited - before[2])
         if arp:
@@ -205,6 +274,56 @@ class L2Announcer:
                 port.last_limit_log = now
                 log.warning("%s: rate-limiting ARP/NDP requests (%d unanswered so far); a "
                             "client is flooding the segment", port.ifname, counters.rate_limited)
+
+    def _on_claim(self, port: _Port, claim: Claim, now: float) -> None:
+        address = ipaddress.ip_address(claim.address)
+        mac = frames.mac_text(claim.mac)
+        key = (address, claim.mac)
+        last = port.claims.pop(key, None)
+        port.claims[key] = now  # the most recent last: the oldest go first when full
+        if len(port.claims) > MAX_CLAIMANTS:
+            del port.claims[next(iter(port.claims))]
+        quiet = last is None or now - last > CONFLICT_QUIET
+        peer = self._peer_macs.get(claim.mac)
+        if peer is not None:
+            if quiet:
+                log.info("%s: %s is also announced by node %s (%s, %s): a handover in progress, "
+                         "or the speakers cannot hear each other; the election settles it",
+                         port.ifname, address, peer, mac, claim.how)
+            return
+        CONFLICTS.labels(port.ifname, f"ipv{address.version}").inc()
+        if self._defense.allow(claim.address, now):
+            self._announce(port.ifname, address)
+            loop = asyncio.get_running_loop()
+            for delay in DEFEND_AGAIN:
+                loop.call_later(delay, self._announce, port.ifname, address)
+        if quiet and self._reports.allow(claim.address, now):
+            log.warning("address conflict on %s: %s claimed by %s (%s); announced it again "
+                        "as %s", port.ifname, address, mac, claim.how,
+                        frames.mac_text(port.sock.mac))
+            conflict = Conflict(address, port.ifname, mac, claim.how)
+            for listener in self.conflict_listeners:
+                try:
+                    listener(conflict)
+                except Exception:  # noqa: BLE001 - a listener must not stop the answering
+                    log.exception("conflict listener failed")
+
+    async def _learn_peer_macs(self) -> None:
+        """The other speakers' MACs from the kernel's neighbour table (the
+        heartbeats keep their entries there)."""
+        from pyroute2 import AsyncIPRoute
+
+        try:
+            async with AsyncIPRoute() as ipr:
+                async for neigh in await ipr.neigh("dump"):
+                    dst, lladdr = neigh.get("dst"), neigh.get("lladdr")
+                    if not dst or not lladdr:
+                        continue
+                    name = self._members.get(ipaddress.ip_address(dst).packed)
+                    if name is not None:
+                        self._peer_macs[frames.mac_bytes(lladdr)] = name
+        except Exception as exc:  # noqa: BLE001 - the ARP they send teaches them as well
+            log.debug("cannot read the neighbour table: %s", exc)
 
     async def _refresh_loop(self) -> None:
         while True:

@@ -5,9 +5,11 @@ flood of requests is parsed here one frame at a time, and scapy's dissection
 costs tens of microseconds per frame where slicing bytes costs about one.  It
 also keeps the daemon's start-up free of scapy's import.
 
-Parsers take any bytes and return None for anything that is not a well-formed
-request we could answer (truncated, wrong lengths, wrong hop limit, bad
-checksum, malformed options): a hostile or broken frame is never an exception.
+Parsers take any bytes and return None for anything that is not well formed
+(truncated, wrong lengths, wrong hop limit, bad checksum, malformed options):
+a hostile or broken frame is never an exception.  Besides the requests we
+answer, ARP replies and Neighbor Advertisements are parsed too: a host that
+claims one of our addresses says so in them (speaker.l2.responder).
 
 What Linux does with what we send (measured on this kernel, and the reason for
 the shapes below): an existing neighbour entry is replaced by a gratuitous ARP
@@ -64,6 +66,27 @@ class ArpRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ArpPacket:
+    """Any Ethernet/IPv4 ARP request or reply."""
+
+    op: int             # 1 request, 2 reply
+    src_mac: bytes      # Ethernet source
+    sender_mac: bytes
+    sender_ip: bytes
+    target_mac: bytes
+    target_ip: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborAdvertisement:
+    src_mac: bytes
+    src_ip: bytes
+    target: bytes
+    flags: int          # NA_ROUTER | NA_SOLICITED | NA_OVERRIDE
+    target_lladdr: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class NeighborSolicitation:
     src_mac: bytes
     src_ip: bytes       # :: for duplicate address detection
@@ -71,19 +94,27 @@ class NeighborSolicitation:
     source_lladdr: bytes | None
 
 
-def parse_arp_request(frame: bytes) -> ArpRequest | None:
-    """An Ethernet/IPv4 ARP request, or None."""
+def parse_arp(frame: bytes) -> ArpPacket | None:
+    """An Ethernet/IPv4 ARP request or reply, or None."""
     if len(frame) < _ETH.size + _ARP.size:
         return None
     _dst, src, ethertype = _ETH.unpack_from(frame)
     if ethertype != ETH_P_ARP:
         return None
-    htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = _ARP.unpack_from(frame, _ETH.size)
-    if (htype, ptype, hlen, plen, op) != (1, 0x0800, 6, 4, 1):
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, _ETH.size)
+    if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4) or op not in (1, 2):
         return None
     if sha[0] & 1:  # a multicast sender hardware address is never genuine
         return None
-    return ArpRequest(src, sha, spa, tpa)
+    return ArpPacket(op, src, sha, spa, tha, tpa)
+
+
+def parse_arp_request(frame: bytes) -> ArpRequest | None:
+    """An Ethernet/IPv4 ARP request, or None."""
+    arp = parse_arp(frame)
+    if arp is None or arp.op != 1:
+        return None
+    return ArpRequest(arp.src_mac, arp.sender_mac, arp.sender_ip, arp.target_ip)
 
 
 def _arp(op: int, eth_dst: bytes, mac: bytes, sender_ip: bytes, target_mac: bytes,
@@ -134,8 +165,11 @@ def _options(data: bytes) -> dict[int, bytes] | None:
     return out
 
 
-def parse_neighbor_solicitation(frame: bytes) -> NeighborSolicitation | None:
-    """A Neighbor Solicitation that passes RFC 4861 7.1.1 validation, or None."""
+def _ndp(frame: bytes, kind: int) -> tuple[bytes, bytes, bytes, bytes, dict[int, bytes]] | None:
+    """(source MAC, source IP, destination IP, ICMPv6 message, options) of a
+    Neighbor Discovery message of `kind` that passes RFC 4861's common checks
+    (7.1.1 / 7.1.2: hop limit 255, code 0, checksum, length, a unicast
+    target, well-formed options), or None."""
     if len(frame) < _ETH.size + _IPV6.size + 24:
         return None
     _dst, src_mac, ethertype = _ETH.unpack_from(frame)
@@ -148,16 +182,40 @@ def parse_neighbor_solicitation(frame: bytes) -> NeighborSolicitation | None:
     if payload_len < 24 or start + payload_len > len(frame):
         return None
     icmp = frame[start:start + payload_len]
-    if icmp[0] != ND_SOLICIT or icmp[1] != 0:
+    if icmp[0] != kind or icmp[1] != 0:
         return None
     if _icmpv6_checksum(src, dst, icmp) != 0:
         return None
-    target = icmp[8:24]
-    if target[0] == 0xFF:  # a multicast target is invalid
+    if icmp[8] == 0xFF:  # a multicast target is invalid
         return None
     options = _options(icmp[24:])
     if options is None:
         return None
+    return src_mac, src, dst, icmp, options
+
+
+def parse_neighbor_advertisement(frame: bytes) -> NeighborAdvertisement | None:
+    """A Neighbor Advertisement that passes RFC 4861 7.1.2 validation, or None."""
+    parsed = _ndp(frame, ND_ADVERT)
+    if parsed is None:
+        return None
+    src_mac, src, dst, icmp, options = parsed
+    flags = icmp[4]
+    if dst[0] == 0xFF and flags & NA_SOLICITED:  # solicited answers are unicast
+        return None
+    lladdr = options.get(OPT_TARGET_LLADDR)
+    if lladdr is not None and len(lladdr) != 6:
+        return None
+    return NeighborAdvertisement(src_mac, src, icmp[8:24], flags, lladdr)
+
+
+def parse_neighbor_solicitation(frame: bytes) -> NeighborSolicitation | None:
+    """A Neighbor Solicitation that passes RFC 4861 7.1.1 validation, or None."""
+    parsed = _ndp(frame, ND_SOLICIT)
+    if parsed is None:
+        return None
+    src_mac, src, dst, icmp, options = parsed
+    target = icmp[8:24]
     lladdr = options.get(OPT_SOURCE_LLADDR)
     unspecified = src == bytes(16)
     if unspecified and (lladdr is not None or dst[:13] != SOLICITED_NODE_PREFIX):

@@ -4,9 +4,12 @@ Why kept: opening a socket per packet (what scapy's `sendp` does) costs about
 25 ms; sending on an open one about 0.3 ms, and failover speed is the point.
 
 A classic BPF filter attached before the socket is bound lets only ARP
-requests and ICMPv6 Neighbor Solicitations (without extension headers, as
-RFC 4861 senders emit them) reach Python, so ordinary traffic on a busy
-interface costs the daemon nothing.  The socket joins all-multicast on the
+requests and replies and ICMPv6 Neighbor Solicitations and Advertisements
+(without extension headers, as RFC 4861 senders emit them) reach Python, so
+ordinary traffic on a busy interface costs the daemon nothing; the replies and
+advertisements are there so that another host's claim to one of our addresses
+is seen (broadcast and all-nodes ones reach every host; unicast replies to
+others are not delivered here anyway).  The socket joins all-multicast on the
 interface because solicitations go to solicited-node groups that no address
 of ours joins (the LoadBalancer address is not configured on the interface).
 """
@@ -27,18 +30,20 @@ SO_ATTACH_FILTER = 26
 
 # (code, jt, jf, k); jumps are relative to the next instruction.
 _LDH, _LDB, _JEQ, _RET = 0x28, 0x30, 0x15, 0x06
-BPF_ARP_OR_NS = (
+BPF_ARP_OR_ND = (
     (_LDH, 0, 0, 12),        # 0: ethertype
-    (_JEQ, 0, 2, 0x0806),    # 1: ARP -> 2, else -> 4
+    (_JEQ, 0, 3, 0x0806),    # 1: ARP -> 2, else -> 5
     (_LDH, 0, 0, 20),        # 2: ARP opcode
-    (_JEQ, 5, 6, 1),         # 3: request -> accept, else drop
-    (_JEQ, 0, 5, 0x86DD),    # 4: IPv6 -> 5, else drop
-    (_LDB, 0, 0, 20),        # 5: next header
-    (_JEQ, 0, 3, 58),        # 6: ICMPv6 -> 7, else drop
-    (_LDB, 0, 0, 54),        # 7: ICMPv6 type
-    (_JEQ, 0, 1, 135),       # 8: Neighbor Solicitation -> accept, else drop
-    (_RET, 0, 0, 0xFFFF),    # 9: accept
-    (_RET, 0, 0, 0),         # 10: drop
+    (_JEQ, 7, 0, 1),         # 3: request -> accept, else -> 4
+    (_JEQ, 6, 7, 2),         # 4: reply -> accept, else drop
+    (_JEQ, 0, 6, 0x86DD),    # 5: IPv6 -> 6, else drop
+    (_LDB, 0, 0, 20),        # 6: next header
+    (_JEQ, 0, 4, 58),        # 7: ICMPv6 -> 8, else drop
+    (_LDB, 0, 0, 54),        # 8: ICMPv6 type
+    (_JEQ, 1, 0, 135),       # 9: Neighbor Solicitation -> accept, else -> 10
+    (_JEQ, 0, 1, 136),       # 10: Neighbor Advertisement -> accept, else drop
+    (_RET, 0, 0, 0xFFFF),    # 11: accept
+    (_RET, 0, 0, 0),         # 12: drop
 )
 
 
@@ -50,8 +55,8 @@ def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int]
 
 
 class RawSocket:
-    """A non-blocking packet socket on `ifname` that receives ARP requests and
-    Neighbor Solicitations and sends whole Ethernet frames."""
+    """A non-blocking packet socket on `ifname` that receives ARP and Neighbor
+    Discovery frames and sends whole Ethernet frames."""
 
     def __init__(self, ifname: str, rcvbuf: int = 1 << 20) -> None:
         self.ifname = ifname
@@ -59,7 +64,7 @@ class RawSocket:
         # so no unfiltered frame is ever queued.
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            _attach_filter(sock, BPF_ARP_OR_NS)
+            _attach_filter(sock, BPF_ARP_OR_ND)
             try:
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             except OSError:  # kernels before 4.20: outgoing frames are skipped by pkttype

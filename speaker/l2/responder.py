@@ -5,6 +5,13 @@ with hand-made and fuzzed frames.  Answers only for addresses in `v4` / `v6`,
 the ones this node owns on this interface; everything else is dropped silently,
 as a speaker that answered for an address it does not own would steal traffic.
 
+Claims: a frame in which another host says that one of our addresses is at
+its MAC (a gratuitous ARP, any ARP or Neighbor Solicitation sent *from* the
+address, a Neighbor Advertisement *for* it) moves the neighbours' caches to
+that host.  `handle` reports it as a `Claim`; the announcer answers it
+(speaker.l2.announcer).  Frames from any of this node's own MACs (`own_macs`:
+every announcing interface) are never claims.
+
 Flood safety: each requester (source MAC) has a token bucket, and so has the
 interface as a whole, so a flood costs at most a parse per frame and a bounded
 number of replies; a legitimate client (one request a second or so) is never
@@ -68,13 +75,25 @@ class Counters:
     na_replies: int = 0
     rate_limited: int = 0
     ignored: int = 0
+    claims: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Another host said that `address` (packed) is at `mac`, in a frame of kind `how`."""
+
+    address: bytes
+    mac: bytes
+    how: str
 
 
 class Responder:
-    """Answers ARP requests and Neighbor Solicitations for owned addresses."""
+    """Answers ARP requests and Neighbor Solicitations for owned addresses, and
+    notices other hosts' claims to them."""
 
     def __init__(self, mac: bytes, limiter: RateLimiter | None = None) -> None:
         self.mac = mac
+        self.own_macs: set[bytes] = {mac}
         self.v4: set[bytes] = set()
         self.v6: set[bytes] = set()
         self.limiter = limiter or RateLimiter()
@@ -82,31 +101,69 @@ class Responder:
 
     def answer(self, frame: bytes, now: float) -> bytes | None:
         """The reply to `frame`, or None (not ours, malformed, or rate-limited)."""
-        if len(frame) < 14:
-            self.counters.ignored += 1
-            return None
+        return self.handle(frame, now)[0]
+
+    def handle(self, frame: bytes, now: float) -> tuple[bytes | None, Claim | None]:
+        """The reply to `frame` (or None), and the claim it makes to one of our
+        addresses (or None)."""
         ethertype = frame[12:14]
         if ethertype == b"\x08\x06":
-            arp = frames.parse_arp_request(frame)
-            # Our own gratuitous requests (or another owner's in a split brain)
-            # have sender == target: they ask nothing.
-            if arp is None or arp.target_ip not in self.v4 or arp.sender_ip == arp.target_ip:
-                self.counters.ignored += 1
-                return None
-            if not self.limiter.allow(arp.src_mac, now):
-                self.counters.rate_limited += 1
-                return None
-            self.counters.arp_replies += 1
-            return frames.arp_reply(self.mac, arp.target_ip, arp)
+            return self._arp(frame, now)
         if ethertype == b"\x86\xdd":
-            ns = frames.parse_neighbor_solicitation(frame)
-            if ns is None or ns.target not in self.v6:
-                self.counters.ignored += 1
-                return None
-            if not self.limiter.allow(ns.src_mac, now):
-                self.counters.rate_limited += 1
-                return None
-            self.counters.na_replies += 1
-            return frames.neighbor_advertisement(self.mac, ns)
+            return self._ndp(frame, now)
         self.counters.ignored += 1
-        return None
+        return None, None
+
+    def _claim(self, address: bytes, mac: bytes, src_mac: bytes, how: str) -> Claim | None:
+        if mac in self.own_macs or src_mac in self.own_macs:
+            return None
+        self.counters.claims += 1
+        return Claim(address, mac, how)
+
+    def _arp(self, frame: bytes, now: float) -> tuple[bytes | None, Claim | None]:
+        arp = frames.parse_arp(frame)
+        if arp is None:
+            self.counters.ignored += 1
+            return None, None
+        claim = None
+        if arp.sender_ip in self.v4:
+            how = ("gratuitous ARP" if arp.sender_ip == arp.target_ip
+                   else "ARP reply" if arp.op == 2 else "ARP request")
+            claim = self._claim(arp.sender_ip, arp.sender_mac, arp.src_mac, how)
+        # Gratuitous requests (sender == target: ours, or a claimant's) ask nothing.
+        if arp.op != 1 or arp.target_ip not in self.v4 or arp.sender_ip == arp.target_ip:
+            if claim is None:
+                self.counters.ignored += 1
+            return None, claim
+        if not self.limiter.allow(arp.src_mac, now):
+            self.counters.rate_limited += 1
+            return None, claim
+        self.counters.arp_replies += 1
+        request = frames.ArpRequest(arp.src_mac, arp.sender_mac, arp.sender_ip, arp.target_ip)
+        return frames.arp_reply(self.mac, arp.target_ip, request), claim
+
+    def _ndp(self, frame: bytes, now: float) -> tuple[bytes | None, Claim | None]:
+        if len(frame) > 54 and frame[54] == frames.ND_ADVERT:
+            na = frames.parse_neighbor_advertisement(frame)
+            if na is None or na.target not in self.v6:
+                self.counters.ignored += 1
+                return None, None
+            return None, self._claim(na.target, na.target_lladdr or na.src_mac, na.src_mac,
+                                     "Neighbor Advertisement")
+        ns = frames.parse_neighbor_solicitation(frame)
+        if ns is None:
+            self.counters.ignored += 1
+            return None, None
+        claim = None
+        if ns.src_ip in self.v6:
+            claim = self._claim(ns.src_ip, ns.source_lladdr or ns.src_mac, ns.src_mac,
+                                "Neighbor Solicitation")
+        if ns.target not in self.v6:
+            if claim is None:
+                self.counters.ignored += 1
+            return None, claim
+        if not self.limiter.allow(ns.src_mac, now):
+            self.counters.rate_limited += 1
+            return None, claim
+        self.counters.na_replies += 1
+        return frames.neighbor_advertisement(self.mac, ns), claim

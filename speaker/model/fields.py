@@ -193,3 +193,33 @@ def ip_address(cur: Cursor, text: str) -> IPAddress:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         cur.fail(f"expected an IPv4 or IPv6 address, got {show(text)}")
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def unannounceable(address: IPAddress) -> str | None:
+    """Why `address` can never be a LoadBalancer address, or None if it can.
+
+    Answering ARP for a multicast or broadcast address, or attracting traffic
+    for loopback or "this network", breaks the segment rather than serving a
+    Service; the kernel refuses most of them on `lo` as well.
+    """
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_link_local:
+        return "a link-local address"
+    if isinstance(address, ipaddress.IPv4Address):
+        if address == ipaddress.IPv4Address("255.255.255.255"):
+            return "the broadcast address"
+        if address in _THIS_NETWORK:
+            return 'in 0.0.0.0/8 ("this network")'
+        if address.is_reserved:
+            return "reserved (240.0.0.0/4)"
+    elif address.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 address"
+    return None

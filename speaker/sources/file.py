@@ -11,6 +11,14 @@ daemons run:
   kept (a half-written file must not withdraw every announcement);
 - a missing file (between an unlink and a rename, or not yet written) keeps the
   last state too, and is picked up as soon as it appears;
+- an empty file (no bytes but whitespace) is a valid "nothing" when the source
+  starts, but once a file with content has been read, a file that becomes
+  empty is taken for a half-written edit (a truncating editor, `> FILE`, a
+  writer that has not written yet): logged, and the last good state kept, as
+  for a missing or unparsable file.  To withdraw everything on purpose, write
+  a file with no objects in it but not empty: `---`, or a comment;
+- nesting deeper than MAX_DEPTH levels is refused as invalid YAML before any
+  node is built, whatever libyaml the node has (see `check_depth`);
 - kinds Skein does not use are ignored (logged at debug).
 
 Change detection polls os.stat (device, inode, size, mtime in ns) every
@@ -49,6 +57,11 @@ from speaker.sources.base import Source
 
 log = logging.getLogger(__name__)
 
+# Pairs that merge keys may copy: a fixed allowance plus one per character, so
+# merging costs at most a few times what parsing the same bytes costs.
+MERGE_BUDGET_BASE = 50_000
+MERGE_BUDGET_PER_CHAR = 1
+
 # Coarsest mtime granularity in common use (FAT: 2 s); newer than this is racy.
 _RACY_WINDOW_NS = 2_000_000_000
 
@@ -62,7 +75,113 @@ class _ManifestLoader(_FastSafeLoader):
     PyYAML turns an unquoted `65535:65282` (how MetalLB's docs write a
     community) into the integer 3997382; Kubernetes' reader keeps it a string.
     Only the int and float resolvers change; the rest stays PyYAML's.
+
+    Merge keys (`<<: *anchor`) copy the merged pairs into every mapping that
+    names them, so a chain of anchors each merging the one before costs the
+    square of its length (5,000 lines: 48 s).  As go-yaml does for aliases,
+    the pairs merged per file are capped in proportion to its size.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._merge_budget = MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(stream)
+
+    def flatten_mapping(self, node: Any) -> None:
+        before = len(node.value)
+        super().flatten_mapping(node)
+        self._merge_budget -= max(0, len(node.value) - before)
+        if self._merge_budget < 0:
+            raise yaml.constructor.ConstructorError(
+                None, None, "merge keys (<<) copy too many pairs for the file's size",
+                node.start_mark)
+
+
+# Deeper nesting is refused.  Kubernetes objects stay far below it (a CRD's
+# OpenAPI schema, among the deepest, reaches 20-40 levels); libyaml 0.2.6 stops
+# at 1000; PyYAML's composer recurses once per level (in C with libyaml, where
+# 0.2.5 lets 25,000 levels overflow the stack: SIGSEGV, no log line).
+MAX_DEPTH = 128
+
+
+class NestingTooDeep(yaml.YAMLError):
+    """A YAMLError, so every caller already treats it as "not valid YAML"."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"line {line}: nested deeper than {MAX_DEPTH} levels")
+        self.problem = f"nested deeper than {MAX_DEPTH} levels"
+        self.problem_mark = yaml.Mark("<manifests>", 0, line - 1, 0, None, 0)
+
+
+# Line breaks as YAML counts them (libyaml and PyYAML alike): not only "\n".
+_BREAKS = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"})
+_DOCUMENT_MARKER = re.compile(r"\n(?:---|\.\.\.)(?=[ \t\n]|\Z)")
+# What may precede a block collection's first token on its line: indentation,
+# then the indicators of compact forms ("- - x", "? - x", "- a: b") and a
+# document marker.  A block collection starts at the end of one of these runs.
+_LINE_PREFIX = re.compile(r"[ \t]*(?:(?:[-?:]|---)[ \t]+)*")
+_PREFIX_STEP = re.compile(r"(?:[-?:]|---)[ \t]+")
+# Columns up to this one are all counted as possible starts without looking;
+# only lines whose prefix characters reach past it are looked at (they are few:
+# finding each prefix of a 10,000-Service file would cost 5 % of its parse).
+_SHALLOW = 16
+_DEEP_LINE = re.compile(rf"\n([ \t?:-]{{{_SHALLOW + 1},}})")
+
+
+def depth_bound(text: str) -> int:
+    """An upper bound of the nesting depth of every document of `text`, from a
+    linear scan (no parser).  Sound for any input: a block collection starts at
+    the end of an indentation or a compact indicator of its line (_LINE_PREFIX),
+    and at most two open ones share a column (a mapping and the sequence that is
+    one of its values); a flow collection needs a "[" or "{" of its own
+    document, and "[" may add an implicit one-pair mapping ("[a: [b: c]]" is
+    four levels).  Quoted and block scalars only make it count more."""
+    text = "\n" + text
+    if any(ch in text for ch in "\r\x85\u2028\u2029"):
+        text = text.translate(_BREAKS)
+    columns = set(range(_SHALLOW + 1))
+    for run in set(_DEEP_LINE.findall(text)):
+        prefix = _LINE_PREFIX.match(run)
+        assert prefix is not None  # it matches the empty string
+        column = len(run) - len(run.lstrip(" \t"))
+        columns.add(column)
+        columns.update(step.end() for step in _PREFIX_STEP.finditer(prefix.group(), column))
+    block = 2 * len(columns)
+    flow = 2 * text.count("[") + text.count("{")
+    if block + flow > MAX_DEPTH:  # then per document: each has a depth of its own
+        edges = [0, *(m.start() for m in _DOCUMENT_MARKER.finditer(text)), len(text)]
+        flow = max(2 * text.count("[", a, b) + text.count("{", a, b)
+                   for a, b in zip(edges, edges[1:], strict=False))
+    return block + flow
+
+
+def check_depth(text: str) -> None:
+    """NestingTooDeep if a document of `text` nests deeper than MAX_DEPTH.
+
+    Nodes are composed by recursion (PyYAML's composer, in C with libyaml), so
+    the depth is bounded before composing: by `depth_bound` alone for every
+    ordinary file (a few ms for 10,000 Services), else by walking libyaml's
+    events, which a state machine produces without recursion at any depth.
+    """
+    if depth_bound(text) <= MAX_DEPTH:
+        return
+    events = _ManifestLoader(text)
+    try:
+        depth = 0
+        while events.check_event():
+            event = events.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise NestingTooDeep(mark.line + 1 if mark is not None else 0)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except NestingTooDeep:
+        raise
+    except yaml.YAMLError:
+        return  # composing stops at the same place, with the same error
+    finally:
+        events.dispose()
 
 
 _INT = re.compile(r"""^(?:[-+]?0b[0-1_]+
@@ -97,8 +216,10 @@ def yaml_documents(text: str) -> list[tuple[int, Any]]:
     """(1-based start line, decoded document) for every document; YAMLError if any is bad.
 
     Composing node by node (rather than yaml.safe_load_all) keeps each
-    document's line number for the messages.
+    document's line number for the messages.  Nesting is bounded first
+    (`check_depth`).
     """
+    check_depth(text)
     loader = _ManifestLoader(text)
     try:
         out = []
@@ -108,6 +229,9 @@ def yaml_documents(text: str) -> list[tuple[int, Any]]:
                 break
             out.append((node.start_mark.line + 1, loader.construct_document(node)))
         return out
+    except RecursionError:  # not expected past check_depth: still one line, not a crash
+        raise yaml.YAMLError(f"nested too deeply for this parser (over {MAX_DEPTH} "
+                             "levels?)") from None
     finally:
         loader.dispose()
 
@@ -169,6 +293,8 @@ class FileSource(Source):
         self._racy = False
         self._content: bytes | None = None
         self._missing_reported = False
+        self._had_content = False  # a file with content was read: emptying it is no edit
+        self._empty_reported = False
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,6 +358,8 @@ class FileSource(Source):
         return content
 
     def _load(self, content: bytes) -> bool:
+        if not content.strip():
+            return self._load_empty()
         try:
             parsed = parse_manifests(content.decode("utf-8"), self.path)
         except UnicodeDecodeError as exc:
@@ -248,6 +376,8 @@ class FileSource(Source):
             log.warning("inconsistent: %s", line)
         for line in parsed.ignored:
             log.debug("ignored kind %s", line)
+        self._had_content = True
+        self._empty_reported = False
         changed = self._publish(parsed.state)
         if changed:
             state = self.snapshot()
@@ -255,3 +385,18 @@ class FileSource(Source):
                      state.revision, len(state.nodes), len(state.services),
                      len(state.ip_address_pools))
         return changed
+
+    def _load_empty(self) -> bool:
+        """An empty file: "nothing" before any content was read, afterwards most
+        likely a writer caught between truncating and writing (module docstring)."""
+        if self._had_content:
+            if self._empty_reported:
+                return False
+            self._empty_reported = True
+            state = self.snapshot()
+            log.warning("%s: empty; keeping the last good state (%d nodes, %d services): a "
+                        "half-written file?  To withdraw everything, write '---' or a "
+                        "comment into it", self.path, len(state.nodes), len(state.services))
+            return False
+        log.info("%s: empty: no objects", self.path)
+        return self._publish(ClusterState())

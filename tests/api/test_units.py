@@ -114,3 +114,19 @@ def test_cli_helpers() -> None:
                                                                   "1d1h"]
     assert table([("10.0.0.1", "l2")], ("ADDRESS", "MODE")).splitlines() == [
         "ADDRESS   MODE", "10.0.0.1  l2"]
+
+
+def test_a_conflict_event_reads_as_what_happened() -> None:
+    from speaker.api.server import event_message
+    from speaker.cli.events import event_dict, event_line
+
+    event = Event("conflict", time=0.0, address="10.99.0.200", mode="l2", owner="node1",
+                  interface="eth0", mac="02:de:ad:00:00:01", detail="gratuitous ARP")
+    message = event_message(event, "node1")
+    assert event_dict(message) == {
+        "kind": "conflict", "time": 0.0, "node": "node1", "initial": False,
+        "address": "10.99.0.200", "mode": "l2", "interface": "eth0",
+        "mac": "02:de:ad:00:00:01", "detail": "gratuitous ARP"}
+    assert event_line(message).endswith(
+        "node1: conflict 10.99.0.200 (l2) on eth0 claimed by 02:de:ad:00:00:01 "
+        "(gratuitous ARP); announced again")

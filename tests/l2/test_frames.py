@@ -160,3 +160,62 @@ def test_mutated_valid_requests_never_raise(data: st.DataObject) -> None:
         frame[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(frame)))
     responder().answer(bytes(frame[:cut]), 0.0)
+
+
+FOREIGN = bytes.fromhex("02dead000001")
+
+
+def test_claims_to_owned_addresses_are_reported_and_not_answered() -> None:
+    r = responder()
+    request_form, reply_form = frames.gratuitous_arps(FOREIGN, LB4.packed)
+    for frame, how in ((request_form, "gratuitous ARP"), (reply_form, "gratuitous ARP"),
+                       (frames.arp_request(FOREIGN, LB4.packed, bytes(4)), "ARP request"),
+                       (frames.unsolicited_advertisement(FOREIGN, LB6.packed),
+                        "Neighbor Advertisement"),
+                       (frames.neighbor_solicitation(FOREIGN, LB6.packed,
+                                                     ipaddress.ip_address("fd99::1").packed),
+                        "Neighbor Solicitation")):
+        reply, claim = r.handle(frame, 0.0)
+        assert reply is None, how
+        assert claim is not None and claim.mac == FOREIGN and claim.how == how
+    assert r.counters.claims == 5
+
+
+def test_no_claim_from_our_own_macs_nor_for_addresses_we_do_not_own() -> None:
+    r = responder()
+    other_port = bytes.fromhex("02aabbccdd02")
+    r.own_macs = {OUR_MAC, other_port}
+    for frame in (*frames.gratuitous_arps(OUR_MAC, LB4.packed),
+                  *frames.gratuitous_arps(other_port, LB4.packed),
+                  frames.unsolicited_advertisement(other_port, LB6.packed),
+                  *frames.gratuitous_arps(FOREIGN, ipaddress.ip_address("10.99.0.201").packed),
+                  frames.unsolicited_advertisement(FOREIGN, ipaddress.ip_address(
+                      "fd99::201").packed)):
+        assert r.handle(frame, 0.0) == (None, None)
+    assert r.counters.claims == 0
+
+
+def test_a_request_from_a_claimant_is_still_answered() -> None:
+    """Who-has for our address, sent from our address by another MAC: a claim,
+    and a question that gets our answer (which is the defence too)."""
+    reply, claim = responder().handle(arp_who_has(str(LB4), sender=str(LB4)), 0.0)
+    assert reply is None and claim is not None  # sender == target: gratuitous, asks nothing
+    reply, claim = responder().handle(
+        frames.arp_request(FOREIGN, LB4.packed, ipaddress.ip_address("10.99.0.201").packed), 0.0)
+    assert reply is None and claim is not None and claim.how == "ARP request"
+
+
+def test_neighbor_advertisements_are_validated() -> None:
+    good = frames.unsolicited_advertisement(FOREIGN, LB6.packed)
+    na = frames.parse_neighbor_advertisement(good)
+    assert na is not None and na.target == LB6.packed and na.target_lladdr == FOREIGN
+    assert na.flags & frames.NA_OVERRIDE and not na.flags & frames.NA_SOLICITED
+    # Solicited, yet to all nodes (checksum right): RFC 4861 7.1.2 says drop it.
+    solicited_to_all = frames._advert(FOREIGN, LB6.packed, frames.NA_SOLICITED,
+                                      frames.ALL_NODES_MAC, frames.ALL_NODES_V6)
+    low_hop = bytearray(good)
+    low_hop[21] = 64
+    for bad in (bytes(solicited_to_all), bytes(low_hop), good[:70]):
+        assert frames.parse_neighbor_advertisement(bad) is None
+    pkt = Ether(good)
+    assert pkt[ICMPv6ND_NA].tgt == str(LB6)  # and scapy reads it as we do

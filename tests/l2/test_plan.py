@@ -167,3 +167,42 @@ def test_only_addresses_of_the_dead_node_move(nodes: list[str], dead: int) -> No
             assert after[address] == owner  # no needless moves: neighbours keep their caches
         else:
             assert after[address] != gone
+
+
+def test_service_problems_name_what_goes_unannounced_and_why() -> None:
+    from speaker.plan import service_problems
+
+    s = state(*NODES, address_pool("pool", "192.0.2.0/28"), l2_advertisement("l2", ["pool"]),
+              address_pool("lonely", "198.51.100.0/28"),
+              lb_service("ok", "192.0.2.1"), lb_service("nopool", "203.0.113.9"),
+              lb_service("unselected", "198.51.100.3"), lb_service("multicast", "224.0.0.1"),
+              lb_service("a", "192.0.2.2", port=80), lb_service("b", "192.0.2.2", port=80))
+    assert service_problems(s) == (
+        "Service default/multicast: 224.0.0.1 is a multicast address: not announced",
+        "Service default/nopool: 203.0.113.9 is in no IPAddressPool: not announced (only "
+        "addresses of a pool are)",
+        "Service default/unselected: 198.51.100.3 is in IPAddressPool lonely, which no "
+        "L2Advertisement or BGPAdvertisement selects: not announced",
+        "192.0.2.2 is the address of Services default/a, default/b, which do not share one "
+        "metallb.io/allow-shared-ip key: announced for all of them, but which one gets a "
+        "connection is up to the node's forwarding")
+    assert IP("224.0.0.1") not in l2_owners(s, {"n1"})  # planned for nobody, whatever the pool
+
+
+def test_sharing_with_one_key_is_fine_unless_ports_collide() -> None:
+    from speaker.plan import service_problems
+
+    def shared(name: str, port: int) -> dict[str, Any]:
+        doc = lb_service(name, "192.0.2.5", port=port)
+        doc["metadata"]["annotations"] = {"metallb.io/allow-shared-ip": "k"}
+        return doc
+
+    assert service_problems(state(*BASE, shared("a", 80), shared("b", 443))) == ()
+    (problem,) = service_problems(state(*BASE, shared("a", 80), shared("b", 80)))
+    assert "both use port 80/TCP" in problem
+
+
+def test_pools_holding_multicast_are_not_announced_from() -> None:
+    s = state(*NODES, address_pool("odd", "224.0.0.0/28"), l2_advertisement("l2"),
+              lb_service("m", "224.0.0.1"))
+    assert l2_owners(s, {"n1", "n2", "n3"}) == {}

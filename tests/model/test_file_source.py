@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 
 from lab.speakers import poll
 from speaker.model import ClusterState
-from speaker.sources import FileSource, changes
+from speaker.sources import FileSource, changes, yaml_documents
+from speaker.sources.file import MAX_DEPTH, NestingTooDeep, check_depth, depth_bound
 
 LOGGER = "speaker.sources.file"
 DEADLINE = 10.0
@@ -246,3 +248,68 @@ def test_asyncio_changes(source: FileSource, manifests: Path) -> None:
         return got
 
     assert asyncio.run(follow()) == [["n1"], ["n1", "n2"]]
+
+
+def test_an_emptied_file_keeps_the_last_state_and_a_file_with_no_objects_clears_it(
+        source: FileSource, manifests: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Empty (a truncating writer caught half-way) keeps; `---` means nothing."""
+    first = source.snapshot()
+    manifests.write_text("")
+    wait_until(logged(caplog, "empty; keeping the last good state (1 nodes"), "the warning")
+    assert source.snapshot() is first
+    manifests.write_text("\n  \n")  # whitespace only: as empty
+    time.sleep(0.1)
+    assert source.snapshot() is first
+    manifests.write_text("---\n# nothing, on purpose\n")
+    assert next_state(source, first).nodes == ()
+    assert len([r for r in caplog.records if "empty; keeping" in r.getMessage()]) == 1
+
+
+def test_empty_at_start_is_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    src = FileSource(str(path))
+    assert not src.poll()  # nothing to publish: the empty state is the current one
+    assert src.snapshot() == ClusterState()
+    assert any("empty: no objects" in r.getMessage() for r in caplog.records)
+    path.write_text(node("n1", "10.0.0.1"))
+    assert src.poll() and names(src.snapshot()) == ["n1"]
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 5000 + "]" * 5000,
+    "- " * 5000 + "x",
+    "a:\u2028" + "".join(" " * i + f"k{i}:\u2028" for i in range(1, 400)) + "  v",
+])
+def test_deep_nesting_is_refused_with_one_line_and_the_last_state_kept(
+        source: FileSource, manifests: Path, caplog: pytest.LogCaptureFixture,
+        text: str) -> None:
+    """Whichever stops it first: this check, or a libyaml >= 0.2.6 that looks
+    ahead over a run of "[" (its own limit is 1000)."""
+    first = source.snapshot()
+    manifests.write_text(docs(node("n7", "10.0.0.7"), text))
+    wait_until(logged(caplog, "not valid YAML"), "the refusal")
+    record = next(r for r in caplog.records if "not valid YAML" in r.getMessage())
+    assert record.levelno == logging.ERROR and "\n" not in record.getMessage()
+    assert f"nested deeper than {MAX_DEPTH} levels" in record.getMessage() or \
+        "maximum nesting depth" in record.getMessage()
+    assert "keeping the last good state" in record.getMessage()
+    assert source.snapshot() is first
+
+
+def test_the_depth_bound_is_cheap_and_lets_ordinary_files_straight_through() -> None:
+    """depth_bound decides alone for ordinary files (no second pass): a CRD-like
+    schema 40 levels deep with flow lists still passes it."""
+    lines = []
+    for level in range(40):
+        lines.append("  " * level + f"k{level}:")
+    lines.append("  " * 40 + "type: [string, 'null']")
+    text = "\n".join(lines)
+    assert depth_bound(text) <= MAX_DEPTH
+    assert len(yaml_documents(text)) == 1
+    nested = "a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert depth_bound(nested) > MAX_DEPTH
+    check_depth("a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))  # 128 levels: fine
+    with pytest.raises(NestingTooDeep):
+        check_depth(nested)
