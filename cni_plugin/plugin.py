@@ -218,13 +218,35 @@ class SkeinPlugin:
         if req.netns:
             self._delete_pod_link(req)
         # Normally gone with the pod end; a leftover of an interrupted ADD is not.
-        leftover = netlink.link_index(veth.host_veth_name(req.container_id, req.ifname))
-        if leftover is not None:
-            host = self.host.socket()
-            try:
+        host_name = veth.host_veth_name(req.container_id, req.ifname)
+        if netlink.link_index(host_name) is None:
+            return
+        # A node end whose peer is in another namespace than this request's is a
+        # running pod's (the DEL after a refused duplicate ADD names the intruder's).
+        fd = self._netns_fd(req.netns)
+        host = self.host.socket()
+        try:
+            leftover = veth.leftover_index(host, host_name, fd)
+            if leftover is not None:
                 netlink.delete_link(host, leftover)
-            finally:
-                self.host.release(host)
+        finally:
+            self.host.release(host)
+            if fd is not None:
+                os.close(fd)
+
+    @staticmethod
+    def _netns_fd(path: str | None) -> int | None:
+        """The request's namespace, None when it has none or it is gone."""
+        from cni_plugin import netns
+
+        if not path:
+            return None
+        try:
+            return netns.open_netns(path)
+        except CniError as err:
+            if err.code == spec.ERR_UNKNOWN_CONTAINER:
+                return None
+            raise
 
     @staticmethod
     def _delete_pod_link(req: Request) -> None:

@@ -86,6 +86,8 @@ def parse_json(data: bytes | str, what: str = "network config") -> dict[str, Any
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CniError(ERR_DECODE, f"failed to decode {what}", str(exc)) from None
+    except RecursionError:
+        raise CniError(ERR_DECODE, f"failed to decode {what}", "nested too deeply") from None
     if not isinstance(value, dict):
         raise CniError(ERR_DECODE, f"failed to decode {what}", "expected a JSON object")
     return value

@@ -10,6 +10,8 @@ APT_PACKAGES=(
   iproute2 nftables iptables conntrack iputils-ping iputils-arping iperf3 tcpdump procps psmisc
   containernetworking-plugins bird2 gobgpd graphviz python3-venv
   shellcheck ruby keepalived ndisc6 openssl util-linux
+  # Debian's PyYAML on libyaml 0.2.5 (no depth limit): tests/adversarial parses with it
+  python3-yaml
   # the kube lab: a container runtime per node, images built without a registry
   containerd runc podman debootstrap patchelf busybox-static gcc libc6-dev
 )

@@ -26,12 +26,12 @@ CALICO_SOURCE = "Calico BGPConfiguration default, serviceClusterIPs"
 
 def manifest_state(path: str) -> ClusterState:
     """The objects of a manifests file (bad documents skipped, as the daemons do)."""
-    import yaml
+    from speaker.sources.file import yaml_documents
 
     with open(path, encoding="utf-8") as f:
-        docs = list(yaml.safe_load_all(f))
+        docs = yaml_documents(f.read())
     objects: list[ModelObject] = []
-    for doc in docs:
+    for _, doc in docs:
         for item in expand_document(doc):
             try:
                 obj = parse_object(item)

@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-import pytest
-
 from cni_plugin import veth
 from lab.netns import Netns
 from tests.cni.helpers import host_veths, lease_files, netconf, pod_address
@@ -92,8 +90,6 @@ def test_leftover_index_tells_another_pods_node_end(node, netns_factory):
     assert out == ["True", "False", "True"]
 
 
-@pytest.mark.xfail(strict=True, reason="cni_plugin/plugin.py (not this tier's to change) still "
-                   "removes the node end by name on DEL; it should ask veth.leftover_index")
 def test_del_of_the_refused_duplicate_leaves_the_running_pod_alone(
         node, cni_path, netns_factory, tmp_path):
     from tests.conftest import CniRunner

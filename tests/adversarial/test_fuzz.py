@@ -341,30 +341,23 @@ def test_depth_bound_corner_cases(text: str) -> None:
     check_manifests(text)
 
 
-def test_a_merge_key_chain_costs_a_bounded_time() -> None:
-    """Each mapping merging the one before copies all its pairs: 5,000 lines
-    took 48 s to construct before merging was budgeted."""
+def test_a_merge_key_chain_is_refused_by_its_budget() -> None:
+    """Each mapping merging the one before copies all its pairs, quadratic in
+    the chain: the copy budget refuses it instead of constructing it."""
     lines = ["a0: &a0 {k: 1}"] + [f"a{i}: &a{i} {{<<: *a{i - 1}, x{i}: 1}}"
                                   for i in range(1, 5000)]
-    started = time.monotonic()
     with pytest.raises(yaml.YAMLError, match="merge keys"):
         parse_manifests("\n".join(lines))
-    assert time.monotonic() - started < 15
 
 
 def test_aliases_are_not_expanded() -> None:
     """A "billion laughs" document: aliases stay references, nothing walks them."""
     lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)]
-    started = time.monotonic()
     parsed = parse_manifests("\n".join(lines) + "\nkind: List\nitems: *l9\n")
-    assert time.monotonic() - started < 5
     assert parsed.state.services == ()
 
 
-@pytest.mark.xfail(strict=True, reason="cni_plugin/spec.py (not this tier's to change): "
-                   "parse_json lets RecursionError through, so a deeply nested config is an "
-                   "internal error (999) instead of the spec's decoding failure (6)")
 def test_a_deeply_nested_config_is_a_decoding_failure() -> None:
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0",
            "CNI_NETNS": "/x", "CNI_PATH": "/x"}

@@ -68,8 +68,8 @@ def old_yaml(tmp_path_factory: pytest.TempPathFactory) -> str:
         version = probe.stdout.strip()
         if probe.returncode == 0 and tuple(map(int, version.split("."))) < (0, 2, 6):
             return str(shim)
-    pytest.skip("no PyYAML linked with libyaml < 0.2.6 on this machine "
-                "(Debian's python3-yaml has one)")
+    pytest.fail("no PyYAML linked with libyaml < 0.2.6 on this machine: "
+                "apt-get install python3-yaml (install/host-deps.sh does)")
 
 
 _RUN = "import sys; sys.path[:0] = {path!r}; from {module} import main; sys.exit(main())"

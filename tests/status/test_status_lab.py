@@ -195,7 +195,7 @@ def test_status_json_is_what_the_kernel_holds(cluster: Cluster) -> None:
         assert nodes[name]["netns"] == node.ns.name
         assert nodes[name]["problems"] == []
         cni = nodes[name]["cni"]
-        assert cni["path"] == node.conflist_path and cni["plugins"] == ["skein"]
+        assert cni["path"] == node.conflist_path and cni["plugins"] == ["skein", "portmap"]
         assert cni["pod_cidrs"] == [node.pod_cidr]
     assert len([p for n in nodes.values() for p in n["pods"]]) == 3
     # The far end of each tunnel is named after the node holding its underlay address.
