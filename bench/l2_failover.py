@@ -39,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from foundation.kube.sources import read_manifests  # noqa: E402
 from lab.cluster import Lab, Node  # noqa: E402
 from lab.netns import Netns  # noqa: E402
 from lab.speakers import (  # noqa: E402
@@ -49,7 +50,6 @@ from lab.speakers import (  # noqa: E402
     start_speaker,
 )
 from speaker.plan import l2_owners  # noqa: E402
-from speaker.sources import read_manifests  # noqa: E402
 
 VIP = "10.99.0.200"
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 
-from cni_plugin import netlink, rtnl, spec
-from cni_plugin.netlink import Link, NetlinkError, RouteSocket
-from cni_plugin.spec import CniError
+from foundation import netlink
+from foundation.cni import spec
+from foundation.cni.spec import CniError
+from foundation.netlink import Link, NetlinkError, RouteSocket, rtnl
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 

@@ -10,10 +10,12 @@ import ipaddress
 import os
 from typing import Any
 
-from cni_plugin import netlink, netns, spec
 from cni_plugin.config import NetConf
-from cni_plugin.skel import Request
-from cni_plugin.spec import CniError
+from foundation import netlink
+from foundation.cni import spec
+from foundation.cni.skel import Request
+from foundation.cni.spec import CniError
+from foundation.netlink import netns
 
 
 def _fail(msg: str, details: str = "") -> CniError:

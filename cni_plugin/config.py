@@ -13,8 +13,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from cni_plugin import spec
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.names import IFNAME_RULE, is_ifname
+from foundation.cni.spec import CniError
 
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_VXLAN_DEVICE = "skein.1"
@@ -53,9 +54,9 @@ def _int(conf: dict[str, Any], key: str, low: int, high: int, default: int | Non
 
 def _ifname(conf: dict[str, Any], key: str, default: str, where: str = "") -> str:
     value = conf.get(key, default)
-    if not isinstance(value, str) or not 0 < len(value) <= 15 or "/" in value or " " in value:
-        raise _invalid(f"{where}{key}", f"{value!r} is not a valid interface name",
-                       "an interface name has 1 to 15 characters, no '/' or spaces")
+    if not is_ifname(value):
+        raise _invalid(f"{where}{key}", f"{value!r} is not a valid interface name", IFNAME_RULE)
+    assert isinstance(value, str)
     return value
 
 

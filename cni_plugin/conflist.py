@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import tempfile
 from typing import Any
+
+from foundation import files
 
 CONFLIST_NAME = "10-skein.conflist"
 NETWORK_NAME = "skein"
@@ -73,27 +73,7 @@ def plugin_config(conflist: dict[str, Any], index: int = 0,
 
 
 def write_atomically(path: str, data: dict[str, Any]) -> bool:
-    """Write JSON to `path` via rename, so a runtime never reads half a file.
-    Returns False when the file already holds exactly this content."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    try:
-        with open(path, encoding="utf-8") as current:
-            if current.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".conflist")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
+    """Write the conflist `data` as JSON to `path` so a runtime never reads half
+    a file; False when the file already holds exactly this content."""
+    return files.write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n",
+                                  mode=0o644, skip_same=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 
-from cni_plugin import attachment, fastpath, spec
-from cni_plugin.skel import Plugin, dispatch, error_version
-from cni_plugin.spec import CniError
+from cni_plugin import attachment, fastpath
+from foundation.cni import spec
+from foundation.cni.skel import Plugin, dispatch, error_version
+from foundation.cni.spec import CniError
 
 # How long to wait for an agent still working on this attachment: with the
 # fast path's own waits (fastpath.py) well within kubelet's 2 min runtime timeout.

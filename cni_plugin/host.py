@@ -14,8 +14,9 @@ from __future__ import annotations
 import ipaddress
 import threading
 
-from cni_plugin import bridge, netlink
-from cni_plugin.netlink import Link, RouteSocket
+from cni_plugin import bridge
+from foundation import netlink
+from foundation.netlink import Link, RouteSocket
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 

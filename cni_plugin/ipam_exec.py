@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from cni_plugin import spec
-from cni_plugin.skel import Plugin, Request
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.skel import Plugin, Request
+from foundation.cni.spec import CniError
 
 IPAM_TIMEOUT = 60.0
 

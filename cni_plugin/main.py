@@ -18,7 +18,7 @@ def in_process(stdin: bytes, answer: str | None) -> None:
     """Do the command in this process: `answer` is what `fastpath.forward`
     returned (None: no agent; PARTIAL: the agent took it and gave no answer)."""
     from cni_plugin.plugin import SkeinPlugin
-    from cni_plugin.skel import dispatch, finish
+    from foundation.cni.skel import dispatch, finish
 
     plugin = SkeinPlugin()
     if answer == fastpath.PARTIAL:

@@ -23,8 +23,8 @@ import re
 import subprocess
 from typing import Any
 
-from cni_plugin import spec
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.spec import CniError
 
 TABLE = "skein_masq"
 CHAIN = "postrouting"

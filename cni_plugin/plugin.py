@@ -19,16 +19,17 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cni_plugin import spec
 from cni_plugin.config import NetConf, parse_netconf
 from cni_plugin.ipam_exec import exec_ipam, ipam_runs_in_process
-from cni_plugin.skel import Request
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.names import host_veth_name
+from foundation.cni.skel import Request
+from foundation.cni.spec import CniError
 
 if TYPE_CHECKING:  # host.py brings the netlink modules: only the commands load them
     from cni_plugin.config import VxlanConf
     from cni_plugin.host import ColdHost
-    from cni_plugin.netlink import Link, RouteSocket
+    from foundation.netlink import Link, RouteSocket
 
     OverlayDevice = Callable[[RouteSocket, VxlanConf], Link]
 
@@ -84,7 +85,7 @@ def agent_unreachable(conf: NetConf) -> str | None:
 
 
 class SkeinPlugin:
-    """Implements cni_plugin.skel.Plugin.  `readiness` returns why the node
+    """Implements foundation.cni.skel.Plugin.  `readiness` returns why the node
     cannot take pods now, or None; the agent passes its own check.  `overlay`
     gives the VXLAN device of a config with a `vxlan` section: by default
     `vxlan.ensure_device`, which verifies it from scratch; the agent, which
@@ -106,7 +107,8 @@ class SkeinPlugin:
 
     def add(self, req: Request) -> dict[str, Any]:
         conf = parse_netconf(req.config)
-        from cni_plugin import netlink, netns
+        from foundation import netlink
+        from foundation.netlink import netns
 
         fd = netns.open_netns(req.netns)
         host = self.host.socket()
@@ -142,7 +144,8 @@ class SkeinPlugin:
         skein-ipam inside the agent allocates after the pair, in this thread:
         handing the pair to a second thread of the agent cost more in thread
         wake-ups on an idle CPU than the overlap saved (cni_plugin/agent)."""
-        from cni_plugin import netlink, veth
+        from cni_plugin import veth
+        from foundation import netlink
 
         ipam = None if ipam_runs_in_process(req.config) else Background(
             lambda: exec_ipam(req, "ADD"))
@@ -154,7 +157,7 @@ class SkeinPlugin:
                 overlay = (self._overlay or vxlan.ensure_device)(host, conf.vxlan)
                 mtu = mtu or overlay.mtu
             br = self.host.bridge(host, conf.bridge, mtu, conf.promisc_mode)
-            host_veth = veth.create_pair(host, veth.host_veth_name(req.container_id, req.ifname),
+            host_veth = veth.create_pair(host, host_veth_name(req.container_id, req.ifname),
                                          req.ifname, fd, mtu, br, conf.hairpin_mode,
                                          req.args.get("MAC") or
                                          conf.raw.get("runtimeConfig", {}).get("mac"))
@@ -213,12 +216,13 @@ class SkeinPlugin:
             masq.teardown(conf.name, req.container_id, req.ifname)
 
     def _delete_links(self, req: Request) -> None:
-        from cni_plugin import netlink, veth
+        from cni_plugin import veth
+        from foundation import netlink
 
         if req.netns:
             self._delete_pod_link(req)
         # Normally gone with the pod end; a leftover of an interrupted ADD is not.
-        host_name = veth.host_veth_name(req.container_id, req.ifname)
+        host_name = host_veth_name(req.container_id, req.ifname)
         if netlink.link_index(host_name) is None:
             return
         # A node end whose peer is in another namespace than this request's is a
@@ -237,7 +241,7 @@ class SkeinPlugin:
     @staticmethod
     def _netns_fd(path: str | None) -> int | None:
         """The request's namespace, None when it has none or it is gone."""
-        from cni_plugin import netns
+        from foundation.netlink import netns
 
         if not path:
             return None
@@ -261,7 +265,8 @@ class SkeinPlugin:
         new ADD of the same attachment to create the same names.  The agent
         answers meanwhile while the thread waits for the acknowledgement; an
         executable's process ends only when the thread has it."""
-        from cni_plugin import netlink, netns, veth
+        from foundation import netlink
+        from foundation.netlink import netns
 
         try:
             fd = netns.open_netns(req.netns)
@@ -282,7 +287,7 @@ class SkeinPlugin:
         if link is None:
             pod.close()
             return
-        host_name = veth.host_veth_name(req.container_id, req.ifname)
+        host_name = host_veth_name(req.container_id, req.ifname)
         peer = netlink.link_index(host_name)  # this thread is in the node's namespace
 
         def delete() -> None:

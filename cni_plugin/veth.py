@@ -18,20 +18,14 @@ ids in the node namespace (RTM_GETNSID), which the kernel assigns on demand.
 from __future__ import annotations
 
 import errno
-import hashlib
 import ipaddress
 import struct
 from typing import Any
 
-from cni_plugin import netlink, rtnl, spec
-from cni_plugin.netlink import Link, NetlinkError, RouteSocket
-from cni_plugin.spec import CniError
-
-
-def host_veth_name(container_id: str, ifname: str) -> str:
-    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
-    return f"veth{digest[:8]}"
-
+from foundation import netlink
+from foundation.cni import spec
+from foundation.cni.spec import CniError
+from foundation.netlink import Link, NetlinkError, RouteSocket, rtnl
 
 # <linux/rtnetlink.h>, <linux/net_namespace.h>
 RTM_GETNSID = 90

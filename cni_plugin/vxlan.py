@@ -26,19 +26,19 @@ import ipaddress
 import threading
 from dataclasses import dataclass
 
-from cni_plugin import netlink, rtnl, spec
 from cni_plugin.config import VxlanConf
-from cni_plugin.netlink import Link, NetlinkError, RouteSocket
-from cni_plugin.spec import CniError
+from foundation import netlink
+from foundation.cni import spec
+from foundation.cni.spec import CniError
+from foundation.netlink import Link, NetlinkError, RouteSocket, rtnl
+from foundation.netlink.mac import vtep_mac_for_ip
 
 VXLAN_OVERHEAD = 50
 
 
 def vtep_mac(underlay_ip: str) -> str:
-    """The MAC every peer derives from this node's address (one definition,
-    shared with the Node model the agent reads peers from)."""
-    from speaker.model.node import vtep_mac_for_ip
-
+    """The MAC every peer derives from this node's address (the Node model the
+    agent reads peers from derives it the same way)."""
     return vtep_mac_for_ip(underlay_ip)
 
 

@@ -12,12 +12,11 @@ executables carry every module they import outside the standard library:
   that is all that runs: no zip directory read, no `runpy`.  Only without an
   answer does it put `skein.pyz` (found beside the launcher's real path, so a
   symlink to it works) on sys.path and call `cni_plugin.main.in_process`.
-  `skein.pyz` holds `cni_plugin` (without the lab and the agent), `ipam` and
-  `speaker.model` (the VXLAN path derives VTEP MACs with `speaker.model.node`);
-  its netlink is cni_plugin/rtnl.py, standard library only;
+  `skein.pyz` holds `cni_plugin` (its agent left out), `ipam` and the parts
+  of `foundation` it needs (the CNI protocol, netlink, addresses, files), all
+  standard library only;
 - `skein-ipam` stays a zipapp (it is not on the fast path; a launcher saved
-  nothing measurable): `ipam` and `cni_plugin` (for the CNI protocol, `skel`
-  and `spec`).
+  nothing measurable): `ipam` and the same parts of `foundation`.
 
 Both start with `#!/usr/bin/env -S python3 -I -S`: -I ignores PYTHON*
 variables and the user's site directory, -S skips `site`, which the archives
@@ -111,10 +110,12 @@ class App:
 
 APPS = (
     App("skein", "cni_plugin.main:main",
-        ("cni_plugin/*.py", "ipam/*.py", "speaker/__init__.py", "speaker/model/*.py"),
+        ("foundation/*.py", "foundation/cni/*.py",
+         "foundation/netlink/*.py", "cni_plugin/*.py", "ipam/*.py"),
         in_process="cni_plugin.main:in_process"),
     App("skein-ipam", "ipam.main:main",
-        ("cni_plugin/*.py", "ipam/*.py")),
+        ("foundation/*.py", "foundation/cni/*.py",
+         "foundation/netlink/*.py", "ipam/*.py")),
 )
 
 

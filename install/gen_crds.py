@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate install/manifests/10-crds.yaml: MetalLB's configuration kinds (metallb.io).
 
-Skein reads a MetalLB user's objects unchanged (speaker.model.metallb), so the
+Skein reads a MetalLB user's objects unchanged (foundation.kube.model.metallb), so the
 CRDs have MetalLB's group, kinds and field names; the schemas are written here
 from the fields that model parses, with its bounds.  Each schema is structural
 (every node typed, `properties` only on objects, `items` only on arrays), as

@@ -56,7 +56,7 @@ import build_zipapps  # type: ignore[import-not-found]  # beside this script, in
 
 PYTHON = build_zipapps.RUNTIME_PYTHON  # bin/python3
 INFO = "runtime.json"  # what went in, and what the runtime needs from the node's libc
-OUR_PACKAGES = frozenset({"cni_plugin", "ipam", "speaker"})
+OUR_PACKAGES = frozenset({"foundation", "cni_plugin", "ipam"})
 # Imported by the closure but not wanted: what breaks without them is handled by
 # the standard library itself.
 EXCLUDED = {

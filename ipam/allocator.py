@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import NamedTuple, Protocol
 
-from ipam.ranges import IPAddress, RangeSet
+from foundation.addresses import IPAddress
+from ipam.ranges import RangeSet
 from ipam.store import Attachment, Lease
 
 

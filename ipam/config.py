@@ -21,16 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from cni_plugin import spec
-from cni_plugin.spec import CniError
-from ipam.ranges import (
-    IPAddress,
-    RangeError,
-    RangeSet,
-    SubnetRange,
-    parse_address,
-    parse_network,
-)
+from foundation.addresses import IPAddress, RangeError, parse_address, parse_network
+from foundation.cni import spec
+from foundation.cni.spec import CniError
+from ipam.ranges import RangeSet, SubnetRange
 from ipam.store import DEFAULT_DATA_DIR, Attachment
 
 # The network name becomes a directory name: the CNI spec's rule for names

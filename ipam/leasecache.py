@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ipam import inotify
 
 if TYPE_CHECKING:
-    from ipam.ranges import IPAddress
+    from foundation.addresses import IPAddress
     from ipam.store import DiskStore, Lease
 
 _CHANGES = (inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM

@@ -7,7 +7,7 @@ part of every pod's start-up time.
 
 from __future__ import annotations
 
-from cni_plugin import skel
+from foundation.cni import skel
 from ipam.plugin import HostLocalIpam
 
 

@@ -1,6 +1,6 @@
 """skein-ipam's CNI commands: host-local's behaviour on host-local's disk layout.
 
-Why this layer: cni_plugin.skel turns env + stdin into a Request and a result
+Why this layer: foundation.cni.skel turns env + stdin into a Request and a result
 or CniError into JSON; `ipam.config`, `ipam.allocator` and `ipam.store` know
 nothing about CNI error codes.  This module is where the two meet: it holds the
 lock for the whole of each command (the reference takes it once per range set;
@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from cni_plugin import spec
-from cni_plugin.skel import Request
-from cni_plugin.spec import CniError
+from foundation.addresses import IPAddress, parse_address
+from foundation.cni import spec
+from foundation.cni.skel import Request
+from foundation.cni.spec import CniError
 from ipam.allocator import (
     AllocationError,
     Allocator,
@@ -32,7 +33,6 @@ from ipam.allocator import (
     allocate,
 )
 from ipam.config import IpamConfig, parse_config, parse_resolv_conf, parse_valid_attachments
-from ipam.ranges import IPAddress, parse_address
 from ipam.store import Attachment, DiskStore, LockTimeout
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def _allocation_error(err: AllocationError, cfg: IpamConfig) -> CniError:
 
 
 class HostLocalIpam:
-    """The `Plugin` of cni_plugin.skel for skein-ipam.  Inside skein-agent,
+    """The `Plugin` of foundation.cni.skel for skein-ipam.  Inside skein-agent,
     `spares` writes new leases into files made ahead of time (ipam/spare.py)
     and `cache` reads only the leases that changed (ipam/leasecache.py)."""
 

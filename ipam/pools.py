@@ -1,7 +1,7 @@
 """LoadBalancer address pools: which Service gets which address, MetalLB's way.
 
 Why here, beside the host-local allocator: both hand out addresses from ranges
-and share `ipam.ranges` (parse, contain, walk in order).  Like the rest of
+and share `foundation.addresses` (parse, contain, walk in order).  Like the rest of
 `ipam` this module is pure and standard-library only: it knows nothing of
 Kubernetes objects.  `speaker.controller.reconcile` turns Services and
 IPAddressPools into `Request`s and pools; this module keeps the assignments and
@@ -42,14 +42,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ipam.ranges import AddressRange, IPAddress
+from foundation.addresses import AddressRange, IPAddress
 
 Port = tuple[str, int]  # (protocol, port), e.g. ("TCP", 80)
 Mode = Literal["one", "prefer-all", "all"]
 
 
 class PoolSpec(Protocol):
-    """What the allocator needs of a pool; speaker.model.IPAddressPool fits."""
+    """What the allocator needs of a pool; foundation.kube.model.IPAddressPool fits."""
 
     @property
     def name(self) -> str: ...

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ipam.ranges import IPAddress
+from foundation.addresses import IPAddress
 
 if TYPE_CHECKING:
     from ipam.leasecache import LeaseCache

@@ -1,8 +1,9 @@
 """`skein-lab`: Skein's labs on one Linux machine, in network namespaces only.
 
     skein-lab demo [--pods N] [--report FILE] [--diagram FILE]
-    skein-lab kube up [--workdir DIR] [--nodes N]
+    skein-lab kube up [--workdir DIR] [--nodes N] [--no-dns]
     skein-lab kube status [--workdir DIR]
+    skein-lab kube e2e [--workdir DIR] [--focus REGEX] [--skip REGEX]
     skein-lab kube down [--workdir DIR]
 """
 
@@ -50,7 +51,9 @@ def _fail(err: Exception) -> None:
 @click.option("--nodes", type=click.IntRange(1, 20), default=3, show_default=True)
 @click.option("--timeout", type=float, default=300, show_default=True,
               help="seconds to wait for every node Ready and every Skein pod Running")
-def up(workdir: Path, nodes: int, timeout: float) -> None:
+@click.option("--dns/--no-dns", default=True, show_default=True,
+              help="deploy CoreDNS (upstream's add-on) as the cluster DNS")
+def up(workdir: Path, nodes: int, timeout: float, dns: bool) -> None:
     """Build (once) and start the cluster; returns when it is ready."""
     from lab.kube.build import ensure_kubernetes
     from lab.kube.image import ensure_images
@@ -60,7 +63,13 @@ def up(workdir: Path, nodes: int, timeout: float) -> None:
         lab = KubeLab(workdir, nodes, log=click.echo)
         bin_dir = ensure_kubernetes(log=click.echo)
         images = ensure_images(bin_dir=bin_dir, log=click.echo)
-        lab.up(images, bin_dir, timeout=timeout)
+        deploy_dns = None
+        if dns:
+            from lab.kube.coredns import for_up
+
+            archive, deploy_dns = for_up(log=click.echo)
+            images.append(archive)
+        lab.up(images, bin_dir, timeout=timeout, dns=deploy_dns)
     except KeyboardInterrupt:
         click.echo("interrupted; removing what was made", err=True)
         if lab is not None:
@@ -86,6 +95,37 @@ def status(workdir: Path) -> None:
         click.echo(report(KubeLab(workdir)))
     except KubeLabError as err:
         _fail(err)
+
+
+@kube.command()
+@WORKDIR
+@click.option("--focus", metavar="REGEX", default=None,
+              help="run the tests whose names match (default: every [sig-network] "
+                   "[Conformance] test and every [sig-network] Networking Granular Checks: "
+                   "Pods test)")
+@click.option("--skip", metavar="REGEX", default=None,
+              help="also skip the tests whose names match (lab/kube/e2e_skips.py's list "
+                   "is always skipped)")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where e2e.log and junit_01.xml go  [default: WORKDIR/e2e]")
+@click.option("--timeout", default="60m", show_default=True,
+              help="the whole suite's limit (--ginkgo.timeout)")
+def e2e(workdir: Path, focus: str | None, skip: str | None, report_dir: Path | None,
+        timeout: str) -> None:
+    """Kubernetes' own e2e suite (e2e.test of the cluster's version) against the cluster."""
+    from lab.kube.e2e import format_summary, run
+    from lab.kube.image import ImageError
+
+    try:
+        summary = run(KubeLab(workdir, log=click.echo), focus=focus, skip=skip,
+                      report_dir=report_dir, timeout=timeout, log=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted; the cluster is left running", err=True)
+        sys.exit(130)
+    except (KubeLabError, ImageError, OSError, RuntimeError) as err:
+        _fail(err)
+    click.echo(format_summary(summary))
+    sys.exit(0 if summary.ok else 1)
 
 
 @kube.command()

@@ -33,13 +33,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
+from foundation.kube.model.communities import BGPCommunity
 from speaker.bgp.nlri import Network
 from speaker.bgp.peer import RibChange, RouteAttrs
 from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp_plan import BgpSession
 from speaker.loopback import LoopbackAddresses
-from speaker.model.communities import BGPCommunity
 from speaker.plan import BGP, Announcement
 
 log = logging.getLogger("speaker.bgp")

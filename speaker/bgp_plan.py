@@ -40,14 +40,14 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from foundation.kube.model.cluster import ClusterState
+from foundation.kube.model.communities import BGPCommunity
+from foundation.kube.model.errors import ModelError
+from foundation.kube.model.fields import IPAddress, IPNetwork
+from foundation.kube.model.metallb import BGPAdvertisement, BGPPeer
+from foundation.kube.model.node import Node
 from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, Family
 from speaker.bgp.peer import PeerConfig
-from speaker.model.cluster import ClusterState
-from speaker.model.communities import BGPCommunity
-from speaker.model.errors import ModelError
-from speaker.model.fields import IPAddress, IPNetwork
-from speaker.model.metallb import BGPAdvertisement, BGPPeer
-from speaker.model.node import Node
 from speaker.plan import BGP, Announcement, node_can_announce, serves
 
 

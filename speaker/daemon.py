@@ -47,14 +47,14 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from foundation.kube.model.cluster import ClusterState
+from foundation.kube.model.fields import IPAddress, unannounceable
+from foundation.kube.sources.base import Source, changes
 from speaker.api.events import CONFLICT, Event, EventBus
 from speaker.api.manual import ManualAddresses
 from speaker.bgp_plan import BgpSession, plan_bgp
 from speaker.membership import Liveness
-from speaker.model.cluster import ClusterState
-from speaker.model.fields import IPAddress, unannounceable
 from speaker.plan import L2, Announcement, l2_owners, plan_node, service_problems
-from speaker.sources.base import Source, changes
 
 if TYPE_CHECKING:
     from speaker.l2.announcer import Conflict

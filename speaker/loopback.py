@@ -16,7 +16,7 @@ import ipaddress
 import logging
 from typing import Any
 
-from speaker.model.fields import IPAddress
+from foundation.kube.model.fields import IPAddress
 
 log = logging.getLogger(__name__)
 

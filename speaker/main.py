@@ -21,11 +21,11 @@ import logging
 import os
 import sys
 
+from foundation.kube.sources.base import Source
 from speaker.api import service as api
 from speaker.l2.announcer import DEFAULT_BURST, L2Announcer
 from speaker.membership import Liveness
 from speaker.membership.udp import DEFAULT_PORT
-from speaker.sources.base import Source
 
 PROG = "skein-speaker"
 
@@ -117,10 +117,10 @@ def fail(message: str) -> int:
 
 def _source(args: argparse.Namespace) -> Source:
     if args.manifests is not None:
-        from speaker.sources.file import FileSource
+        from foundation.kube.sources.file import FileSource
 
         return FileSource(args.manifests)
-    from speaker.sources.kube import SPEAKER_KINDS, KubeClient, KubeSource
+    from foundation.kube.sources.kube import SPEAKER_KINDS, KubeClient, KubeSource
 
     client = KubeClient.from_kubeconfig(None if args.in_cluster else args.kubeconfig)
     return KubeSource(client, SPEAKER_KINDS)
@@ -128,8 +128,8 @@ def _source(args: argparse.Namespace) -> Source:
 
 def _liveness(args: argparse.Namespace, source: Source) -> Liveness:
     if args.liveness == "lease":
+        from foundation.kube.sources.kube import KubeSource
         from speaker.membership.lease import LeaseLiveness
-        from speaker.sources.kube import KubeSource
 
         if not isinstance(source, KubeSource):  # main() refuses --manifests before this
             raise TypeError("Lease liveness needs the Kubernetes API source")

@@ -18,7 +18,7 @@ MetalLB user sees the same owner for the same address:
 An address in no IPAddressPool, or in a pool no L2Advertisement selects, is
 not announced at all (MetalLB does the same: it is someone else's address),
 nor is one that can never be a LoadBalancer address (multicast, loopback, ...:
-`speaker.model.fields.unannounceable`).  `service_problems` says why, one
+`foundation.kube.model.fields.unannounceable`).  `service_problems` says why, one
 line each, for the daemon's log: a Service whose address goes unannounced
 must not be a silent mystery.
 
@@ -35,11 +35,11 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from speaker.model.cluster import ClusterState
-from speaker.model.communities import BGPCommunity
-from speaker.model.fields import IPAddress, IPNetwork, unannounceable
-from speaker.model.node import Node
-from speaker.model.service import Service
+from foundation.kube.model.cluster import ClusterState
+from foundation.kube.model.communities import BGPCommunity
+from foundation.kube.model.fields import IPAddress, IPNetwork, unannounceable
+from foundation.kube.model.node import Node
+from foundation.kube.model.service import Service
 
 L2 = "l2"
 BGP = "bgp"  # planned by speaker.bgp_plan: every eligible node announces, no election

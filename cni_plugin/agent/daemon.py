@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cni_plugin import ipam_exec, netlink, vxlan
+from cni_plugin import ipam_exec, vxlan
 from cni_plugin.agent import kernel
 from cni_plugin.agent.fastpath_server import FastPathServer
 from cni_plugin.agent.masquerade import Nft, NodeMasquerade
@@ -32,9 +32,10 @@ from cni_plugin.config import NetConf, VxlanConf
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
 from cni_plugin.host import WarmHost
 from cni_plugin.plugin import SkeinPlugin
-from cni_plugin.spec import CniError
-from speaker.model.cluster import ClusterState
-from speaker.sources.base import Source
+from foundation import netlink
+from foundation.cni.spec import CniError
+from foundation.kube.model.cluster import ClusterState
+from foundation.kube.sources.base import Source
 
 log = logging.getLogger("skein.agent")
 

@@ -3,7 +3,7 @@
 `skein` forwards env + config here (see cni_plugin/fastpath.py) and prints
 what comes back.  Each request runs in its own thread with the very same
 plugin code as the executable, already imported, skein-ipam called
-in-process; setns is per thread (cni_plugin/netns.py), so parallel ADDs run
+in-process; setns is per thread (foundation/netlink/netns.py), so parallel ADDs run
 concurrently and safely.  Every worker thread blocks in accept(2) on the
 listening socket itself: the kernel hands each connection to one waiting
 thread, which serves it, so no request waits for a hand-over between an
@@ -40,9 +40,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from cni_plugin import attachment, fastpath, spec
-from cni_plugin.skel import Plugin, dispatch, error_version
-from cni_plugin.spec import CniError
+from cni_plugin import attachment, fastpath
+from foundation.cni import spec
+from foundation.cni.skel import Plugin, dispatch, error_version
+from foundation.cni.spec import CniError
 
 log = logging.getLogger("skein.agent.fastpath")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid

@@ -4,7 +4,7 @@ a plan twice, or after a restart, changes nothing and drops no packet.
 
 This is pyroute2 (neighbour and FDB messages, once per resync in a
 long-running daemon, where its import and per-request cost do not matter);
-the per-pod path uses cni_plugin/rtnl.py instead."""
+the per-pod path uses foundation/netlink/rtnl.py instead."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cni_plugin import netlink
-from cni_plugin.agent.plan import RTPROT_SKEIN, Action, Entries, Fdb, Neigh, Route
+from cni_plugin.agent.plan import Action, Entries, Fdb, Neigh, Route
+from foundation import netlink
+from foundation.netlink import RTPROT_SKEIN
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from cni_plugin.agent.daemon import Agent, AgentConfig, parse_cluster_cidrs
 from cni_plugin.agent.masquerade import FAMILY, TABLE, Nft, NftError, NodeMasquerade
 from cni_plugin.config import DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT, VxlanConf
-from speaker.sources.base import Source
+from foundation.kube.sources.base import Source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +57,10 @@ def make_source(args: argparse.Namespace) -> Source:
     """The peers' source: the manifests file (labs), else the Kubernetes API
     (Nodes only; the least the agent needs is get/list/watch on nodes)."""
     if args.manifests:
-        from speaker.sources.file import FileSource
+        from foundation.kube.sources.file import FileSource
 
         return FileSource(args.manifests)
-    from speaker.sources.kube import AGENT_KINDS, KubeClient, KubeSource
+    from foundation.kube.sources.kube import AGENT_KINDS, KubeClient, KubeSource
 
     return KubeSource(KubeClient.from_kubeconfig(args.kubeconfig, args.context), AGENT_KINDS)
 

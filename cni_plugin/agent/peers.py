@@ -8,13 +8,11 @@ every other peer is kept.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from speaker.model.node import Node
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from foundation.addresses import IPNetwork
+from foundation.kube.model.node import Node
 
 
 @dataclass(frozen=True)

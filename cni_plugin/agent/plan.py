@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 from cni_plugin.agent.peers import Peer
 
-RTPROT_SKEIN = 83
-
 
 @dataclass(frozen=True, order=True)
 class Neigh:

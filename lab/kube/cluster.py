@@ -166,7 +166,9 @@ class KubeLab:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
     # -- up ---------------------------------------------------------------------
-    def up(self, images: Sequence[Path], bin_dir: Path, timeout: float = 300) -> None:
+    def up(self, images: Sequence[Path], bin_dir: Path, timeout: float = 300,
+           dns: Callable[[KubeLab], None] | None = None) -> None:
+        """Start the cluster; `dns` (lab.kube.coredns) deploys its DNS once it runs."""
         if self.state is not None:
             raise KubeLabError(f"a kube lab already runs from {self.workdir} (tag "
                                f"{self.state.tag}); `skein-lab kube down` first")
@@ -186,6 +188,8 @@ class KubeLab:
         self._wait_ready(timeout)
         self._routes_to_pods()
         self._router()
+        if dns is not None:
+            dns(self)
         self.state.phase = "up"
         self.state.save(self.workdir)
         self.log(f"cluster up in {time.monotonic() - started:.0f} s")

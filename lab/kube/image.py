@@ -65,7 +65,7 @@ BUSYBOX = "/bin/busybox"
 # What goes into the Skein image (the Containerfile's COPY lines), relative to the repo.
 IMAGE_SOURCES = ("install/Containerfile", "install/build_zipapps.py", "install/runtime.py",
                  "install/install_cni.py", "pyproject.toml", "setup.py", "README.md",
-                 "cni_plugin", "ipam", "speaker")
+                 "foundation", "cni_plugin", "ipam", "speaker")
 # Never part of a checkout: caches, and the stubs setup.py generates (.gitignore).
 EXCLUDED_DIRS = ("__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache")
 EXCLUDED_FILES = ("speaker/api/skein_pb2.py", "speaker/api/skein_pb2.pyi",
@@ -592,3 +592,307 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- the e2e suite's
+#
+# The images Kubernetes' end-to-end suite (e2e.test v1.34.4, test/utils/image/manifest.go)
+# and the CoreDNS add-on ask for, under those exact names, so that nothing is ever pulled.
+# Upstream's agnhost is alpine with a userland the suite execs (sh, curl, nc, dig, ip, ss,
+# getent); here it is a debootstrapped Debian with the same tools.  The binaries come
+# from lab.kube.build.ensure_e2e (agnhost and coredns built from their Go modules).
+
+E2E_REGISTRY = "registry.k8s.io/e2e-test-images"
+AGNHOST_IMAGE = f"{E2E_REGISTRY}/agnhost:2.56"
+JESSIE_DNSUTILS_IMAGE = f"{E2E_REGISTRY}/jessie-dnsutils:1.7"
+NGINX_IMAGE = f"{E2E_REGISTRY}/nginx:1.14-4"
+E2E_BUSYBOX_IMAGE = f"{E2E_REGISTRY}/busybox:1.37.0-1"
+# What cluster/addons/dns/coredns/coredns.yaml.base of Kubernetes v1.34.4 runs.
+COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.12.1"
+E2E_BASE_IMAGE = f"localhost/skein-e2e-base:{SUITE}"
+# The userland of upstream's agnhost (bind-tools curl netcat-openbsd iproute2 iperf bash),
+# with Debian's names, plus what the tests' shell lines call on Debian-based images
+# (jessie-dnsutils: dig, awk, hostname, getent), nginx for the nginx image, and the
+# tools one wants when a test fails (ping, ps, iptables, conntrack).
+E2E_BASE_PACKAGES = ("bash", "bind9-dnsutils", "conntrack", "curl", "iperf", "iproute2",
+                     "iptables", "iputils-ping", "netbase", "netcat-openbsd", "nginx-light",
+                     "procps")
+E2E_SCHEMA = 1
+# struct vfs_cap_data, revision 2: CAP_NET_BIND_SERVICE (10) permitted and effective,
+# what `setcap cap_net_bind_service=+ep` writes (CoreDNS's Dockerfile does that).
+NET_BIND_SERVICE_XATTR = (0x02000001).to_bytes(4, "little") + (1 << 10).to_bytes(4, "little") \
+    + bytes(12)
+
+
+# What no test reads, left out of the e2e base (a quarter of it): every node imports it.
+E2E_BASE_TRIM = ("usr/share/doc", "usr/share/info", "usr/share/locale", "usr/share/man")
+
+
+def debian_tar_key(packages: Sequence[str], trim: Sequence[str] = ()) -> str:
+    return _key({"base": base_key(debian_mirror(), packages), "trim": sorted(trim)})
+
+
+def ensure_debian_tar(slug: str, packages: Sequence[str], trim: Sequence[str] = (),
+                      cache: str | os.PathLike[str] | None = None, log: Log = print) -> Path:
+    """A tar of a debootstrapped Debian SUITE (minbase + `packages`, without what is under
+    the directories `trim`), made once under <cache>/`slug`/ (its own directory and lock:
+    it never touches the Skein base)."""
+    root = cache_root(cache)
+    mirror = debian_mirror()
+    key = debian_tar_key(packages, trim)
+    directory = root / slug
+    final = directory / f"{slug}-{SUITE}-{key[:12]}.tar"
+    if final.is_file():
+        return final
+    with _locked(root, slug):
+        if final.is_file():
+            return final
+        debootstrap = _tool("debootstrap", "debootstrap")
+        unshare = _tool("unshare", "util-linux")
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+        start = time.monotonic()
+        try:
+            target = tmp / "root"
+            log(f"debootstrap {SUITE} (minbase + {', '.join(sorted(packages))}) from {mirror} "
+                f"into {directory}; a few minutes, once")
+            _run([unshare, "--mount", "--propagation", "private", debootstrap,
+                  "--variant=minbase", f"--include={','.join(sorted(packages))}", SUITE,
+                  str(target), mirror], "debootstrap", tmp / "debootstrap.log")
+            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for path in (target / junk).glob("*"):
+                    if path.is_file():
+                        path.unlink()
+            for directory_ in trim:
+                for path in (target / directory_).glob("*"):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+            tar = tmp / "root.tar"
+            _run(["tar", "--numeric-owner", "--xattrs", "-C", str(target),
+                  "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
+                  "-cf", str(tar), "."], "tar of the debootstrap root")
+            _replace(tar, final)
+            for old in directory.glob(f"{slug}-{SUITE}-*.tar"):
+                if old != final:
+                    old.unlink()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log(f"{slug} root: {final} ({_size(final)}) in {_elapsed(start)}")
+    return final
+
+
+def ensure_e2e_base(podman: Podman, cache: str | os.PathLike[str] | None = None,
+                    log: Log = print) -> str:
+    """E2E_BASE_IMAGE in the lab's store (Debian with E2E_BASE_PACKAGES)."""
+    key = debian_tar_key(E2E_BASE_PACKAGES, E2E_BASE_TRIM)[:12]
+    if podman.label(E2E_BASE_IMAGE, LABEL) != key:
+        tar = ensure_debian_tar("e2e-base", E2E_BASE_PACKAGES, E2E_BASE_TRIM, cache, log)
+        log(f"podman import {tar.name} as {E2E_BASE_IMAGE}")
+        podman.run("import", "--change", f"LABEL {LABEL}={key}", "--change",
+                   'CMD ["/bin/bash"]', str(tar), E2E_BASE_IMAGE, what="podman import")
+    return E2E_BASE_IMAGE
+
+
+def _ensure_built(root: Path, slug: str, name: str, inputs: Mapping[str, Any],
+                  stage: Callable[[Path], str], log: Log, base: bool = False) -> Path:
+    """Build and save an image whose context `stage` fills (returning its Containerfile),
+    on E2E_BASE_IMAGE when `base` (else FROM scratch), unless the archive's stamp
+    matches `inputs`.  RUN steps get no network."""
+    archive = root / "images" / f"{slug}.oci.tar"
+    base_inputs = {"base": debian_tar_key(E2E_BASE_PACKAGES, E2E_BASE_TRIM)} if base else {}
+    key = _key({"schema": SCHEMA, "e2e_schema": E2E_SCHEMA, "name": name, **base_inputs,
+                **inputs})
+    if _read_stamp(archive) == key:
+        return archive
+    with _locked(root, f"{slug}-image"):
+        if _read_stamp(archive) == key:
+            return archive
+        podman = Podman(root)
+        if base:
+            ensure_e2e_base(podman, root, log)
+        start = time.monotonic()
+        context = root / "images" / f".context-{slug}"
+        if context.exists():
+            shutil.rmtree(context)
+        context.mkdir(parents=True)
+        try:
+            (context / "Containerfile").write_text(stage(context))
+            log(f"podman build {name} " + (f"on {E2E_BASE_IMAGE}" if base else "FROM scratch"))
+            podman.build(context, name, context / "Containerfile",
+                         root / "images" / f"{slug}.build.log", network="none")
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+        podman.save(name, archive)
+        _write_stamp(archive, key)
+        log(f"{name}: {archive} ({_size(archive)}) in {_elapsed(start)}")
+    return archive
+
+
+def _copy_exe(src: Path, dst: Path) -> None:
+    shutil.copy2(src, dst)
+    os.chmod(dst, 0o755)
+
+
+def ensure_coredns_image(coredns: str | os.PathLike[str],
+                         cache: str | os.PathLike[str] | None = None, log: Log = print,
+                         name: str = COREDNS_IMAGE) -> Path:
+    """CoreDNS's own image, from its Dockerfile: /coredns with cap_net_bind_service=+ep
+    (a file capability: the add-on runs it as a non-root user that binds port 53),
+    user nonroot (65532), FROM scratch instead of distroless/static."""
+    binary = _static_binary(coredns, "coredns", "lab.kube.build.ensure_e2e")
+
+    def stage(context: Path) -> str:
+        rootfs = context / "rootfs"
+        rootfs.mkdir()
+        _copy_exe(binary, rootfs / "coredns")
+        os.setxattr(rootfs / "coredns", "security.capability", NET_BIND_SERVICE_XATTR)
+        (rootfs / "etc").mkdir()
+        (rootfs / "etc/passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\n"
+                                           "nonroot:x:65532:65532:nonroot:/home/nonroot:"
+                                           "/sbin/nologin\n")
+        (rootfs / "etc/group").write_text("root:x:0:\nnonroot:x:65532:\n")
+        (rootfs / "tmp").mkdir(mode=0o1777)
+        os.chmod(rootfs / "tmp", 0o1777)
+        return ("FROM scratch\nCOPY rootfs/ /\nUSER 65532:65532\nWORKDIR /\n"
+                "EXPOSE 53 53/udp\nENTRYPOINT [\"/coredns\"]\n")
+
+    return _ensure_built(cache_root(cache), "coredns", name,
+                         {"coredns": _file_digest(binary)}, stage, log)
+
+
+def ensure_agnhost_image(agnhost: str | os.PathLike[str], coredns: str | os.PathLike[str],
+                         agnhost_source: str | os.PathLike[str],
+                         cache: str | os.PathLike[str] | None = None, log: Log = print,
+                         name: str = AGNHOST_IMAGE) -> Path:
+    """test/images/agnhost/Dockerfile on the e2e base: /agnhost (and /agnhost-2), /coredns,
+    porter's localhost.crt/.key, /uploads, the image's own user and group; ENTRYPOINT
+    /agnhost, CMD pause.  `agnhost_source` is test/images/agnhost of the k8s.io/kubernetes
+    module (the porter certificate)."""
+    agnhost_bin = _static_binary(agnhost, "agnhost", "lab.kube.build.ensure_e2e")
+    coredns_bin = _static_binary(coredns, "coredns", "lab.kube.build.ensure_e2e")
+    porter = Path(agnhost_source) / "porter"
+    certs = [porter / "localhost.crt", porter / "localhost.key"]
+    for cert in certs:
+        if not cert.is_file():
+            raise ImageError(f"agnhost: {cert} is missing (test/images/agnhost of the module)")
+
+    def stage(context: Path) -> str:
+        _copy_exe(agnhost_bin, context / "agnhost")
+        _copy_exe(coredns_bin, context / "coredns")
+        for cert in certs:
+            shutil.copy2(cert, context / cert.name)
+        return "\n".join([
+            f"FROM {E2E_BASE_IMAGE}",
+            "RUN ln -s /usr/bin/iperf /usr/local/bin/iperf && mkdir /uploads"
+            " && groupadd -g 50000 group-defined-in-image"
+            " && useradd -u 1000 -M -s /bin/sh user-defined-in-image"
+            " && usermod -a -G group-defined-in-image user-defined-in-image",
+            "COPY coredns /coredns",
+            "COPY localhost.crt localhost.key /",
+            "COPY agnhost /agnhost",
+            "RUN ln -s agnhost /agnhost-2",
+            "EXPOSE 80 8080 8081 9376 5000",
+            "WORKDIR /",
+            'ENTRYPOINT ["/agnhost"]',
+            'CMD ["pause"]',
+            ""])
+
+    return _ensure_built(cache_root(cache), "agnhost", name,
+                         {"agnhost": _file_digest(agnhost_bin),
+                          "coredns": _file_digest(coredns_bin),
+                          "certs": [_file_digest(c) for c in certs]}, stage, log, base=True)
+
+
+def ensure_jessie_dnsutils_image(coredns: str | os.PathLike[str],
+                                 cache: str | os.PathLike[str] | None = None, log: Log = print,
+                                 name: str = JESSIE_DNSUTILS_IMAGE) -> Path:
+    """test/images/jessie-dnsutils: Debian with dnsutils and /coredns (bookworm here)."""
+    coredns_bin = _static_binary(coredns, "coredns", "lab.kube.build.ensure_e2e")
+
+    def stage(context: Path) -> str:
+        _copy_exe(coredns_bin, context / "coredns")
+        return f"FROM {E2E_BASE_IMAGE}\nCOPY coredns /coredns\nCMD [\"/bin/bash\"]\n"
+
+    return _ensure_built(cache_root(cache), "jessie-dnsutils", name,
+                         {"coredns": _file_digest(coredns_bin)}, stage, log, base=True)
+
+
+NGINX_CONF = """\
+user www-data;
+worker_processes 1;
+pid /run/nginx.pid;
+error_log /dev/stderr;
+events { worker_connections 256; }
+http {
+    include /etc/nginx/mime.types;
+    access_log /dev/stdout;
+    server {
+        listen 80 default_server;
+        root /var/www/html;
+        index index.html index.nginx-debian.html;
+    }
+}
+"""
+
+
+def ensure_nginx_image(cache: str | os.PathLike[str] | None = None, log: Log = print,
+                       name: str = NGINX_IMAGE) -> Path:
+    """test/images/nginx (the official nginx image): Debian's nginx in the foreground,
+    serving its default page on port 80."""
+
+    def stage(context: Path) -> str:
+        (context / "nginx.conf").write_text(NGINX_CONF)
+        return "\n".join([
+            f"FROM {E2E_BASE_IMAGE}",
+            "COPY nginx.conf /etc/nginx/nginx.conf",
+            "RUN nginx -t",
+            "EXPOSE 80",
+            "STOPSIGNAL SIGQUIT",
+            "CMD [\"nginx\", \"-g\", \"daemon off;\"]",
+            ""])
+
+    return _ensure_built(cache_root(cache), "nginx", name, {"conf": NGINX_CONF}, stage, log,
+                         base=True)
+
+
+def ensure_alias_image(source: Path, source_name: str, name: str, slug: str,
+                       cache: str | os.PathLike[str] | None = None, log: Log = print) -> Path:
+    """The image of the OCI archive `source` (named `source_name`) saved again as `name`."""
+    root = cache_root(cache)
+    archive = root / "images" / f"{slug}.oci.tar"
+    key = _key({"schema": SCHEMA, "e2e_schema": E2E_SCHEMA, "name": name,
+                "source": _read_stamp(source) or _file_digest(source)})
+    if _read_stamp(archive) == key:
+        return archive
+    with _locked(root, f"{slug}-image"):
+        if _read_stamp(archive) == key:
+            return archive
+        podman = Podman(root)
+        podman.run("load", "-i", str(source), what=f"podman load {source.name}")
+        podman.run("tag", source_name, name, what=f"podman tag {source_name} {name}")
+        podman.save(name, archive)
+        _write_stamp(archive, key)
+        log(f"{name}: {archive} (the image of {source_name})")
+    return archive
+
+
+def ensure_e2e_images(e2e_bin: str | os.PathLike[str], agnhost_source: str | os.PathLike[str],
+                      cache: str | os.PathLike[str] | None = None,
+                      log: Log = print) -> dict[str, Path]:
+    """Image name -> OCI archive for everything the suite's networking tests and the
+    cluster's CoreDNS run, from lab.kube.build.ensure_e2e's bin dir."""
+    b = Path(e2e_bin)
+    busybox = ensure_busybox_image(cache, log)
+    return {
+        AGNHOST_IMAGE: ensure_agnhost_image(b / "agnhost", b / "coredns", agnhost_source,
+                                            cache, log),
+        JESSIE_DNSUTILS_IMAGE: ensure_jessie_dnsutils_image(b / "coredns", cache, log),
+        NGINX_IMAGE: ensure_nginx_image(cache, log),
+        E2E_BUSYBOX_IMAGE: ensure_alias_image(busybox, BUSYBOX_IMAGE, E2E_BUSYBOX_IMAGE,
+                                              "e2e-busybox", cache, log),
+        COREDNS_IMAGE: ensure_coredns_image(b / "coredns", cache, log),
+    }

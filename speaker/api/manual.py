@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ipaddress import ip_network
 from typing import Protocol
 
-from speaker.model.fields import IPAddress
+from foundation.kube.model.fields import IPAddress
 from speaker.plan import BGP, Announcement
 
 

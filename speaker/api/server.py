@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
+from foundation.kube.model.fields import unannounceable
 from speaker.api import view
 from speaker.api.events import Event
 from speaker.api.peer_status import PeerStatus
 from speaker.api.stubs import pb, rpc
 from speaker.api.view import RouteView
-from speaker.model.fields import unannounceable
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon

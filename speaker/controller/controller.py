@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 
+from foundation.kube.model.cluster import ClusterState
+from foundation.kube.sources.base import Source
 from ipam.pools import Allocator
 from speaker.controller.metrics import ControllerMetrics
 from speaker.controller.reconcile import Plan, reconcile
 from speaker.controller.writers import StatusWriter
-from speaker.model.cluster import ClusterState
-from speaker.sources.base import Source
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import sys
 import threading
 from typing import Any
 
+from foundation.kube.sources.base import Source
 from speaker.controller.controller import Controller
 from speaker.controller.metrics import ControllerMetrics, parse_listen_address, serve
 from speaker.controller.writers import ManifestsWriter, StatusWriter
-from speaker.sources.base import Source
 
 log = logging.getLogger("skein-controller")
 
@@ -50,11 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _source_and_writer(args: argparse.Namespace) -> tuple[Source, StatusWriter]:
     if args.manifests:
-        from speaker.sources.file import FileSource
+        from foundation.kube.sources.file import FileSource
 
         return FileSource(args.manifests), ManifestsWriter(args.manifests)
+    from foundation.kube.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
     from speaker.controller.writers import KubeWriter
-    from speaker.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
 
     client = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
     return (KubeSource(client, CONTROLLER_KINDS, args.metallb_namespace or None),

@@ -41,11 +41,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from foundation.kube.model.cluster import ClusterState
+from foundation.kube.model.fields import IPAddress
+from foundation.kube.model.metallb import IPAddressPool
+from foundation.kube.model.service import Service
 from ipam.pools import AllocationError, Allocator, Mode, Request
-from speaker.model.cluster import ClusterState
-from speaker.model.fields import IPAddress
-from speaker.model.metallb import IPAddressPool
-from speaker.model.service import Service
 
 FAMILY = {"IPv4": 4, "IPv6": 6}
 

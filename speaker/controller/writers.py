@@ -21,20 +21,19 @@ line per failure.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from foundation.files import write_atomically
+from foundation.kube.model.meta import DEFAULT_NAMESPACE
+from foundation.kube.sources.file import yaml_documents
 from speaker.controller.reconcile import StatusChange
-from speaker.model.meta import DEFAULT_NAMESPACE
-from speaker.sources.file import yaml_documents
 
 if TYPE_CHECKING:
-    from speaker.sources.kube import KubeClient
+    from foundation.kube.sources.kube import KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -116,27 +115,6 @@ def apply_statuses(text: str, changes: Sequence[StatusChange]) -> str:
     return "".join(out)
 
 
-def atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 class ManifestsWriter:
     """Lab mode: statuses go into the manifests file the speakers follow."""
 
@@ -151,7 +129,7 @@ class ManifestsWriter:
                 text = f.read()
             new = apply_statuses(text, changes)
             if new != text:
-                atomic_write(self.path, new)
+                write_atomically(self.path, new)
         except OSError as exc:
             log.error("%s: cannot write statuses: %s", self.path, exc)
             return False

@@ -53,11 +53,12 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from foundation.kube.model.fields import IPAddress
+from foundation.netlink.mac import mac_bytes, mac_text
 from speaker.l2 import frames
 from speaker.l2.rawsock import RawSocket
 from speaker.l2.responder import Claim, RateLimiter, Responder
 from speaker.loopback import LoopbackAddresses
-from speaker.model.fields import IPAddress
 from speaker.plan import L2, Announcement
 
 log = logging.getLogger("speaker.l2")
@@ -202,7 +203,7 @@ class L2Announcer:
         port = _Port(ifname, sock, responder, {})
         asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable, port)
         self._ports[ifname] = port
-        log.info("listening for ARP/NDP on %s (%s)", ifname, frames.mac_text(sock.mac))
+        log.info("listening for ARP/NDP on %s (%s)", ifname, mac_text(sock.mac))
         return port
 
     def _close_port(self, port: _Port) -> None:
@@ -226,7 +227,7 @@ class L2Announcer:
         loop = asyncio.get_running_loop()
         for address in new:
             log.info("announcing %s on %s (%s) for %s", address, port.ifname,
-                     frames.mac_text(port.sock.mac), ", ".join(addresses[address]))
+                     mac_text(port.sock.mac), ", ".join(addresses[address]))
             for delay in self.burst:
                 if delay <= 0:
                     self._announce(port.ifname, address)
@@ -277,7 +278,7 @@ class L2Announcer:
 
     def _on_claim(self, port: _Port, claim: Claim, now: float) -> None:
         address = ipaddress.ip_address(claim.address)
-        mac = frames.mac_text(claim.mac)
+        mac = mac_text(claim.mac)
         key = (address, claim.mac)
         last = port.claims.pop(key, None)
         port.claims[key] = now  # the most recent last: the oldest go first when full
@@ -300,7 +301,7 @@ class L2Announcer:
         if quiet and self._reports.allow(claim.address, now):
             log.warning("address conflict on %s: %s claimed by %s (%s); announced it again "
                         "as %s", port.ifname, address, mac, claim.how,
-                        frames.mac_text(port.sock.mac))
+                        mac_text(port.sock.mac))
             conflict = Conflict(address, port.ifname, mac, claim.how)
             for listener in self.conflict_listeners:
                 try:
@@ -321,7 +322,7 @@ class L2Announcer:
                         continue
                     name = self._members.get(ipaddress.ip_address(dst).packed)
                     if name is not None:
-                        self._peer_macs[frames.mac_bytes(lladdr)] = name
+                        self._peer_macs[mac_bytes(lladdr)] = name
         except Exception as exc:  # noqa: BLE001 - the ARP they send teaches them as well
             log.debug("cannot read the neighbour table: %s", exc)
 

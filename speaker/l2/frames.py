@@ -46,17 +46,6 @@ _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 
 
-def mac_text(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
-def mac_bytes(text: str) -> bytes:
-    parts = text.split(":")
-    if len(parts) != 6:
-        raise ValueError(f"not a MAC address: {text!r}")
-    return bytes(int(p, 16) for p in parts)
-
-
 @dataclass(frozen=True, slots=True)
 class ArpRequest:
     src_mac: bytes      # Ethernet source: where the reply goes

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from speaker.model.fields import IPAddress
+from foundation.kube.model.fields import IPAddress
 
 OnChange = Callable[[frozenset[str], frozenset[str]], None]
 

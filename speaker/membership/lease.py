@@ -62,9 +62,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from foundation.kube.model.fields import IPAddress
+from foundation.kube.sources.kube import KubeClient, _one_line
 from speaker.membership import OnChange
-from speaker.model.fields import IPAddress
-from speaker.sources.kube import KubeClient, _one_line
 
 log = logging.getLogger("speaker.membership")
 

@@ -33,8 +33,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from foundation.kube.model.fields import IPAddress
 from speaker.membership import OnChange
-from speaker.model.fields import IPAddress
 
 log = logging.getLogger("speaker.membership")
 

@@ -47,8 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from cni_plugin.agent.plan import RTPROT_SKEIN
-from cni_plugin.netns import entered_fd
+from foundation.netlink import RTPROT_SKEIN, rtnl
+from foundation.netlink.netns import entered_fd
 from speaker.status.model import (
     ClusterStatus,
     CniInfo,
@@ -65,7 +65,6 @@ NETNS_DIR = "/var/run/netns"
 DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
 AF_INET, AF_INET6 = 2, 10
 MAIN_TABLE = 254
-IFF_UP = 0x1
 _CONF_SUFFIXES = (".conflist", ".conf", ".json")
 
 
@@ -143,7 +142,7 @@ def _interface(ipr: Any, msg: Any) -> Interface:
     index = msg["index"]
     return Interface(name=msg.get("IFLA_IFNAME"), index=index,
                      mac=msg.get("IFLA_ADDRESS") or "", mtu=msg.get("IFLA_MTU") or 0,
-                     up=bool(msg["flags"] & IFF_UP), addresses=_global_addresses(ipr, index))
+                     up=bool(msg["flags"] & rtnl.IFF_UP), addresses=_global_addresses(ipr, index))
 
 
 def _kind(msg: Any) -> str:
@@ -222,7 +221,7 @@ def _pods(ipr: Any, links: Sequence[Any], bridge: Interface, cni: CniInfo | None
         lease = next((leases[ip] for ip in ips if ip in leases), None)
         if lease is None and end is None:
             # No namespace to look into: the leases whose veth name this is.
-            from cni_plugin.veth import host_veth_name
+            from foundation.cni.names import host_veth_name
 
             held = sorted(ip for ip, (cid, ifn) in leases.items()
                           if host_veth_name(cid, ifn or "eth0") == name)

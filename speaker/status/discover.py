@@ -15,10 +15,10 @@ import ipaddress
 import os
 from collections.abc import Sequence
 
-from cni_plugin.netns import entered_fd
-from speaker.model.calico import DEFAULT_NAME
-from speaker.model.cluster import ClusterState, ModelObject, expand_document, parse_object
-from speaker.model.errors import ModelError
+from foundation.kube.model.calico import DEFAULT_NAME
+from foundation.kube.model.cluster import ClusterState, ModelObject, expand_document, parse_object
+from foundation.kube.model.errors import ModelError
+from foundation.netlink.netns import entered_fd
 from speaker.status.collect import NETNS_DIR, NodeTarget
 
 CALICO_SOURCE = "Calico BGPConfiguration default, serviceClusterIPs"
@@ -26,7 +26,7 @@ CALICO_SOURCE = "Calico BGPConfiguration default, serviceClusterIPs"
 
 def manifest_state(path: str) -> ClusterState:
     """The objects of a manifests file (bad documents skipped, as the daemons do)."""
-    from speaker.sources.file import yaml_documents
+    from foundation.kube.sources.file import yaml_documents
 
     with open(path, encoding="utf-8") as f:
         docs = yaml_documents(f.read())

@@ -10,6 +10,8 @@ import os
 
 import graphviz
 
+from foundation.files import write_atomically
+
 FORMATS = ("dot", "svg", "png")
 
 
@@ -27,10 +29,5 @@ def write_diagram(graph: graphviz.Digraph, path: str) -> str:
     """Write `graph` to `path` (DOT source, or rendered by `dot`); returns the format."""
     fmt = diagram_format(path)
     data = graph.source.encode() if fmt == "dot" else graph.pipe(format=fmt)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomically(path, data)
     return fmt

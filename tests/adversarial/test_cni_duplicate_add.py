@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from cni_plugin import veth
+from foundation.cni.names import host_veth_name
 from lab.netns import Netns
 from tests.cni.helpers import host_veths, lease_files, netconf, pod_address
 
@@ -58,7 +58,7 @@ def test_a_real_leftover_is_still_replaced(cni, netns_factory, tmp_path):
     renamed) is this attachment's, and a new ADD replaces it."""
     conf = netconf(str(tmp_path / "ipam"))
     pod = netns_factory("p")
-    node_end = veth.host_veth_name("c1", "eth0")
+    node_end = host_veth_name("c1", "eth0")
     cni.node.ip("link", "add", node_end, "type", "veth", "peer", "name", "old0",
                 "netns", pod.name)
     res = cni.call("skein", "ADD", conf, container_id="c1", netns=pod.path)
@@ -73,11 +73,13 @@ def test_leftover_index_tells_another_pods_node_end(node, netns_factory):
     "Adversarial tier"): a DEL naming the intruder's namespace must not remove
     the running pod's node end."""
     running, other = netns_factory("pa"), netns_factory("pb")
-    name = veth.host_veth_name("c1", "eth0")
+    name = host_veth_name("c1", "eth0")
     node.ip("link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", running.name)
     script = (
         "import os, sys\n"
-        "from cni_plugin import netlink, netns, veth\n"
+        "from cni_plugin import veth\n"
+        "from foundation import netlink\n"
+        "from foundation.netlink import netns\n"
         "host = netlink.open_route_socket()\n"
         "for path in sys.argv[2:]:\n"
         "    fd = netns.open_netns(path)\n"

@@ -36,12 +36,12 @@ from hypothesis import strategies as st
 from cni_plugin import fastpath
 from cni_plugin.agent.fastpath_server import read_request
 from cni_plugin.config import parse_netconf
-from cni_plugin.skel import parse_request
-from cni_plugin.spec import CniError
+from foundation.cni.skel import parse_request
+from foundation.cni.spec import CniError
+from foundation.kube.sources.file import _ManifestLoader, depth_bound, parse_manifests
 from speaker.l2 import frames
 from speaker.l2.rawsock import BPF_ARP_OR_ND
 from speaker.l2.responder import Responder
-from speaker.sources.file import _ManifestLoader, depth_bound, parse_manifests
 from tests.bgp.test_fuzz import VALID as BGP_VALID
 from tests.bgp.test_fuzz import decode_or_bgp_error
 from tests.bgp.test_fuzz import mutated as bgp_mutated

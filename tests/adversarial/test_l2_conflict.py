@@ -46,7 +46,8 @@ _CLAIM = r"""
 import ipaddress, socket, sys
 sys.path.insert(0, sys.argv[1])
 from speaker.l2 import frames
-mac, address = frames.mac_bytes(sys.argv[2]), ipaddress.ip_address(sys.argv[3])
+from foundation.netlink.mac import mac_bytes
+mac, address = mac_bytes(sys.argv[2]), ipaddress.ip_address(sys.argv[3])
 count = int(sys.argv[4])
 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.bind(("eth0", 0))

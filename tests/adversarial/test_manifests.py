@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
+from foundation.kube.sources.file import MAX_DEPTH
 from lab.cluster import Lab, Node
 from lab.netns import Netns
 from lab.speakers import address_pool, arping_macs, l2_advertisement, lb_service, poll
-from speaker.sources.file import MAX_DEPTH
 
 LB4, SHARED, NO_POOL, UNSELECTED = "10.99.0.200", "10.99.0.201", "10.99.0.230", "10.98.0.5"
 POOLS = [address_pool("lab", "10.99.0.200-10.99.0.215"), address_pool("lonely", "10.98.0.0/28"),
@@ -106,7 +106,7 @@ def write(lab: Lab, text: str, atomic: bool = True) -> None:
 def test_deep_nesting_is_refused_by_the_parser_under_libyaml_0_2_5(old_yaml: str) -> None:
     """The parser alone, in a process of its own (a crash is a signal, not an exception)."""
     script = (f"import sys; sys.path.insert(0, {old_yaml!r}); sys.path.insert(1, {ROOT!r})\n"
-              "from speaker.sources.file import parse_manifests\n"
+              "from foundation.kube.sources.file import parse_manifests\n"
               "import yaml\n"
               "for text in (sys.stdin.read().split('\\x00')):\n"
               "    try:\n"

@@ -10,10 +10,10 @@ import logging
 
 import pytest
 
+from foundation.kube.model.communities import BGPCommunity
 from speaker.bgp.peer import PeerConfig, RouteAttrs
 from speaker.bgp_announcer import BgpAnnouncer
 from speaker.bgp_plan import BgpSession
-from speaker.model.communities import BGPCommunity
 from speaker.plan import BGP, Announcement
 
 net = ipaddress.ip_network

@@ -1,4 +1,4 @@
-"""cni_plugin/rtnl.py and cni_plugin/netlink.py.
+"""foundation/netlink/rtnl.py and foundation/netlink.
 
 Three layers:
 
@@ -33,8 +33,11 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from cni_plugin import netlink, rtnl, vxlan
-from cni_plugin.netns import entered_fd, open_netns
+from cni_plugin import vxlan
+from foundation import netlink
+from foundation.netlink import rtnl
+from foundation.netlink.mac import mac_bytes
+from foundation.netlink.netns import entered_fd, open_netns
 from lab.netns import Netns
 
 
@@ -164,7 +167,7 @@ def test_link_set(kwargs: dict[str, Any], expected: str) -> None:
 @pytest.mark.parametrize("mac", ["02:00:00:00:00", "02:00:00:00:00:00:01", "zz:00:00:00:00:00"])
 def test_mac_bytes_rejects_non_macs(mac: str) -> None:
     with pytest.raises(ValueError):
-        rtnl.mac_bytes(mac)
+        mac_bytes(mac)
 
 
 def test_brport_hairpin() -> None:

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cni_plugin import masq, spec
+from cni_plugin import masq
 from cni_plugin.config import parse_netconf
 from cni_plugin.plugin import plan_routes, valid_attachments
-from cni_plugin.skel import dispatch, parse_cni_args
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.skel import dispatch, parse_cni_args
+from foundation.cni.spec import CniError
 
 BASE = {"cniVersion": "1.0.0", "name": "n", "type": "skein", "ipam": {"type": "skein-ipam"}}
 RESULT = {

@@ -6,10 +6,10 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from ipam.ranges import AddressRange
+from foundation.addresses import AddressRange
+from foundation.kube.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
+from foundation.kube.model.metallb import ServiceAllocation
 from lab.speakers import poll
-from speaker.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
-from speaker.model.metallb import ServiceAllocation
 
 IP = ipaddress.ip_address
 

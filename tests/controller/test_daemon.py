@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from speaker.sources.file import FileSource, parse_manifests
+from foundation.kube.sources.file import FileSource, parse_manifests
 from tests.controller.helpers import DEADLINE, wait_until
 
 POOL = """\

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from foundation.kube.model import ClusterState, Namespace
+from foundation.kube.model.metallb import ServiceAllocation
+from foundation.kube.model.selectors import LabelSelector
 from ipam.pools import Allocator, capacity
 from speaker.controller.reconcile import Plan, reconcile
-from speaker.model import ClusterState, Namespace
-from speaker.model.metallb import ServiceAllocation
-from speaker.model.selectors import LabelSelector
 from tests.controller.helpers import pool, state, svc
 
 LAB = pool("lab", "10.0.0.0/30")

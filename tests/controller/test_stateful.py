@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from foundation.addresses import IPAddress
+from foundation.kube.model import ClusterState, IPAddressPool, Service
 from ipam.pools import Allocator, Request, usable
-from ipam.ranges import IPAddress
 from speaker.controller.reconcile import Plan, is_ours, reconcile, request_for
-from speaker.model import ClusterState, IPAddressPool, Service
 from tests.controller.helpers import IP, pool, svc
 
 POOL_SETS = {

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from foundation.kube.sources.file import parse_manifests
 from speaker.controller.reconcile import StatusChange
 from speaker.controller.writers import ManifestsWriter, apply_statuses
-from speaker.sources.file import parse_manifests
 
 TEXT = """\
 # a comment at the top, kept

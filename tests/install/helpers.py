@@ -23,7 +23,7 @@ INSTALL = REPO / "install"
 MANIFESTS = INSTALL / "manifests"
 EXAMPLES = INSTALL / "examples"
 VAGRANT = REPO / "vagrant"
-VENDORED = {"cni_plugin", "ipam", "speaker"}
+VENDORED = {"foundation", "cni_plugin", "ipam"}
 # What a kubelet's CNI exec has: no pyenv, no virtualenv, no PYTHONPATH.
 NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -472,9 +472,10 @@ def test_installed_plugin_wires_a_pod(built, runtime, tmp_path, netns_factory, r
     assert archive.parent.parent == bin_dir / ".skein"
     loaders = assert_self_contained(add.stderr, archive, str(python),
                                     runtime=python.parent.parent)
-    # The netlink path (rtnl, no pyroute2), the VXLAN path (speaker.model.node)
+    # The netlink path (rtnl, no pyroute2), the VXLAN path (foundation.kube.model.node)
     # and netns (ctypes: an extension module and libffi from the runtime) ran.
-    assert "cni_plugin.rtnl" in loaders and "speaker.model.node" in loaders
+    assert "foundation.netlink.rtnl" in loaders and "foundation.netlink.mac" in loaders
+    assert not any(name.startswith("foundation.kube") for name in loaders)
     assert "ctypes" in loaders and "_ctypes" in loaders
     assert not any(name.startswith("pyroute2") for name in loaders)
 

@@ -14,7 +14,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from speaker.model import parse_object
+from foundation.kube.model import parse_object
 from tests.install.helpers import EXAMPLES, MANIFESTS, REPO, load_script, yaml_objects
 
 # The release kubeadm installs in vagrant/, and the newest the library knows.
@@ -179,7 +179,7 @@ WATCH = ["list", "watch"]
 
 
 def test_rbac_is_least_privilege():
-    """What the daemons read and write (speaker.sources.kube, the controller's
+    """What the daemons read and write (foundation.kube.sources.kube, the controller's
     writer) and install-cni's GET of its Node; nothing more."""
     assert rules("ClusterRole", "skein-agent") == grant("", ["nodes"], ["get", *WATCH])
     assert rules("ClusterRole", "skein-speaker") == (
@@ -207,7 +207,7 @@ def test_rbac_is_least_privilege():
 
 def test_rbac_covers_what_the_kube_source_reads():
     """Every kind a daemon's KubeSource lists is granted list and watch to it."""
-    from speaker.sources import kube
+    from foundation.kube.sources import kube
 
     granted = {"skein-agent": rules("ClusterRole", "skein-agent"),
                "skein-speaker": rules("ClusterRole", "skein-speaker")

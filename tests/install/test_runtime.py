@@ -84,7 +84,7 @@ def test_version_loads_nothing_from_outside(built, runtime, app):
     assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
     archive = built / ("skein.pyz" if app == "skein" else app)
     loaders = assert_self_contained(proc.stderr, archive, python, runtime=runtime)
-    assert "cni_plugin.skel" in loaders and "site" not in loaders
+    assert "foundation.cni.skel" in loaders and "site" not in loaders
 
 
 def test_ipam_add_and_del(built, runtime, tmp_path):

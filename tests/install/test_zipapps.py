@@ -70,16 +70,20 @@ def test_skein_ipam_is_a_zipapp_with_the_same_shebang(built):
 def test_contents(built):
     skein = names(built / "skein.pyz")
     assert {"__main__.py", "cni_plugin/plugin.py", "cni_plugin/vxlan.py", "cni_plugin/main.py",
-            "cni_plugin/rtnl.py", "speaker/model/node.py", "ipam/ranges.py"} <= skein
+            "foundation/netlink/rtnl.py", "foundation/netlink/mac.py", "foundation/cni/skel.py",
+            "ipam/ranges.py"} <= skein
     # Each module has a legacy-layout .pyc beside it (what zipimport reads).
-    assert "cni_plugin/plugin.pyc" in skein and "cni_plugin/rtnl.pyc" in skein
-    # The lab and the agent stay out; so does everything outside the standard library.
-    assert not any(n.startswith(("lab/", "cni_plugin/agent/")) for n in skein)
+    assert "cni_plugin/plugin.pyc" in skein and "foundation/netlink/rtnl.pyc" in skein
+    # The lab, the agent, the daemons and the Kubernetes model stay out; so does
+    # everything outside the standard library.
+    assert not any(n.startswith(("lab/", "cni_plugin/agent/", "speaker/", "foundation/kube/"))
+                   for n in skein)
     assert not any(n.startswith("pyroute2/") or n.endswith(".so") for n in skein)
 
     ipam = names(built / "skein-ipam")
-    assert {"__main__.py", "ipam/main.py", "cni_plugin/skel.py"} <= ipam
-    assert not any(n.startswith(("pyroute2/", "speaker/")) for n in ipam)
+    assert {"__main__.py", "ipam/main.py", "foundation/cni/skel.py"} <= ipam
+    assert not any(n.startswith(("pyroute2/", "speaker/", "cni_plugin/", "foundation/kube/"))
+                   for n in ipam)
 
 
 @pytest.mark.parametrize("app", ["skein", "skein-ipam"])
@@ -91,9 +95,9 @@ def test_version_with_a_bare_interpreter(built, app):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
     loaders = assert_self_contained(proc.stderr, built / ARCHIVE[app], python)
-    assert "cni_plugin.skel" in loaders
+    assert "foundation.cni.skel" in loaders
     # VERSION must not pay for the netlink modules, nor for `site` (-S).
-    assert "cni_plugin.rtnl" not in loaders and "site" not in loaders
+    assert "foundation.netlink.rtnl" not in loaders and "site" not in loaders
 
 
 @pytest.mark.parametrize("app", ["skein", "skein-ipam"])

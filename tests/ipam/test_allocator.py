@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from foundation.addresses import IPAddress, RangeError
 from ipam.allocator import (
     Allocator,
     DuplicateAllocation,
@@ -27,7 +28,7 @@ from ipam.allocator import (
     RequestedUnavailable,
     allocate,
 )
-from ipam.ranges import IPAddress, RangeError, RangeSet, SubnetRange
+from ipam.ranges import RangeSet, SubnetRange
 from ipam.store import Attachment, DiskStore
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cni_plugin.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
+from foundation.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
 from ipam.config import (
     parse_config,
     parse_resolv_conf,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cni_plugin.spec import ERR_IPAM_FAILED
+from foundation.cni.spec import ERR_IPAM_FAILED
 from ipam.store import DiskStore
 from lab.traffic import ping
 from tests.conftest import CniRunner

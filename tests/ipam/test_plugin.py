@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_plugin import spec
+from foundation.cni import spec
 from tests.ipam.helpers import SKEIN_IPAM, call, lease_files, net_config
 
 V4_29 = [[{"subnet": "10.1.0.0/29", "rangeStart": "10.1.0.2", "rangeEnd": "10.1.0.6"}]]
@@ -247,6 +247,6 @@ def test_entry_point_imports_only_the_standard_library_and_ours() -> None:
             "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
-    assert {"ipam", "cni_plugin"} <= loaded
-    assert loaded - set(sys.stdlib_module_names) == {"ipam", "cni_plugin"}
+    assert {"ipam", "foundation"} <= loaded
+    assert loaded - set(sys.stdlib_module_names) == {"ipam", "foundation"}
     assert "from ipam.main import main" in Path(SKEIN_IPAM).read_text()

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipam.ranges import AddressRange, RangeError, RangeSet, SubnetRange, parse_network, walk
+from foundation.addresses import AddressRange, RangeError, parse_network, walk
+from ipam.ranges import RangeSet, SubnetRange
 
 
 def test_address_range_parses_metallb_forms() -> None:

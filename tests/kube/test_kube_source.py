@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from speaker.model import ClusterState
-from speaker.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
+from foundation.kube.model import ClusterState
+from foundation.kube.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
 from tests.controller.helpers import DEADLINE, wait_until
 from tests.kube.apiserver import FakeApiServer
 
-LOGGER = "speaker.sources.kube"
+LOGGER = "foundation.kube.sources.kube"
 
 
 def service(name: str, port: Any = 80, namespace: str = "default", **extra: Any) -> dict:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from foundation.kube.sources.kube import KubeClient
 from speaker.membership.lease import LABEL, LeaseLiveness, LeaseView, lease_name
-from speaker.sources.kube import KubeClient
 from tests.kube.apiserver import FakeApiServer
 
 NS = "skein-system"
@@ -252,9 +252,9 @@ def test_durations_are_checked():
 
 
 def test_skein_speaker_picks_the_liveness_by_source(api, tmp_path, capsys):
+    from foundation.kube.sources.kube import KubeSource
     from speaker import main
     from speaker.membership.udp import UdpMembership
-    from speaker.sources.kube import KubeSource
 
     assert main.main(["--node", "a", "--manifests", "x.yaml", "--liveness", "lease"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -278,7 +278,7 @@ def test_lab_speakers_elect_by_lease_and_fail_over_after_kill(tmp_path):
     deletes its Lease and the last node takes over."""
     import os
 
-    from cni_plugin import netns
+    from foundation.netlink import netns
     from lab.cluster import Lab, scripts_dir
     from lab.speakers import (
         address_pool,

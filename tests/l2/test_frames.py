@@ -16,6 +16,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import ARP, Ether
 
+from foundation.netlink import mac
 from speaker.l2 import frames
 from speaker.l2.responder import RateLimiter, Responder
 
@@ -50,9 +51,9 @@ def test_arp_reply_for_owned_address() -> None:
     reply = responder().answer(arp_who_has(str(LB4)), 0.0)
     assert reply is not None
     pkt = Ether(reply)
-    assert pkt.dst == CLIENT_MAC and pkt.src == frames.mac_text(OUR_MAC)
+    assert pkt.dst == CLIENT_MAC and pkt.src == mac.mac_text(OUR_MAC)
     assert pkt[ARP].op == 2 and pkt[ARP].psrc == str(LB4)
-    assert pkt[ARP].hwsrc == frames.mac_text(OUR_MAC)
+    assert pkt[ARP].hwsrc == mac.mac_text(OUR_MAC)
     assert pkt[ARP].pdst == "10.99.0.100" and pkt[ARP].hwdst == CLIENT_MAC
 
 
@@ -79,7 +80,7 @@ def test_neighbor_advertisement_for_owned_address() -> None:
     assert pkt.dst == CLIENT_MAC and pkt[IPv6].dst == "fd99::100"
     assert pkt[IPv6].src == str(LB6) and pkt[IPv6].hlim == 255
     assert na.tgt == str(LB6) and na.S == 1 and na.O == 1 and na.R == 0
-    assert pkt[ICMPv6NDOptDstLLAddr].lladdr == frames.mac_text(OUR_MAC)
+    assert pkt[ICMPv6NDOptDstLLAddr].lladdr == mac.mac_text(OUR_MAC)
     # scapy recomputes the checksum from scratch: ours must match it.
     rebuilt = Ether(reply)
     del rebuilt[ICMPv6ND_NA].cksum
@@ -114,7 +115,7 @@ def test_gratuitous_frames_are_the_shapes_linux_accepts() -> None:
     na = Ether(frames.unsolicited_advertisement(OUR_MAC, LB6.packed))
     assert na.dst == "33:33:00:00:00:01" and na[IPv6].dst == "ff02::1"
     assert na[ICMPv6ND_NA].O == 1 and na[ICMPv6ND_NA].S == 0
-    assert na[ICMPv6NDOptDstLLAddr].lladdr == frames.mac_text(OUR_MAC)
+    assert na[ICMPv6NDOptDstLLAddr].lladdr == mac.mac_text(OUR_MAC)
 
 
 def test_own_builders_round_trip() -> None:

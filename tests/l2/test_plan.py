@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.kube.model import ClusterState, parse_object
 from lab.speakers import address_pool, endpoint_slice, l2_advertisement, lb_service
-from speaker.model import ClusterState, parse_object
 from speaker.plan import elect, l2_owners, plan_node
 
 IP = ipaddress.ip_address

@@ -157,7 +157,8 @@ def test_digest_follows_the_sources(tmp_path):
 
 def test_base_packages_and_mirror(tmp_path):
     packages = image.containerfile_packages()
-    assert {"python3", "python3-venv", "patchelf", "nftables", "iproute2"} == set(packages)
+    assert {"python3", "python3-venv", "patchelf", "nftables", "iproute2",
+            "containernetworking-plugins"} == set(packages)
     sources = tmp_path / "debian.sources"
     sources.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm "
                        "bookworm-updates\nComponents: main\n\nTypes: deb\n"

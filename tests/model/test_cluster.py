@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from speaker.model import (
+from foundation.kube.model import (
     ClusterState,
     ModelError,
     Namespace,
@@ -16,7 +16,7 @@ from speaker.model import (
     expand_document,
     parse_object,
 )
-from speaker.sources import parse_manifests
+from foundation.kube.sources import parse_manifests
 
 MANIFESTS = """
 apiVersion: v1

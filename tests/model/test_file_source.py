@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from foundation.kube.model import ClusterState
+from foundation.kube.sources import FileSource, changes, yaml_documents
+from foundation.kube.sources.file import MAX_DEPTH, NestingTooDeep, check_depth, depth_bound
 from lab.speakers import poll
-from speaker.model import ClusterState
-from speaker.sources import FileSource, changes, yaml_documents
-from speaker.sources.file import MAX_DEPTH, NestingTooDeep, check_depth, depth_bound
 
-LOGGER = "speaker.sources.file"
+LOGGER = "foundation.kube.sources.file"
 DEADLINE = 10.0
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speaker.model import ModelError, parse_object
-from speaker.sources import yaml_documents
+from foundation.kube.model import ModelError, parse_object
+from foundation.kube.sources import yaml_documents
 from tests.model.test_kube import NODE, SERVICE, SLICE
 
 DATA = Path(__file__).parent / "data" / "metallb.yaml"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from speaker.model import (
+from foundation.kube.model import (
     ModelError,
     nodes_with_ready_endpoints,
     parse_bgp_configuration,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from speaker.model import (
+from foundation.kube.model import (
     BGPCommunity,
     ClusterState,
     ModelError,
@@ -23,7 +23,7 @@ from speaker.model import (
     range_networks,
     range_text,
 )
-from speaker.sources import read_manifests, yaml_documents
+from foundation.kube.sources import read_manifests, yaml_documents
 
 DATA = Path(__file__).parent / "data" / "metallb.yaml"
 

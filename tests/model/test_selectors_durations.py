@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from speaker.model import (
+from foundation.kube.model import (
     LabelSelector,
     ModelError,
     Requirement,
@@ -17,8 +17,8 @@ from speaker.model import (
     parse_go_duration,
     parse_label_selector,
 )
-from speaker.model.errors import ObjectRef
-from speaker.model.fields import Cursor
+from foundation.kube.model.errors import ObjectRef
+from foundation.kube.model.fields import Cursor
 
 
 def selector(doc: Any) -> LabelSelector:

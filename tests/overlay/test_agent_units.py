@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from cni_plugin.agent.peers import select_peers
 from cni_plugin.agent.plan import Action, Entries, Fdb, Neigh, Route, desired_entries, diff
-from speaker.model.node import Node, vtep_mac_for_ip
+from foundation.kube.model.node import Node, vtep_mac_for_ip
 
 
 def node(name, ip="10.99.0.11", cidr="10.244.0.0/24"):

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from cni_plugin import netlink, vxlan
+from cni_plugin import vxlan
 from cni_plugin.agent import main as agent_main
 from cni_plugin.agent.daemon import Agent, AgentConfig
 from cni_plugin.agent.masquerade import (
@@ -21,6 +21,7 @@ from cni_plugin.agent.masquerade import (
 )
 from cni_plugin.config import VxlanConf, parse_netconf
 from cni_plugin.conflist import node_conflist, plugin_config
+from foundation import netlink
 
 KEY = (FAMILY, TABLE)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from cni_plugin import netns
+from foundation.netlink import netns
 from lab.cluster import Lab, scripts_dir
 from lab.traffic import ping
 from tests.kube.apiserver import FakeApiServer

@@ -1,6 +1,6 @@
 """MetalLB's CRDs (metallb.io), parsed so that a MetalLB user's YAML works unchanged.
 
-Pool entries are `ipam.ranges.AddressRange`, the type the address allocator
+Pool entries are `foundation.addresses.AddressRange`, the type the address allocator
 works on, so the controller hands them over as they are.
 
 IPAddressPool, L2Advertisement, BGPAdvertisement (v1beta1) and BGPPeer
@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipam.ranges import AddressRange
-from speaker.model.communities import BGPCommunity, parse_community_entry
-from speaker.model.fields import Cursor, IPAddress, IPNetwork, ip_address, show
-from speaker.model.meta import open_object
-from speaker.model.selectors import LabelSelector, matches_any, parse_label_selector
+from foundation.addresses import AddressRange
+from foundation.kube.model.communities import BGPCommunity, parse_community_entry
+from foundation.kube.model.fields import Cursor, IPAddress, IPNetwork, ip_address, show
+from foundation.kube.model.meta import open_object
+from foundation.kube.model.selectors import LabelSelector, matches_any, parse_label_selector
 
 UINT32_MAX = 2**32 - 1
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speaker.model.fields import Cursor, ip_address
-from speaker.model.meta import open_object
+from foundation.kube.model.fields import Cursor, ip_address
+from foundation.kube.model.meta import open_object
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")

@@ -2,7 +2,7 @@
 
 Pure and standard-library only (no YAML, no I/O): the CNI node agent imports it
 on its hot path, and the plan layers of every daemon are tested against it
-without a cluster.  Sources (speaker.sources) produce a `ClusterState`; the
+without a cluster.  Sources (foundation.kube.sources) produce a `ClusterState`; the
 daemons read it.  Every validation failure is a `ModelError` whose text names
 the object and the field, e.g.
 `Service default/web: spec.ports[0].port: expected an integer 1-65535, got "http"`.
@@ -14,8 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from speaker.model.calico import BGPConfiguration, parse_bgp_configuration
-    from speaker.model.cluster import (
+    from foundation.kube.model.calico import BGPConfiguration, parse_bgp_configuration
+    from foundation.kube.model.cluster import (
         KINDS,
         ClusterState,
         ModelObject,
@@ -24,25 +24,25 @@ if TYPE_CHECKING:
         parse_object,
         ref_of,
     )
-    from speaker.model.communities import (
+    from foundation.kube.model.communities import (
         WELL_KNOWN,
         BGPCommunity,
         CommunityAliases,
         parse_community,
         parse_community_aliases,
     )
-    from speaker.model.durations import parse_go_duration
-    from speaker.model.endpoints import (
+    from foundation.kube.model.durations import parse_go_duration
+    from foundation.kube.model.endpoints import (
         Endpoint,
         EndpointPort,
         EndpointSlice,
         nodes_with_ready_endpoints,
         parse_endpoint_slice,
     )
-    from speaker.model.errors import ModelError, ObjectRef
-    from speaker.model.fields import IPAddress, IPNetwork
-    from speaker.model.meta import Namespace, parse_namespace
-    from speaker.model.metallb import (
+    from foundation.kube.model.errors import ModelError, ObjectRef
+    from foundation.kube.model.fields import IPAddress, IPNetwork
+    from foundation.kube.model.meta import Namespace, parse_namespace
+    from foundation.kube.model.metallb import (
         AddressRange,
         BGPAdvertisement,
         BGPPeer,
@@ -57,18 +57,18 @@ if TYPE_CHECKING:
         range_networks,
         range_text,
     )
-    from speaker.model.node import VTEP_MAC_ANNOTATION, Node, parse_node, vtep_mac_for_ip
-    from speaker.model.selectors import (
+    from foundation.kube.model.node import VTEP_MAC_ANNOTATION, Node, parse_node, vtep_mac_for_ip
+    from foundation.kube.model.selectors import (
         LabelSelector,
         Requirement,
         matches,
         matches_any,
         parse_label_selector,
     )
-    from speaker.model.service import Service, ServicePort, parse_service
+    from foundation.kube.model.service import Service, ServicePort, parse_service
 
 # name -> submodule: resolved on first use (PEP 562), so that the CNI hot path
-# paying for `import speaker.model.node` does not also load every CRD parser.
+# paying for `import foundation.kube.model.node` does not also load every CRD parser.
 _LAZY = {
 
     "AddressRange": "metallb",

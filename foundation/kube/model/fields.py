@@ -16,13 +16,12 @@ import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
-from speaker.model.durations import parse_go_duration
-from speaker.model.errors import ModelError, ObjectRef, printable
+from foundation.addresses import IPAddress, IPNetwork
+from foundation.kube.model.durations import parse_go_duration
+from foundation.kube.model.errors import ModelError, ObjectRef, printable
 
 T = TypeVar("T")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def show(value: Any) -> str:

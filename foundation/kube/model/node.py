@@ -18,36 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speaker.model.fields import IPAddress, IPNetwork, show
-from speaker.model.meta import open_object
+from foundation.kube.model.fields import IPAddress, IPNetwork, show
+from foundation.kube.model.meta import open_object
+from foundation.netlink.mac import vtep_mac_for_ip
 
 VTEP_MAC_ANNOTATION = "skein.io/vtep-mac"
 # Kubernetes' well-known label: the node must not carry LoadBalancer traffic.
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-
-# First octets of derived VTEP MACs.  0x0e = 0000 1110: the locally
-# administered bit (0x02) set and the multicast bit (0x01) clear, so the MAC
-# can never collide with a vendor-assigned one nor be taken for a group
-# address.  The second octet tells an IPv4-derived MAC from an IPv6-derived one.
-_VTEP_PREFIX_V4 = (0x0E, 0x4B)
-_VTEP_PREFIX_V6 = (0x0E, 0x6B)
-
-
-def vtep_mac_for_ip(address: IPAddress | str) -> str:
-    """A stable, locally administered unicast MAC for the VTEP of the node at `address`.
-
-    IPv4: the prefix then the four address octets (unique per address).
-    IPv6: the prefix then the low 32 bits, unique among nodes numbered inside
-    one /96, which covers every sane addressing plan; a cluster that is not
-    can set the annotation instead.
-    """
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    prefix = _VTEP_PREFIX_V4 if ip.version == 4 else _VTEP_PREFIX_V6
-    octets = bytes(prefix) + ip.packed[-4:]
-    return ":".join(f"{b:02x}" for b in octets)
-
 
 @dataclass(frozen=True)
 class Node:

@@ -11,7 +11,7 @@ functions over bytes (tests/cni/test_rtnl.py holds their golden bytes), and a
 `RouteSocket` that sends a request and collects its answer.
 
 A socket stays in the network namespace it was opened in, like any socket;
-the caller picks the namespace by opening it there (cni_plugin/netns.py).
+the caller picks the namespace by opening it there (foundation/netlink/netns.py).
 One socket serves one thread at a time.
 """
 
@@ -23,6 +23,8 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from foundation.netlink.mac import mac_bytes
 
 # <linux/netlink.h>
 NLMSG_ERROR = 2
@@ -144,13 +146,6 @@ def nested(kind: int, *attrs: bytes, flag: bool = False) -> bytes:
     """A nest; `flag` sets NLA_F_NESTED, which some receivers require (bridge
     port attributes) and the older ones (link info) do not look at."""
     return attr(kind | (NLA_F_NESTED if flag else 0), b"".join(attrs))
-
-
-def mac_bytes(mac: str) -> bytes:
-    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    if len(raw) != 6:
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return raw
 
 
 def ifinfomsg(index: int = 0, flags: int = 0, change: int = 0, family: int = AF_UNSPEC) -> bytes:
@@ -324,10 +319,6 @@ def u32(payload: bytes | None) -> int | None:
 
 def i32(payload: bytes | None) -> int | None:
     return None if payload is None or len(payload) < 4 else I32.unpack_from(payload)[0]
-
-
-def mac_text(payload: bytes | None) -> str:
-    return ":".join(f"{b:02x}" for b in payload) if payload else ""
 
 
 def ip_text(payload: bytes | None) -> str | None:

@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Self
 
-from speaker.model.cluster import ClusterState
+from foundation.kube.model.cluster import ClusterState
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speaker.model.fields import Cursor, IPAddress, ip_address, show
-from speaker.model.meta import open_object
+from foundation.kube.model.fields import Cursor, IPAddress, ip_address, show
+from foundation.kube.model.meta import open_object
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 PROTOCOLS = ("TCP", "UDP", "SCTP")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from speaker.model.fields import Cursor, IPNetwork
-from speaker.model.meta import open_object
+from foundation.kube.model.fields import Cursor, IPNetwork
+from foundation.kube.model.meta import open_object
 
 # Calico applies the object with this name cluster-wide; others are per-node.
 DEFAULT_NAME = "default"

@@ -1,20 +1,20 @@
 """Where cluster state comes from: one small interface, two kinds of source.
 
-`Source` (speaker.sources.base) is what the agent, the speaker and the
+`Source` (foundation.kube.sources.base) is what the agent, the speaker and the
 controller program against: `start()`, `snapshot()`,
 `wait_for_change(since_revision, timeout)`, `subscribe(callback)`, `close()`,
 plus `changes(source)` for asyncio.
 
-- `FileSource` (speaker.sources.file) follows a multi-document YAML file given
+- `FileSource` (foundation.kube.sources.file) follows a multi-document YAML file given
   with `--manifests FILE`; the lab and the tests use it.
-- `KubeSource` (speaker.sources.kube) lists and watches the Kubernetes API
+- `KubeSource` (foundation.kube.sources.kube) lists and watches the Kubernetes API
   with the official client (`--kubeconfig PATH`, else in-cluster).  It is not
   re-exported here on purpose: importing it loads the kubernetes package
   (~0.4 s), which the agent and the file-mode daemons should not pay for.
 """
 
-from speaker.sources.base import Source, changes
-from speaker.sources.file import (
+from foundation.kube.sources.base import Source, changes
+from foundation.kube.sources.file import (
     FileSource,
     ParsedFile,
     parse_manifests,

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speaker.model.fields import Cursor, show
-from speaker.model.meta import open_object
+from foundation.kube.model.fields import Cursor, show
+from foundation.kube.model.meta import open_object
 
 
 @dataclass(frozen=True, order=True)
@@ -82,7 +82,7 @@ def parse_community_entry(cur: Cursor) -> BGPCommunity | str:
     if isinstance(cur.value, int) and not isinstance(cur.value, bool):
         # A YAML 1.1 reader (PyYAML's default) has read 1234:1 as base 60.
         cur.fail(f"expected a string, got {cur.value} (quote communities written A:B, "
-                 "or read the YAML without base-60 numbers as speaker.sources does)")
+                 "or read the YAML without base-60 numbers as foundation.kube.sources does)")
     text = cur.string()
     if is_alias_name(text):
         return text.strip()

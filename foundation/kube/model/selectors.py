@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from speaker.model.fields import Cursor
+from foundation.kube.model.fields import Cursor
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from speaker.model.calico import DEFAULT_NAME, BGPConfiguration, parse_bgp_configuration
-from speaker.model.communities import BGPCommunity, CommunityAliases, parse_community_aliases
-from speaker.model.endpoints import EndpointSlice, parse_endpoint_slice
-from speaker.model.errors import ModelError, ObjectRef
-from speaker.model.fields import Cursor, IPAddress, show
-from speaker.model.meta import Namespace, parse_namespace
-from speaker.model.metallb import (
+from foundation.kube.model.calico import DEFAULT_NAME, BGPConfiguration, parse_bgp_configuration
+from foundation.kube.model.communities import (
+    BGPCommunity,
+    CommunityAliases,
+    parse_community_aliases,
+)
+from foundation.kube.model.endpoints import EndpointSlice, parse_endpoint_slice
+from foundation.kube.model.errors import ModelError, ObjectRef
+from foundation.kube.model.fields import Cursor, IPAddress, show
+from foundation.kube.model.meta import Namespace, parse_namespace
+from foundation.kube.model.metallb import (
     BGPAdvertisement,
     BGPPeer,
     IPAddressPool,
@@ -36,8 +40,8 @@ from speaker.model.metallb import (
     range_networks,
     range_text,
 )
-from speaker.model.node import Node, parse_node
-from speaker.model.service import Service, parse_service
+from foundation.kube.model.node import Node, parse_node
+from foundation.kube.model.service import Service, parse_service
 
 ModelObject = (Node | Service | Namespace | EndpointSlice | IPAddressPool | L2Advertisement
                | BGPAdvertisement | BGPPeer | CommunityAliases | BGPConfiguration)

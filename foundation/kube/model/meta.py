@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speaker.model.errors import ModelError, ObjectRef
-from speaker.model.fields import Cursor, show
+from foundation.kube.model.errors import ModelError, ObjectRef
+from foundation.kube.model.fields import Cursor, show
 
 # Objects in a manifests file without a namespace land where `kubectl apply`
 # would put them with no context set.

@@ -13,7 +13,7 @@ reflector does:
 - a kind whose CRD is not installed (404 on every version) is logged once and
   treated as empty; it is looked for again at the longest back-off, quietly.
 
-Objects go through `speaker.model.cluster.parse_object`; a bad one is logged as
+Objects go through `foundation.kube.model.cluster.parse_object`; a bad one is logged as
 ONE line (again only when its error changes) and left out, as FileSource does.
 Watch threads only mark the state dirty; a publisher thread builds a new
 `ClusterState` a moment later (`coalesce` seconds), so a burst of events (a
@@ -60,14 +60,14 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
-from speaker.model.cluster import KINDS, ClusterState, ModelObject, parse_object
-from speaker.model.errors import ModelError
-from speaker.model.fields import IPAddress
-from speaker.sources.base import Source
+from foundation.kube.model.cluster import KINDS, ClusterState, ModelObject, parse_object
+from foundation.kube.model.errors import ModelError
+from foundation.kube.model.fields import IPAddress
+from foundation.kube.sources.base import Source
 
 log = logging.getLogger(__name__)
 
-KindKey = tuple[str, str]  # (API group, kind), as in speaker.model.KINDS
+KindKey = tuple[str, str]  # (API group, kind), as in foundation.kube.model.KINDS
 
 # Plural resource names, and the versions to try, newest first.
 PLURALS: dict[KindKey, str] = {

@@ -1,4 +1,4 @@
-"""The datapath's netlink operations, over cni_plugin/rtnl.py's socket.
+"""The datapath's netlink operations, over foundation/netlink/rtnl.py's socket.
 
 Every function takes an open `RouteSocket`, so the caller decides which
 namespace it works in (a socket stays in the namespace it was opened in).
@@ -14,11 +14,15 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from cni_plugin import rtnl
-from cni_plugin.rtnl import AF_INET, AF_INET6, NetlinkError, RouteSocket
+from foundation.cni.names import is_ifname
+from foundation.netlink import mac, rtnl
+from foundation.netlink.rtnl import AF_INET, AF_INET6, NetlinkError, RouteSocket
 
-IFF_UP = 0x1
 IFF_PROMISC = 0x100
+# The routing protocol number of what skein-agent installs (routes, neighbour
+# entries): its own entries are told apart from everyone else's by it, and
+# `skeinctl status` shows them.
+RTPROT_SKEIN = 83
 IFA_F_NODAD = 0x02
 
 __all__ = ["AF_INET", "AF_INET6", "NetlinkError", "RouteSocket", "Link", "open_route_socket"]
@@ -47,11 +51,11 @@ def link_from_message(msg: rtnl.LinkMessage) -> Link:
     return Link(
         index=msg.index,
         name=rtnl.string(attrs.get(rtnl.IFLA_IFNAME)) or "",
-        mac=rtnl.mac_text(attrs.get(rtnl.IFLA_ADDRESS)),
+        mac=mac.mac_text(attrs.get(rtnl.IFLA_ADDRESS)),
         mtu=rtnl.u32(attrs.get(rtnl.IFLA_MTU)) or 0,
         kind=msg.kind,
         master=rtnl.u32(attrs.get(rtnl.IFLA_MASTER)),
-        up=bool(msg.flags & IFF_UP),
+        up=bool(msg.flags & rtnl.IFF_UP),
         promisc=bool(msg.flags & IFF_PROMISC),
         link_netnsid=rtnl.i32(attrs.get(rtnl.IFLA_LINK_NETNSID)),
         peer_index=rtnl.u32(attrs.get(rtnl.IFLA_LINK)),
@@ -68,13 +72,10 @@ def link_index(name: str) -> int | None:
         return None
 
 
-IFNAMSIZ = 16
-
-
 def get_link(sock: RouteSocket, name: str) -> Link | None:
     """The link called `name` in `sock`'s namespace, or None (one RTM_GETLINK
     by name, never a dump)."""
-    if not name or len(name.encode()) >= IFNAMSIZ:
+    if not is_ifname(name):
         return None  # no link can have that name (and the kernel refuses to look)
     msg = sock.link(name=name)
     if msg is None:

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from speaker.model.cluster import (
+from foundation.kube.model.cluster import (
     ClusterState,
     ModelObject,
     expand_document,
@@ -52,8 +52,8 @@ from speaker.model.cluster import (
     parse_object,
     ref_of,
 )
-from speaker.model.errors import ModelError, ObjectRef
-from speaker.sources.base import Source
+from foundation.kube.model.errors import ModelError, ObjectRef
+from foundation.kube.sources.base import Source
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cni_plugin import spec
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.names import IFNAME_RULE, is_ifname
+from foundation.cni.spec import CniError
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 ERR_INTERNAL = 999
@@ -65,11 +66,8 @@ class Plugin(Protocol):
 
 
 def validate_ifname(name: str) -> None:
-    """The rules of the reference skel (and of the kernel: IFNAMSIZ is 16)."""
-    if not name or len(name) > 15 or name in (".", "..") or any(
-        c in name for c in "/:" ) or any(c.isspace() for c in name):
-        raise CniError(spec.ERR_INVALID_ENV, f"invalid CNI_IFNAME {name!r}",
-                       "an interface name has 1 to 15 characters, none of '/', ':' or spaces")
+    if not is_ifname(name):
+        raise CniError(spec.ERR_INVALID_ENV, f"invalid CNI_IFNAME {name!r}", IFNAME_RULE)
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:

@@ -19,8 +19,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cni_plugin import spec
-from cni_plugin.spec import CniError
+from foundation.cni import spec
+from foundation.cni.spec import CniError
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # <linux/nsfs.h>: _IO(0xb7, 0x3)
