@@ -179,7 +179,7 @@ class KubeLab:
         started = time.monotonic()
         self._network()
         pki = self._pki()
-        self._control_plane(pki)
+        self._control_plane(pki, min(timeout, 120))
         self.log(f"control plane ready at https://{host(CP_INDEX)}:6443 "
                  f"({time.monotonic() - started:.0f} s)")
         for node in self.node_specs():
@@ -273,7 +273,7 @@ class KubeLab:
                 preexec_fn=lambda: cgroups.join(cgroup, 0, hier))
         return proc.pid
 
-    def _control_plane(self, pki: Pki) -> None:
+    def _control_plane(self, pki: Pki, timeout: float) -> None:
         assert self.state is not None
         b = Path(self.state.bin_dir)
         cp = self.cp_ns.name
@@ -304,7 +304,7 @@ class KubeLab:
             "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
             "--allow-privileged=true", "--profiling=false", "--v=1"], "kube-apiserver.log", cg)
         self._wait(lambda: self.kubectl("get", "--raw", "/readyz", check=False,
-                                        timeout=10).returncode == 0, 120,
+                                        timeout=10).returncode == 0, timeout,
                    "kube-apiserver not ready; see " + str(w / "logs" / "kube-apiserver.log"))
         self._spawn(cp, [
             str(b / "kube-controller-manager"),

@@ -49,14 +49,24 @@ def kube() -> Iterator[KubeLab]:
         lab.up(images, bin_dir)
         yield lab
     finally:
-        tag = lab.state.tag if lab.state else None
+        state = lab.state
         problems = lab.down()
         assert not problems, problems
-        if tag:
-            from lab.cluster import leftovers
+        if state is not None:
+            assert_nothing_left(state.tag, state.cgroup, workdir)
 
-            assert leftovers(tag) == []
-            assert not workdir.exists()
+
+def assert_nothing_left(tag: str, cgroup: str, workdir: Path) -> None:
+    """No namespace, process, mount, cgroup or file of lab `tag` remains."""
+    from lab.cluster import leftovers
+    from lab.kube import cgroups
+
+    assert leftovers(tag) == []
+    assert cgroups.pids(cgroup) == set()
+    assert not any((h.mountpoint / cgroup.strip("/")).exists() for h in cgroups.hierarchies())
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        assert not [line for line in f if str(workdir) in line]
+    assert not workdir.exists()
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
