@@ -18,12 +18,26 @@ Between rounds the dead node comes back (port up, daemon restarted) and the
 cluster settles.  Prints each round, the medians (of 5 by default) and the ratio.
 Run as root: `python3 bench/l2_failover.py [--rounds 5]`.  Everything lives in
 namespaces named with a random tag and is removed at the end.
+
+`--mode kube`: the same in a real cluster (lab.kube: kubelet, containerd, the
+API server), Skein installed from install/manifests/ with its defaults
+(heartbeats + Leases), a LoadBalancer Service of install/examples' L2 pool in
+front of a web server on every node (externalTrafficPolicy Local, so the new
+owner serves it itself).  The owner's node is killed the lab's way (every
+process of it, its underlay port down); the time is from the kill to the first
+TCP connection from the client that succeeds (a fresh connection every 20 ms,
+20 ms timeout), then checked to have gone through another node's MAC.  A killed
+node does not come back, so a cluster of N nodes gives N-1 rounds
+(`--kube-nodes`, default 4).  The netns lab's heartbeat mode runs in the same
+invocation, and the ratio kube/netns is printed.  `--kube-workdir DIR` uses a
+cluster already up there (its nodes are killed: take it down afterwards).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import ipaddress
 import os
 import queue
@@ -35,6 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,8 +94,8 @@ while True:
 class Prober:
     """Follows which node serves VIP:8080, as seen from the client."""
 
-    def __init__(self, client: Netns) -> None:
-        self.proc = client.popen(sys.executable, "-u", "-c", _PROBER, VIP,
+    def __init__(self, client: Netns, script: str = _PROBER, target: str = VIP) -> None:
+        self.proc = client.popen(sys.executable, "-u", "-c", script, target,
                                  stdout=subprocess.PIPE, text=True)
         self.current: str | None = None
         # A thread, not select(): a buffered readline may hold lines select cannot see.
@@ -239,13 +254,185 @@ def keepalived(lab: Lab, client: Netns, rounds: int) -> list[float]:
             node.ns.ip("addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
 
 
+KUBE_NS = "l2-failover"
+KUBE_APP = f"""apiVersion: v1
+kind: Namespace
+metadata:
+  name: {KUBE_NS}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: web
+  namespace: {KUBE_NS}
+spec:
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: {{busybox}}
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /w && echo ok > /w/index.html &&
+                  exec httpd -f -p 8080 -h /w"]
+        readinessProbe:
+          tcpSocket: {{port: 8080}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {KUBE_NS}
+  annotations:
+    metallb.io/address-pool: l2-pool
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+"""
+
+_CONNECTOR = r"""
+import socket, sys, time
+ok = None
+while True:
+    t = time.monotonic()
+    s = socket.socket()
+    s.settimeout(0.02)
+    try:
+        s.connect((sys.argv[1], 80))
+        now = True
+    except OSError:
+        now = False
+    finally:
+        s.close()
+    if now != ok:
+        print(f"{t:.6f} {now}", flush=True)
+        ok = now
+    time.sleep(0.02 if now else 0.002)
+"""
+
+
+def kube_rounds(workdir: str | None, nodes: int) -> list[float]:
+    import json
+
+    from lab.kube.cluster import KubeLab
+
+    owned = workdir is None
+    if owned:
+        from lab.kube.build import ensure_kubernetes
+        from lab.kube.image import ensure_images
+
+        bin_dir = ensure_kubernetes()
+        images = ensure_images(bin_dir=bin_dir)
+        kube = KubeLab(Path(f"/var/tmp/skein-lab/bench-{os.getpid()}"), nodes=nodes)
+        kube.up(images, bin_dir)
+    else:
+        kube = KubeLab(Path(str(workdir)))
+    times: list[float] = []
+    try:
+        from lab.kube.image import BUSYBOX_IMAGE
+
+        kube.kubectl("apply", "-f", "-", input=KUBE_APP.replace("{busybox}", BUSYBOX_IMAGE))
+        address = _wait(lambda: (kube.kubectl_json("-n", KUBE_NS, "get", "service", "web")
+                                 ["status"].get("loadBalancer", {}).get("ingress")
+                                 or [{}])[0].get("ip"), 120, "a LoadBalancer address")
+        macs = {json.loads(Netns(n.netns).ip("-j", "link", "show", "eth0").stdout)[0]
+                ["address"]: n for n in kube.node_specs()}
+
+        def owner_now() -> Any:
+            out = kube.client_ns.ip("neigh", "show", address).stdout.split()
+            mac = out[out.index("lladdr") + 1] if "lladdr" in out else None
+            return macs.get(mac) if mac else None
+
+        alive = list(kube.node_specs())
+        for _ in range(len(alive) - 1):
+            prober = Prober(kube.client_ns, _CONNECTOR, address)
+            names = {n.name for n in alive}
+            try:
+                prober.wait_for(lambda name, _t: name == "True", 120)
+                owner = _wait(owner_now, 60, "the owner's MAC at the client")
+                # Settled: every speaker of the node set has heard every other a while.
+                _wait(functools.partial(speakers_ready, kube, names), 120,
+                      "the speakers of the live nodes ready")
+                time.sleep(3.0)
+                t0 = time.monotonic()
+                kube.kill_node(owner)
+                t1 = prober.wait_for(functools.partial(connected_after, t0), 60)
+            finally:
+                prober.close()
+            successor = _wait(owner_now, 10, "the new owner's MAC")
+            assert successor.name != owner.name, "the dead node answered"
+            alive = [n for n in alive if n.name != owner.name]
+            times.append(t1 - t0)
+            print(f"    {owner.name} killed; TCP through {successor.name} after "
+                  f"{t1 - t0:.3f} s", flush=True)
+    finally:
+        if owned:
+            kube.down()
+    return times
+
+
+def connected_after(since: float, state: str | None, when: float) -> bool:
+    return state == "True" and when > since
+
+
+def speakers_ready(kube: Any, nodes: set[str]) -> bool:
+    pods = kube.kubectl_json("-n", "skein-system", "get", "pods", "-l",
+                             "app.kubernetes.io/name=skein-speaker")["items"]
+    ready = {p["spec"]["nodeName"] for p in pods
+             if all(c.get("ready") for c in p["status"].get("containerStatuses", []))}
+    return nodes <= ready
+
+
+def _wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except (RuntimeError, ValueError, KeyError, IndexError, subprocess.SubprocessError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out after {timeout:.0f} s: {what}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("netns", "kube"), default="netns",
+                        help="netns: skein-speaker against keepalived in the netns lab; "
+                             "kube: the shipped manifests in the kube lab, against the "
+                             "netns lab's heartbeat mode")
+    parser.add_argument("--kube-nodes", type=int, default=4)
+    parser.add_argument("--kube-workdir", default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workdir", default=None,
                         help="keep the daemons' logs and configs here (default: a temporary "
                              "directory, removed)")
     args = parser.parse_args()
+    if args.mode == "kube":
+        print("kube lab, shipped manifests (heartbeats + Leases), owner's node killed:",
+              flush=True)
+        kube = kube_rounds(args.kube_workdir, args.kube_nodes)
+        with Lab(nodes=3, workdir=args.workdir) as lab:
+            client = lab.add_client("cl", 100)
+            for node in lab.nodes.values():
+                start_name_server(lab, node)
+            print("netns lab, skein-speaker (heartbeat 50 ms, dead after 200 ms):", flush=True)
+            netns = skein(lab, client, args.rounds)
+        kube_med, netns_med = statistics.median(kube), statistics.median(netns)
+        print(f"kill -> first TCP reconnection, medians ({len(kube)} and {len(netns)} rounds):")
+        print(f"  kube lab {kube_med:.3f} s   netns lab {netns_med:.3f} s   "
+              f"ratio kube/netns {kube_med / netns_med:.2f}")
+        return 0
     if shutil.which("keepalived") is None:
         print("l2_failover: keepalived is not installed (apt-get install keepalived)",
               file=sys.stderr)

@@ -12,9 +12,9 @@ Such a lock belongs to the open file, not to the process as a classic POSIX
 record lock does, so two of the agent's threads exclude each other just as
 the agent and a plugin do, and the kernel drops it when the file is closed
 or its holder dies, as with flock.  Why not a file per attachment, each
-flocked: creating it cost 0.1 ms (tmpfs) to 0.3 ms (ext4) of every pod ADD,
-against 5 us here, and the files had to be removed after DEL, carefully,
-since a waiter could be holding the removed one.  Two attachments whose
+flocked: that creates a file on every pod ADD (an inode, more than a lock
+costs), and the files must be removed after DEL, carefully, since a waiter
+could be holding the removed one.  Two attachments whose
 hashes meet (one chance in 2^56) only take turns.
 
 Waiting is ipam.store's `wait_for_lock`: exact wake-ups on a plugin's main

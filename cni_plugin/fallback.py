@@ -5,12 +5,11 @@ Imported only on that path, so the executable's normal start stays small.
 
 from __future__ import annotations
 
-import json
 import os
 
 from cni_plugin import attachment, fastpath
 from foundation.cni import spec
-from foundation.cni.skel import Plugin, dispatch, error_version
+from foundation.cni.skel import Plugin, dispatch, error_reply
 from foundation.cni.spec import CniError
 
 # How long to wait for an agent still working on this attachment: with the
@@ -26,12 +25,18 @@ def complete_after_agent_failure(plugin: Plugin, stdin: bytes) -> tuple[int, str
     socket_path = fastpath.agent_socket(stdin) or ""
     container_id = os.environ.get("CNI_CONTAINERID", "")
     ifname = os.environ.get("CNI_IFNAME", "")
-    fd = attachment.lock(socket_path, container_id, ifname, timeout=LOCK_TIMEOUT)
+    try:
+        fd = attachment.lock(socket_path, container_id, ifname, timeout=LOCK_TIMEOUT)
+    except OSError as exc:
+        return error_reply(CniError(spec.ERR_IO, "cannot take the attachment's lock after "
+                                    "skein-agent stopped answering",
+                                    f"{attachment.lock_path(socket_path)}: {exc}"), stdin)
     if fd is None:
-        err = CniError(spec.ERR_TRY_AGAIN_LATER,
-                       "skein-agent stopped answering and still holds this attachment",
-                       f"retry; check skein-agent on this node ({socket_path})")
-        return 1, json.dumps(err.to_dict(error_version(stdin)))
+        return error_reply(CniError(spec.ERR_TRY_AGAIN_LATER,
+                                    "skein-agent stopped answering and still holds this "
+                                    "attachment",
+                                    f"retry; check skein-agent on this node ({socket_path})"),
+                           stdin)
     environ = dict(os.environ)
     try:
         if environ.get("CNI_COMMAND") == "ADD":

@@ -1,16 +1,17 @@
 """The `skein` side of the fast path: hand the CNI request to skein-agent.
 
-A Python plugin that imports pyroute2 on every exec spends ~150 ms before it
-touches the kernel.  When the node agent runs, it keeps that state warm, so
-`skein` only forwards the request (environment + config) over the agent's
-unix socket and prints the answer.  Every millisecond of this module's own
-start-up is paid per pod, so it imports almost nothing: no `json` (its
+A plugin process that imports and sets up everything an ADD needs pays for it
+on every exec, before it touches the kernel.  When the node agent runs, it
+keeps that state warm, so `skein` only forwards the request (environment +
+config) over the agent's unix socket and prints the answer.  This module's
+own start-up is paid per pod, so it imports almost nothing: no `json` (its
 decoder pulls in `re`), no `socket` (which pulls in `enum`); `_socket` and a
 byte search for the `agentSocket` key do the job.  The wire format is a few
 length-prefixed byte strings for the same reason.  Under `python3 -S` not even
-`os` is loaded yet (~1 ms with `_collections_abc`), so the client side uses
+`os` is loaded yet (it brings `_collections_abc`), so the client side uses
 `posix`, which is; nor is `__future__`: the annotations are evaluated, and
-those naming what is not imported are strings.
+those naming what is not imported are strings.  bench/cni_add.py measures
+what this saves.
 
 The socket is named by the network config's `agentSocket` (the agent writes
 it into the conflist), so a config without it never leaves the process.
@@ -24,7 +25,7 @@ nothing imported at module level that `python3 -I -S` has not already loaded
 
 Failure modes, and why each is safe:
 - no socket, or nobody accepts within CONNECT_TIMEOUT: the agent is not
-  there; `skein` does the work itself exactly as before (`forward` -> None).
+  there; `skein` does the work itself, as without an agent (`forward` -> None).
 - the agent does not say it took the request (ACK) within ACCEPT_TIMEOUT
   (stopped, as by SIGSTOP, or every worker busy), or gives no answer within
   REPLY_TIMEOUT after that, or died: `forward` -> PARTIAL.  The caller takes
@@ -66,7 +67,6 @@ MAX_FRAME = MAX_STDIN  # a reply's stdout
 PARTIAL = "partial"
 MAGIC = b"SKN2"
 ACK = b"\xac"  # never the first byte of a reply (an exit code's high byte)
-_KEY = b'"agentSocket"'
 
 
 def u32(value: int) -> bytes:
@@ -147,13 +147,15 @@ def recv_reply(sock: _socket.socket) -> tuple[int, str]:
     return int.from_bytes(head[:4], "big"), recv_exact(sock, size).decode()
 
 
-def agent_socket(stdin: bytes) -> str | None:
-    """The `agentSocket` string of the config, found without a JSON parser
-    (paths need no escapes; anything unusual just means no fast path)."""
-    at = stdin.find(_KEY)
+def config_string(stdin: bytes, key: bytes) -> str | None:
+    """The string value of `key` in the network config, found without a JSON
+    parser: the first `"key": "value"` in the bytes, None when there is none
+    or its value holds an escape (the values looked for here need none)."""
+    quoted = b'"' + key + b'"'
+    at = stdin.find(quoted)
     if at < 0:
         return None
-    rest = stdin[at + len(_KEY):].lstrip()
+    rest = stdin[at + len(quoted):].lstrip()
     if not rest.startswith(b":"):
         return None
     rest = rest[1:].lstrip()
@@ -161,9 +163,16 @@ def agent_socket(stdin: bytes) -> str | None:
         return None
     end = rest.find(b'"', 1)
     value = rest[1:end] if end > 0 else b""
-    if not value.startswith(b"/") or b"\\" in value:
+    if b"\\" in value:
         return None
     return value.decode(errors="replace")
+
+
+def agent_socket(stdin: bytes) -> str | None:
+    """The `agentSocket` path of the config (anything unusual just means no
+    fast path)."""
+    path = config_string(stdin, b"agentSocket")
+    return path if path and path.startswith("/") else None
 
 
 def forward(environ: "Mapping[str, str]", stdin: bytes) -> tuple[int, str] | str | None:
@@ -213,9 +222,8 @@ def run_client(in_process: "Callable[[bytes, str | None], object]") -> None:
         code, out = answer
         if out:
             posix.write(1, out.encode() + b"\n")
-        # _exit: the interpreter's finalization (~1 ms, a third of this
-        # module's own cost) has nothing to do: the answer went out by write(2),
-        # no atexit handler is ours.
+        # _exit: the interpreter's finalization has nothing to do (the answer
+        # went out by write(2), no atexit handler is ours), so it is skipped.
         sys.stdout.flush()
         sys.stderr.flush()
         posix._exit(code & 0xFF)

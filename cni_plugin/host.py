@@ -39,11 +39,13 @@ class ColdHost:
 
 
 class WarmHost(ColdHost):
-    """Per-thread sockets and a memory of what is already in place (the agent)."""
+    """Per-thread sockets and a memory of what is already in place (the agent).
+    The memory is shared by the agent's worker threads without a lock: each of
+    its operations is one dict or set operation, atomic, and two threads that
+    both find nothing both make sure of the same thing, which is idempotent."""
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._lock = threading.Lock()
         self._bridges: dict[tuple[str, int | None, bool], Link] = {}
         self._gateways: set[tuple[int, str]] = set()
 
@@ -58,25 +60,20 @@ class WarmHost(ColdHost):
 
     def bridge(self, ipr: RouteSocket, name: str, mtu: int | None, promisc: bool) -> Link:
         key = (name, mtu, promisc)
-        with self._lock:
-            known = self._bridges.get(key)
+        known = self._bridges.get(key)
         if known is not None and netlink.link_index(name) == known.index:
             return known
         link = super().bridge(ipr, name, mtu, promisc)
-        with self._lock:
-            self._bridges[key] = link
+        self._bridges[key] = link
         return link
 
     def gateway(self, ipr: RouteSocket, br: Link, gateway: Interface, force: bool) -> None:
         key = (br.index, str(gateway))
-        with self._lock:
-            if key in self._gateways:
-                return
+        if key in self._gateways:
+            return
         super().gateway(ipr, br, gateway, force)
-        with self._lock:
-            self._gateways.add(key)
+        self._gateways.add(key)
 
     def forget(self) -> None:
-        with self._lock:
-            self._bridges.clear()
-            self._gateways.clear()
+        self._bridges.clear()
+        self._gateways.clear()

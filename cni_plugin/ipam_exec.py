@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,15 +20,6 @@ from foundation.cni.skel import Plugin, Request
 from foundation.cni.spec import CniError
 
 IPAM_TIMEOUT = 60.0
-
-# IPAM plugins that may run inside this process instead of being exec'd: the
-# node agent registers skein-ipam here, which saves a Python start per pod.
-# The plugin executable stays the same code, so the result is identical.
-IN_PROCESS: dict[str, Callable[[], Plugin]] = {}
-
-
-def ipam_runs_in_process(config: dict[str, Any]) -> bool:
-    return str(config["ipam"]["type"]) in IN_PROCESS
 
 
 def find_plugin(name: str, path: list[str]) -> str:
@@ -40,13 +31,33 @@ def find_plugin(name: str, path: list[str]) -> str:
                    f"install {name} into one of: {', '.join(path) or '(CNI_PATH is empty)'}")
 
 
+class Ipam:
+    """How the plugin reaches its IPAM plugin.  By default it execs it, as
+    the spec says; `in_process` names IPAM plugins that run inside this
+    process instead (type -> a factory of its skel Plugin): skein-agent passes
+    skein-ipam there, which saves a Python start per pod.  The plugin
+    executable stays the same code, so the result is identical."""
+
+    def __init__(self, in_process: Mapping[str, Callable[[], Plugin]] | None = None) -> None:
+        self.in_process: Mapping[str, Callable[[], Plugin]] = dict(in_process or {})
+
+    def runs_in_process(self, config: dict[str, Any]) -> bool:
+        return str(config["ipam"]["type"]) in self.in_process
+
+    def __call__(self, req: Request, command: str, config: dict[str, Any] | None = None
+                 ) -> dict[str, Any] | None:
+        """Run the IPAM plugin for `command`; its decoded result (ADD) or None."""
+        config = req.config if config is None else config
+        factory = self.in_process.get(str(config["ipam"]["type"]))
+        if factory is not None:
+            return _run_in_process(factory(), req, command, config)
+        return exec_ipam(req, command, config)
+
+
 def exec_ipam(req: Request, command: str, config: dict[str, Any] | None = None
               ) -> dict[str, Any] | None:
-    """Run the IPAM plugin for `command`; return its decoded result (ADD) or None."""
+    """Exec the IPAM plugin for `command`; return its decoded result (ADD) or None."""
     config = req.config if config is None else config
-    factory = IN_PROCESS.get(str(config["ipam"]["type"]))
-    if factory is not None:
-        return _run_in_process(factory(), req, command, config)
     plugin = find_plugin(str(config["ipam"]["type"]), req.path)
     env = dict(req.environ)
     env["CNI_COMMAND"] = command
@@ -73,16 +84,15 @@ def _run_in_process(plugin: Plugin, req: Request, command: str,
                   environ={**req.environ, "CNI_COMMAND": command})
     if command == "ADD":
         return spec.normalize_result(plugin.add(sub))
-    {"DEL": plugin.delete, "CHECK": plugin.check, "STATUS": plugin.status,
-     "GC": plugin.gc}[command](sub)
+    method = {"DEL": "delete", "CHECK": "check", "STATUS": "status", "GC": "gc"}[command]
+    getattr(plugin, method)(sub)
     return None
 
 
 def _ipam_error(plugin: str, code: int, out: str, err: str) -> CniError:
-    try:
-        data = json.loads(out)
-        return CniError(int(data["code"]), str(data.get("msg", "")), str(data.get("details", "")))
-    except (ValueError, KeyError, TypeError):
-        detail = (out or err).strip()[-500:]
-        return CniError(spec.ERR_IPAM_FAILED, f"IPAM plugin {plugin} failed with exit code {code}",
-                        detail)
+    passed_on = spec.error_from_json(out)
+    if passed_on is not None:
+        return passed_on
+    detail = (out or err).strip()[-500:]
+    return CniError(spec.ERR_IPAM_FAILED, f"IPAM plugin {plugin} failed with exit code {code}",
+                    detail)

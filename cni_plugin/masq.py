@@ -6,7 +6,8 @@ the key: DEL removes exactly its own rules, GC removes the rules of
 attachments the runtime no longer knows, and rules Skein did not write are
 never touched.  Traffic to multicast stays unmasqueraded, as in the
 reference plugin.  `nft` is executed (one transaction per change) rather than
-linked, which keeps the plugin free of a netfilter library.
+linked, which keeps the plugin free of a netfilter library; it runs behind
+the injectable runner of cni_plugin/nft.py, as the agent's does.
 
 This is `skein` without skein-agent, as the reference `bridge` plugin.  The
 conflist of a node with the agent leaves `ipMasq` off: the agent masquerades
@@ -20,11 +21,12 @@ import hashlib
 import ipaddress
 import json
 import re
-import subprocess
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from cni_plugin.nft import Nft, NftCommand, NftError
 from foundation.cni import spec
-from foundation.cni.spec import CniError
+from foundation.cni.spec import Attachment, CniError
 
 TABLE = "skein_masq"
 CHAIN = "postrouting"
@@ -61,57 +63,61 @@ def rule_lines(comment: str, addresses: list[str], exclude: tuple[str, ...] = ()
     return lines
 
 
-def _nft(args: list[str], script: str | None = None) -> str:
+def _nft(nft: Nft, args: list[str], script: str | None = None) -> str:
     try:
-        proc = subprocess.run(["nft", *args], input=script, capture_output=True, text=True,
-                              check=False, timeout=30)
-    except FileNotFoundError:
-        raise CniError(spec.ERR_IO, "ipMasq needs the nft command",
-                       "install nftables on the node, or set \"ipMasq\": false") from None
-    if proc.returncode != 0:
-        raise CniError(spec.ERR_IO, f"nft {' '.join(args)} failed", proc.stderr.strip())
-    return proc.stdout
+        return nft.run(args, script)
+    except NftError as err:
+        if err.absent:
+            raise CniError(spec.ERR_IO, "ipMasq needs the nft command",
+                           "install nftables on the node, or set \"ipMasq\": false") from None
+        raise CniError(spec.ERR_IO, f"nft {' '.join(args)} failed", str(err)) from None
 
 
-def _rules() -> list[dict[str, Any]]:
+def _rules(nft: Nft) -> list[dict[str, Any]]:
     """The rules of our chain, [] when the table does not exist yet."""
-    proc = subprocess.run(["nft", "-j", "-a", "list", "chain", "inet", TABLE, CHAIN],
-                          capture_output=True, text=True, check=False, timeout=30)
-    if proc.returncode != 0:
-        return []
-    items = json.loads(proc.stdout).get("nftables", [])
+    try:
+        listing = nft.run(["-j", "-a", "list", "chain", "inet", TABLE, CHAIN])
+    except NftError as err:
+        if err.missing:
+            return []
+        raise CniError(spec.ERR_IO, f"cannot list nft chain inet {TABLE} {CHAIN}",
+                       str(err)) from None
+    items = json.loads(listing).get("nftables", [])
     return [item["rule"] for item in items if "rule" in item]
 
 
-def _delete_lines(predicate: Any) -> list[str]:
+def _delete_lines(nft: Nft, predicate: Callable[[str], bool]) -> list[str]:
     return [f"delete rule inet {TABLE} {CHAIN} handle {rule['handle']}"
-            for rule in _rules() if str(rule.get("comment", "")).startswith(_PREFIX)
+            for rule in _rules(nft) if str(rule.get("comment", "")).startswith(_PREFIX)
             and predicate(rule["comment"])]
 
 
 def setup(network: str, container_id: str, ifname: str, addresses: list[str],
-          exclude: tuple[str, ...] = ()) -> None:
+          exclude: tuple[str, ...] = (), nft: Nft | None = None) -> None:
+    nft = nft or NftCommand()
     comment = rule_comment(network, container_id, ifname)
     script = [
         f"add table inet {TABLE}",
         f"add chain inet {TABLE} {CHAIN} {{ type nat hook postrouting priority srcnat; }}",
-        *_delete_lines(lambda c: c == comment),
+        *_delete_lines(nft, lambda c: c == comment),
         *rule_lines(comment, addresses, exclude),
     ]
-    _nft(["-f", "-"], "\n".join(script) + "\n")
+    _nft(nft, ["-f", "-"], "\n".join(script) + "\n")
 
 
-def teardown(network: str, container_id: str, ifname: str) -> None:
+def teardown(network: str, container_id: str, ifname: str, nft: Nft | None = None) -> None:
+    nft = nft or NftCommand()
     comment = rule_comment(network, container_id, ifname)
-    lines = _delete_lines(lambda c: c == comment)
+    lines = _delete_lines(nft, lambda c: c == comment)
     if lines:
-        _nft(["-f", "-"], "\n".join(lines) + "\n")
+        _nft(nft, ["-f", "-"], "\n".join(lines) + "\n")
 
 
-def collect_garbage(network: str, valid: set[tuple[str, str]]) -> None:
+def collect_garbage(network: str, valid: Iterable[Attachment], nft: Nft | None = None) -> None:
     """Remove this network's rules whose attachment is not in `valid`."""
-    keep = {rule_comment(network, cid, ifname) for cid, ifname in valid}
+    nft = nft or NftCommand()
+    keep = {rule_comment(network, att.container_id, att.ifname) for att in valid}
     mine = f"{_PREFIX} {_network_key(network)} "
-    lines = _delete_lines(lambda c: c.startswith(mine) and c not in keep)
+    lines = _delete_lines(nft, lambda c: c.startswith(mine) and c not in keep)
     if lines:
-        _nft(["-f", "-"], "\n".join(lines) + "\n")
+        _nft(nft, ["-f", "-"], "\n".join(lines) + "\n")

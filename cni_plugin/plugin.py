@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cni_plugin.config import NetConf, parse_netconf
-from cni_plugin.ipam_exec import exec_ipam, ipam_runs_in_process
+from cni_plugin.ipam_exec import Ipam
 from foundation.cni import spec
 from foundation.cni.names import host_veth_name
 from foundation.cni.skel import Request
@@ -29,6 +29,7 @@ from foundation.cni.spec import CniError
 if TYPE_CHECKING:  # host.py brings the netlink modules: only the commands load them
     from cni_plugin.config import VxlanConf
     from cni_plugin.host import ColdHost
+    from cni_plugin.nft import Nft
     from foundation.netlink import Link, RouteSocket
 
     OverlayDevice = Callable[[RouteSocket, VxlanConf], Link]
@@ -85,17 +86,23 @@ def agent_unreachable(conf: NetConf) -> str | None:
 
 
 class SkeinPlugin:
-    """Implements foundation.cni.skel.Plugin.  `readiness` returns why the node
-    cannot take pods now, or None; the agent passes its own check.  `overlay`
-    gives the VXLAN device of a config with a `vxlan` section: by default
-    `vxlan.ensure_device`, which verifies it from scratch; the agent, which
-    owns the device, passes what it already knows (vxlan.KnownDevice)."""
+    """Implements foundation.cni.skel.Plugin.  Its collaborators are passed in:
+    `readiness` returns why the node cannot take pods now, or None (the agent
+    passes its own check); `overlay` gives the VXLAN device of a config with a
+    `vxlan` section (by default `vxlan.ensure_device`, which verifies it from
+    scratch; the agent, which owns the device, passes what it already knows,
+    vxlan.KnownDevice); `ipam` runs the IPAM plugin (by default it is exec'd;
+    the agent runs skein-ipam in its own process); `nft` runs the `nft` of
+    `ipMasq` (by default the binary)."""
 
     def __init__(self, readiness: Callable[[NetConf], str | None] = agent_unreachable,
-                 host: ColdHost | None = None, overlay: OverlayDevice | None = None) -> None:
+                 host: ColdHost | None = None, overlay: OverlayDevice | None = None,
+                 ipam: Ipam | None = None, nft: Nft | None = None) -> None:
         self.readiness = readiness
         self._host = host
         self._overlay = overlay
+        self.ipam = ipam or Ipam()
+        self.nft = nft
 
     @property
     def host(self) -> ColdHost:
@@ -126,7 +133,7 @@ class SkeinPlugin:
                     return self._configure(conf, req, host, pod, br, host_veth, ipam_result)
                 except BaseException:
                     with contextlib.suppress(Exception):
-                        exec_ipam(req, "DEL")
+                        self.ipam(req, "DEL")
                     with contextlib.suppress(Exception):
                         netlink.delete_link(host, host_veth.index)
                     raise
@@ -147,8 +154,8 @@ class SkeinPlugin:
         from cni_plugin import veth
         from foundation import netlink
 
-        ipam = None if ipam_runs_in_process(req.config) else Background(
-            lambda: exec_ipam(req, "ADD"))
+        ipam = None if self.ipam.runs_in_process(req.config) else Background(
+            lambda: self.ipam(req, "ADD"))
         try:
             mtu = conf.mtu
             if conf.vxlan is not None:
@@ -163,10 +170,10 @@ class SkeinPlugin:
                                          conf.raw.get("runtimeConfig", {}).get("mac"))
         except BaseException:
             if ipam is not None:
-                _release_if_allocated(req, ipam)
+                _release_if_allocated(req, ipam, self.ipam)
             raise
         try:
-            ipam_result = exec_ipam(req, "ADD") if ipam is None else ipam.result()
+            ipam_result = self.ipam(req, "ADD") if ipam is None else ipam.result()
         except BaseException:
             with contextlib.suppress(Exception):
                 netlink.delete_link(host, host_veth.index)
@@ -194,14 +201,14 @@ class SkeinPlugin:
                 self.host.gateway(host, br, gateway, conf.force_address)
         if conf.ip_masq:
             masq.setup(conf.name, req.container_id, req.ifname, [ip["address"] for ip in ips],
-                       conf.ip_masq_exclude)
+                       conf.ip_masq_exclude, self.nft)
         return build_result(conf, req, br, host_veth, pod_link, ips, routes,
                             ipam_result.get("dns") or {})
 
     def delete(self, req: Request) -> None:
         conf = parse_netconf(req.config)
         # The lease goes while the kernel takes the veth pair down.
-        ipam = Background(lambda: exec_ipam(req, "DEL"))
+        ipam = Background(lambda: self.ipam(req, "DEL"))
         links_error: BaseException | None = None
         try:
             self._delete_links(req)
@@ -213,7 +220,7 @@ class SkeinPlugin:
         if conf.ip_masq:
             from cni_plugin import masq
 
-            masq.teardown(conf.name, req.container_id, req.ifname)
+            masq.teardown(conf.name, req.container_id, req.ifname, self.nft)
 
     def _delete_links(self, req: Request) -> None:
         from cni_plugin import veth
@@ -310,7 +317,7 @@ class SkeinPlugin:
         if conf.prev_result is None:
             raise CniError(spec.ERR_INVALID_CONFIG, "CHECK needs prevResult",
                            "the runtime passes the ADD result as prevResult")
-        exec_ipam(req, "CHECK")
+        self.ipam(req, "CHECK")
         from cni_plugin.check import check_attachment
 
         check_attachment(conf, req)
@@ -321,15 +328,16 @@ class SkeinPlugin:
         if problem:
             raise CniError(spec.ERR_NOT_AVAILABLE, problem,
                            "start skein-agent on this node; pods cannot be added until then")
-        exec_ipam(req, "STATUS")
+        self.ipam(req, "STATUS")
 
     def gc(self, req: Request) -> None:
         conf = parse_netconf(req.config)
-        exec_ipam(req, "GC")
+        valid = spec.valid_attachments(req.config)  # refused before IPAM releases anything
+        self.ipam(req, "GC")
         if conf.ip_masq:
             from cni_plugin import masq
 
-            masq.collect_garbage(conf.name, valid_attachments(req.config))
+            masq.collect_garbage(conf.name, valid, self.nft)
 
 
 # How often a DEL looks whether the kernel has taken the veth pair out yet.
@@ -365,30 +373,14 @@ class Background:
         return self._value
 
 
-def _release_if_allocated(req: Request, ipam: Background) -> None:
+def _release_if_allocated(req: Request, adding: Background, ipam: Ipam) -> None:
     """After a failed ADD: give back the address the concurrent IPAM ADD got.
     If that ADD failed itself it allocated nothing, and a DEL would take away
     a lease the attachment held before (a repeated ADD)."""
     try:
-        ipam.result()
+        adding.result()
     except Exception:  # noqa: BLE001 - the ADD's own error is the one to report
         return
     with contextlib.suppress(Exception):
-        exec_ipam(req, "DEL")
+        ipam(req, "DEL")
 
-
-def valid_attachments(config: dict[str, Any]) -> set[tuple[str, str]]:
-    """GC's `cni.dev/valid-attachments` as (containerID, ifname) pairs."""
-    raw = config.get("cni.dev/valid-attachments", [])
-    if not isinstance(raw, list):
-        raise CniError(spec.ERR_INVALID_CONFIG,
-                       "invalid network config: cni.dev/valid-attachments: expected a list",
-                       'write [{"containerID": "...", "ifname": "eth0"}, ...]')
-    out = set()
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
-            raise CniError(spec.ERR_INVALID_CONFIG,
-                           f"invalid network config: cni.dev/valid-attachments[{i}]: "
-                           "containerID missing", 'each entry is {"containerID", "ifname"}')
-        out.add((item["containerID"], str(item.get("ifname", ""))))
-    return out

@@ -13,6 +13,14 @@ deleting it would take that pod's eth0 away.  Such an ADD is refused and the
 running pod is left alone, as the reference `bridge` does (its node ends have
 random names, so it never meets one).  The namespaces are compared by their
 ids in the node namespace (RTM_GETNSID), which the kernel assigns on demand.
+
+The node end makes no IPv6 address of its own (IFLA_INET6_ADDR_GEN_MODE =
+none): a bridge port needs none, and with one every new pod's node end would
+send its link-local DAD, router solicitations and MLD reports, which the
+bridge floods to every other port, a cost that grows with the node's pods.
+The kernel generates the link-local when the link has a carrier, which a
+veth gets once both ends are up: the mode is set right after the pair is made,
+while the pod end is still down.  The pod end keeps IPv6 as it is.
 """
 
 from __future__ import annotations
@@ -95,8 +103,7 @@ def create_pair(host: RouteSocket, host_name: str, pod_ifname: str, pod_netns_fd
                  if made.name == host_name), None) or netlink.get_link(host, host_name)
     if link is None:
         raise CniError(spec.ERR_KERNEL, f"veth {host_name} vanished right after creation")
-    if hairpin:
-        netlink.set_hairpin(host, link.index)
+    netlink.configure_port(host, link.index, hairpin)
     return link
 
 

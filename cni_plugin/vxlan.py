@@ -1,8 +1,11 @@
 """The node's VXLAN device (`skein.1` by default), as flannel's vxlan backend.
 
 One device per node, learning off: the node agent programs, for every peer,
-a permanent neighbour entry (the peer's VTEP address -> its VTEP MAC) and an
-FDB entry (VTEP MAC -> the peer's underlay IP).  The VTEP MAC is derived from
+a permanent neighbour entry (the peer's VTEP address -> its VTEP MAC), an
+FDB entry (VTEP MAC -> the peer's underlay IP) and a route to the peer's pod
+subnet.  `VxlanDevice` is that device and those entries as one object over
+one netlink socket (foundation/netlink), as flannel's `vxlanDevice` is over
+one netlink library.  The VTEP MAC is derived from
 the node's underlay IPv4 address, so a node never needs to publish it and a
 device recreated after a reboot keeps the MAC its peers already know.
 
@@ -23,14 +26,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import threading
 from dataclasses import dataclass
 
 from cni_plugin.config import VxlanConf
 from foundation import netlink
 from foundation.cni import spec
 from foundation.cni.spec import CniError
-from foundation.netlink import Link, NetlinkError, RouteSocket, rtnl
+from foundation.netlink import RTPROT_SKEIN, Link, Neighbour, NetlinkError, Route, RouteSocket, rtnl
 from foundation.netlink.mac import vtep_mac_for_ip
 
 VXLAN_OVERHEAD = 50
@@ -146,28 +148,89 @@ def ensure_device(ipr: RouteSocket, conf: VxlanConf, recreate: bool = False) -> 
     return link
 
 
+class VxlanDevice:
+    """The node's VXLAN device and what tunnels through it to each peer, over
+    one netlink socket (flannel's `vxlanDevice`): the device made sure of
+    (`ensure`), the neighbour, FDB and route entries the agent programs, read
+    back and written.  Routes and neighbour entries carry RTPROT_SKEIN, which
+    tells them from everyone else's; an FDB entry cannot carry a protocol
+    (cni_plugin/agent/plan.py says which ones are the agent's)."""
+
+    def __init__(self, sock: RouteSocket, link: Link) -> None:
+        self.sock = sock
+        self.link = link
+
+    @classmethod
+    def ensure(cls, sock: RouteSocket, conf: VxlanConf, recreate: bool = False) -> VxlanDevice:
+        """The device of `conf` in `sock`'s namespace (see `ensure_device`)."""
+        return cls(sock, ensure_device(sock, conf, recreate))
+
+    @property
+    def index(self) -> int:
+        return self.link.index
+
+    @property
+    def mtu(self) -> int:
+        return self.link.mtu
+
+    def add_address(self, cidr: str) -> None:
+        netlink.add_address(self.sock, self.index, cidr)
+
+    def neighbours(self) -> list[Neighbour]:
+        """The agent's neighbour entries on the device, both families."""
+        return [n for family in (netlink.AF_INET, netlink.AF_INET6)
+                for n in netlink.neighbours(self.sock, self.index, family)
+                if n.protocol == RTPROT_SKEIN]
+
+    def fdb(self) -> list[Neighbour]:
+        """Every remote of the device: (MAC, underlay address)."""
+        return netlink.fdb_entries(self.sock, self.index)
+
+    def routes(self) -> list[Route]:
+        """The agent's routes (main table), both families."""
+        return [r for family in (netlink.AF_INET, netlink.AF_INET6)
+                for r in netlink.list_routes(self.sock, family) if r.protocol == RTPROT_SKEIN]
+
+    def set_neighbour(self, address: str, mac: str) -> None:
+        netlink.replace_neighbour(self.sock, self.index, address, mac, RTPROT_SKEIN)
+
+    def delete_neighbour(self, address: str) -> None:
+        netlink.delete_neighbour(self.sock, self.index, address)
+
+    def set_fdb(self, mac: str, remote: str) -> None:
+        netlink.replace_fdb(self.sock, self.index, mac, remote)
+
+    def delete_fdb(self, mac: str, remote: str) -> None:
+        netlink.delete_fdb(self.sock, self.index, mac, remote)
+
+    def set_route(self, dst: str, via: str) -> None:
+        """`dst` via the peer's VTEP address `via`, on the device (onlink: no
+        address of the device covers `via`)."""
+        netlink.replace_route(self.sock, dst, via, self.index, RTPROT_SKEIN, onlink=True)
+
+    def delete_route(self, dst: str, via: str) -> None:
+        netlink.delete_route(self.sock, dst, via, self.index, RTPROT_SKEIN)
+
+
 class KnownDevice:
     """The VXLAN device as the agent last made sure of it, per configuration
-    (a cached fact, checked cheaply: see the module doc).  Thread-safe: the
-    agent's fast path workers share one."""
+    (a cached fact, checked cheaply: see the module doc).  The agent's fast
+    path workers share one; each of its operations is a single dict operation,
+    atomic, so it needs no lock."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._links: dict[VxlanConf, Link] = {}
 
     def remember(self, conf: VxlanConf, link: Link) -> None:
-        with self._lock:
-            self._links[conf] = link
+        self._links[conf] = link
 
     def forget(self) -> None:
-        with self._lock:
-            self._links.clear()
+        self._links.clear()
 
     def device(self, ipr: RouteSocket, conf: VxlanConf) -> Link:
         """The device for `conf`: the known one while its name still has the
         same ifindex in this thread's namespace, else `ensure_device`'s."""
-        with self._lock:
-            known = self._links.get(conf)
+        known = self._links.get(conf)
         if known is not None and netlink.link_index(conf.device) == known.index:
             return known
         link = ensure_device(ipr, conf)

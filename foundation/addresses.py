@@ -170,3 +170,13 @@ def walk(spans: Sequence[AddressRange], after: IPAddress | None = None
             yield other, address
     for address in spans[index].addresses(stop=start - 1):
         yield index, address
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """A daemon's listen address (`--metrics-address`): "HOST:PORT",
+    "[V6]:PORT" or ":PORT" (all addresses); ValueError if malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)

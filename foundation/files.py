@@ -14,10 +14,13 @@ import tempfile
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes | str,
-                     mode: int | None = None, skip_same: bool = False) -> bool:
+                     mode: int | None = None, skip_same: bool = False,
+                     temp_prefix: str | None = None) -> bool:
     """Replace `path` with `data`.  `mode`: the file's permissions (default:
     the old file's, else 0644).  `skip_same`: leave a file that already holds
-    exactly `data` alone and return False."""
+    exactly `data` alone and return False.  `temp_prefix`: how the temporary
+    file's name starts (default: "." and the target's name), for a caller
+    that sweeps up what a crash left behind."""
     raw = data.encode() if isinstance(data, str) else data
     path = os.fspath(path)
     if skip_same:
@@ -34,7 +37,8 @@ def write_atomically(path: str | os.PathLike[str], data: bytes | str,
             mode = 0o644
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    prefix = f".{os.path.basename(path)}." if temp_prefix is None else temp_prefix
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(raw)

@@ -15,12 +15,12 @@ executables carry every module they import outside the standard library:
   `skein.pyz` holds `cni_plugin` (its agent left out), `ipam` and the parts
   of `foundation` it needs (the CNI protocol, netlink, addresses, files), all
   standard library only;
-- `skein-ipam` stays a zipapp (it is not on the fast path; a launcher saved
-  nothing measurable): `ipam` and the same parts of `foundation`.
+- `skein-ipam` is a zipapp (it is not on the fast path, where a launcher
+  pays off): `ipam` and the same parts of `foundation`.
 
 Both start with `#!/usr/bin/env -S python3 -I -S`: -I ignores PYTHON*
 variables and the user's site directory, -S skips `site`, which the archives
-do not need (~10-30 ms per exec, depending on the node's .pth files).  `env -S`
+do not need (its cost grows with the node's .pth files).  `env -S`
 needs coreutils >= 8.30.  The installer (install_cni.py) replaces that line:
 by default with the interpreter of the runtime that install/runtime.py builds
 and the installer puts beside the executables (`#!/opt/cni/bin/.skein/
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import io
 import json
 import marshal
@@ -71,18 +72,34 @@ RUNTIME_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/
 # install_cni.py installs as ROOT/opt/cni/bin/.skein/runtime-DIGEST/).
 RUNTIME_PYTHON = "bin/python3"
 FASTPATH = "cni_plugin/fastpath.py"  # inlined into the launchers
+# Then the source of foundation.cni.spec.error_json, the one function that
+# writes the CNI error JSON (inspect.getsource: the same object, not a copy
+# kept by hand), and the launcher's own lines.
+ERROR_JSON_HEAD = """
+
+# ---- end of cni_plugin/fastpath.py; foundation/cni/spec.py's error_json follows ----
+
+
+"""
 LAUNCHER_MAIN = """
 
-# ---- end of cni_plugin/fastpath.py; the launcher's own lines follow ----
+# ---- the launcher's own lines ----
 
 
 def _in_process(stdin: bytes, answer: str | None) -> None:
     import os
     import sys
 
-    sys.path.insert(0, os.path.realpath(__file__) + ".pyz")
-    from {module} import {function}
-
+    archive = os.path.realpath(__file__) + ".pyz"
+    sys.path.insert(0, archive)
+    try:
+        from {module} import {function}
+    except Exception as exc:  # noqa: BLE001 - the runtime must get JSON, never a traceback
+        version = config_string(stdin, b"cniVersion") or {newest!r}
+        text = error_json(version, {internal}, "cannot load " + archive,
+                          type(exc).__name__ + ": " + str(exc))
+        posix.write(1, text.encode() + b"\\n")
+        posix._exit(1)
     {function}(stdin, answer)
 
 
@@ -166,25 +183,33 @@ def stage(app: App, directory: Path) -> int:
 
 
 def client_source(app: App) -> str:
-    """The Python source `app`'s launcher runs: fastpath.py verbatim, then its
-    entry point."""
+    """The Python source `app`'s launcher runs: fastpath.py verbatim, the
+    source of foundation.cni.spec.error_json (with which it answers when its
+    archive cannot be loaded), then its entry point."""
+    # Imported here, not at the top: install/runtime.py imports this module
+    # with the machine's bare python3, where Skein is not installed.
+    from foundation.cni import skel, spec
+
     if not app.in_process:
         raise BuildError(f"{app.name} is a zipapp, not a launcher")
     module, function = app.in_process.split(":")
     fastpath = package_root("cni_plugin") / FASTPATH
     return (fastpath.read_text(encoding="utf-8").rstrip("\n") + "\n"
-            + LAUNCHER_MAIN.format(module=module, function=function))
+            + ERROR_JSON_HEAD + inspect.getsource(spec.error_json)
+            + LAUNCHER_MAIN.format(module=module, function=function,
+                                   newest=spec.SUPPORTED_VERSIONS[-1],
+                                   internal=skel.ERR_INTERNAL))
 
 
 def launcher_source(app: App) -> str:
     """The text of `app`'s launcher.
 
-    Compiling the client's ~200 lines took ~0.8 ms per exec, an eighth of a
-    fast-path ADD, so the launcher carries them compiled (marshal, as in a
+    Compiling the client on every exec would be a sizeable part of a
+    fast-path ADD, so the launcher carries it compiled (marshal, as in a
     .pyc; docstrings dropped, -OO style: nothing reads them), written in hex:
     the launcher itself is still parsed on every exec, and a plain literal of
-    [0-9a-f] parses faster than the escapes of a bytes repr (22 KiB against
-    35, 0.06 ms less per exec, measured through the fast path).  An interpreter
+    [0-9a-f] is shorter and parses faster than the escapes of a bytes repr
+    (bench/cni_add.py measures the fast path).  An interpreter
     with another bytecode magic than the build's runs the same client from
     the archive instead (`cni_plugin.main:main`, compiled by zipimport)."""
     if not app.in_process:
@@ -219,16 +244,11 @@ def launcher_source(app: App) -> str:
     return text
 
 
-def write_file(target: Path, data: bytes, mode: int) -> None:
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_bytes(data)
-    os.chmod(partial, mode)
-    os.replace(partial, target)
-
-
 def build(app: App, out_dir: Path, interpreter: str = INTERPRETER) -> Path:
     """Build `app`'s files into `out_dir`; returns the executable's path.
     `interpreter` is the shebang's (default: python3 found through env)."""
+    from foundation import files  # see client_source
+
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / app.name
     with tempfile.TemporaryDirectory(prefix=f"skein-zipapp-{app.name}-") as tmp:
@@ -238,13 +258,13 @@ def build(app: App, out_dir: Path, interpreter: str = INTERPRETER) -> Path:
             # No shebang: the archive is not run by itself (though `python3
             # skein.pyz` works, through __main__.py).
             zipapp.create_archive(tmp, archive, main=app.main, compressed=True)
-            write_file(out_dir / f"{app.name}.pyz", archive.getvalue(), 0o644)
+            files.write_atomically(out_dir / f"{app.name}.pyz", archive.getvalue(), 0o644)
             launcher = launcher_source(app).encode()
         else:
             zipapp.create_archive(tmp, archive, interpreter=INTERPRETER, main=app.main,
                                   compressed=True)
             launcher = archive.getvalue()
-        write_file(target, with_interpreter(launcher, interpreter), 0o755)
+        files.write_atomically(target, with_interpreter(launcher, interpreter), 0o755)
     return target
 
 
@@ -261,8 +281,8 @@ def node_interpreter(root: Path) -> str | None:
     python3 by absolute path (first in RUNTIME_PATH), else None (use `env`).
 
     Worth it: the kernel then starts python3 directly instead of `env`, which
-    looks it up and execs it: 0.3-0.5 ms of every plugin call, as pip's
-    console scripts do.  The path is kept as the node names it
+    looks it up and execs it on every plugin call, as pip's console scripts
+    do.  The path is kept as the node names it
     (/usr/bin/python3, not the python3.11 it links to), so a minor upgrade
     of the node's Python does not break it.  Symlinks are followed inside
     `root`, as the node would follow them."""

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   iproute2 nftables iptables conntrack iputils-ping iputils-arping iperf3 tcpdump procps psmisc
-  containernetworking-plugins bird2 gobgpd graphviz python3-venv
+  containernetworking-plugins bird2 gobgpd frr graphviz python3-venv
   shellcheck ruby keepalived ndisc6 openssl util-linux
   # Debian's PyYAML on libyaml 0.2.5 (no depth limit): tests/adversarial parses with it
   python3-yaml
@@ -24,7 +24,16 @@ if ((${#missing[@]})); then
   # Another apt (unattended upgrades, a second shell) may hold the dpkg lock: wait for it.
   apt_wait=(-o DPkg::Lock::Timeout=900)
   apt-get "${apt_wait[@]}" update -qq
+  # The routers (bird2, frr, gobgpd, keepalived) are test peers run in lab
+  # namespaces only: keep their packages from starting them on the host.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod 755 "$guard"
+    trap 'rm -f "$guard"' EXIT
+  fi
   apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$guard" ]; then rm -f "$guard"; trap - EXIT; fi
 fi
 
 # The kube lab builds Kubernetes from its Go modules (lab/kube/build.py).

@@ -16,7 +16,7 @@ node's /opt/cni/bin and /etc/cni/net.d mounted under `--root` (hostPath):
    executable answers VERSION with it.  The executables' shebang names its
    interpreter as the node sees it (without ROOT: `#!/opt/cni/bin/.skein/
    runtime-DIGEST/bin/python3 -IS`), so the node needs no Python of its own;
-   `--python auto|env|PATH` names the node's python3 instead, as before;
+   `--python auto|env|PATH` names the node's python3 instead;
 2. installs the executables of build_zipapps.py into ROOT/opt/cni/bin so that
    a runtime that execs a plugin meanwhile runs the old version or the new
    one, never half of one or a mix of both:
@@ -63,6 +63,7 @@ import build_zipapps  # type: ignore[import-not-found]  # beside this script, in
 
 from cni_plugin.config import DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
+from foundation import files
 
 # Executable -> the archive its launcher loads from beside it (None: a zipapp).
 EXECUTABLES = {"skein": "skein.pyz", "skein-ipam": None}
@@ -102,18 +103,9 @@ def fsync_dir(directory: Path) -> None:
 
 
 def install_executable(name: str, data: bytes, bin_dir: Path) -> Path:
-    """Write executable `name` into `bin_dir`: temp file, fsync, 0755, rename."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
+    """Write executable `name` into `bin_dir`, replaced atomically (0755)."""
     target = bin_dir / name
-    fd, tmp = tempfile.mkstemp(dir=bin_dir, prefix=TMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_into(data, out)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_atomically(target, data, mode=0o755, temp_prefix=TMP_PREFIX)
     return target
 
 

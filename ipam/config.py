@@ -25,13 +25,12 @@ from foundation.addresses import IPAddress, RangeError, parse_address, parse_net
 from foundation.cni import spec
 from foundation.cni.spec import CniError
 from ipam.ranges import RangeSet, SubnetRange
-from ipam.store import DEFAULT_DATA_DIR, Attachment
+from ipam.store import DEFAULT_DATA_DIR
 
 # The network name becomes a directory name: the CNI spec's rule for names
 # also keeps it from climbing out of dataDir.
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _RANGE_ADDRESS_KEYS = ("rangeStart", "rangeEnd", "gateway")
-VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 
 def _invalid(field: str, msg: str, fix: str, code: int = spec.ERR_INVALID_CONFIG) -> CniError:
@@ -308,20 +307,3 @@ def parse_resolv_conf(text: str) -> dict[str, Any]:
             dns.setdefault("options", []).extend(values)
     return dns
 
-
-def parse_valid_attachments(conf: Mapping[str, Any]) -> set[Attachment]:
-    """GC's list of attachments that must keep their leases."""
-    value = conf.get(VALID_ATTACHMENTS)
-    if not isinstance(value, list):
-        raise _invalid(VALID_ATTACHMENTS, "GC needs the list of valid attachments",
-                       f'the runtime sends "{VALID_ATTACHMENTS}": '
-                       '[{"containerID": "...", "ifname": "eth0"}, ...]')
-    out: set[Attachment] = set()
-    for i, item in enumerate(value):
-        cid = item.get("containerID") if isinstance(item, dict) else None
-        ifname = item.get("ifname") if isinstance(item, dict) else None
-        if not isinstance(cid, str) or not cid or not isinstance(ifname, str) or not ifname:
-            raise _invalid(f"{VALID_ATTACHMENTS}[{i}]", f"{item!r} is not an attachment",
-                           'write {"containerID": "...", "ifname": "eth0"}')
-        out.add(Attachment(cid, ifname))
-    return out

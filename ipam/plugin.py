@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from foundation.addresses import IPAddress, parse_address
 from foundation.cni import spec
 from foundation.cni.skel import Request
-from foundation.cni.spec import CniError
+from foundation.cni.spec import Attachment, CniError
 from ipam.allocator import (
     AllocationError,
     Allocator,
@@ -32,8 +32,8 @@ from ipam.allocator import (
     RequestedInvalid,
     allocate,
 )
-from ipam.config import IpamConfig, parse_config, parse_resolv_conf, parse_valid_attachments
-from ipam.store import Attachment, DiskStore, LockTimeout
+from ipam.config import IpamConfig, parse_config, parse_resolv_conf
+from ipam.store import DiskStore, LockTimeout
 
 if TYPE_CHECKING:
     from ipam.leasecache import LeaseCache
@@ -146,9 +146,8 @@ class HostLocalIpam:
     def status(self, req: Request) -> None:
         cfg = parse_config(req.config, req.args)
         with self._store(req, cfg) as store:
-            leases = store.leases()
             full = [(rs, cfg.range_fields[i]) for i, rs in enumerate(cfg.range_sets)
-                    if Allocator(rs, store, i).free_count(leases) <= 0]
+                    if Allocator(rs, store, i).free_count() <= 0]
         if full:
             # ADD takes one address from every range set, so one full set is enough to fail.
             plural = "s" if len(full) > 1 or len(full[0][0].ranges) > 1 else ""
@@ -160,7 +159,7 @@ class HostLocalIpam:
 
     def gc(self, req: Request) -> None:
         cfg = parse_config(req.config, req.args)
-        valid = parse_valid_attachments(req.config)
+        valid = spec.valid_attachments(req.config)
         valid_ids = {att.container_id for att in valid}
         with self._store(req, cfg) as store:
             store.remove_stale_temp()

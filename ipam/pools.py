@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from foundation.addresses import AddressRange, IPAddress
+from foundation.addresses import AddressRange, IPAddress, address_at
 
 Port = tuple[str, int]  # (protocol, port), e.g. ("TCP", 80)
 Mode = Literal["one", "prefer-all", "all"]
@@ -149,6 +149,14 @@ class Allocator:
     pools: dict[str, PoolSpec] = field(default_factory=dict)
     _by_service: dict[str, Assignment] = field(default_factory=dict)
     _by_address: dict[IPAddress, dict[str, Assignment]] = field(default_factory=dict)
+    # Bookkeeping so that one allocation costs O(1) amortised, not a walk past
+    # every held address: per (pool, family) the position in the pool's order
+    # before which every address is held or unusable (lowered when one below it
+    # is released); per pool the held addresses with their number of holders;
+    # per sharing key the addresses held under it.
+    _free_from: dict[tuple[str, int], int] = field(default_factory=dict)
+    _held_from: dict[str, dict[IPAddress, int]] = field(default_factory=dict)
+    _by_key: dict[str, dict[IPAddress, int]] = field(default_factory=dict)
 
     @classmethod
     def with_pools(cls, pools: Iterable[PoolSpec]) -> Allocator:
@@ -158,7 +166,12 @@ class Allocator:
 
     def set_pools(self, pools: Iterable[PoolSpec]) -> None:
         """Replace the pools; assignments stay until `check` finds them invalid."""
-        self.pools = {p.name: p for p in pools}
+        new = {p.name: p for p in pools}
+        for name in [n for n, _ in self._free_from]:
+            if name not in new or new[name] != self.pools.get(name):
+                self._free_from.pop((name, 4), None)
+                self._free_from.pop((name, 6), None)
+        self.pools = new
 
     # -- reading -----------------------------------------------------------------
 
@@ -173,21 +186,44 @@ class Allocator:
 
     def in_use(self, pool: str) -> int:
         """Distinct addresses held from `pool`."""
-        return len({a for asg in self._by_service.values()
-                    for a, p in zip(asg.addresses, asg.pools, strict=True) if p == pool})
+        return len(self._held_from.get(pool, ()))
 
     # -- changing ----------------------------------------------------------------
 
     def release(self, service: str) -> bool:
+        freed = self._drop(service)
+        if freed is None:
+            return False
+        for address in freed:
+            self._freed(address)
+        return True
+
+    def _drop(self, service: str) -> list[IPAddress] | None:
+        """Forget the service's assignment; the addresses nobody holds any more (None:
+        it held nothing)."""
         asg = self._by_service.pop(service, None)
         if asg is None:
-            return False
-        for address in asg.addresses:
+            return None
+        freed = []
+        for address, pool in zip(asg.addresses, asg.pools, strict=True):
             users = self._by_address[address]
             del users[service]
+            _uncount(self._held_from, pool, address)
+            if asg.request.sharing_key:
+                _uncount(self._by_key, asg.request.sharing_key, address)
             if not users:
                 del self._by_address[address]
-        return True
+                freed.append(address)
+        return freed
+
+    def _freed(self, address: IPAddress) -> None:
+        """`address` is free again: no (pool, family) may skip past it any more."""
+        for (name, family), start in self._free_from.items():
+            pool = self.pools.get(name)
+            if family == address.version and pool is not None:
+                position = _position(pool, address)
+                if position is not None and position < start:
+                    self._free_from[name, family] = position
 
     def check(self, service: str, request: Request) -> str | None:
         """Why the service's current assignment no longer satisfies `request` (None: it
@@ -234,7 +270,7 @@ class Allocator:
 
     def _record(self, service: str, addresses: tuple[IPAddress, ...], request: Request,
                 pools: tuple[str, ...] | None = None) -> None:
-        self.release(service)
+        freed = self._drop(service) or []
         # The pool each address came from, as long as it still holds it (pools change).
         given = pools or ("",) * len(addresses)
         pools = tuple(p if p in self.pools and usable(self.pools[p], a)
@@ -242,8 +278,14 @@ class Allocator:
                       for a, p in zip(addresses, given, strict=True))
         asg = Assignment(service, addresses, pools, request)
         self._by_service[service] = asg
-        for address in addresses:
+        for address, pool in zip(addresses, pools, strict=True):
             self._by_address.setdefault(address, {})[service] = asg
+            _count(self._held_from, pool, address)
+            if request.sharing_key:
+                _count(self._by_key, request.sharing_key, address)
+        for address in freed:
+            if address not in self._by_address:
+                self._freed(address)
 
     def _pool_for(self, address: IPAddress, wanted: str | None) -> str | None:
         """The pool `address` comes from: the wanted one, else the first by name holding it."""
@@ -348,23 +390,59 @@ class Allocator:
 
         # Stability first (an update keeps its address), then sharing (services
         # with one key end up on one address), then the first free address.
-        shared = sorted((a for a, users in self._by_address.items()
-                         if request.sharing_key and a.version == family
-                         and any(u.request.sharing_key == request.sharing_key
-                                 for u in users.values())), key=int)
+        keyed = self._by_key.get(request.sharing_key, {}) if request.sharing_key else {}
+        shared = sorted((a for a in keyed if a.version == family), key=int)
         for address in (*previous, *shared):
             if fits(address):
                 return address
-        held = sum(1 for a in self._by_address if a.version == family and usable(pool, a))
-        if held >= capacity(pool, family):
-            return None
-        for address in self._walk(pool, family):
-            if address not in self._by_address and fits(address):
+        # Every address before `start` in the pool's order is held or unusable,
+        # and a free usable address always fits (nobody to share it with).
+        start = end = self._free_from.get((pool.name, family), 0)
+        for position, address in _walk(pool, family, start):
+            if address not in self._by_address and usable(pool, address):
+                self._free_from[pool.name, family] = position
                 return address
+            end = position + 1
+        self._free_from[pool.name, family] = end
         return None
 
-    @staticmethod
-    def _walk(pool: PoolSpec, family: int) -> Iterator[IPAddress]:
-        for span in pool.addresses:
-            if span.version == family:
-                yield from span.addresses()
+
+def _count(index: dict[str, dict[IPAddress, int]], key: str, address: IPAddress) -> None:
+    held = index.setdefault(key, {})
+    held[address] = held.get(address, 0) + 1
+
+
+def _uncount(index: dict[str, dict[IPAddress, int]], key: str, address: IPAddress) -> None:
+    held = index.get(key)
+    if held is None or address not in held:
+        return
+    held[address] -= 1
+    if not held[address]:
+        del held[address]
+        if not held:
+            del index[key]
+
+
+def _position(pool: PoolSpec, address: IPAddress) -> int | None:
+    """Where `address` comes in the walk of its family's spans of `pool` (None: not in it)."""
+    offset = 0
+    for span in pool.addresses:
+        if span.version != address.version:
+            continue
+        if address in span:
+            return offset + int(address) - int(span.first)
+        offset += span.size
+    return None
+
+
+def _walk(pool: PoolSpec, family: int, start: int) -> Iterator[tuple[int, IPAddress]]:
+    """(position, address) of the pool's addresses of `family` in order, from `start`."""
+    offset = 0
+    for span in pool.addresses:
+        if span.version != family:
+            continue
+        if start < offset + span.size:
+            first = int(span.first) + max(0, start - offset)
+            for value in range(first, int(span.last) + 1):
+                yield offset + value - int(span.first), address_at(family, value)
+        offset += span.size

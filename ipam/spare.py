@@ -1,8 +1,7 @@
 """Unnamed lease files made ahead of time, for skein-ipam inside skein-agent.
 
-Why: a lease is a new file, and allocating its inode is most of what writing
-a lease costs: 0.06-0.4 ms on the ext4 of the lab machines, against ~15 us
-for the link(2) that gives it its name.  Inside skein-agent the lease is on
+Why: a lease is a new file, and allocating its inode costs far more than the
+link(2) that gives it its name.  Inside skein-agent the lease is on
 the critical path of every pod ADD, while between two ADDs the agent has
 nothing to do.  So the agent makes the next lease's file before it is asked
 for: `Spares.take` hands the store a file opened with O_TMPFILE in the

@@ -13,17 +13,17 @@ disk) and takes the same lock:
     <dataDir>/<network>/last_reserved_ip.<N>   the last address reserved in range set N
 
 Crash safety: a lease appears complete or not at all.  Its content is written
-to a temporary file that is then hard-linked to the address's name; link(2)
-fails with EEXIST when the address is taken, exactly as the reference's
-O_CREAT|O_EXCL does, but a kill -9 cannot leave an empty lease that no DEL
-would ever match.  All writers hold the lock, so one temporary name suffices,
-and a leftover one is stale by definition.  Inside skein-agent the file is
-instead an unnamed one made ahead of time (ipam/spare.py), linked the same
-way.
+to a temporary file and fsynced, then the file is hard-linked to the address's
+name; link(2) fails with EEXIST when the address is taken, exactly as the
+reference's O_CREAT|O_EXCL does, but neither a kill -9 nor a power loss can
+leave an empty lease that no DEL would ever match.  All writers hold the lock,
+so one temporary name suffices, and a leftover one is stale by definition.
+Inside skein-agent the file is instead an unnamed one made ahead of time
+(ipam/spare.py), fsynced and linked the same way.
 
 The interface (reserve / release / release_by_id / get_by_id / last_reserved /
-leases) is what the allocator needs and nothing more, so a different backend
-can replace this one.
+leases / index) is what the allocator and the plugin need and nothing more,
+so a different backend can replace this one.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from foundation.addresses import IPAddress
+from foundation.cni.spec import Attachment
 
 if TYPE_CHECKING:
     from ipam.leasecache import LeaseCache
+    from ipam.ranges import RangeSet
     from ipam.spare import Spares
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -58,22 +60,13 @@ class LockTimeout(Exception):
     """The network's lock was not granted within the allowed time."""
 
 
-class Attachment(NamedTuple):
-    """What a lease belongs to: one interface of one container (CNI's attachment).
+class Lease(NamedTuple):
+    """The content of a lease file; `ifname` is None in a legacy (ID-only) file.
+    What a lease belongs to is an `Attachment` (foundation.cni.spec).
 
     Value records here are NamedTuples, not dataclasses: they are built at
     import time of a process that runs once per pod, and cost a fifth as much.
     """
-
-    container_id: str
-    ifname: str
-
-    def __str__(self) -> str:
-        return f"{self.container_id}/{self.ifname}"
-
-
-class Lease(NamedTuple):
-    """The content of a lease file; `ifname` is None in a legacy (ID-only) file."""
 
     container_id: str
     ifname: str | None
@@ -99,6 +92,79 @@ class Lease(NamedTuple):
         if not self.container_id:
             return "(empty lease file)"
         return self.container_id if self.ifname is None else f"{self.container_id}/{self.ifname}"
+
+
+# Range sets whose counts an index keeps (the configs a node uses; beyond that
+# the least recently added goes, and is counted afresh if it comes back).
+MAX_COUNTED = 16
+
+
+class LeaseIndex:
+    """The leases of one directory (address -> lease), indexed by container ID,
+    with a count of the addresses each range set asked about has leased: what
+    the allocator asks, answered without a walk over every lease.  skein-agent's
+    LeaseCache keeps one per directory current (ipam/leasecache.py)."""
+
+    def __init__(self, leases: dict[IPAddress, Lease]) -> None:
+        self.leases = leases
+        self._by_container: dict[str, set[IPAddress]] = {}
+        self._taken: dict[RangeSet, int] = {}
+        for address, lease in leases.items():
+            self._by_container.setdefault(lease.container_id, set()).add(address)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self.leases
+
+    def get(self, address: IPAddress) -> Lease | None:
+        return self.leases.get(address)
+
+    def put(self, address: IPAddress, lease: Lease | None) -> None:
+        """The file of `address` now holds `lease` (None: it is gone)."""
+        old = self.leases.pop(address, None)
+        if old is not None:
+            same = self._by_container.get(old.container_id)
+            if same is not None:
+                same.discard(address)
+                if not same:
+                    del self._by_container[old.container_id]
+        if lease is not None:
+            self.leases[address] = lease
+            self._by_container.setdefault(lease.container_id, set()).add(address)
+        if (old is None) != (lease is None):
+            step = 1 if lease is not None else -1
+            for range_set in self._taken:
+                if _counted(range_set, address):
+                    self._taken[range_set] += step
+
+    def held(self, att: Attachment) -> list[IPAddress]:
+        """Addresses `att` holds: its own leases and its container's legacy ones."""
+        return [a for a in self._by_container.get(att.container_id.strip(), ())
+                if self.leases[a].held_by(att)]
+
+    def exact(self, att: Attachment) -> list[IPAddress]:
+        return [a for a in self._by_container.get(att.container_id.strip(), ())
+                if self.leases[a].exact(att)]
+
+    def legacy(self, att: Attachment) -> list[IPAddress]:
+        return [a for a in self._by_container.get(att.container_id.strip(), ())
+                if self.leases[a].legacy(att)]
+
+    def taken(self, range_set: RangeSet) -> int:
+        """How many usable addresses of `range_set` are leased; counted once,
+        then kept by `put`."""
+        count = self._taken.get(range_set)
+        if count is None:
+            count = sum(1 for address in self.leases if _counted(range_set, address))
+            if len(self._taken) >= MAX_COUNTED:
+                del self._taken[next(iter(self._taken))]
+            self._taken[range_set] = count
+        return count
+
+
+def _counted(range_set: RangeSet, address: IPAddress) -> bool:
+    rng = range_set.range_for(address)
+    return rng is not None and not rng.is_reserved(address)
+
 
 
 def lock_file(fd: int, timeout: float | None) -> None:
@@ -172,6 +238,14 @@ def _poll(take: Callable[[bool], None], timeout: float) -> None:
 MAX_LEASE_SIZE = 64 * 1024
 
 
+def write_synced(fd: int, data: bytes) -> None:
+    """Write a new lease's content and make it durable before the file gets
+    its name: a crash may lose the name (the node's pods are gone then too),
+    but never leaves a name whose file is empty, a lease no DEL would match."""
+    os.write(fd, data)
+    os.fsync(fd)
+
+
 def read_small(path: str) -> bytes:
     """The content of a lease or hint file (tens of bytes): one bare read(2)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -199,12 +273,13 @@ def address_of(name: str) -> IPAddress | None:
 
 
 _thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
 
 
 def _thread_lock(directory: str) -> threading.Lock:
-    with _thread_locks_guard:
-        return _thread_locks.setdefault(directory, threading.Lock())
+    """The in-process half of a network's lock (see DiskStore.open); setdefault
+    is atomic, so two threads asking at once get the same one."""
+    lock = _thread_locks.get(directory)
+    return lock if lock is not None else _thread_locks.setdefault(directory, threading.Lock())
 
 
 class DiskStore:
@@ -262,7 +337,7 @@ class DiskStore:
             os.unlink(temp)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         return temp
@@ -298,7 +373,7 @@ class DiskStore:
             os.close(spare)
             raise  # as the temporary file's open would: the directory is gone
         try:
-            os.write(spare, data)
+            write_synced(spare, data)
             link_unnamed(spare, directory, name)
             return True
         except FileExistsError:
@@ -335,8 +410,8 @@ class DiskStore:
 
         Not through a temp file and a rename like a lease: on ext4 a rename over
         an existing file (or a truncation to zero, the reference's way) makes
-        the kernel start writing the data out at once (auto_da_alloc), 0.2-0.3 ms
-        of every ADD.  Every reader holds the lock, so none sees the file half
+        the kernel start writing the data out at once (auto_da_alloc), on the
+        path of every ADD.  Every reader holds the lock, so none sees the file half
         written; a crash in between leaves at worst a wrong or unparsable hint,
         which costs one round of round robin (see `last_reserved`)."""
         data = str(address).encode()
@@ -362,6 +437,13 @@ class DiskStore:
         if self.cache is not None:
             return self.cache.leases(self)
         return self.scan()
+
+    def index(self) -> LeaseIndex:
+        """The leases with what an ADD asks of them (ipam/leasecache.py): kept
+        current by the LeaseCache (skein-agent), else built from `scan`."""
+        if self.cache is not None:
+            return self.cache.index(self)
+        return LeaseIndex(self.scan())
 
     def scan(self) -> dict[IPAddress, Lease]:
         """Every lease, read from disk.
@@ -396,16 +478,13 @@ class DiskStore:
 
     def get_by_id(self, att: Attachment) -> list[IPAddress]:
         """Addresses leased to `att`, counting legacy ID-only leases of its container."""
-        return sorted((a for a, lease in self.leases().items() if lease.held_by(att)),
-                      key=lambda a: (a.version, int(a)))
+        return sorted(self.index().held(att), key=lambda a: (a.version, int(a)))
 
     def release_by_id(self, att: Attachment) -> list[IPAddress]:
         """Release what `att` holds, as the reference does: its exact leases, or
         when there are none, the legacy leases of its container ID."""
-        leases = self.leases()
-        chosen = [a for a, lease in leases.items() if lease.exact(att)]
-        if not chosen:
-            chosen = [a for a, lease in leases.items() if lease.legacy(att)]
+        index = self.index()
+        chosen = index.exact(att) or index.legacy(att)
         return [a for a in chosen if self.release(a)]
 
     def last_reserved(self, range_id: int) -> IPAddress | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, plugin_config, write_atomically
+from foundation import files
 from lab.netns import Netns, new_tag
 
 REFERENCE_CNI_DIR = "/usr/lib/cni"
@@ -197,10 +198,7 @@ class Lab:
 
         docs = [self.node_object(n) for n in (self.nodes.values() if nodes is None else nodes)]
         docs += extra or []
-        tmp = self.manifests_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            yaml.safe_dump_all(docs, f, sort_keys=False)
-        os.replace(tmp, self.manifests_path)
+        files.write_atomically(self.manifests_path, yaml.safe_dump_all(docs, sort_keys=False))
 
     def start_agent(self, node: Node, resync: float = 2.0) -> subprocess.Popen[Any]:
         argv = [os.path.join(scripts_dir(), "skein-agent"), "--node", node.name,

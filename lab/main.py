@@ -1,10 +1,13 @@
 """`skein-lab`: Skein's labs on one Linux machine, in network namespaces only.
 
-    skein-lab demo [--pods N] [--report FILE] [--diagram FILE]
+    skein-lab demo [--pods N] [--report FILE] [--diagram FILE] [--keep]
+    skein-lab down                      (the demo lab left running by --keep)
     skein-lab kube up [--workdir DIR] [--nodes N] [--no-dns]
     skein-lab kube status [--workdir DIR]
+    skein-lab kube diagram [--workdir DIR] [--no-workload] FILE
     skein-lab kube e2e [--workdir DIR] [--focus REGEX] [--skip REGEX]
     skein-lab kube down [--workdir DIR]
+    skein-lab --version
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from foundation.kube.cli import version_option
 from lab.kube.cluster import DEFAULT_WORKDIR, KubeLab, KubeLabError
 
 WORKDIR = click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -22,7 +26,7 @@ WORKDIR = click.option("--workdir", type=click.Path(file_okay=False, path_type=P
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="skein")
+@version_option
 def cli() -> None:
     """Skein's labs: everything in network namespaces with a random tag."""
 
@@ -34,6 +38,14 @@ def demo(ctx: click.Context) -> None:
     from lab.demo import main as demo_main
 
     sys.exit(demo_main(list(ctx.args)))
+
+
+@cli.command("down")
+def demo_down() -> None:
+    """Remove the demo lab left running by `skein-lab demo --keep`."""
+    from lab.demo import down as remove
+
+    sys.exit(remove(log=click.echo))
 
 
 @cli.group()
@@ -94,6 +106,22 @@ def status(workdir: Path) -> None:
     try:
         click.echo(report(KubeLab(workdir)))
     except KubeLabError as err:
+        _fail(err)
+
+
+@kube.command("diagram")
+@WORKDIR
+@click.option("--workload/--no-workload", default=True, show_default=True,
+              help="first deploy (or find) the skein-demo web servers and their two "
+                   "LoadBalancer Services")
+@click.argument("file")
+def kube_diagram(workdir: Path, workload: bool, file: str) -> None:
+    """The cluster's picture (.svg, .png or .dot), drawn from its kernels and its API."""
+    from lab.kube.diagram import write
+
+    try:
+        write(KubeLab(workdir), file, workload, log=click.echo)
+    except (KubeLabError, ValueError) as err:
         _fail(err)
 
 

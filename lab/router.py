@@ -3,8 +3,8 @@ and a client namespace behind it (outside the cluster).
 
     client (10.98.0.2) ── router (10.98.0.1 | 10.99.0.1 on the underlay) ── nodes
 
-BIRD peers passively with every node of the underlay range (`neighbor range`,
-as DESIGN.md measured) and exports what it learns into the router's kernel
+BIRD peers passively with every node of the underlay range (`neighbor range`
+accepts a session from any address of the range) and exports what it learns into the router's kernel
 table with `merge paths`, so a LoadBalancer address announced by three nodes
 becomes one ECMP route and the client reaches it through the router.  The
 nodes' default route already points at .1, so return traffic comes back here.

@@ -4,7 +4,9 @@ The plan (speaker.bgp_plan) says which sessions this node runs and which
 routes go to which of them; this class hands that to the speaker:
   - `set_sessions(sessions)`: peers that appeared are added (the speaker
     connects out at once), peers that went or whose configuration changed are
-    removed with a Cease NOTIFICATION (a changed one is added again);
+    removed with a Cease NOTIFICATION (a changed one is added again); a session
+    with a BFD profile gets a BFD session beside it (multihop with ebgpMultiHop),
+    whose failure takes the BGP session down at once;
   - `apply(desired)`: each peer gets its whole desired table, prefixes as the
     plan's `ipaddress` networks (`BgpSpeaker.set_routes`); the peer works out
     what to withdraw and announce and says so, and this class logs it; the
@@ -34,6 +36,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from foundation.kube.model.communities import BGPCommunity
+from speaker.bfd.profile import bfd_config
 from speaker.bgp.nlri import Network
 from speaker.bgp.peer import RibChange, RouteAttrs
 from speaker.bgp.sockopts import unmap
@@ -110,7 +113,9 @@ class BgpAnnouncer:
         wanted = {unmap(s.config.peer_address): s for s in sessions}
         for key, peer in list(self.speaker.peers.items()):
             session = wanted.get(key)
-            if session is not None and session.config == peer.config:
+            running = self._sessions.get(key)
+            if (session is not None and session.config == peer.config
+                    and running is not None and running.bfd == session.bfd):
                 continue
             why = "BGPPeer changed" if session is not None else "BGPPeer removed"
             log.info("BGP peer %s: %s, closing the session", key, why)
@@ -122,7 +127,12 @@ class BgpAnnouncer:
                 log.info("BGP peer %s (BGPPeer %s): AS %d, local AS %d, router ID %s%s",
                          key, session.name, cfg.peer_asn, cfg.my_asn, cfg.router_id,
                          f", from {cfg.source_address}" if cfg.source_address else "")
-                self.speaker.add_peer(cfg)
+                bfd = None
+                if session.bfd is not None:
+                    bfd = bfd_config(session.bfd, multihop=cfg.ebgp_multihop)
+                    log.info("BGP peer %s: BFD with BFDProfile %s (%s)", key, session.bfd.name,
+                             "multihop" if cfg.ebgp_multihop else "single hop")
+                self.speaker.add_peer(cfg, bfd)
             self._sessions[key] = session
         self.peer_names = {s.name: key for key, s in wanted.items()}
 

@@ -3,8 +3,15 @@
 `plan_bgp(state, me, ...)` returns a `BgpPlan`:
   - `sessions`: one `PeerConfig` per MetalLB BGPPeer whose nodeSelectors select
     this node (router ID: the peer's `routerID`, else the node's IPv4
-    InternalIP; the next hop of the other address family: the node's
-    InternalIP of that family, so an IPv4 session can carry IPv6 routes);
+    InternalIP), with its `bfdProfile` resolved to a BFDProfile, its
+    `passwordSecret` to the password of that Secret, `dynamicASN` as peer AS 0
+    plus the expected kind, and `localASN` as the AS this session shows (what
+    FRR's "local-as X no-prepend replace-as" shows the peer).  As in MetalLB
+    0.15+, a session carries the address family of its peer address only;
+    `dualStackAddressFamily: true` adds the other one, with the node's
+    InternalIP of that family as its next hop.  A BGPPeer naming a missing
+    BFDProfile or Secret, or a `vrf` (served only by MetalLB's FRR mode), runs
+    no session: a problem names the field;
   - `routes`: `Announcement`s of kind "bgp", one per (address, attribute set),
     each naming its prefix, attributes and peers;
   - `problems`: one line per thing it had to leave out, for the daemon's log.
@@ -18,7 +25,9 @@ pool, and, with `externalTrafficPolicy: Local`, hosts a ready endpoint.  The
 prefix is the address aggregated to `aggregationLength` / `aggregationLengthV6`
 (default /32, /128); `localPref` is sent to iBGP peers only (the speaker's
 export rule); `communities` resolve aliases through Community objects; `peers`
-restricts the advertisement to those BGPPeers.  Where several advertisements
+restricts the advertisement to those BGPPeers, `serviceSelectors` to the
+Services whose labels match.  A route goes only to sessions that carry its
+address family.  Where several advertisements
 put the same prefix towards the same peer, their communities are merged and
 the highest localPref wins (MetalLB refuses differing localPrefs outright; a
 route must still go out, so the plan picks one and says so).
@@ -44,8 +53,9 @@ from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.communities import BGPCommunity
 from foundation.kube.model.errors import ModelError
 from foundation.kube.model.fields import IPAddress, IPNetwork
-from foundation.kube.model.metallb import BGPAdvertisement, BGPPeer
+from foundation.kube.model.metallb import BFDProfile, BGPAdvertisement, BGPPeer
 from foundation.kube.model.node import Node
+from foundation.kube.model.secret import BASIC_AUTH
 from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, Family
 from speaker.bgp.peer import PeerConfig
 from speaker.plan import BGP, Announcement, node_can_announce, serves
@@ -57,6 +67,7 @@ class BgpSession:
 
     name: str
     config: PeerConfig
+    bfd: BFDProfile | None = None  # the BGPPeer's bfdProfile, resolved
 
 
 @dataclass(frozen=True)
@@ -69,35 +80,72 @@ class BgpPlan:
 GRACEFUL_RESTART_TIME = 120  # seconds, when a BGPPeer enables graceful restart
 
 
-def session_for(peer: BGPPeer, node: Node) -> BgpSession | str:
-    """The session this node opens to `peer`, or why it cannot."""
+def _password(peer: BGPPeer, state: ClusterState | None) -> str | None:
+    """The TCP MD5 password, from spec.password or the Secret spec.passwordSecret
+    names; raises ValueError (naming the field, never the value) when unusable."""
+    if peer.password_secret is None:
+        return peer.password or None
+    namespace, _, name = peer.password_secret.partition("/")
+    secret = state.secret(namespace, name) if state is not None else None
+    if secret is None:
+        raise ValueError(f"spec.passwordSecret: no Secret {peer.password_secret} (the "
+                         "speaker reads Secrets in its own namespace only)")
+    if secret.type != BASIC_AUTH:
+        raise ValueError(f"spec.passwordSecret: Secret {peer.password_secret} is of type "
+                         f"{secret.type}; expected {BASIC_AUTH}")
+    if not secret.password:
+        raise ValueError(f"spec.passwordSecret: Secret {peer.password_secret} has no "
+                         "password key")
+    return secret.password
+
+
+def families_of(peer: BGPPeer) -> tuple[Family, ...]:
+    """MetalLB 0.15+: the peer address's family, both with dualStackAddressFamily."""
+    own = IPV4_UNICAST if peer.peer_address.version == 4 else IPV6_UNICAST
+    if peer.dual_stack_address_family:
+        return (IPV4_UNICAST, IPV6_UNICAST)
+    return (own,)
+
+
+def session_for(peer: BGPPeer, node: Node,
+                state: ClusterState | None = None) -> BgpSession | str:
+    """The session this node opens to `peer`, or why it cannot.  `state` resolves
+    spec.bfdProfile and spec.passwordSecret (without it, both are missing)."""
     where = f"BGPPeer {peer.namespace}/{peer.name}"
-    if peer.peer_asn is None:
-        return f"{where}: spec.dynamicASN is not supported; set spec.peerASN"
-    if peer.password_secret is not None:
-        return (f"{where}: spec.passwordSecret is not read by this speaker; "
-                "set spec.password")
+    if peer.vrf:
+        return (f"{where}: spec.vrf: VRFs are served only by MetalLB's FRR mode, not by "
+                "this speaker; no session (remove spec.vrf to peer from the default VRF)")
+    bfd = None
+    if peer.bfd_profile:
+        bfd = state.bfd_profile(peer.bfd_profile) if state is not None else None
+        if bfd is None:
+            return (f"{where}: spec.bfdProfile: no BFDProfile is named "
+                    f"{peer.bfd_profile!r}; no session until it exists")
+    try:
+        password = _password(peer, state)
+    except ValueError as exc:
+        return f"{where}: {exc}; no session"
     router_id = peer.router_id or node.internal_ipv4
     if router_id is None:
         return (f"{where}: node {node.name} has no IPv4 InternalIP to use as router ID; "
                 "set spec.routerID")
     v4 = peer.peer_address.version == 4
-    families: tuple[Family, ...] = (IPV4_UNICAST, IPV6_UNICAST)
-    if peer.disable_mp:
-        # MetalLB's disableMP: each session carries its own family only.
-        families = (IPV4_UNICAST,) if v4 else (IPV6_UNICAST,)
+    families = families_of(peer)
     other_v4, other_v6 = node.internal_ipv4, node.internal_ipv6
     hold = int(peer.hold_time)
     return BgpSession(peer.name, PeerConfig(
         peer_address=str(peer.peer_address),
-        peer_asn=peer.peer_asn,
-        my_asn=peer.my_asn,
+        # dynamicASN: AS 0 stands for "whatever the peer's OPEN says", checked
+        # against the kind the BGPPeer expects.
+        peer_asn=peer.peer_asn if peer.peer_asn is not None else 0,
+        dynamic_asn=peer.dynamic_asn if peer.peer_asn is None else None,
+        my_asn=peer.local_asn or peer.my_asn,
         router_id=str(router_id),
         peer_port=peer.peer_port,
         hold_time=hold,
         keepalive_time=int(peer.keepalive_time) if hold else None,
         source_address=str(peer.source_address) if peer.source_address else None,
-        password=peer.password or None,
+        password=password,
         ebgp_multihop=peer.ebgp_multihop,
         connect_retry_time=peer.connect_time or 5.0,
         families=families,
@@ -108,7 +156,7 @@ def session_for(peer: BGPPeer, node: Node) -> BgpSession | str:
         # The session's own family uses its local address (next hop self).
         next_hop_ipv4=None if v4 or other_v4 is None else str(other_v4),
         next_hop_ipv6=None if not v4 or other_v6 is None else str(other_v6),
-    ))
+    ), bfd)
 
 
 def plan_sessions(state: ClusterState, node: Node) -> tuple[list[BgpSession], list[str]]:
@@ -116,13 +164,7 @@ def plan_sessions(state: ClusterState, node: Node) -> tuple[list[BgpSession], li
     problems: list[str] = []
     seen: dict[str, str] = {}
     for peer in state.bgp_peers_for(node):
-        if peer.vrf:
-            problems.append(f"BGPPeer {peer.namespace}/{peer.name}: spec.vrf is not "
-                            "supported; the session uses the default VRF")
-        if peer.bfd_profile:
-            problems.append(f"BGPPeer {peer.namespace}/{peer.name}: spec.bfdProfile is not "
-                            "supported; ignored")
-        planned = session_for(peer, node)
+        planned = session_for(peer, node, state)
         if isinstance(planned, str):
             problems.append(planned)
             continue
@@ -157,8 +199,14 @@ def aggregate(address: IPAddress, adv: BGPAdvertisement) -> IPNetwork:
     return ipaddress.ip_network(f"{address}/{length}", strict=False)
 
 
-def _service_routes(state: ClusterState, node: Node, peer_names: tuple[str, ...],
+def _carrying(sessions: Iterable[BgpSession], version: int) -> tuple[str, ...]:
+    family = IPV4_UNICAST if version == 4 else IPV6_UNICAST
+    return tuple(sorted(s.name for s in sessions if family in s.config.families))
+
+
+def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
                     lb_class: str | None, problems: list[str]) -> list[Announcement]:
+    peers_of = {4: _carrying(sessions, 4), 6: _carrying(sessions, 6)}
     # (address, prefix, peer) -> services; (prefix, peer) -> merged attributes
     served: dict[tuple[IPAddress, IPNetwork, str], set[str]] = {}
     attrs: dict[tuple[IPNetwork, str], _Route] = {}
@@ -173,7 +221,15 @@ def _service_routes(state: ClusterState, node: Node, peer_names: tuple[str, ...]
             pool = state.pool_of(address)
             if pool is None:
                 continue
-            for adv in state.bgp_advertisements_for(pool, node):
+            peer_names = peers_of[address.version]
+            ads = state.bgp_advertisements_for(pool, node, service)
+            if ads and not peer_names:
+                problems.append(f"Service {service.key}: {address}: no BGP session of this node "
+                                f"carries IPv{address.version} (set "
+                                "spec.dualStackAddressFamily: true on a BGPPeer, or add a "
+                                f"BGPPeer with an IPv{address.version} peerAddress)")
+                continue
+            for adv in ads:
                 try:
                     communities = state.communities_for(adv)
                 except ModelError as exc:
@@ -208,9 +264,10 @@ def _service_routes(state: ClusterState, node: Node, peer_names: tuple[str, ...]
             for (address, prefix, services, pref, communities), peers in grouped.items()]
 
 
-def _range_routes(cidrs: Iterable[IPNetwork], peer_names: tuple[str, ...]) -> list[Announcement]:
-    return [Announcement(cidr.network_address, BGP, prefix=cidr, peers=peer_names)
-            for cidr in dict.fromkeys(cidrs)]
+def _range_routes(cidrs: Iterable[IPNetwork], sessions: list[BgpSession]) -> list[Announcement]:
+    peers_of = {4: _carrying(sessions, 4), 6: _carrying(sessions, 6)}
+    return [Announcement(cidr.network_address, BGP, prefix=cidr, peers=peers_of[cidr.version])
+            for cidr in dict.fromkeys(cidrs) if peers_of[cidr.version]]
 
 
 def plan_bgp(state: ClusterState, me: str, lb_class: str | None = None, *,
@@ -222,15 +279,14 @@ def plan_bgp(state: ClusterState, me: str, lb_class: str | None = None, *,
     sessions, problems = plan_sessions(state, node)
     if not sessions:
         return BgpPlan((), (), tuple(problems))
-    names = tuple(sorted(s.name for s in sessions))
     routes: list[Announcement] = []
     if node_can_announce(node):
-        routes += _service_routes(state, node, names, lb_class, problems)
+        routes += _service_routes(state, node, sessions, lb_class, problems)
     if advertise_pod_cidrs:
-        routes += _range_routes(node.pod_cidrs, names)
+        routes += _range_routes(node.pod_cidrs, sessions)
     calico = state.calico_bgp_configuration()
     if calico is not None:
         routes += _range_routes((*calico.service_cluster_ips, *calico.service_external_ips,
-                                 *calico.service_load_balancer_ips), names)
+                                 *calico.service_load_balancer_ips), sessions)
     return BgpPlan(tuple(sessions), tuple(sorted(routes, key=lambda a: a.sort_key)),
                    tuple(problems))

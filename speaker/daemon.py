@@ -44,11 +44,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from foundation.kube.model.cluster import ClusterState
+from foundation.kube.model.endpoints import EndpointSlice
 from foundation.kube.model.fields import IPAddress, unannounceable
+from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source, changes
 from speaker.api.events import CONFLICT, Event, EventBus
 from speaker.api.manual import ManualAddresses
@@ -92,6 +97,225 @@ def members_of(state: ClusterState) -> dict[str, tuple[IPAddress, ...]]:
     return {n.name: n.internal_ips for n in state.nodes}
 
 
+# A plan change is logged as what it adds and removes, at most this many of each.
+LOGGED_CHANGES = 20
+
+
+def log_plan_change(before: Sequence[Announcement], after: Sequence[Announcement]) -> None:
+    """One line: the entries added and removed (not the whole plan, which may be
+    thousands of addresses), found by identity first (a plan keeps unchanged
+    entries as the same objects), then by value."""
+    old_ids = {id(a) for a in before}
+    new_ids = {id(a) for a in after}
+    added = [a for a in after if id(a) not in old_ids]
+    removed = [a for a in before if id(a) not in new_ids]
+    if added and removed:
+        common = set(added) & set(removed)
+        added = [a for a in added if a not in common]
+        removed = [a for a in removed if a not in common]
+    if not added and not removed:
+        return
+
+    def some(entries: list[Announcement], sign: str) -> str:
+        shown = ", ".join(sign + a.describe() for a in entries[:LOGGED_CHANGES])
+        more = len(entries) - LOGGED_CHANGES
+        return shown + (f" and {more} more" if more > 0 else "")
+
+    parts = [some(added, "+") if added else "", some(removed, "-") if removed else ""]
+    log.info("plan: %d entries (%s)%s", len(after), ", ".join(p for p in parts if p),
+             "" if after else ": nothing to announce")
+
+
+@dataclass(frozen=True)
+class Planned:
+    desired: tuple[Announcement, ...] = ()
+    sessions: tuple[BgpSession, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def _problem_address(line: str) -> IPAddress | None:
+    """The address a plan problem is about ("Service K: ADDR ...", "ADDR: ..."), if any."""
+    text = line.removeprefix("BGP: ")
+    if text.startswith("Service "):
+        text = text.partition(": ")[2]
+    token = text.split(" ", 1)[0].removesuffix(":")
+    try:
+        return ip_address(token)
+    except ValueError:
+        return None
+
+
+class Planner:
+    """`plan_node` + `plan_bgp` + `service_problems` of a state, re-planning only the
+    Services that changed when that is sure to give the same result.
+
+    Why it is sound: when nothing but Services and EndpointSlices changed (the
+    same Nodes, pools, advertisements, peers, ... and the same live speakers),
+    and no BGPAdvertisement aggregates (so every route and every L2 election is
+    about one address, and its attributes about that address alone), each
+    address's announcements and problems depend only on the Services holding
+    that address.  So the plans are computed for a state holding just the
+    Services on the addresses a change touched (old and new addresses), and
+    their entries replace those of these addresses.  Anything else (the first
+    state, a configuration change, a liveness change, aggregation) plans
+    everything, as before.
+    """
+
+    def __init__(self, node: str, lb_class: str | None, advertise_pod_cidrs: bool) -> None:
+        self.node = node
+        self.lb_class = lb_class
+        self.advertise_pod_cidrs = advertise_pod_cidrs
+        self._state: ClusterState | None = None
+        self._context: ClusterState | None = None
+        self._live: frozenset[str] = frozenset()
+        self._holders: dict[IPAddress, set[str]] = {}  # address -> keys of its Services
+        self._entries: dict[IPAddress, list[Announcement]] = {}  # Service entries by address
+        self._problems: dict[IPAddress | None, list[str]] = {}
+        self._keys: list[tuple[object, ...]] = []  # sort keys of `_sorted`, in order
+        self._sorted: list[Announcement] = []
+        self._result = Planned()
+
+    def plan(self, state: ClusterState, live: frozenset[str]) -> Planned:
+        if state is self._state and live == self._live:
+            return self._result  # a resync with nothing new
+        context = replace(state, services=(), endpoint_slices=())
+        if (self._state is None or live != self._live or context != self._context
+                or any(a.aggregation_length != 32 or a.aggregation_length_v6 != 128
+                       for a in state.bgp_advertisements)):
+            self._plan_all(state, live)
+        else:
+            self._plan_changed(state)
+        self._state, self._context, self._live = state, context, live
+        return self._result
+
+    # -- everything ------------------------------------------------------------------
+
+    def _plan_all(self, state: ClusterState, live: frozenset[str]) -> None:
+        bgp = plan_bgp(state, self.node, self.lb_class,
+                       advertise_pod_cidrs=self.advertise_pod_cidrs)
+        # A Service's address that can never be announced (multicast, loopback, ...)
+        # is dropped here for every mechanism, whatever planned it.
+        desired = sorted((a for a in (*plan_node(state, self.node, live, self.lb_class),
+                                      *bgp.routes)
+                          if not (a.services and unannounceable(a.address))),
+                         key=lambda a: a.sort_key)
+        problems = (*service_problems(state, self.lb_class),
+                    *(f"BGP: {p}" for p in bgp.problems))
+        self._holders = {}
+        for service in state.services:
+            for address in service.ingress_ips:
+                self._holders.setdefault(address, set()).add(service.key)
+        self._entries = {}
+        for a in desired:
+            if a.services:
+                self._entries.setdefault(a.address, []).append(a)
+        self._problems = {}
+        for line in problems:
+            self._problems.setdefault(_problem_address(line), []).append(line)
+        self._sorted = desired
+        self._keys = [a.sort_key for a in desired]
+        self._result = Planned(tuple(desired), bgp.sessions, problems)
+
+    # -- the Services that changed -----------------------------------------------------
+
+    def _plan_changed(self, state: ClusterState) -> None:
+        assert self._state is not None
+        # Sources keep an unchanged object as the same object: what is new or gone by
+        # identity is what may have changed (an equal copy is merely re-planned).
+        old: dict[str, Service] = {}
+        services: dict[str, Service] = {}
+        if state.services is not self._state.services:
+            before_ids = set(map(id, self._state.services))
+            after_ids = set(map(id, state.services))
+            old = {s.key: s for s in self._state.services if id(s) not in after_ids}
+            services = {s.key: s for s in state.services if id(s) not in before_ids}
+        changed = {key for key in (*old, *services) if old.get(key) != services.get(key)}
+        if state.endpoint_slices != self._state.endpoint_slices:
+            earlier = {(s.namespace, s.name): s for s in self._state.endpoint_slices}
+            moved: list[EndpointSlice] = []
+            for sl in state.endpoint_slices:
+                was = earlier.pop((sl.namespace, sl.name), None)
+                if was is None or (was is not sl and was != sl):
+                    moved.append(sl)
+                    if was is not None:
+                        moved.append(was)
+            moved.extend(earlier.values())
+            changed.update(f"{sl.namespace}/{sl.service_name}" for sl in moved
+                           if sl.service_name)
+        if not changed:
+            return
+        addresses: set[IPAddress] = set()
+        for key in changed:
+            versions: tuple[Service | None, ...]
+            if key in old or key in services:
+                versions = (old.get(key), services.get(key))
+            else:  # the same Service, its EndpointSlices changed
+                versions = (self._service(state, key),)
+            for svc in versions:
+                if svc is not None:
+                    addresses.update(svc.ingress_ips)
+        # The holders of those addresses, with the changed Services where they are now.
+        for key in changed:
+            before = old.get(key)
+            for address in before.ingress_ips if before is not None else ():
+                holders = self._holders.get(address)
+                if holders is not None:
+                    holders.discard(key)
+                    if not holders:
+                        del self._holders[address]
+            after = services.get(key)
+            for address in after.ingress_ips if after is not None else ():
+                self._holders.setdefault(address, set()).add(key)
+        keys = sorted({k for a in addresses for k in self._holders.get(a, ())})
+        subset = [svc for k in keys if (svc := services.get(k) or self._service(state, k))]
+        slices = tuple(sl for svc in subset for sl in state.endpoint_slices_for(svc))
+        sub = replace(state, services=tuple(subset), endpoint_slices=slices)
+        live = self._live
+        bgp = plan_bgp(sub, self.node, self.lb_class,
+                       advertise_pod_cidrs=self.advertise_pod_cidrs)
+        fresh: dict[IPAddress, list[Announcement]] = {}
+        for a in (*plan_node(sub, self.node, live, self.lb_class), *bgp.routes):
+            if a.services and a.address in addresses and not unannounceable(a.address):
+                fresh.setdefault(a.address, []).append(a)
+        for address in addresses:
+            for a in self._entries.pop(address, ()):
+                self._remove(a)
+            for a in fresh.get(address, ()):
+                self._insert(a)
+            if address in fresh:
+                self._entries[address] = fresh[address]
+        lines: dict[IPAddress | None, list[str]] = {}
+        for line in (*service_problems(sub, self.lb_class), *(f"BGP: {p}" for p in bgp.problems)):
+            lines.setdefault(_problem_address(line), []).append(line)
+        for address in addresses:
+            self._problems.pop(address, None)
+            if address in lines:
+                self._problems[address] = lines[address]
+        problems = tuple(line for group in self._problems.values() for line in group)
+        self._result = Planned(tuple(self._sorted), self._result.sessions, problems)
+
+    @staticmethod
+    def _service(state: ClusterState, key: str) -> Service | None:
+        namespace, _, name = key.partition("/")
+        return state.service(namespace, name)
+
+    def _remove(self, entry: Announcement) -> None:
+        key = entry.sort_key
+        i = bisect_left(self._keys, key)
+        while i < len(self._sorted) and self._keys[i] == key:
+            if self._sorted[i] is entry or self._sorted[i] == entry:
+                del self._keys[i]
+                del self._sorted[i]
+                return
+            i += 1
+
+    def _insert(self, entry: Announcement) -> None:
+        key = entry.sort_key
+        i = bisect_right(self._keys, key)
+        self._keys.insert(i, key)
+        self._sorted.insert(i, entry)
+
+
 class Daemon:
     def __init__(self, node: str, source: Source, liveness: Liveness,
                  announcers: Sequence[Announcer], *, resync: float = 5.0,
@@ -115,6 +339,7 @@ class Daemon:
         # event bus told after every reconcile.
         self.manual = ManualAddresses(self._wake.set)
         self.events = EventBus()
+        self._planner = Planner(node, lb_class, advertise_pod_cidrs)
         for announcer in self.announcers:  # foreign claims to our addresses: events
             listeners = getattr(announcer, "conflict_listeners", None)
             if isinstance(listeners, list):
@@ -169,26 +394,21 @@ class Daemon:
         else:
             self._warned_not_a_node = False
         live = self.liveness.live() if self.liveness.ready else frozenset()
-        bgp = plan_bgp(self.state, self.node, self.lb_class,
-                       advertise_pod_cidrs=self.advertise_pod_cidrs)
-        # A Service's address that can never be announced (multicast, loopback, ...)
-        # is dropped here for every mechanism, whatever planned it.
-        desired = tuple(sorted((a for a in (*plan_node(self.state, self.node, live, self.lb_class),
-                                            *bgp.routes)
-                                if not (a.services and unannounceable(a.address))),
-                               key=lambda a: a.sort_key))
-        desired = self.manual.merge(desired, self.announcers, [s.name for s in bgp.sessions])
-        problems = (*service_problems(self.state, self.lb_class),
-                    *(f"BGP: {p}" for p in bgp.problems))
+        planned = self._planner.plan(self.state, live)
+        bgp_sessions = planned.sessions
+        desired = self.manual.merge(planned.desired, self.announcers,
+                                    [s.name for s in bgp_sessions])
+        problems = planned.problems
         if problems != self._problems:
+            known = set(self._problems)
             for problem in problems:
-                log.warning("%s", problem)
+                if problem not in known:
+                    log.warning("%s", problem)
             self._problems = problems
         if desired != self.desired:
-            log.info("plan: %s", ", ".join(a.describe() for a in desired)
-                     or "nothing to announce")
-        self.desired = desired
-        self.bgp_sessions = bgp.sessions
+            log_plan_change(self.desired, desired)
+            self.desired = desired
+        self.bgp_sessions = bgp_sessions
         reassert, self._reassert = self._reassert, False
         members = {name: ips for name, ips in members_of(self.state).items() if name != self.node}
         for announcer in self.announcers:
@@ -196,7 +416,7 @@ class Daemon:
                 if isinstance(announcer, Members):
                     announcer.set_members(members)
                 if isinstance(announcer, Peering):
-                    await announcer.set_sessions(bgp.sessions)
+                    await announcer.set_sessions(bgp_sessions)
                 await announcer.apply(desired)
                 if reassert:
                     await announcer.reassert()

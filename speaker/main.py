@@ -1,12 +1,22 @@
 """skein-speaker: argument parsing and wiring only (the daemon is speaker.daemon).
 
     skein-speaker --node NAME --manifests FILE [--assign-to-lo] [...]
-    skein-speaker --node NAME (--kubeconfig FILE | --in-cluster) [--liveness lease] [...]
+    skein-speaker --node NAME [--kubeconfig FILE [--context NAME]] [--liveness ...] [...]
 
-Liveness (who may own an L2 address): `--liveness lease` (the default with the
-Kubernetes API) is a Lease per speaker in --namespace (speaker.membership.lease);
-`--liveness heartbeat` (the default, and the only choice, with --manifests) is
-the UDP heartbeat protocol (speaker.membership.udp), which fails over faster.
+The source, logging and --version flags are the ones every daemon takes
+(foundation.kube.cli); without --manifests or --kubeconfig it follows the API
+in-cluster.  Liveness (who may own an L2 address): `--liveness heartbeat+lease`
+(the default with the Kubernetes API; speaker.membership.combined) fails over
+on UDP heartbeats and falls back on a Lease per speaker in --namespace when
+heartbeats do not flow; `--liveness lease` is the Leases alone
+(speaker.membership.lease: failover after the lease duration);
+`--liveness heartbeat` (the default, and the only choice, with --manifests) the
+heartbeats alone (speaker.membership.udp).
+
+With the API the speaker also writes MetalLB's ServiceL2Status and
+ServiceBGPStatus objects in --namespace and nodeAssigned Events
+(speaker.kube_status; `--no-status-objects` turns that off), and serves
+MetalLB's metrics beside its own with --metrics-address (speaker.metrics).
 
 Run one per node, inside the node's network namespace.  Exit codes: 0 after a
 clean stop (SIGTERM / SIGINT), 2 for bad usage or a configuration it cannot
@@ -15,12 +25,23 @@ run with, each explained in one line on stderr.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import os
 import sys
+from typing import Any
 
+import click
+
+from foundation.kube.cli import (
+    CONTEXT_SETTINGS,
+    Args,
+    BadFlags,
+    Refused,
+    begin,
+    daemon_options,
+    make_source,
+    run,
+)
 from foundation.kube.sources.base import Source
 from speaker.api import service as api
 from speaker.l2.announcer import DEFAULT_BURST, L2Announcer
@@ -28,111 +49,122 @@ from speaker.membership import Liveness
 from speaker.membership.udp import DEFAULT_PORT
 
 PROG = "skein-speaker"
+HEARTBEAT, LEASE, BOTH = "heartbeat", "lease", "heartbeat+lease"
+LIVENESS = (BOTH, LEASE, HEARTBEAT)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
+class Seconds(click.ParamType):
+    """A positive number of seconds."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected a positive number of seconds, got {value!r}", param, ctx)
+        if not seconds > 0:
+            self.fail(f"expected a positive number of seconds, got {value}", param, ctx)
+        return seconds
 
 
-def _burst(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated seconds such as 0,0.05,0.5, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected at least one offset >= 0, got {text!r}")
-    return values
+class Offsets(click.ParamType):
+    """Comma-separated seconds >= 0, at least one."""
+
+    name = "offsets"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated seconds such as 0,0.05,0.5, got {value!r}",
+                      param, ctx)
+        if not values or any(v < 0 for v in values):
+            self.fail(f"expected at least one offset >= 0, got {value!r}", param, ctx)
+        return values
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Announce Service LoadBalancer "
-                                "addresses on layer 2 (ARP / NDP) with fast failover, and "
-                                "over BGP to the routers of BGPPeer objects.")
-    p.add_argument("--node", required=True, help="this node's name (its Node metadata.name)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifests", metavar="FILE",
-                        help="follow a multi-document YAML file of Kubernetes objects")
-    source.add_argument("--kubeconfig", metavar="FILE",
-                        help="follow the Kubernetes API with this kubeconfig")
-    source.add_argument("--in-cluster", action="store_true",
-                        help="follow the Kubernetes API with the pod's service account")
-    p.add_argument("--liveness", choices=("heartbeat", "lease"), default=None,
-                   help="how speakers know each other alive: Kubernetes Leases (default with "
-                        "--kubeconfig / --in-cluster) or UDP heartbeats (default, and the "
-                        "only choice, with --manifests; faster failover)")
-    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "skein-system",
-                   help="namespace of the speakers' Leases (default $POD_NAMESPACE, else "
-                        "skein-system)")
-    p.add_argument("--lease-duration", type=int, default=4, metavar="SECONDS",
-                   help="a Lease not renewed this long is expired (whole seconds, default "
-                        "%(default)s)")
-    p.add_argument("--lease-renew", type=_positive, default=1.0, metavar="SECONDS",
-                   help="Lease renewal period (default %(default)s)")
-    p.add_argument("--member-port", type=int, default=DEFAULT_PORT,
-                   help="UDP port of the speakers' heartbeats (default %(default)s)")
-    p.add_argument("--heartbeat-interval", type=_positive, default=0.05, metavar="SECONDS",
-                   help="heartbeat period (default %(default)s)")
-    p.add_argument("--dead-after", type=_positive, default=0.2, metavar="SECONDS",
-                   help="a peer silent this long is dead and loses its addresses "
-                        "(default %(default)s)")
-    burst_text = ",".join(str(v) for v in DEFAULT_BURST)
-    p.add_argument("--garp-burst", type=_burst, default=DEFAULT_BURST, metavar="OFFSETS",
-                   help="seconds after a takeover at which gratuitous ARP/NA are sent "
-                        f"(default {burst_text})")
-    p.add_argument("--garp-refresh", type=float, default=10.0, metavar="SECONDS",
-                   help="re-announce owned addresses this often; 0 disables (default "
-                        "%(default)s)")
-    p.add_argument("--assign-to-lo", action="store_true",
-                   help="add owned addresses (L2) and BGP-announced ones to lo so this host "
-                        "accepts their traffic (where no kube-proxy does); sets arp_ignore=1, "
-                        "arp_announce=2")
-    p.add_argument("--lb-class", default=None,
-                   help="serve only Services with this spec.loadBalancerClass (default: "
-                        "those without one, as MetalLB)")
-    bgp = p.add_argument_group("BGP (sessions from BGPPeer objects selecting this node)")
-    bgp.add_argument("--bgp-listen", action="store_true",
-                     help="also accept sessions from the peers on --bgp-port (default: "
-                          "connect out only, as MetalLB; needs no NET_BIND_SERVICE)")
-    bgp.add_argument("--bgp-port", type=int, default=179,
-                     help="port listened on with --bgp-listen (default %(default)s)")
-    bgp.add_argument("--advertise-pod-cidr", action="store_true",
-                     help="announce this node's pod CIDR(s) to its BGP peers, as Calico "
-                          "does, so outside routers reach pods directly")
-    p.add_argument("--resync", type=_positive, default=5.0, metavar="SECONDS",
-                   help="re-plan this often even without changes (default %(default)s)")
-    p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"))
-    api.add_arguments(p)  # --api-socket, --api-address, --api-tls-*, --metrics-address
-    return p
+SECONDS = Seconds()
 
 
-def fail(message: str) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return 2
+@click.command(PROG, context_settings=CONTEXT_SETTINGS,
+               help="Announce Service LoadBalancer addresses on layer 2 (ARP / NDP) with "
+                    "fast failover, and over BGP to the routers of BGPPeer objects.")
+@click.option("--node", required=True, help="This node's name (its Node metadata.name).")
+@click.option("--liveness", type=click.Choice(LIVENESS), default=None,
+              help="How speakers know each other alive: UDP heartbeats with Kubernetes "
+                   "Leases where heartbeats do not flow (heartbeat+lease, the default with "
+                   "the API), Leases alone, or heartbeats alone (the default, and the only "
+                   "choice, with --manifests).")
+@click.option("--namespace", metavar="NAME",
+              default=lambda: os.environ.get("POD_NAMESPACE") or "skein-system",
+              show_default="$POD_NAMESPACE, else skein-system",
+              help="Namespace of the speakers' Leases and status objects.")
+@click.option("--status-objects/--no-status-objects", default=True, show_default=True,
+              help="With the API: write ServiceL2Status / ServiceBGPStatus objects and "
+                   "nodeAssigned Events, as MetalLB's speaker does.")
+@click.option("--lease-duration", type=int, default=4, metavar="SECONDS", show_default=True,
+              help="A Lease not renewed this long is expired (whole seconds).")
+@click.option("--lease-renew", type=SECONDS, default=1.0, show_default=True,
+              help="Lease renewal period.")
+@click.option("--member-port", type=int, default=DEFAULT_PORT, show_default=True,
+              help="UDP port of the speakers' heartbeats.")
+@click.option("--heartbeat-interval", type=SECONDS, default=0.05, show_default=True,
+              help="Heartbeat period.")
+@click.option("--dead-after", type=SECONDS, default=0.2, show_default=True,
+              help="A peer silent this long is dead and loses its addresses.")
+@click.option("--garp-burst", type=Offsets(), show_default=True,
+              default=",".join(str(v) for v in DEFAULT_BURST),
+              help="Seconds after a takeover at which gratuitous ARP/NA are sent.")
+@click.option("--garp-refresh", type=float, default=10.0, metavar="SECONDS",
+              show_default=True, help="Re-announce owned addresses this often; 0 disables.")
+@click.option("--assign-to-lo", is_flag=True,
+              help="Add owned addresses (L2) and BGP-announced ones to lo so this host "
+                   "accepts their traffic (where no kube-proxy does); sets arp_ignore=1, "
+                   "arp_announce=2.")
+@click.option("--lb-class", default=None, metavar="CLASS",
+              help="Serve only Services with this spec.loadBalancerClass.  [default: those "
+                   "without one, as MetalLB]")
+@click.option("--bgp-listen", is_flag=True,
+              help="BGP: also accept sessions from the peers on --bgp-port (default: connect "
+                   "out only, as MetalLB; needs no NET_BIND_SERVICE).")
+@click.option("--bgp-port", type=int, default=179, show_default=True,
+              help="BGP: the port listened on with --bgp-listen.")
+@click.option("--advertise-pod-cidr", is_flag=True,
+              help="BGP: announce this node's pod CIDR(s) to its peers, as Calico does, so "
+                   "outside routers reach pods directly.")
+@click.option("--resync", type=SECONDS, default=5.0, show_default=True,
+              help="Re-plan this often even without changes.")
+@api.api_options  # --api-socket, --api-address, --api-tls-*, --metrics-address
+@daemon_options   # --manifests / --kubeconfig / --context, --log-level, --log-format, --version
+def command(**params: Any) -> int:
+    return speaker(Args(**params))
 
 
-def _source(args: argparse.Namespace) -> Source:
-    if args.manifests is not None:
-        from foundation.kube.sources.file import FileSource
-
-        return FileSource(args.manifests)
-    from foundation.kube.sources.kube import SPEAKER_KINDS, KubeClient, KubeSource
-
-    client = KubeClient.from_kubeconfig(None if args.in_cluster else args.kubeconfig)
-    return KubeSource(client, SPEAKER_KINDS)
+def main(argv: list[str] | None = None) -> int:
+    return run(command, argv)
 
 
-def _liveness(args: argparse.Namespace, source: Source) -> Liveness:
-    if args.liveness == "lease":
+def _liveness(args: Args, source: Source) -> Liveness:
+    if args.liveness in (LEASE, BOTH):
         from foundation.kube.sources.kube import KubeSource
+
+        if not isinstance(source, KubeSource):  # speaker() refuses --manifests before this
+            raise TypeError("Lease liveness needs the Kubernetes API source")
+        if args.liveness == BOTH:
+            from speaker.membership.combined import CombinedLiveness
+
+            return CombinedLiveness(args.node, source.client, namespace=args.namespace,
+                                    duration=args.lease_duration,
+                                    renew_interval=args.lease_renew, port=args.member_port,
+                                    interval=args.heartbeat_interval,
+                                    dead_after=args.dead_after)
         from speaker.membership.lease import LeaseLiveness
 
-        if not isinstance(source, KubeSource):  # main() refuses --manifests before this
-            raise TypeError("Lease liveness needs the Kubernetes API source")
         return LeaseLiveness(args.node, source.client, namespace=args.namespace,
                              duration=args.lease_duration, renew_interval=args.lease_renew)
     from speaker.membership.udp import UdpMembership
@@ -141,34 +173,30 @@ def _liveness(args: argparse.Namespace, source: Source) -> Liveness:
                          dead_after=args.dead_after)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {args.node} %(name)s %(levelname)s %(message)s")
+def speaker(args: Args) -> int:
+    begin(args, node=args.node)
     if args.dead_after <= args.heartbeat_interval:
-        return fail(f"--dead-after ({args.dead_after}) must exceed --heartbeat-interval "
-                    f"({args.heartbeat_interval}), or every peer would flap")
+        raise BadFlags(
+            f"--dead-after ({args.dead_after}) must exceed --heartbeat-interval "
+            f"({args.heartbeat_interval}), or every peer would flap")
     if args.liveness is None:
-        args.liveness = "heartbeat" if args.manifests is not None else "lease"
-    if args.liveness == "lease" and args.manifests is not None:
-        return fail("--liveness lease needs the Kubernetes API (--kubeconfig or --in-cluster), "
-                    "not --manifests")
-    if args.liveness == "lease" and not 0 < args.lease_renew < args.lease_duration:
-        return fail(f"--lease-renew ({args.lease_renew}) must be shorter than "
-                    f"--lease-duration ({args.lease_duration}), which must be at least 1")
+        args.liveness = HEARTBEAT if args.manifests is not None else BOTH
+    if args.liveness != HEARTBEAT and args.manifests is not None:
+        raise BadFlags(f"--liveness {args.liveness} needs the Kubernetes API (--kubeconfig, or "
+                       "in-cluster), not --manifests")
+    if args.liveness != HEARTBEAT and not 0 < args.lease_renew < args.lease_duration:
+        raise BadFlags(
+            f"--lease-renew ({args.lease_renew}) must be shorter than --lease-duration "
+            f"({args.lease_duration}), which must be at least 1")
     problem = api.check_arguments(args)
     if problem is not None:
-        return fail(problem)
-
-    try:
-        source = _source(args)
-    except Exception as exc:  # noqa: BLE001 - any config-loading failure, said in one line
-        return fail("cannot read the Kubernetes configuration: " + " ".join(str(exc).split()))
+        raise BadFlags(problem)
+    source = make_source(args, "speaker")  # Refused if the kubeconfig cannot be loaded
 
     from speaker.bgp_announcer import BgpAnnouncer
     from speaker.daemon import Daemon
 
-    async def run() -> None:
+    async def go() -> None:
         announcer = L2Announcer(burst=args.garp_burst, refresh=args.garp_refresh,
                                 assign_to_lo=args.assign_to_lo)
         # Idle (no socket, no session) until a BGPPeer selects this node.
@@ -180,16 +208,44 @@ def main(argv: list[str] | None = None) -> int:
                         advertise_pod_cidrs=args.advertise_pod_cidr)
         daemon.install_signals()
         services = await api.start(daemon, args)
+        status = _status_writer(args, source)
+        if status is not None:
+            status.start()
+            daemon.events.listeners.append(
+                lambda _obs: status.observe(daemon.desired, daemon.liveness.live()))
+        if args.metrics_address is not None:
+            from speaker.metrics import MetalLBMetrics
+
+            metallb = MetalLBMetrics()
+            daemon.events.listeners.append(lambda _obs: metallb.observe(daemon))
         try:
             await daemon.run()
         finally:
             await services.stop()
+            if status is not None:
+                await asyncio.to_thread(status.close)
 
     try:
-        asyncio.run(run())
+        asyncio.run(go())
     except OSError as exc:
-        return fail(f"cannot start: {exc}")
+        raise Refused(f"cannot start: {exc}") from None
     return 0
+
+
+def _status_writer(args: Args, source: Source) -> Any:
+    """speaker.kube_status.StatusWriter with the API, owned by this speaker's Pod when
+    the downward API names it (POD_NAME, POD_UID); None without the API."""
+    from foundation.kube.sources.kube import KubeSource
+
+    if not args.status_objects or not isinstance(source, KubeSource):
+        return None
+    from speaker.kube_status import StatusWriter
+
+    pod, uid = os.environ.get("POD_NAME"), os.environ.get("POD_UID")
+    owner = None
+    if pod and uid and args.namespace == os.environ.get("POD_NAMESPACE"):
+        owner = {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}
+    return StatusWriter(source.client, args.node, args.namespace, owner=owner)
 
 
 if __name__ == "__main__":

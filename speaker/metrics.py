@@ -12,17 +12,39 @@ the daemon's event bus after every reconcile and every second:
   other speakers alive in the liveness protocol (kind="member");
 - skein_speaker_prefixes_announced{mode}: addresses this node announces, by
   mechanism ("l2", "bgp").
+
+And MetalLB's, with MetalLB's names, labels and meanings (MetalLBMetrics, set
+from the daemon by the same listener mechanism):
+
+- metallb_bgp_session_up{peer}: 1 while the session is Established;
+- metallb_bgp_updates_total{peer}: UPDATE messages sent (when the BGP session
+  counts them: `updates_out` of speaker.bgp.peer.Peer);
+- metallb_bgp_announced_prefixes_total{peer}: prefixes advertised on the
+  session (0 while it is down); metallb_bgp_pending_prefixes_total{peer}: the
+  prefixes that should be;
+- metallb_speaker_announced{protocol,service,node,ip}: 1 per Service address
+  this node announces ("layer2" or "bgp").
+
+`peer` is "ADDRESS:PORT" as MetalLB's native speaker writes it.  A session
+removed loses its series, as in MetalLB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 from speaker.api.events import Observation
-from speaker.api.peer_status import BGP, MEMBER
+from speaker.api.peer_status import BGP, MEMBER, PeerStatus
 from speaker.controller.metrics import parse_listen_address
+from speaker.plan import Announcement
+
+if TYPE_CHECKING:
+    from speaker.daemon import Daemon
 
 SESSIONS_UP = Gauge("skein_speaker_sessions_up", "BGP sessions established (kind=bgp) and "
                     "other speakers alive (kind=member)", ["kind"])
@@ -60,3 +82,98 @@ def serve(address: str) -> tuple[str, int]:
     server, _thread = start_http_server(port, host)
     bound = server.server_address
     return str(bound[0]), int(bound[1])
+
+
+# -- MetalLB's names and meanings, so its dashboards and alerts work unchanged --------------
+
+# Per BGP session, labelled peer="ADDRESS:PORT" as MetalLB's native speaker does.
+BGP_SESSION_UP = Gauge("metallb_bgp_session_up", "BGP session state (1 is up, 0 is down)",
+                       ["peer"])
+BGP_UPDATES = Counter("metallb_bgp_updates", "Number of BGP UPDATE messages sent", ["peer"])
+BGP_ANNOUNCED = Gauge("metallb_bgp_announced_prefixes_total",
+                      "Number of prefixes currently being advertised on the BGP session",
+                      ["peer"])
+BGP_PENDING = Gauge("metallb_bgp_pending_prefixes_total",
+                    "Number of prefixes that should be advertised on the BGP session", ["peer"])
+ANNOUNCED = Gauge("metallb_speaker_announced", "Services being announced from this node "
+                  "(1), by protocol, service, node and address",
+                  ["protocol", "service", "node", "ip"])
+PROTOCOLS = {"l2": "layer2", "bgp": "bgp"}
+
+
+def peer_label(status: PeerStatus) -> str:
+    """MetalLB's: the peer's address and port joined by a colon (IPv6 unbracketed)."""
+    return f"{status.name}:{status.peer_port}"
+
+
+@dataclass(frozen=True)
+class PeerSample:
+    label: str
+    up: bool
+    prefixes: int  # in the Adj-RIB-Out: sent once the session is up
+    updates_sent: int | None  # cumulative, None where the session does not count them
+
+
+def peer_samples(statuses: Iterable[PeerStatus],
+                 updates: Mapping[str, int | None]) -> list[PeerSample]:
+    """The per-peer series of BGP sessions (`updates`: peer address -> UPDATEs sent)."""
+    return [PeerSample(peer_label(s), s.up, s.prefixes_advertised, updates.get(s.name))
+            for s in statuses if s.kind == BGP]
+
+
+def announced_samples(node: str, desired: Iterable[Announcement]
+                      ) -> set[tuple[str, str, str, str]]:
+    """(protocol, service, node, ip) of every Service address this node announces."""
+    return {(PROTOCOLS.get(a.kind, a.kind), service, node, str(a.address))
+            for a in desired for service in a.services}
+
+
+class MetalLBMetrics:
+    """Sets MetalLB's series from the daemon: `observe(daemon)` after every reconcile
+    and every second (the event bus's listeners)."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, int] = {}  # label -> UPDATEs counted so far
+        self._announced: set[tuple[str, str, str, str]] = set()
+
+    def observe(self, daemon: Daemon) -> None:
+        from speaker.api.view import bgp_peers
+
+        bgp = daemon.announcer("bgp")
+        sessions = getattr(getattr(bgp, "speaker", None), "peers", None) or {}
+        updates = {str(k): _updates_out(p) for k, p in dict(sessions).items()}
+        self.record(peer_samples(bgp_peers(daemon), updates),
+                    announced_samples(daemon.node, daemon.desired))
+
+    def record(self, samples: Sequence[PeerSample],
+               announced: set[tuple[str, str, str, str]]) -> None:
+        seen = set()
+        for s in samples:
+            seen.add(s.label)
+            BGP_SESSION_UP.labels(s.label).set(1 if s.up else 0)
+            # As MetalLB: what the router holds from us, i.e. nothing while down.
+            BGP_ANNOUNCED.labels(s.label).set(s.prefixes if s.up else 0)
+            BGP_PENDING.labels(s.label).set(s.prefixes)
+            counted = self._peers.setdefault(s.label, 0)
+            if s.updates_sent is not None:
+                # A session re-created starts from zero again: count on from there.
+                more = s.updates_sent - counted if s.updates_sent >= counted else s.updates_sent
+                if more:
+                    BGP_UPDATES.labels(s.label).inc(more)
+                self._peers[s.label] = s.updates_sent
+        for label in set(self._peers) - seen:
+            del self._peers[label]
+            for metric in (BGP_SESSION_UP, BGP_UPDATES, BGP_ANNOUNCED, BGP_PENDING):
+                with contextlib.suppress(KeyError):
+                    metric.remove(label)
+        for labels in self._announced - announced:
+            with contextlib.suppress(KeyError):
+                ANNOUNCED.remove(*labels)
+        for labels in announced:
+            ANNOUNCED.labels(*labels).set(1)
+        self._announced = set(announced)
+
+
+def _updates_out(peer: Any) -> int | None:
+    value = getattr(peer, "updates_out", None)
+    return value if isinstance(value, int) else None

@@ -13,8 +13,13 @@ MetalLB user sees the same owner for the same address:
     are not NotReady, are selected (nodeSelectors) by an L2Advertisement that
     selects the address's IPAddressPool, and, with
     `externalTrafficPolicy: Local`, host a ready endpoint of the service;
-  - among the eligible nodes that are live, the owner is the one whose
-    sha256(node name + "#" + address) sorts first.
+  - an L2Advertisement with serviceSelectors counts only for the Services
+    whose labels match one of them;
+  - among the eligible nodes that are live, the owner is the one with the
+    highest preferredNodeSelectors score (the weights of the matching
+    preferences, added up over the advertisements that cover the Service and
+    select the node), then the one whose sha256(node name + "#" + address)
+    sorts first.
 An address in no IPAddressPool, or in a pool no L2Advertisement selects, is
 not announced at all (MetalLB does the same: it is someone else's address),
 nor is one that can never be a LoadBalancer address (multicast, loopback, ...:
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.communities import BGPCommunity
@@ -90,9 +95,13 @@ def election_key(node: str, address: IPAddress) -> bytes:
     return hashlib.sha256(f"{node}#{address}".encode()).digest()
 
 
-def elect(address: IPAddress, candidates: Iterable[str]) -> str | None:
-    """The owner of `address` among `candidates` (None if there are none)."""
-    return min(candidates, key=lambda n: (election_key(n, address), n), default=None)
+def elect(address: IPAddress, candidates: Iterable[str],
+          scores: Mapping[str, int] | None = None) -> str | None:
+    """The owner of `address` among `candidates` (None if there are none): the
+    highest preference score (none given: all equal), then MetalLB's hash order."""
+    score = scores or {}
+    return min(candidates, key=lambda n: (-score.get(n, 0), election_key(n, address), n),
+               default=None)
 
 
 def serves(service: Service, lb_class: str | None) -> bool:
@@ -106,19 +115,21 @@ def node_can_announce(node: Node) -> bool:
     return not node.excluded_from_load_balancers and node.ready is not False
 
 
-def l2_eligible(state: ClusterState, service: Service,
-                address: IPAddress) -> dict[str, tuple[str, ...]]:
+def l2_candidates(state: ClusterState, service: Service, address: IPAddress
+                  ) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
     """Nodes that may announce `address` for `service` by L2 -> their interfaces
-    (empty tuple: the interface routing to the address)."""
+    (empty tuple: the interface routing to the address), and the nodes with a
+    non-zero preferredNodeSelectors score -> that score."""
     pool = state.pool_of(address)
     if pool is None:
-        return {}
+        return {}, {}
     ready = state.ready_nodes(service) if service.local_traffic_policy else None
     out: dict[str, tuple[str, ...]] = {}
+    scores: dict[str, int] = {}
     for node in state.nodes:
         if not node_can_announce(node) or (ready is not None and node.name not in ready):
             continue
-        ads = state.l2_advertisements_for(pool, node)
+        ads = state.l2_advertisements_for(pool, node, service)
         if not ads:
             continue
         # An advertisement without `interfaces` means "no restriction"; it wins
@@ -127,7 +138,16 @@ def l2_eligible(state: ClusterState, service: Service,
             out[node.name] = ()
         else:
             out[node.name] = tuple(sorted({i for a in ads for i in a.interfaces}))
-    return out
+        score = sum(a.preference(node.labels) for a in ads)
+        if score:
+            scores[node.name] = score
+    return out, scores
+
+
+def l2_eligible(state: ClusterState, service: Service,
+                address: IPAddress) -> dict[str, tuple[str, ...]]:
+    """Nodes that may announce `address` for `service` by L2 -> their interfaces."""
+    return l2_candidates(state, service, address)[0]
 
 
 @dataclass(frozen=True)
@@ -137,19 +157,31 @@ class AddressView:
     address: IPAddress
     services: tuple[str, ...]
     eligible: Mapping[str, tuple[str, ...]]
+    scores: Mapping[str, int] = field(default_factory=dict)  # preferredNodeSelectors
+
+    def owner(self, live: Iterable[str]) -> str | None:
+        """The node announcing the address when `live` are the live speakers."""
+        alive = set(live)
+        return elect(self.address, (n for n in self.eligible if n in alive), self.scores)
 
 
 def l2_addresses(state: ClusterState, lb_class: str | None = None) -> list[AddressView]:
     """Every L2-announceable address with its services and eligible nodes."""
     per_address: dict[IPAddress, list[tuple[str, dict[str, tuple[str, ...]]]]] = {}
+    per_score: dict[IPAddress, dict[str, int]] = {}
     for service in state.services:
         if not serves(service, lb_class):
             continue
         for address in dict.fromkeys(service.ingress_ips):
             if state.pool_of(address) is None or unannounceable(address):
                 continue
-            eligible = l2_eligible(state, service, address)
+            eligible, scores = l2_candidates(state, service, address)
             per_address.setdefault(address, []).append((service.key, eligible))
+            # Sharing Services may weigh a node differently (serviceSelectors):
+            # the node keeps its best score, so one owner serves them all.
+            best = per_score.setdefault(address, {})
+            for name, score in scores.items():
+                best[name] = max(score, best.get(name, 0))
     views = []
     for address, entries in per_address.items():
         sets = [set(e) for _, e in entries]
@@ -163,7 +195,9 @@ def l2_addresses(state: ClusterState, lb_class: str | None = None) -> list[Addre
                     old = merged.get(name)
                     merged[name] = () if old == () or not ifaces else tuple(
                         sorted(set(old or ()) | set(ifaces)))
-        views.append(AddressView(address, tuple(sorted(k for k, _ in entries)), merged))
+        scores = {n: v for n, v in per_score.get(address, {}).items() if n in merged}
+        views.append(AddressView(address, tuple(sorted(k for k, _ in entries)), merged,
+                                 scores))
     views.sort(key=lambda v: (v.address.version, int(v.address)))
     return views
 
@@ -172,8 +206,7 @@ def l2_owners(state: ClusterState, live: Iterable[str],
               lb_class: str | None = None) -> dict[IPAddress, str | None]:
     """address -> the node that announces it (None: no live eligible node)."""
     alive = set(live)
-    return {v.address: elect(v.address, (n for n in v.eligible if n in alive))
-            for v in l2_addresses(state, lb_class)}
+    return {v.address: v.owner(alive) for v in l2_addresses(state, lb_class)}
 
 
 def plan_node(state: ClusterState, me: str, live: Iterable[str],
@@ -183,7 +216,7 @@ def plan_node(state: ClusterState, me: str, live: Iterable[str],
     alive = set(live)
     out = []
     for view in l2_addresses(state, lb_class):
-        if elect(view.address, (n for n in view.eligible if n in alive)) == me:
+        if view.owner(alive) == me:
             out.append(Announcement(view.address, L2, view.eligible[me], view.services))
     return tuple(sorted(out, key=lambda a: a.sort_key))
 
@@ -210,6 +243,13 @@ def service_problems(state: ClusterState, lb_class: str | None = None) -> tuple[
                       or any(a.selects_pool(pool) for a in state.bgp_advertisements)):
                 out.append(f"Service {service.key}: {address} is in IPAddressPool {pool.name}, "
                            "which no L2Advertisement or BGPAdvertisement selects: not announced")
+            elif not (any(a.selects_pool(pool) and a.selects_service(service.labels)
+                          for a in state.l2_advertisements)
+                      or any(a.selects_pool(pool) and a.selects_service(service.labels)
+                             for a in state.bgp_advertisements)):
+                out.append(f"Service {service.key}: {address} is in IPAddressPool {pool.name}, "
+                           "whose advertisements' spec.serviceSelectors do not select this "
+                           "Service's labels: not announced")
             else:
                 users.setdefault(address, []).append(service)
     for address, services in users.items():

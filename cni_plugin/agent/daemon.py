@@ -9,7 +9,9 @@ It also keeps the node's masquerade rule set (masquerade.py): written at start,
 from the agent's own configuration (the cluster's pod network), checked on
 every resync, left in place when the agent stops.  And it remembers the VXLAN
 device it made sure of, so the ADDs it serves do not verify it again
-(vxlan.KnownDevice).
+(vxlan.KnownDevice).  Everything it does in the kernel goes through one
+netlink layer (foundation/netlink), the device and its entries through one
+object (vxlan.VxlanDevice).
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cni_plugin import ipam_exec, vxlan
+from cni_plugin import vxlan
 from cni_plugin.agent import kernel
 from cni_plugin.agent.fastpath_server import FastPathServer
-from cni_plugin.agent.masquerade import Nft, NodeMasquerade
+from cni_plugin.agent.masquerade import NodeMasquerade
+from cni_plugin.agent.metrics import AgentMetrics
 from cni_plugin.agent.peers import Topology, select_peers
-from cni_plugin.agent.plan import Entries, desired_entries, diff, owned_fdbs
+from cni_plugin.agent.plan import Action, Entries, desired_entries, diff, owned_fdbs
+from cni_plugin.agent.plan import Route as PlanRoute
 from cni_plugin.config import NetConf, VxlanConf
 from cni_plugin.conflist import CONFLIST_NAME, node_conflist, write_atomically
 from cni_plugin.host import WarmHost
+from cni_plugin.ipam_exec import Ipam
+from cni_plugin.nft import Nft, NftCommand
 from cni_plugin.plugin import SkeinPlugin
 from foundation import netlink
 from foundation.cni.spec import CniError
@@ -52,11 +58,13 @@ class AgentConfig:
     overlay: bool = True  # False: serve the fast path only (no VXLAN, no peers)
     ip_masq: bool = True  # the node masquerades pod traffic leaving cluster_cidrs
     fault_pause: float = 0.0  # tests: pause before answering a fast path request
+    metrics_address: str | None = None  # HOST:PORT of /metrics; None: not served
 
 
 class Agent:
-    """`nft` runs the masquerade rule set's commands (default: the nft binary;
-    tests pass masquerade.FakeNft)."""
+    """`nft` runs every `nft` command of the agent: its masquerade rule set's,
+    and the plugin's own ipMasq when a config asks for it (default: the nft
+    binary; tests pass cni_plugin.nft.FakeNft)."""
 
     def __init__(self, config: AgentConfig, source: Source | None,
                  nft: Nft | None = None) -> None:
@@ -65,9 +73,12 @@ class Agent:
         self.fastpath: FastPathServer | None = None
         self.warm_host = WarmHost()
         self.vxlan_device = vxlan.KnownDevice()
+        self.nft: Nft = nft or NftCommand()
+        self.metrics = AgentMetrics()
         # Only an overlay agent is the node's agent; --no-overlay serves the
         # fast path and leaves the node's netfilter alone.
-        self.masquerade = (NodeMasquerade(config.cluster_cidrs if config.ip_masq else (), nft)
+        self.masquerade = (NodeMasquerade(config.cluster_cidrs if config.ip_masq else (),
+                                          self.nft)
                            if config.overlay else None)
         self._masquerade_problem: str | None = None
         self.stop_event = threading.Event()
@@ -76,11 +87,10 @@ class Agent:
 
     def reconcile(self, state: ClusterState) -> None:
         sock = netlink.open_route_socket()
-        ipr = kernel.IPRoute()
         try:
-            device = vxlan.ensure_device(sock, self.config.vxlan, recreate=True)
-            self.vxlan_device.remember(self.config.vxlan, device)
-            neighs_routes, fdbs = kernel.observe(ipr, device.index)
+            device = vxlan.VxlanDevice.ensure(sock, self.config.vxlan, recreate=True)
+            self.vxlan_device.remember(self.config.vxlan, device.link)
+            neighs_routes, fdbs = kernel.observe(device)
             mac_of = {n.address: n.mac for n in neighs_routes.neighs}
             topo = select_peers(state.nodes, self.config.node,
                                 frozenset((r.dst, mac_of.get(r.via, ""))
@@ -92,20 +102,22 @@ class Agent:
             self.topology = topo
             for cidr in topo.own_cidrs:
                 if cidr.version == 4:
-                    netlink.add_address(sock, device.index, f"{cidr.network_address}/32")
+                    device.add_address(f"{cidr.network_address}/32")
             desired = desired_entries(topo.peers)
             observed = Entries(neighs_routes.neighs,
                                owned_fdbs(fdbs, neighs_routes.neighs, desired),
                                neighs_routes.routes)
             actions = diff(desired, observed)
-            for failure in kernel.apply(ipr, device.index, actions):
-                log.error("overlay: %s", failure)
+            failures = kernel.apply(device, actions)
+            for action, why in failures:
+                log.error("overlay: %s %s: %s", action.op, action.entry, why)
             if actions:
                 log.info("overlay: %d peers; applied %s", len(topo.peers),
                          ", ".join(f"{a.op} {a.entry}" for a in actions))
+            self.metrics.peers.set(len(topo.peers))
+            self.metrics.routes.set(len(routes_in_place(observed, actions, failures)))
             mtu = device.mtu
         finally:
-            ipr.close()
             sock.close()
         if topo.own_cidrs:
             self.write_conflist([str(c) for c in topo.own_cidrs], mtu)
@@ -175,17 +187,31 @@ class Agent:
         # only the leases that changed (ipam/leasecache.py), and its next lease
         # file is made once an answer is out (ipam/spare.py).
         spares, cache = Spares(), LeaseCache()
-        ipam_exec.IN_PROCESS["skein-ipam"] = lambda: HostLocalIpam(spares, cache)
-        warm = self.warm_host
+        ipam = Ipam({"skein-ipam": lambda: HostLocalIpam(spares, cache)})
+        warm, nft = self.warm_host, self.nft
         overlay = self.vxlan_device.device
         self.fastpath = FastPathServer(self.config.socket_path,
                                        lambda: SkeinPlugin(readiness=self.readiness, host=warm,
-                                                           overlay=overlay),
+                                                           overlay=overlay, ipam=ipam, nft=nft),
                                        pause_before_reply=self.config.fault_pause,
-                                       after_reply=spares.replenish)
+                                       after_reply=spares.replenish, metrics=self.metrics)
         self.fastpath.start()
 
+    def serve_metrics(self) -> None:
+        if self.config.metrics_address is None:
+            return
+        from cni_plugin.agent.metrics import serve
+
+        try:
+            host, port = serve(self.metrics, self.config.metrics_address)
+        except (ValueError, OSError) as exc:
+            log.error("--metrics-address %s: %s; serving no metrics",
+                      self.config.metrics_address, exc)
+            return
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
     def run(self) -> None:
+        self.serve_metrics()
         # Before the first pod: the rule set depends on this agent's flags only.
         self.sync_masquerade()
         self.start_fastpath()
@@ -217,6 +243,21 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def routes_in_place(observed: Entries, actions: list[Action],
+                    failures: list[tuple[Action, str]]) -> set[str]:
+    """The destinations of the agent's routes once `actions` ran (less the
+    ones that failed)."""
+    failed = {id(action) for action, _ in failures}
+    dsts = {route.dst for route in observed.routes}
+    for action in actions:
+        if isinstance(action.entry, PlanRoute) and id(action) not in failed:
+            if action.op == "add":
+                dsts.add(action.entry.dst)
+            else:
+                dsts.discard(action.entry.dst)
+    return dsts
 
 
 def parse_cluster_cidrs(values: list[str]) -> tuple[str, ...]:

@@ -31,7 +31,6 @@ dropped, never applied late.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -39,11 +38,15 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cni_plugin import attachment, fastpath
 from foundation.cni import spec
-from foundation.cni.skel import Plugin, dispatch, error_version
+from foundation.cni.skel import Plugin, dispatch, error_reply
 from foundation.cni.spec import CniError
+
+if TYPE_CHECKING:
+    from cni_plugin.agent.metrics import AgentMetrics
 
 log = logging.getLogger("skein.agent.fastpath")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -64,13 +67,15 @@ class ClientGone(Exception):
 class FastPathServer:
     def __init__(self, path: str, plugin_factory: Callable[[], Plugin], workers: int = 32,
                  pause_before_reply: float = 0.0,
-                 after_reply: Callable[[], None] | None = None) -> None:
+                 after_reply: Callable[[], None] | None = None,
+                 metrics: AgentMetrics | None = None) -> None:
         self.path = path
         self.plugin_factory = plugin_factory
         self.workers = workers
         self.pause_before_reply = pause_before_reply
         # Work no answer waits for (the next lease file), done once the answer is out.
         self.after_reply = after_reply
+        self.metrics = metrics
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
@@ -133,6 +138,8 @@ class FastPathServer:
         except ClientGone as gone:
             log.warning("dropped %s: its client has gone, it may be doing the work itself",
                         gone)
+            if self.metrics is not None:
+                self.metrics.fell_back("client_gone")
         except Exception as exc:  # noqa: BLE001 - one bad client never stops the server
             log.error("fast path request failed: %s: %s", type(exc).__name__, exc)
 
@@ -150,10 +157,19 @@ class FastPathServer:
             raise ClientGone(_describe(client_env)) from None
         environ = dict(self._own_environ)
         environ.update({k: v for k, v in client_env.items() if k.startswith("CNI_")})
+        started = time.monotonic()
         code, out = self._run(conn, environ, stdin)
         if self.pause_before_reply:
             time.sleep(self.pause_before_reply)  # fault injection for the tests
-        self._reply(conn, code, out)
+        try:
+            self._reply(conn, code, out)
+        except OSError:
+            if self.metrics is not None:
+                self.metrics.fell_back("reply_lost")
+            raise
+        if self.metrics is not None:
+            self.metrics.served(environ.get("CNI_COMMAND", ""), code,
+                                time.monotonic() - started)
         if self.after_reply is not None:
             self.after_reply()
 
@@ -169,7 +185,7 @@ class FastPathServer:
             log.warning("refused a fast path request from uid %d (%d refused so far)", uid,
                         self._refusals)
         try:
-            self._reply(conn, 1, json.dumps(err.to_dict(error_version(b""))))
+            self._reply(conn, *error_reply(err, b""))
         except OSError:
             pass  # it did not wait for the answer: said in the warning above
 
@@ -185,7 +201,7 @@ class FastPathServer:
                 err = CniError(spec.ERR_TRY_AGAIN_LATER,
                                f"another {command} of {container_id}/{ifname} has been running "
                                f"for {LOCK_TIMEOUT:g} s", "retry later")
-                return 1, json.dumps(err.to_dict(error_version(stdin)))
+                return error_reply(err, stdin)
         try:
             # Checked with the lock held: a client that has gone may be doing the
             # work itself (cni_plugin/fallback.py takes the same lock first).

@@ -20,8 +20,9 @@ missing table, and the whole table is replaced in one transaction (`add`,
 The table outlives the agent on purpose (pods keep reaching the outside while
 it restarts); `skein-agent --uninstall` removes it.
 
-`nft` runs behind an injectable runner (`Nft`), as in knftables: `NftCommand`
-executes the binary, `FakeNft` keeps tables in memory for unit tests.
+`nft` runs behind the injectable runner of cni_plugin/nft.py (`Nft`), the
+one the plugin's own `ipMasq` uses too: `NftCommand` executes the binary,
+`FakeNft` keeps tables in memory for unit tests.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+
+from cni_plugin.nft import Nft, NftCommand, NftError
 
 log = logging.getLogger("skein.agent.masquerade")
 
@@ -41,109 +42,6 @@ CHAIN = "postrouting"
 COMMENT = "skein-agent: pod traffic leaving the cluster network"
 _MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 _KEYWORD = {4: "ip", 6: "ip6"}
-
-
-class NftError(Exception):
-    """`nft` failed; `missing` when the table it was asked about does not exist."""
-
-    def __init__(self, message: str, missing: bool = False) -> None:
-        super().__init__(message)
-        self.missing = missing
-
-
-class Nft(Protocol):
-    """Runs one `nft` command: `args` as on its command line, `script` on its
-    stdin (for `-f -`).  Returns stdout; raises NftError."""
-
-    def run(self, args: Sequence[str], script: str | None = None) -> str: ...
-
-
-class NftCommand:
-    """The real runner: one `nft` process per call (a few per resync, none per pod)."""
-
-    def __init__(self, binary: str = "nft", timeout: float = 30.0) -> None:
-        self.binary = binary
-        self.timeout = timeout
-
-    def run(self, args: Sequence[str], script: str | None = None) -> str:
-        try:
-            proc = subprocess.run([self.binary, *args], input=script, capture_output=True,
-                                  text=True, check=False, timeout=self.timeout)
-        except FileNotFoundError:
-            raise NftError(f"{self.binary} not found: the node's masquerade rules need "
-                           "nftables") from None
-        except subprocess.TimeoutExpired:
-            raise NftError(f"{self.binary} {' '.join(args)}: no answer in "
-                           f"{self.timeout:g} s") from None
-        if proc.returncode != 0:
-            error = proc.stderr.strip()
-            raise NftError(f"{self.binary} {' '.join(args)}: {error}",
-                           missing="No such file or directory" in error)
-        return proc.stdout
-
-
-class FakeNft:
-    """An in-memory `nft` for unit tests (knftables' fake, in small): it knows
-    the commands this module sends.  `tables` maps (family, name) to the text
-    `list table` prints; tests edit it to play someone changing the rules by
-    hand, and set `fail` to make the next call fail.  `calls` records every
-    call's arguments."""
-
-    def __init__(self) -> None:
-        self.tables: dict[tuple[str, str], str] = {}
-        self.calls: list[tuple[str, ...]] = []
-        self.fail: str | None = None
-
-    def run(self, args: Sequence[str], script: str | None = None) -> str:
-        self.calls.append(tuple(args))
-        if self.fail is not None:
-            message, self.fail = self.fail, None
-            raise NftError(message)
-        if list(args[:2]) == ["list", "table"] and len(args) == 4:
-            key = (args[2], args[3])
-            if key not in self.tables:
-                raise NftError("Error: No such file or directory", missing=True)
-            return self.tables[key]
-        if list(args) == ["-f", "-"] and script is not None:
-            tables = dict(self.tables)  # one transaction: all or nothing
-            for command in _statements(script):
-                self._apply(tables, command)
-            self.tables = tables
-            return ""
-        raise NftError(f"FakeNft: unsupported command {' '.join(args)}")
-
-    @staticmethod
-    def _apply(tables: dict[tuple[str, str], str], command: str) -> None:
-        words = command.split()
-        if words[:2] == ["add", "table"]:
-            tables.setdefault((words[2], words[3]), f"table {words[2]} {words[3]} {{\n}}\n")
-        elif words[:2] == ["delete", "table"]:
-            if tables.pop((words[2], words[3]), None) is None:
-                raise NftError("Error: No such file or directory", missing=True)
-        elif words[0] == "table":
-            tables[(words[1], words[2])] = command + "\n"
-        else:
-            raise NftError(f"FakeNft: unsupported statement {command!r}")
-
-
-def _statements(script: str) -> list[str]:
-    """The top-level statements of an nft script: single lines, and blocks from
-    `table ... {` to its closing brace (kept whole, as nft would list them)."""
-    out: list[str] = []
-    block: list[str] = []
-    depth = 0
-    for line in script.splitlines():
-        if not line.strip() and not block:
-            continue
-        if depth or line.rstrip().endswith("{"):
-            block.append(line)
-            depth += line.count("{") - line.count("}")
-            if depth == 0:
-                out.append("\n".join(block))
-                block = []
-        else:
-            out.append(line.strip())
-    return out
 
 
 def _set(items: Sequence[str]) -> str:

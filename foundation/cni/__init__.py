@@ -1,2 +1,3 @@
-"""The CNI protocol: versions, errors and results (spec), the executable's
-request/response cycle (skel), and the names an attachment gives its links (names)."""
+"""The CNI protocol: versions, errors (the one writer of the error JSON), results
+and GC's valid attachments (spec), the executable's request/response cycle
+(skel), and the names an attachment gives its links (names)."""

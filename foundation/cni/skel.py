@@ -119,11 +119,19 @@ def parse_request(environ: Mapping[str, str], stdin: bytes) -> Request:
 
 
 def error_version(stdin: bytes) -> str:
+    """The cniVersion an error answer to `stdin` carries: the config's, else the newest."""
     try:
         version = json.loads(stdin).get("cniVersion")
     except Exception:  # noqa: BLE001 - any undecodable input falls back to the default
         return spec.SUPPORTED_VERSIONS[-1]
     return version if isinstance(version, str) and version else spec.SUPPORTED_VERSIONS[-1]
+
+
+def error_reply(err: CniError, stdin: bytes) -> tuple[int, str]:
+    """(exit code, stdout) of a command that failed with `err`: every producer
+    of a plugin's error answer (this module, the fast path's agent side, the
+    fallback) goes through here."""
+    return 1, err.to_json(error_version(stdin))
 
 
 def _log_exception(environ: Mapping[str, str]) -> None:
@@ -158,11 +166,16 @@ def dispatch(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> tuple[
             plugin.gc(req)
         return 0, ""
     except CniError as err:
-        return 1, json.dumps(err.to_dict(error_version(stdin)))
+        return error_reply(err, stdin)
     except Exception as exc:  # noqa: BLE001 - the runtime must get JSON, never a traceback
         _log_exception(environ)
-        internal = CniError(ERR_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        return 1, json.dumps(internal.to_dict(error_version(stdin)))
+        return error_reply(internal_error(exc), stdin)
+
+
+def internal_error(exc: BaseException) -> CniError:
+    """What the runtime hears of an exception nobody foresaw (999, like the
+    reference plugins' generic errors)."""
+    return CniError(ERR_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def read_stdin() -> bytes:

@@ -1,4 +1,5 @@
-"""The CNI specification's shared vocabulary: versions, errors, results.
+"""The CNI specification's shared vocabulary: versions, errors, results, and
+the attachments GC is told to keep.
 
 Everything here is pure (no I/O) and standard-library only, because both plugins
 (`skein` and `skein-ipam`) import it on every exec.  It follows SPEC.md of
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
@@ -34,6 +35,39 @@ ERR_KERNEL = 102
 ERR_CHECK_FAILED = 103
 
 
+def error_json(cni_version: str, code: int, msg: str, details: str = "") -> str:
+    """The spec's error result ("Error": cniVersion, code, msg, details when
+    there are any) as JSON text, the same text `json.dumps` makes of it.
+
+    The one place that writes it.  Builtins only, on purpose: the `skein`
+    launcher that install/build_zipapps.py generates carries this very
+    function's source (it reports an archive it cannot load), and runs before
+    anything but the fast path client is loaded, `json` included."""
+
+    def text(value: str) -> str:
+        out = ['"']
+        for char in value:
+            point = ord(char)
+            if char in '"\\':
+                out.append("\\" + char)
+            elif 0x20 <= point < 0x7F:
+                out.append(char)
+            elif char in "\n\r\t\b\f":
+                out.append("\\" + "nrtbf"["\n\r\t\b\f".index(char)])
+            elif point > 0xFFFF:  # outside the BMP: a UTF-16 surrogate pair, as JSON has it
+                point -= 0x10000
+                out.append(f"\\u{0xD800 | point >> 10:04x}\\u{0xDC00 | point & 0x3FF:04x}")
+            else:
+                out.append(f"\\u{point:04x}")
+        out.append('"')
+        return "".join(out)
+
+    fields = [f'"cniVersion": {text(cni_version)}', f'"code": {int(code)}', f'"msg": {text(msg)}']
+    if details:
+        fields.append(f'"details": {text(details)}')
+    return "{" + ", ".join(fields) + "}"
+
+
 class CniError(Exception):
     """An error that is reported to the runtime as the spec's error JSON."""
 
@@ -43,11 +77,18 @@ class CniError(Exception):
         self.msg = msg
         self.details = details
 
-    def to_dict(self, cni_version: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
-        if self.details:
-            out["details"] = self.details
-        return out
+    def to_json(self, cni_version: str) -> str:
+        return error_json(cni_version, self.code, self.msg, self.details)
+
+
+def error_from_json(text: str) -> CniError | None:
+    """The error another plugin printed (its stdout), None when that is not
+    the spec's error JSON."""
+    try:
+        data = json.loads(text)
+        return CniError(int(data["code"]), str(data.get("msg", "")), str(data.get("details", "")))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
 
 
 def version_tuple(version: str) -> tuple[int, int, int]:
@@ -149,3 +190,57 @@ def result_for_version(result: dict[str, Any], version: str) -> dict[str, Any]:
         out["routes"] = routes
     out["dns"] = result.get("dns") or {}
     return out
+
+
+class Attachment(NamedTuple):
+    """One interface of one container: what ADD made and DEL and GC name
+    (CNI_CONTAINERID and CNI_IFNAME).  A NamedTuple, not a dataclass: both
+    plugins build these at import time, once per exec."""
+
+    container_id: str
+    ifname: str
+
+    def __str__(self) -> str:
+        return f"{self.container_id}/{self.ifname}"
+
+
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+# The name SPEC.md first gave the field (containernetworking/cni#1101); libcni
+# still sends both, with the same value.
+VALID_ATTACHMENTS_OLD = "cni.dev/attachments"
+
+
+def valid_attachments(config: dict[str, Any]) -> frozenset[Attachment]:
+    """GC's list of attachments still in use, by the rules of SPEC.md 1.1
+    ("GC"): an array of objects, each with the `containerID` and `ifname`
+    that ADD was given, both strings, neither empty.
+
+    Absent or null is the empty list, as in libcni and the reference plugins
+    (Go decodes both to a nil slice): a runtime that names no attachment has
+    already deleted every attachment it knew of, and GC removes the rest.
+    Anything else that is not such a list is refused (7), whole: a malformed
+    entry must not cost a running pod its address."""
+    key = VALID_ATTACHMENTS if VALID_ATTACHMENTS in config else VALID_ATTACHMENTS_OLD
+    raw = config.get(key)
+    if raw is None:
+        return frozenset()
+    fix = 'write [{"containerID": "...", "ifname": "eth0"}, ...]'
+    if not isinstance(raw, list):
+        raise CniError(ERR_INVALID_CONFIG,
+                       f"invalid network config: {key}: expected a list, got {_short(raw)}", fix)
+    out = set()
+    for i, item in enumerate(raw):
+        entry = item if isinstance(item, dict) else {}
+        container_id, ifname = entry.get("containerID"), entry.get("ifname")
+        if not (isinstance(container_id, str) and container_id
+                and isinstance(ifname, str) and ifname):
+            raise CniError(ERR_INVALID_CONFIG,
+                           f"invalid network config: {key}[{i}]: {_short(item)} is not an "
+                           "attachment", fix)
+        out.add(Attachment(container_id, ifname))
+    return frozenset(out)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

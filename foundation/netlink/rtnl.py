@@ -1,14 +1,16 @@
-"""Synchronous rtnetlink for the per-pod datapath: message codec and one socket.
+"""Synchronous rtnetlink, standard library only: message codec and one socket.
 
-Why not pyroute2 here (it stays everywhere else in Skein: the agent's overlay
-entries, status, the speakers): an ADD sends about ten requests, and
-pyroute2 0.9 runs each through an asyncio event loop.  Measured on the lab
-machines, the same ADD took ~3.8 ms of netlink through `IPRoute` and 0.8 ms
-over a plain blocking socket, and importing pyroute2 cost ~150 ms per exec of
-the plugin.  The plugin needs a dozen message shapes (links, addresses,
-routes, a bridge port flag), so they are encoded and decoded here: pure
-functions over bytes (tests/cni/test_rtnl.py holds their golden bytes), and a
-`RouteSocket` that sends a request and collects its answer.
+Skein's one netlink layer for the datapath: the plugin's per-pod work (links,
+addresses, routes, a bridge port flag) and the agent's VXLAN device with its
+peers' neighbour, FDB and route entries (cni_plugin/vxlan.py).  Why not
+pyroute2 (it stays where it serves: the speakers, status): the plugin is an
+executable that must start fast and carry only the standard library, and
+pyroute2 0.9 runs every request through an asyncio event loop and costs a
+large import (bench/cni_add.py measures the plugin).  The message shapes
+needed are few, so they are encoded and decoded here: pure functions over
+bytes (tests/cni/test_rtnl.py holds their golden bytes, cross-checked against
+pyroute2's codec), and a `RouteSocket` that sends a request and collects its
+answer.
 
 A socket stays in the network namespace it was opened in, like any socket;
 the caller picks the namespace by opening it there (foundation/netlink/netns.py).
@@ -37,6 +39,7 @@ NLM_F_DUMP_INTR = 0x10  # the dump's table changed while it ran
 NLM_F_ROOT = 0x100
 NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_CAPPED = 0x100  # in an error: the request was not echoed past its header
@@ -52,11 +55,14 @@ NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255  # in a delete: any scope
 RTN_UNICAST = 1
+RTNH_F_ONLINK = 0x4  # the gateway is on the link, whatever its addresses say
 
 # <linux/if_link.h>
 IFLA_ADDRESS = 1
@@ -66,6 +72,7 @@ IFLA_LINK = 5
 IFLA_MASTER = 10
 IFLA_PROTINFO = 12
 IFLA_LINKINFO = 18
+IFLA_AF_SPEC = 26
 IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
 IFLA_LINK_NETNSID = 37
@@ -79,6 +86,17 @@ IFLA_VXLAN_LOCAL = 4
 IFLA_VXLAN_LEARNING = 7
 IFLA_VXLAN_PORT = 15
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without counters: smaller, cheaper to read
+IFLA_INET6_ADDR_GEN_MODE = 8  # inside IFLA_AF_SPEC / AF_INET6
+IN6_ADDR_GEN_MODE_NONE = 1  # no link-local address, hence no RS, DAD or MLD of its own
+
+# <linux/neighbour.h>
+NDA_DST = 1
+NDA_LLADDR = 2
+NDA_IFINDEX = 8  # in a dump request: only this device's entries
+NDA_PROTOCOL = 12  # who installed the entry (Linux >= 5.2)
+NUD_NOARP = 0x40
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02  # an FDB entry of the device itself (a VXLAN device's remotes)
 
 # <linux/if_addr.h>
 IFA_ADDRESS = 1
@@ -102,11 +120,15 @@ IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol,
 #                                      scope, type, flags
+NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 RTATTR = struct.Struct("=HH")  # len, type
 U32 = struct.Struct("=I")
 I32 = struct.Struct("=i")
 RECV_SIZE = 1 << 17  # a dump's datagrams are at most 32 KiB
-DUMP_ATTEMPTS = 3
+# A dump the kernel marks interrupted (NLM_F_DUMP_INTR) is asked again, up to
+# this many times in all, as the reference plugins' netlinksafe does; then it
+# is an error (EINTR), never an answer that may miss entries or repeat them.
+DUMP_ATTEMPTS = 5
 
 
 class NetlinkError(OSError):
@@ -220,6 +242,14 @@ def vxlan_data(vni: int, port: int, local: str, link: int, learning: bool = Fals
             + attr(IFLA_VXLAN_PORT, struct.pack("!H", port)))
 
 
+def addr_gen_mode_none(index: int) -> bytes:
+    """RTM_SETLINK body: the link makes no IPv6 address of its own (no
+    link-local, hence none of the router solicitations, DAD and MLD reports
+    that come with one); it still forwards IPv6."""
+    inet6 = nested(AF_INET6, attr_u8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE))
+    return ifinfomsg(index) + nested(IFLA_AF_SPEC, inet6)
+
+
 def brport_hairpin(index: int, on: bool) -> bytes:
     """RTM_SETLINK body (family AF_BRIDGE) for a bridge port's hairpin mode."""
     return (ifinfomsg(index, family=AF_BRIDGE)
@@ -244,11 +274,18 @@ def address_body(index: int, address: str, prefixlen: int, flags: int = 0) -> by
     return body
 
 
-def route_body(dst: str, dst_len: int, gateway: str | None, oif: int | None) -> bytes:
-    """RTM_NEWROUTE body for a main-table unicast route; link scope without a gateway."""
+def route_body(dst: str, dst_len: int, gateway: str | None, oif: int | None,
+               protocol: int = RTPROT_BOOT, flags: int = 0, delete: bool = False) -> bytes:
+    """RTM_NEWROUTE body for a main-table unicast route; link scope without a
+    gateway.  `flags`: the route's (RTNH_F_ONLINK).  With `delete`, the
+    RTM_DELROUTE body that matches it whatever its scope and type, as `ip
+    route del` sends (`protocol` 0: whoever installed it)."""
     family = family_of(dst)
     scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-    body = RTMSG.pack(family, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0)
+    kind = RTN_UNICAST
+    if delete:
+        scope, kind = RT_SCOPE_NOWHERE, 0
+    body = RTMSG.pack(family, dst_len, 0, 0, RT_TABLE_MAIN, protocol, scope, kind, flags)
     if dst_len:
         body += attr(RTA_DST, socket.inet_pton(family, dst))
     if gateway:
@@ -256,6 +293,33 @@ def route_body(dst: str, dst_len: int, gateway: str | None, oif: int | None) -> 
     if oif is not None:
         body += attr_u32(RTA_OIF, oif)
     return body + attr_u32(RTA_TABLE, RT_TABLE_MAIN)
+
+
+def neigh_body(family: int, index: int, lladdr: str | None = None, dst: str | None = None,
+               state: int = 0, flags: int = 0, protocol: int | None = None) -> bytes:
+    """RTM_NEWNEIGH / RTM_DELNEIGH body: a neighbour entry (family AF_INET or
+    AF_INET6, `dst` the neighbour's address, `lladdr` its MAC) or a bridge or
+    VXLAN FDB entry (AF_BRIDGE, `lladdr` the MAC, `dst` the remote's address,
+    `flags` NTF_SELF for the device's own table)."""
+    body = NDMSG.pack(family, index, state, flags, 0)
+    if dst is not None:
+        body += attr(NDA_DST, socket.inet_pton(family_of(dst), dst))
+    if lladdr is not None:
+        body += attr(NDA_LLADDR, mac_bytes(lladdr))
+    if protocol is not None:
+        body += attr_u8(NDA_PROTOCOL, protocol)
+    return body
+
+
+def neigh_dump(family: int, index: int) -> bytes:
+    """RTM_GETNEIGH dump body for the neighbour entries (AF_INET, AF_INET6) of
+    link `index`, or its FDB entries (AF_BRIDGE).  The kernel reads the filter
+    differently for the two: an NDA_IFINDEX attribute after an ndmsg for
+    neighbours; for the FDB, a request of an ifinfomsg's size, whose index
+    names the device (rtnetlink.c, valid_fdb_dump_legacy)."""
+    if family == AF_BRIDGE:
+        return ifinfomsg(index, family=AF_BRIDGE)
+    return NDMSG.pack(family, 0, 0, 0, 0) + attr_u32(NDA_IFINDEX, index)
 
 
 # ---- decoding ----
@@ -379,14 +443,35 @@ class RouteMessage:
     dst: str | None
     gateway: str | None
     oif: int | None
+    protocol: int = 0
+    flags: int = 0
 
 
 def parse_route(payload: bytes) -> RouteMessage:
-    family, dst_len, _, _, table, _, _, _, _ = RTMSG.unpack_from(payload)
+    family, dst_len, _, _, table, protocol, _, _, flags = RTMSG.unpack_from(payload)
     attrs = parse_attrs(payload, RTMSG.size)
     return RouteMessage(family, dst_len, u32(attrs.get(RTA_TABLE)) or table,
                         ip_text(attrs.get(RTA_DST)), ip_text(attrs.get(RTA_GATEWAY)),
-                        u32(attrs.get(RTA_OIF)))
+                        u32(attrs.get(RTA_OIF)), protocol, flags)
+
+
+@dataclass(frozen=True)
+class NeighMessage:
+    family: int
+    index: int
+    state: int
+    flags: int
+    dst: str | None
+    lladdr: bytes | None
+    protocol: int | None
+
+
+def parse_neigh(payload: bytes) -> NeighMessage:
+    family, index, state, flags, _ = NDMSG.unpack_from(payload)
+    attrs = parse_attrs(payload, NDMSG.size)
+    protocol = attrs.get(NDA_PROTOCOL)
+    return NeighMessage(family, index, state, flags, ip_text(attrs.get(NDA_DST)),
+                        attrs.get(NDA_LLADDR), protocol[0] if protocol else None)
 
 
 # ---- the socket ----
@@ -424,12 +509,13 @@ class RouteSocket:
         """Send one request and return the payloads of its answer (one for a
         get, many for a dump, none for a change); NetlinkError on refusal.
         A dump the kernel marks inconsistent (the table changed under it) is
-        asked again, a few times, before its answer is taken as it is."""
-        for _ in range(DUMP_ATTEMPTS - 1):
+        asked again, up to DUMP_ATTEMPTS times; then NetlinkError(EINTR)."""
+        for _ in range(DUMP_ATTEMPTS):
             replies, interrupted = self._exchange(kind, body, flags)
             if not interrupted:
                 return replies
-        return self._exchange(kind, body, flags)[0]
+        raise NetlinkError(errno.EINTR, f"{os.strerror(errno.EINTR)} (dump interrupted "
+                                        f"{DUMP_ATTEMPTS} times: the table keeps changing)")
 
     def _exchange(self, kind: int, body: bytes, flags: int) -> tuple[list[bytes], bool]:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
@@ -533,3 +619,22 @@ class RouteSocket:
 
     def add_route(self, body: bytes) -> None:
         self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL)
+
+    def replace_route(self, body: bytes) -> None:
+        self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_REPLACE)
+
+    def delete_route(self, body: bytes) -> None:
+        self.request(RTM_DELROUTE, body)
+
+    def neighbours(self, family: int, index: int) -> list[NeighMessage]:
+        """The neighbour (AF_INET, AF_INET6) or FDB (AF_BRIDGE) entries of link
+        `index` (filtered here too: an older kernel may not filter)."""
+        return [m for m in map(parse_neigh, self.request(RTM_GETNEIGH, neigh_dump(family, index),
+                                                         NLM_F_DUMP))
+                if m.index == index and m.family == family]
+
+    def replace_neighbour(self, body: bytes) -> None:
+        self.request(RTM_NEWNEIGH, body, NLM_F_CREATE | NLM_F_REPLACE)
+
+    def delete_neighbour(self, body: bytes) -> None:
+        self.request(RTM_DELNEIGH, body)

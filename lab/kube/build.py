@@ -49,6 +49,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from foundation.files import write_atomically
+
 KUBERNETES_VERSION = "v1.34.4"
 # What kubeadm v1.34 deploys (build/dependencies.yaml "coredns-kubeadm"); builds with go1.26.
 COREDNS_VERSION = "v1.12.1"
@@ -377,9 +379,7 @@ def stamp_valid(directory: Path, key: str, binaries: Sequence[str]) -> bool:
 
 def write_stamp(directory: Path, key: str, info: Mapping[str, Any]) -> None:
     data = {"key": key, **info}
-    tmp = directory / (STAMP + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / STAMP)
+    write_atomically(directory / STAMP, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def core_inputs(version: str = KUBERNETES_VERSION, multicall: bool = MULTICALL) -> dict[str, Any]:

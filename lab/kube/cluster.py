@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundation.files import write_atomically
 from lab.kube import cgroups
 from lab.kube.node import (
     NODE_PRIVATE,
@@ -92,9 +93,7 @@ class State:
         return cls(**data)
 
     def save(self, workdir: Path) -> None:
-        tmp = workdir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, workdir / "state.json")
+        write_atomically(workdir / "state.json", json.dumps(asdict(self), indent=2) + "\n")
 
 
 class KubeLab:

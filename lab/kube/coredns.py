@@ -16,11 +16,11 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from foundation.files import write_atomically
 from lab.kube.cluster import (
     CLUSTER_DNS,
     ROUTER_INDEX,
@@ -105,9 +105,7 @@ def point_nodes_at_site_resolver(lab: KubeLab) -> None:
     for node in lab.node_specs():
         path = node.workdir / "resolv.conf"
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            tmp = path.with_name(".resolv.conf.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_atomically(path, text)
 
 
 def ensure(lab: KubeLab, coredns: Path, kubernetes_module: Path, timeout: float = 180) -> None:

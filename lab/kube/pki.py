@@ -11,12 +11,13 @@ lab's work directory and goes with it.
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from foundation.files import write_atomically
 
 
 class PkiError(RuntimeError):
@@ -98,8 +99,5 @@ def kubeconfig(path: Path, server: str, ca: Path, cred: Credential, user: str) -
                                           "client-key-data": b64(cred.key)}}],
         "contexts": [{"name": "skein-lab", "context": {"cluster": "skein-lab", "user": user}}],
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomically(path, yaml.safe_dump(doc, sort_keys=False), mode=0o600)
     return path

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from speaker.api.view import RouteView
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon
+    from speaker.plan import Announcement
 
 log = logging.getLogger("speaker.api")
 
@@ -91,6 +92,10 @@ class EventBus:
         self.alive_since: dict[str, float] = {}  # member speaker -> monotonic time seen alive
         self._subscribers: set[Subscription] = set()
         self._last: Observation | None = None
+        # What `local` was made from, to update it by the entries that changed.
+        self._desired: Sequence[Announcement] = ()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._local: frozenset[tuple[str, str]] = frozenset()
 
     def subscribe(self, daemon: Daemon) -> Subscription:
         sub = Subscription(self, self.queue_size)
@@ -141,8 +146,29 @@ class EventBus:
             del self.alive_since[name]
         peers = {p.key: p for p in view.peers(daemon, self.alive_since)}
         routes: list[RouteView] | None = view.routes(daemon) if with_owners else None
-        return Observation(peers, view.local_announcements(daemon),
+        return Observation(peers, self._local_announcements(daemon.desired),
                            None if routes is None else view.owners(routes))
+
+    def _local_announcements(self, desired: Sequence[Announcement]) -> frozenset[tuple[str, str]]:
+        """view.local_announcements, updated by the entries that changed since the last
+        call (the daemon's plans keep unchanged entries as the same objects): this runs
+        every second, and converting every address to text would cost a plan's worth."""
+        if desired is self._desired:
+            return self._local
+        before = {id(a): a for a in self._desired}
+        after_ids = {id(a) for a in desired}
+        for sign, entries in ((1, (a for a in desired if id(a) not in before)),
+                              (-1, (a for i, a in before.items() if i not in after_ids))):
+            for a in entries:
+                key = (str(a.address), a.kind)
+                count = self._counts.get(key, 0) + sign
+                if count:
+                    self._counts[key] = count
+                else:
+                    del self._counts[key]
+        self._desired = desired
+        self._local = frozenset(self._counts)
+        return self._local
 
 
 def diff(old: Observation, new: Observation, node: str) -> list[Event]:

@@ -7,19 +7,21 @@
     --api-tls-ca FILE        require client certificates signed by this CA (mutual TLS)
     --metrics-address HOST:PORT     serve Prometheus metrics on http://HOST:PORT/metrics
 
-speaker.main calls `add_arguments(parser)`, `check_arguments(args)` (a usage
-error in one line, or None) and, on the daemon's loop before `daemon.run()`,
-`services = await start(daemon, args)` ... `await services.stop()`.
+speaker.main takes `@api_options` (click), calls `check_arguments(args)` (a
+usage error in one line, or None) and, on the daemon's loop before
+`daemon.run()`, `services = await start(daemon, args)` ... `await services.stop()`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
 
 from speaker.controller.metrics import parse_listen_address
 
@@ -29,26 +31,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speaker.api")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 POLL_INTERVAL = 1.0  # BGP sessions change state without waking the daemon
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+SHOWN_SOCKET = "/run/skein/speaker.sock"  # speaker.api.server.DEFAULT_SOCKET, for --help
+
+
+def _default_socket() -> str:
+    # Resolved only when the flag is absent: the server module takes a while to import.
     from speaker.api.server import DEFAULT_SOCKET
 
-    g = p.add_argument_group("API and metrics")
-    g.add_argument("--api-socket", default=DEFAULT_SOCKET, metavar="PATH",
-                   help="unix socket of the gRPC API, 0600 in a 0700 directory "
-                        "(default %(default)s; 'none' for no socket)")
-    g.add_argument("--api-address", default=None, metavar="tcp://HOST:PORT",
-                   help="also serve the API over TCP, with TLS (--api-tls-cert/--api-tls-key)")
-    g.add_argument("--api-tls-cert", default=None, metavar="FILE",
-                   help="PEM certificate (chain) of the TCP API")
-    g.add_argument("--api-tls-key", default=None, metavar="FILE",
-                   help="PEM private key of --api-tls-cert")
-    g.add_argument("--api-tls-ca", default=None, metavar="FILE",
-                   help="require TCP API clients to present a certificate signed by this CA")
-    g.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
-                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
+    return DEFAULT_SOCKET
+
+
+def api_options(func: F) -> F:
+    """The flags above, as click options (shown under the command's own)."""
+    for option in reversed((
+            click.option("--api-socket", default=_default_socket, metavar="PATH",
+                         show_default=SHOWN_SOCKET,
+                         help="Unix socket of the gRPC API, 0600 in a 0700 directory ('none' "
+                              "for no socket)."),
+            click.option("--api-address", default=None, metavar="tcp://HOST:PORT",
+                         help="Also serve the API over TCP, with TLS (--api-tls-cert, "
+                              "--api-tls-key)."),
+            click.option("--api-tls-cert", default=None, metavar="FILE",
+                         help="PEM certificate (chain) of the TCP API."),
+            click.option("--api-tls-key", default=None, metavar="FILE",
+                         help="PEM private key of --api-tls-cert."),
+            click.option("--api-tls-ca", default=None, metavar="FILE",
+                         help="Require TCP API clients to present a certificate signed by "
+                              "this CA."),
+            click.option("--metrics-address", default=None, metavar="HOST:PORT",
+                         help="Serve Prometheus metrics on http://HOST:PORT/metrics.  "
+                              "[default: off]"))):
+        func = option(func)
+    return func
 
 
 def tcp_listen_address(text: str) -> str:
@@ -60,7 +79,8 @@ def tcp_listen_address(text: str) -> str:
     return rest
 
 
-def check_arguments(args: argparse.Namespace) -> str | None:
+def check_arguments(args: Any) -> str | None:
+    """What is wrong with the API flags together, in one line; None if nothing."""
     tls = (args.api_tls_cert, args.api_tls_key, args.api_tls_ca)
     if args.api_address is None:
         if any(tls):
@@ -104,7 +124,7 @@ class Services:
             await self.api.stop()
 
 
-async def start(daemon: Daemon, args: argparse.Namespace) -> Services:
+async def start(daemon: Daemon, args: Any) -> Services:
     """Start what the flags ask for; OSError (or RuntimeError from grpc) if a listener fails."""
     api = None
     socket_path = None if args.api_socket in ("", "none") else args.api_socket

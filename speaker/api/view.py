@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from speaker.api.peer_status import ALIVE, DEAD, MEMBER, PeerStatus
-from speaker.plan import L2, elect, l2_addresses
+from speaker.plan import L2, l2_addresses
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon
@@ -84,7 +84,7 @@ def routes(daemon: Daemon) -> list[RouteView]:
     out: list[RouteView] = []
     seen: set[tuple[str, str]] = set()
     for view in l2_addresses(daemon.state, daemon.lb_class):
-        owner = elect(view.address, (n for n in view.eligible if n in alive)) or ""
+        owner = view.owner(alive) or ""
         key = (str(view.address), L2)
         seen.add(key)
         out.append(RouteView(key[0], L2, owner, key in local, key[0] in manual, view.services,

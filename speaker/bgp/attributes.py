@@ -72,11 +72,6 @@ AS_CONFED_SET = 4
 
 AS_TRANS = 23456
 
-# Well-known communities (RFC 1997).
-NO_EXPORT = 0xFFFFFF01
-NO_ADVERTISE = 0xFFFFFF02
-NO_EXPORT_SUBCONFED = 0xFFFFFF03
-
 WELL_KNOWN = TRANSITIVE  # well-known attributes: not optional, always transitive
 OPTIONAL_TRANSITIVE = OPTIONAL | TRANSITIVE
 OPTIONAL_NON_TRANSITIVE = OPTIONAL
@@ -421,22 +416,9 @@ class LargeCommunities(Attribute):
                          for off in range(0, len(value), 12)))
 
 
-def community_from_text(text: str) -> int:
-    """'65000:100' (or a well-known name like 'no-export') to the 32-bit value."""
-    named = {"no-export": NO_EXPORT, "no-advertise": NO_ADVERTISE,
-             "no-export-subconfed": NO_EXPORT_SUBCONFED}
-    if text.lower() in named:
-        return named[text.lower()]
-    high, sep, low = text.partition(":")
-    if not sep:
-        raise ValueError(f"community {text!r} is not 'AS:VALUE'")
-    hi, lo = int(high), int(low)
-    if not (0 <= hi <= 0xFFFF and 0 <= lo <= 0xFFFF):
-        raise ValueError(f"community {text!r} out of range")
-    return (hi << 16) | lo
-
-
 def community_text(value: int) -> str:
+    """A standard community's 32-bit value as text, "A:B" (parsing the text is
+    foundation.kube.model.communities.parse_community's job)."""
     return f"{value >> 16}:{value & 0xFFFF}"
 
 

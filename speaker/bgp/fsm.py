@@ -25,6 +25,7 @@ from speaker.bgp.capabilities import GracefulRestart, Multiprotocol
 from speaker.bgp.capabilities import RouteRefresh as RouteRefreshCapability
 from speaker.bgp.errors import (
     CEASE,
+    CEASE_BFD_DOWN,
     CEASE_CONNECTION_COLLISION_RESOLUTION,
     FSM_ERROR,
     FSM_UNEXPECTED_IN_ESTABLISHED,
@@ -108,8 +109,17 @@ class DecodeError:
     error: BgpError
 
 
+@dataclass(frozen=True)
+class BfdDown:
+    """The BFD session tied to this BGP session went down from Up (RFC 5882 §10.2):
+    the forwarding path is gone, so the session goes too, without waiting for the
+    hold time."""
+
+    diag: str = ""
+
+
 Event = ManualStart | ManualStop | TimerExpired | TcpConnected | TcpFailed | MessageReceived \
-    | DecodeError | CollisionDump
+    | DecodeError | CollisionDump | BfdDown
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -190,6 +200,7 @@ class FsmConfig:
     backoff_max: float = 60.0
     passive: bool = False
     min_hold_time: int = 3
+    dynamic_asn: str | None = None  # with peer_as None: "internal" or "external"
 
 
 def negotiate(config: FsmConfig, peer: Open) -> Negotiated:
@@ -339,8 +350,8 @@ class Fsm:
             self.last_error = f"connect failed: {event.reason}"
             self.state = State.ACTIVE
             return [StartTimer(Timer.CONNECT_RETRY, self.backoff())]
-        if isinstance(event, TimerExpired):
-            return []
+        if isinstance(event, TimerExpired | BfdDown):
+            return []  # no session to take down yet
         # Any BGP message before the connection exists cannot happen on a socket we
         # own; treat it as the RFC's "any other event": back to Idle.
         return self._to_idle(f"unexpected event {type(event).__name__} in {self.state.value}")
@@ -371,6 +382,11 @@ class Fsm:
                                                and a.timer == Timer.IDLE_HOLD)]
         if isinstance(event, TcpFailed):
             return self._to_idle(f"connection closed: {event.reason}")
+        if isinstance(event, BfdDown):
+            # Cease / BFD Down (RFC 9384) in case the connection still carries it; the
+            # restart then follows the usual back-off.
+            return self._to_idle(f"BFD session down{': ' + event.diag if event.diag else ''}",
+                                 notify=Notification(CEASE, CEASE_BFD_DOWN))
         if isinstance(event, DecodeError):
             err = event.error
             return self._to_idle(f"sent NOTIFICATION {err}",
@@ -412,7 +428,8 @@ class Fsm:
         local = self.config.local_open
         try:
             validate_open(msg, peer_as=self.config.peer_as, local_router_id=local.router_id,
-                          ibgp=msg.asn == local.asn, min_hold_time=self.config.min_hold_time)
+                          ibgp=msg.asn == local.asn, min_hold_time=self.config.min_hold_time,
+                          dynamic_asn=self.config.dynamic_asn, local_as=local.asn)
         except BgpError as err:
             return self._to_idle(f"sent NOTIFICATION {err}", notify=Notification.from_error(err))
         negotiated = negotiate(self.config, msg)

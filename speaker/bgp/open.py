@@ -102,14 +102,23 @@ def decode_body(body: bytes) -> Open:
 
 
 def validate_open(msg: Open, *, peer_as: int | None, local_router_id: str,
-                  ibgp: bool | None = None, min_hold_time: int = 3) -> None:
+                  ibgp: bool | None = None, min_hold_time: int = 3,
+                  dynamic_asn: str | None = None, local_as: int | None = None) -> None:
     """The configuration-dependent OPEN checks of RFC 4271 §6.2; raises BgpError.
 
-    peer_as None accepts any AS (a dynamic neighbour).  Hold times 1 and 2 are always
-    unacceptable; below `min_hold_time` (other than 0) is local policy.
+    peer_as None accepts any AS (a dynamic neighbour), unless `dynamic_asn` (MetalLB's
+    dynamicASN) restricts it: "internal" wants our own AS (`local_as`), "external"
+    any other.  Hold times 1 and 2 are always unacceptable; below `min_hold_time`
+    (other than 0) is local policy.
     """
     if peer_as is not None and msg.asn != peer_as:
         raise open_error(BAD_PEER_AS, f"peer says AS {msg.asn}, configured {peer_as}")
+    if dynamic_asn == "internal" and msg.asn != local_as:
+        raise open_error(BAD_PEER_AS, f"peer says AS {msg.asn}, dynamicASN internal wants "
+                         f"our AS {local_as}")
+    if dynamic_asn == "external" and msg.asn == local_as:
+        raise open_error(BAD_PEER_AS, f"peer says AS {msg.asn}, our own, but dynamicASN "
+                         "is external")
     if msg.hold_time != 0 and msg.hold_time < max(3, min_hold_time):
         raise open_error(UNACCEPTABLE_HOLD_TIME, f"hold time {msg.hold_time}")
     if msg.router_id == "0.0.0.0":

@@ -54,6 +54,7 @@ from speaker.bgp.errors import (
     BgpError,
 )
 from speaker.bgp.fsm import (
+    BfdDown,
     CollisionDump,
     Connect,
     DecodeError,
@@ -119,7 +120,7 @@ class RouteAttrs:
 @dataclass(frozen=True)
 class PeerConfig:
     peer_address: str
-    peer_asn: int
+    peer_asn: int  # 0 with dynamic_asn: learned from the peer's OPEN
     my_asn: int
     router_id: str = ""  # empty: the speaker's router id
     peer_port: int = 179
@@ -136,9 +137,16 @@ class PeerConfig:
     next_hop_ipv4: str | None = None
     next_hop_ipv6: str | None = None
     min_hold_time: int = 3
+    dynamic_asn: str | None = None  # MetalLB's dynamicASN: "internal" or "external"
+
+    def __post_init__(self) -> None:
+        if self.dynamic_asn not in (None, "internal", "external"):
+            raise ValueError(f"dynamic_asn {self.dynamic_asn!r}: use 'internal' or 'external'")
 
     @property
     def ibgp(self) -> bool:
+        if self.dynamic_asn is not None:
+            return self.dynamic_asn == "internal"
         return self.peer_asn == self.my_asn
 
     @property
@@ -194,7 +202,9 @@ class Peer:
         self.name = f"{config.peer_address}" + (
             f":{config.peer_port}" if config.peer_port != 179 else "")
         self.fsm = Fsm(FsmConfig(
-            local_open=local_open(config, self.router_id), peer_as=config.peer_asn,
+            local_open=local_open(config, self.router_id),
+            peer_as=None if config.dynamic_asn else config.peer_asn,
+            dynamic_asn=config.dynamic_asn,
             hold_time=config.hold_time, keepalive_time=config.keepalive_time,
             connect_retry_time=config.connect_retry_time, backoff_max=config.backoff_max,
             passive=config.passive, min_hold_time=config.min_hold_time))
@@ -212,6 +222,7 @@ class Peer:
         self._warned_next_hop: set[int] = set()
         self.messages_in = 0
         self.messages_out = 0
+        self.updates_out = 0  # UPDATE messages, End-of-RIB markers included
         self.peer_end_of_rib: set[Family] = set()
 
     # -- control ---------------------------------------------------------------------------
@@ -228,6 +239,11 @@ class Peer:
             self.pending = None
         if conn is not None:
             await conn.wait_closed()
+
+    def bfd_down(self, diag: str) -> None:
+        """The tied BFD session went down: drop the session now (Cease / BFD Down),
+        then reconnect as after any failure."""
+        self._handle(BfdDown(diag))
 
     @property
     def state(self) -> State:
@@ -448,6 +464,8 @@ class Peer:
         self._send(conn, [n for n in self.rib if afi_of(n) in afis], negotiated, exported)
         for family in sorted(negotiated.families):
             conn.send(end_of_rib(family))
+            self.messages_out += 1
+            self.updates_out += 1
         await conn.drain()
         while not conn.closed:
             await self._wake.wait()
@@ -483,6 +501,7 @@ class Peer:
         out = [update.encode(u, negotiated) for u in pack(announce, gone, negotiated)]
         if out:
             self.messages_out += len(out)
+            self.updates_out += len(out)
             conn.send(b"".join(out))
 
     def _export(self, conn: Connection, afi: int, attrs: RouteAttrs

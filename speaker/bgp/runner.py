@@ -5,7 +5,10 @@ JSON line per command on stdout.  Logs go to stderr.
 
 Config: {"router_id": "...", "listen": ["0.0.0.0"] or null, "port": 179,
          "batch_delay": 0.02, "peers": [{PeerConfig fields; families as
-         ["ipv4-unicast", "ipv6-unicast"]}]}
+         ["ipv4-unicast", "ipv6-unicast"]; optional "bfd": {BFDProfile fields,
+         e.g. "transmit_interval_ms": 300, "detect_multiplier": 3}}]}
+A peer with "bfd" runs a BFD session beside it (multihop with ebgp_multihop);
+"status" then answers "bfd": {peer: {"state", "remote_state", ...}} too.
 Commands: {"cmd": "announce", "prefixes": [...], "attrs": {...}, "peers": [...]},
           {"cmd": "announce_range", "start": "10.200.0.0", "count": 10000},
           {"cmd": "withdraw", "prefixes": [...]}, {"cmd": "status"},
@@ -28,7 +31,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from speaker.bgp.attributes import community_from_text
+from foundation.kube.model.communities import parse_community
+from foundation.kube.model.metallb import BFDProfile
+from speaker.bfd.endpoint import BfdConfig
+from speaker.bfd.profile import bfd_config
 from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, Network, family_name
 from speaker.bgp.peer import PeerConfig, RouteAttrs
 from speaker.bgp.sockopts import unmap
@@ -44,9 +50,31 @@ def peer_config(raw: dict[str, Any]) -> PeerConfig:
     return PeerConfig(**raw)
 
 
+def peer_bfd(raw: dict[str, Any] | None, *, multihop: bool) -> BfdConfig | None:
+    """A peer's "bfd" object (BFDProfile's fields, snake_case) as a session config."""
+    if raw is None:
+        return None
+    return bfd_config(BFDProfile(namespace="runner", name="bfd", **raw), multihop=multihop)
+
+
+def bfd_status(speaker: BgpSpeaker) -> dict[str, dict[str, Any]]:
+    return {key: {"state": sess.state.text, "remote_state": sess.vars.remote_state.text,
+                  "local_diag": sess.vars.local_diag.text,
+                  "remote_discriminator": sess.vars.remote_discr,
+                  "packets_in": sess.packets_in, "packets_out": sess.packets_out}
+            for key, sess in speaker.bfd_sessions.items()}
+
+
 def route_attrs(raw: dict[str, Any] | None) -> RouteAttrs:
+    """RouteAttrs from JSON; "communities" are texts as a BGPAdvertisement writes them
+    ("65000:100", "large:65000:1:2"), split here into standard and large."""
     raw = dict(raw or {})
-    raw["communities"] = tuple(community_from_text(c) for c in raw.get("communities", ()))
+    parsed = [parse_community(c) for c in raw.pop("communities", ())]
+    raw["communities"] = tuple(c.value for c in parsed if not c.large)
+    large = [tuple(c) for c in raw.pop("large_communities", ())]
+    large += [c.parts for c in parsed if c.large]
+    if large:
+        raw["large_communities"] = tuple(large)
     return RouteAttrs(**raw)
 
 
@@ -102,7 +130,10 @@ async def serve(config: dict[str, Any]) -> None:
                          listen_port=config.get("port", 179),
                          batch_delay=config.get("batch_delay", 0.02))
     for raw in config.get("peers", []):
-        speaker.add_peer(peer_config(raw))
+        raw = dict(raw)
+        bfd = raw.pop("bfd", None)
+        cfg = peer_config(raw)
+        speaker.add_peer(cfg, peer_bfd(bfd, multihop=cfg.ebgp_multihop))
     await speaker.start()
     tables = Tables(speaker)
     loop = asyncio.get_running_loop()
@@ -134,7 +165,8 @@ async def serve(config: dict[str, Any]) -> None:
                     tables.withdraw([prefix(p) for p in cmd["prefixes"]], cmd.get("peers"))
                 elif op == "status":
                     reply({"ok": True, "peers": [dataclasses.asdict(s)
-                                                 for s in speaker.status()]})
+                                                 for s in speaker.status()],
+                           "bfd": bfd_status(speaker)})
                     continue
                 elif op == "shutdown":
                     await speaker.shutdown(cmd.get("reason", ""))

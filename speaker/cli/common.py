@@ -3,6 +3,9 @@
 A command module defines a click command that takes `@pass_client` and
 `@output_option`, calls `client.call("ListPeers", pb.ListPeersRequest())` (errors
 become one line on stderr and exit status 1) and prints with `emit`.
+
+Output follows kubectl (and gobgp's -j): `-o table` (default), `-o wide` (more
+columns), `-o json`, `-o yaml`, the last two the same document.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ import click
 import grpc
 
 from speaker.api.client import Endpoint
+from speaker.status.speaker_state import unreachable_message
 
 F = TypeVar("F", bound=Callable[..., Any])
-OUTPUTS = ("table", "json")
-
-
+OUTPUTS = ("table", "wide", "json", "yaml")
 @dataclass
 class Client:
     endpoint: Endpoint
@@ -45,20 +47,20 @@ class Client:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
-            hint = ""
-            if "permission denied" in (details or "").lower():
-                hint = " (the socket is for root only)"
-            return click.ClickException(f"cannot reach the speaker at {self.describe()}: "
-                                        f"{details}{hint}")
+            return click.ClickException(unreachable_message(self.endpoint, details))
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return click.ClickException(f"the speaker at {self.describe()} did not answer "
+                                        f"within {self.timeout:g} s (--timeout)")
         name = code.name if code is not None else "error"
-        return click.ClickException(f"{name}: {details}")
+        return click.ClickException(f"{name}: {' '.join(str(details).split())}")
 
 
 pass_client = click.make_pass_decorator(Client)
 
 
 def output_option(func: F) -> F:
-    """`-o table|json` on a subcommand too (`skeinctl peers -o json`): it overrides the group's."""
+    """`-o table|wide|json|yaml` on a subcommand too (`skeinctl peers -o json`): it
+    overrides the group's."""
 
     def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
@@ -66,7 +68,17 @@ def output_option(func: F) -> F:
 
     return click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None,
                         expose_value=False, callback=remember, is_eager=False,
-                        help="table (default) or json")(func)
+                        help="table (default), wide, json or yaml")(func)
+
+
+def dump(data: Any, output: str) -> str:
+    """`data` as JSON or YAML text (keys in their order)."""
+    if output == "yaml":
+        import yaml
+
+        text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return text
+    return json.dumps(data, indent=2)
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
@@ -80,11 +92,14 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
 
 
 def emit(client: Client, data: Any, rows: Iterable[Sequence[str]], headers: Sequence[str],
-         empty: str) -> None:
-    """`data` as JSON, or `rows` as a table (`empty` when there are none)."""
-    if client.output == "json":
-        click.echo(json.dumps(data, indent=2))
+         empty: str, wide: tuple[Iterable[Sequence[str]], Sequence[str]] | None = None) -> None:
+    """`data` as JSON or YAML, or `rows` as a table (`empty` when there are none);
+    `wide`: the rows and headers of `-o wide`, when it shows more."""
+    if client.output in ("json", "yaml"):
+        click.echo(dump(data, client.output).rstrip("\n"))
         return
+    if client.output == "wide" and wide is not None:
+        rows, headers = wide
     rows = list(rows)
     click.echo(table(rows, headers) if rows else empty)
 
@@ -122,3 +137,10 @@ def announcement_rows(announcements: Iterable[Any]) -> list[tuple[str, ...]]:
 
 
 ANNOUNCEMENT_HEADERS = ("ADDRESS", "MODE", "OWNER", "HERE", "SERVICES")
+WIDE_ANNOUNCEMENT_HEADERS = (*ANNOUNCEMENT_HEADERS[:-1], "BY HAND", "INTERFACES", "SERVICES")
+
+
+def wide_announcement_rows(announcements: Iterable[Any]) -> list[tuple[str, ...]]:
+    return [(a.address, a.mode, a.owner or "-", "yes" if a.local else "no",
+             "yes" if a.manual else "no", ",".join(a.interfaces) or "auto",
+             ",".join(a.services) or "-") for a in announcements]

@@ -11,7 +11,14 @@ import grpc
 
 from speaker.api.client import connect
 from speaker.api.stubs import pb
-from speaker.cli.common import Client, duration, output_option, pass_client, peer_dict
+from speaker.cli.common import (
+    Client,
+    dump,
+    duration,
+    output_option,
+    pass_client,
+    peer_dict,
+)
 
 
 def event_dict(e: Any) -> dict[str, Any]:
@@ -58,12 +65,14 @@ def event_line(e: Any) -> str:
 def events(client: Client, initial: bool) -> None:
     """Stream announcements, withdrawals, owner changes, peer state changes and address
     conflicts (another host claiming an address this node announces) (JSON: one object per
-    line).  A "synced" event marks the end of the current state."""
+    line; YAML: one document each).  A "synced" event marks the end of the current state."""
     try:
         with connect(client.endpoint) as stub:
             for event in stub.WatchEvents(pb.WatchEventsRequest(initial_state=initial)):
                 if client.output == "json":
                     click.echo(json.dumps(event_dict(event)))
+                elif client.output == "yaml":
+                    click.echo("---\n" + dump(event_dict(event), "yaml").rstrip("\n"))
                 else:
                     click.echo(event_line(event))
     except grpc.RpcError as exc:

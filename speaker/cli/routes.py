@@ -7,12 +7,14 @@ import click
 from speaker.api.stubs import pb
 from speaker.cli.common import (
     ANNOUNCEMENT_HEADERS,
+    WIDE_ANNOUNCEMENT_HEADERS,
     Client,
     announcement_dict,
     announcement_rows,
     emit,
     output_option,
     pass_client,
+    wide_announcement_rows,
 )
 
 
@@ -26,4 +28,5 @@ def routes(client: Client, here: bool) -> None:
     reply = client.call("ListAnnouncements", pb.ListAnnouncementsRequest())
     shown = [a for a in reply.announcements if a.local or not here]
     emit(client, {"node": reply.node, "announcements": [announcement_dict(a) for a in shown]},
-         announcement_rows(shown), ANNOUNCEMENT_HEADERS, f"{reply.node}: no announcements")
+         announcement_rows(shown), ANNOUNCEMENT_HEADERS, f"{reply.node}: no announcements",
+         wide=(wide_announcement_rows(shown), WIDE_ANNOUNCEMENT_HEADERS))

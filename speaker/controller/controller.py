@@ -11,6 +11,8 @@ import logging
 import threading
 
 from foundation.kube.model.cluster import ClusterState
+from foundation.kube.model.fields import IPAddress
+from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source
 from ipam.pools import Allocator
 from speaker.controller.metrics import ControllerMetrics
@@ -21,40 +23,78 @@ log = logging.getLogger(__name__)
 
 
 class Controller:
+    """Reconciles each new state by the Services that changed since the last one
+    (plus those still failing or whose status write is not seen yet); a state
+    whose pools or namespaces changed, the first one and each resync are
+    reconciled whole."""
+
     def __init__(self, writer: StatusWriter, metrics: ControllerMetrics | None = None,
                  lb_class: str | None = None) -> None:
         self.writer = writer
         self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.lb_class = lb_class
         self.allocator = Allocator()
+        # Every service of ours -> its desired ingress (what a whole reconcile returns).
+        self.desired: dict[str, tuple[IPAddress, ...]] = {}
         self._reported: dict[str, str] = {}
+        self._last: ClusterState | None = None
+        self._services: dict[str, Service] = {}
+        self._pending: set[str] = set()  # statuses written, not yet seen in a state
 
-    def step(self, state: ClusterState) -> tuple[Plan, bool]:
-        """Reconcile one state; the plan and whether every status write succeeded."""
-        plan = reconcile(self.allocator, state, self.lb_class)
+    def _touched(self, state: ClusterState, services: dict[str, Service]) -> set[str] | None:
+        """Keys to reconcile, or None for all of them."""
+        last = self._last
+        if (last is None or last.ip_address_pools != state.ip_address_pools
+                or last.namespaces != state.namespaces):
+            return None
+        keys = {key for key, svc in services.items()
+                if (old := self._services.get(key)) is not svc and old != svc}
+        keys.update(key for key in self._services if key not in services)
+        return keys | set(self._reported) | self._pending
+
+    def step(self, state: ClusterState, full: bool = False) -> tuple[Plan, bool]:
+        """Reconcile one state (`full`: every service, else by what changed); the plan
+        (of the services looked at) and whether every status write succeeded."""
+        services = {s.key: s for s in state.services}
+        keys = None if full else self._touched(state, services)
+        plan = reconcile(self.allocator, state, self.lb_class, keys,
+                         self.writer.annotates)
+        self._last, self._services = state, services
+        if keys is None:
+            self.desired = dict(plan.desired)
+            failures = dict(plan.failures)
+        else:
+            for key in keys:
+                self.desired.pop(key, None)
+            self.desired.update(plan.desired)
+            failures = {k: m for k, m in self._reported.items() if k not in keys}
+            failures.update(plan.failures)
         for key, message in sorted(plan.failures.items()):
             if self._reported.get(key) != message:
                 self.metrics.failures.inc()
                 namespace, _, name = key.partition("/")
                 self.writer.report_failure(namespace, name, message)
-        self._reported = dict(plan.failures)
+        self._reported = failures
         written = self.writer.write(plan.changes)
+        self._pending = {c.key for c in plan.changes}
         self.metrics.observe(self.allocator)
         return plan, written
 
     def run(self, source: Source, stop: threading.Event, resync: float = 30.0,
             retry: float = 2.0) -> None:
-        """Reconcile every new state until `stop`; again after `resync` seconds anyway,
-        or after `retry` seconds when a write failed."""
+        """Reconcile every new state until `stop`; again, whole, after `resync` seconds
+        anyway, or after `retry` seconds when a write failed."""
         state = source.snapshot()
+        full = True
         while not stop.is_set():
-            _plan, written = self.step(state)
+            _plan, written = self.step(state, full)
             deadline = resync if written else retry
             waited = 0.0
+            full = True
             while not stop.is_set() and waited < deadline:
                 # Short waits so that `stop` is seen promptly.
                 newer = source.wait_for_change(state.revision, timeout=min(0.5, deadline))
                 if newer is not None:
-                    state = newer
+                    state, full = newer, False
                     break
                 waited += 0.5

@@ -1,19 +1,29 @@
 """skein-controller: argument parsing and wiring only.
 
-Two sources like every Skein daemon: `--manifests FILE` (the lab; statuses are
-written back into FILE) or the Kubernetes API (`--kubeconfig PATH`, else the
-pod's service account).
+Two sources like every Skein daemon (foundation.kube.cli): `--manifests FILE`
+(the lab; statuses are written back into FILE) or the Kubernetes API
+(`--kubeconfig PATH [--context NAME]`, else the pod's service account).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import threading
 from typing import Any
 
+import click
+
+from foundation.kube.cli import (
+    CONTEXT_SETTINGS,
+    Args,
+    BadFlags,
+    begin,
+    daemon_options,
+    make_source,
+    run,
+)
 from foundation.kube.sources.base import Source
 from speaker.controller.controller import Controller
 from speaker.controller.metrics import ControllerMetrics, parse_listen_address, serve
@@ -22,60 +32,48 @@ from speaker.controller.writers import ManifestsWriter, StatusWriter
 log = logging.getLogger("skein-controller")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skein-controller",
-                                description="Assign LoadBalancer addresses to Services "
-                                "from MetalLB IPAddressPools")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--manifests", metavar="FILE",
-                        help="YAML file of Kubernetes objects (lab mode); statuses are "
-                        "written back into it")
-    source.add_argument("--kubeconfig", metavar="PATH",
-                        help="use the Kubernetes API through this kubeconfig "
-                        "(default without --manifests: in-cluster service account)")
-    p.add_argument("--context", help="kubeconfig context (default: the current one)")
-    p.add_argument("--metallb-namespace", default="metallb-system",
-                   help="namespace of the IPAddressPools (API mode; '' for all)")
-    p.add_argument("--lb-class", default=None,
-                   help="serve Services with this spec.loadBalancerClass (default: those "
-                   "without one)")
-    p.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
-                   help="serve Prometheus metrics on http://HOST:PORT/metrics "
-                   "(port 0: any free port, logged)")
-    p.add_argument("--resync", type=float, default=30.0,
-                   help="seconds between reconciles when nothing changes")
-    p.add_argument("--log-level", default="INFO")
-    return p
+@click.command("skein-controller", context_settings=CONTEXT_SETTINGS,
+               help="Assign LoadBalancer addresses to Services from MetalLB IPAddressPools "
+                    "(with --manifests, statuses are written back into that file).")
+@click.option("--metallb-namespace", default="metallb-system", metavar="NAME",
+              show_default=True,
+              help="Namespace of the IPAddressPools (API mode; '' for all).")
+@click.option("--lb-class", default=None, metavar="CLASS",
+              help="Serve Services with this spec.loadBalancerClass.  [default: those "
+                   "without one]")
+@click.option("--metrics-address", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (port 0: any free "
+                   "port, logged).")
+@click.option("--resync", type=float, default=30.0, metavar="SECONDS", show_default=True,
+              help="Seconds between reconciles when nothing changes.")
+@daemon_options   # --manifests / --kubeconfig / --context, --log-level, --log-format, --version
+def command(**params: Any) -> int:
+    return controller(Args(**params))
 
 
-def _source_and_writer(args: argparse.Namespace) -> tuple[Source, StatusWriter]:
-    if args.manifests:
-        from foundation.kube.sources.file import FileSource
-
-        return FileSource(args.manifests), ManifestsWriter(args.manifests)
-    from foundation.kube.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
+def _source_and_writer(args: Args) -> tuple[Source, StatusWriter]:
+    source = make_source(args, "controller", args.metallb_namespace or None)
+    if args.manifests is not None:
+        return source, ManifestsWriter(args.manifests)
+    from foundation.kube.sources.kube import KubeSource
     from speaker.controller.writers import KubeWriter
 
-    client = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
-    return (KubeSource(client, CONTROLLER_KINDS, args.metallb_namespace or None),
-            KubeWriter(client))
+    assert isinstance(source, KubeSource)  # the API, without --manifests
+    return source, KubeWriter(source.client)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run(command, argv)
+
+
+def controller(args: Args) -> int:
+    begin(args)
     if args.metrics_address is not None:
         try:
             parse_listen_address(args.metrics_address)
         except ValueError as exc:
-            print(f"skein-controller: --metrics-address: {exc}", file=sys.stderr)
-            return 2
-    try:
-        source, writer = _source_and_writer(args)
-    except Exception as exc:  # noqa: BLE001 - a bad kubeconfig is a usage error
-        print(f"skein-controller: cannot reach the Kubernetes API: {exc}", file=sys.stderr)
-        return 2
+            raise BadFlags(f"--metrics-address: {exc}") from None
+    source, writer = _source_and_writer(args)  # Refused if the kubeconfig cannot be loaded
     metrics = ControllerMetrics()
     if args.metrics_address is not None:
         host, port = serve(metrics, args.metrics_address)

@@ -38,7 +38,7 @@ Mapping from the Service model to an `ipam.pools.Request`:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from foundation.kube.model.cluster import ClusterState
@@ -50,11 +50,18 @@ from ipam.pools import AllocationError, Allocator, Mode, Request
 FAMILY = {"IPv4": 4, "IPv6": 6}
 
 
+# MetalLB's controller names the pool a Service's address came from in this
+# annotation, and removes it with the address.
+POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
+
+
 @dataclass(frozen=True)
 class StatusChange:
     namespace: str
     name: str
     ingress: tuple[IPAddress, ...]
+    # The POOL_ANNOTATION value wanted (None: no annotation).
+    pool: str | None = None
 
     @property
     def key(self) -> str:
@@ -122,12 +129,24 @@ def request_for(service: Service, state: ClusterState) -> Request:
     )
 
 
-def reconcile(allocator: Allocator, state: ClusterState,
-              lb_class: str | None = None) -> Plan:
-    """Bring `allocator` in line with `state`; the statuses to write (see module doc)."""
+def reconcile(allocator: Allocator, state: ClusterState, lb_class: str | None = None,
+              keys: Collection[str] | None = None, annotate: bool = True) -> Plan:
+    """Bring `allocator` in line with `state`; the statuses to write (see module doc).
+
+    With `keys` (service keys "namespace/name"), only those services are looked
+    at: the caller knows every other service and the pools are as they were in
+    the last call, so their assignments and statuses still stand.  The plan
+    then holds those services alone.  `annotate`: a Service whose pool annotation
+    (POOL_ANNOTATION) differs from its address's pool needs a write too.
+    """
     allocator.set_pools(state.ip_address_pools)
-    ours: Mapping[str, Service] = {s.key: s for s in state.services if is_ours(s, lb_class)}
-    for key in list(allocator.assignments()):
+    if keys is None:
+        services: list[Service] = list(state.services)
+    else:
+        services = [svc for key in keys
+                    if (svc := state.service(*_split(key))) is not None]
+    ours: Mapping[str, Service] = {s.key: s for s in services if is_ours(s, lb_class)}
+    for key in list(allocator.assignments() if keys is None else keys):
         if key not in ours:
             allocator.release(key)
     requests = {key: request_for(svc, state) for key, svc in ours.items()}
@@ -148,14 +167,17 @@ def reconcile(allocator: Allocator, state: ClusterState,
             except AllocationError:
                 pass  # served anew below; the failure, if any, is reported there
     plan = Plan()
+    pools: dict[str, str | None] = {}
     # Specific requests first: an automatic choice must not take what someone named.
     for key in sorted(ours, key=lambda k: (not requests[k].requested, k)):
         try:
             plan.desired[key] = allocator.assign(key, requests[key], previous.get(key, ()))
+            asg = allocator.assignment(key)
+            pools[key] = next((p for p in asg.pools if p), None) if asg else None
         except AllocationError as exc:
             plan.failures[key] = str(exc)
             plan.desired[key] = ()
-    for svc in state.services:
+    for svc in services:
         if svc.key in plan.desired:
             want = plan.desired[svc.key]
         elif (svc.ingress_ips and not svc.is_load_balancer
@@ -163,6 +185,13 @@ def reconcile(allocator: Allocator, state: ClusterState,
             want = ()  # no longer a LoadBalancer: withdraw the address we gave it
         else:
             continue
-        if tuple(svc.ingress_ips) != want:
-            plan.changes.append(StatusChange(svc.namespace, svc.name, want))
+        pool = pools.get(svc.key)
+        if tuple(svc.ingress_ips) != want or (
+                annotate and svc.annotations.get(POOL_ANNOTATION) != pool):
+            plan.changes.append(StatusChange(svc.namespace, svc.name, want, pool))
     return plan
+
+
+def _split(key: str) -> tuple[str, str]:
+    namespace, _, name = key.partition("/")
+    return namespace, name

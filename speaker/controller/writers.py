@@ -30,7 +30,7 @@ import yaml
 from foundation.files import write_atomically
 from foundation.kube.model.meta import DEFAULT_NAMESPACE
 from foundation.kube.sources.file import yaml_documents
-from speaker.controller.reconcile import StatusChange
+from speaker.controller.reconcile import POOL_ANNOTATION, StatusChange
 
 if TYPE_CHECKING:
     from foundation.kube.sources.kube import KubeClient
@@ -41,6 +41,9 @@ COMPONENT = "skein-controller"
 
 
 class StatusWriter(Protocol):
+    # Whether `write` also sets MetalLB's pool annotation (StatusChange.pool).
+    annotates: bool
+
     def write(self, changes: Sequence[StatusChange]) -> bool:
         """Apply the changes; False if some could not be (they are retried later)."""
 
@@ -58,8 +61,10 @@ def _segments(text: str) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
-def _set_ingress(doc: Any, wanted: dict[tuple[str, str], list[str]],
-                 item_kind: str | None = None) -> bool:
+Wanted = dict[tuple[str, str], tuple[list[str], str | None]]
+
+
+def _set_ingress(doc: Any, wanted: Wanted, item_kind: str | None = None) -> bool:
     """Update the Service(s) of one decoded document; True if anything changed."""
     if not isinstance(doc, dict):
         return False
@@ -76,14 +81,16 @@ def _set_ingress(doc: Any, wanted: dict[tuple[str, str], list[str]],
     key = (str(meta.get("namespace") or DEFAULT_NAMESPACE), str(meta.get("name")))
     if key not in wanted:
         return False
+    ips, pool = wanted[key]
+    changed = _set_pool_annotation(meta, pool)
     status = doc.get("status")
     status = status if isinstance(status, dict) else {}
     lb = status.get("loadBalancer")
     lb = lb if isinstance(lb, dict) else {}
     old = lb.get("ingress")
-    new = [{"ip": ip} for ip in wanted[key]]
+    new = [{"ip": ip} for ip in ips]
     if (old or []) == new:
-        return False
+        return changed
     if new:
         lb["ingress"] = new
     else:
@@ -93,11 +100,36 @@ def _set_ingress(doc: Any, wanted: dict[tuple[str, str], list[str]],
     return True
 
 
+def _set_pool_annotation(meta: dict[str, Any], pool: str | None) -> bool:
+    annotations = meta.get("annotations")
+    annotations = annotations if isinstance(annotations, dict) else {}
+    if annotations.get(POOL_ANNOTATION) == pool:
+        return False
+    if pool is None:
+        annotations.pop(POOL_ANNOTATION, None)
+    else:
+        annotations[POOL_ANNOTATION] = pool
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return True
+
+
 def apply_statuses(text: str, changes: Sequence[StatusChange]) -> str:
     """`text` with the ingress of the changed Services set; other documents untouched."""
-    wanted = {(c.namespace, c.name): [str(ip) for ip in c.ingress] for c in changes}
+    wanted: Wanted = {(c.namespace, c.name): ([str(ip) for ip in c.ingress], c.pool)
+                      for c in changes}
+    # Only a document that names one of the Services can change: the others are
+    # not parsed (a few changes in a file of thousands of Services cost a scan).
+    names = {name for _, name in wanted}
+    few = len(names) <= 64
     out = []
     for segment in _segments(text):
+        if "\\" not in segment and ("Service" not in segment
+                                    or few and not any(n in segment for n in names)):
+            out.append(segment)
+            continue
         header, body = "", segment
         if segment.startswith("---"):
             header, _, body = segment.partition("\n")
@@ -117,6 +149,8 @@ def apply_statuses(text: str, changes: Sequence[StatusChange]) -> str:
 
 class ManifestsWriter:
     """Lab mode: statuses go into the manifests file the speakers follow."""
+
+    annotates = True
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -143,7 +177,11 @@ class ManifestsWriter:
 
 
 class KubeWriter:
-    """API mode: patch the status subresource; failures also become Events."""
+    """API mode: patch the status subresource; failures also become Events.  The pool
+    annotation is not written here yet (a patch of the Service object itself, which
+    the RBAC and the tests' API server do not allow so far)."""
+
+    annotates = False
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client

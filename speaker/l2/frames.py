@@ -2,8 +2,8 @@
 
 Plain struct rather than scapy because this is the responder's hot path: a
 flood of requests is parsed here one frame at a time, and scapy's dissection
-costs tens of microseconds per frame where slicing bytes costs about one.  It
-also keeps the daemon's start-up free of scapy's import.
+costs an order of magnitude more per frame than slicing bytes.  It also keeps
+the daemon's start-up free of scapy's import.
 
 Parsers take any bytes and return None for anything that is not well formed
 (truncated, wrong lengths, wrong hop limit, bad checksum, malformed options):
@@ -11,12 +11,12 @@ a hostile or broken frame is never an exception.  Besides the requests we
 answer, ARP replies and Neighbor Advertisements are parsed too: a host that
 claims one of our addresses says so in them (speaker.l2.responder).
 
-What Linux does with what we send (measured on this kernel, and the reason for
-the shapes below): an existing neighbour entry is replaced by a gratuitous ARP
-*request* (sender IP = target IP) or by a reply whose target hardware address
-equals its sender's; a reply to ff:ff:ff:ff:ff:ff is ignored within the
-neighbour locktime.  An unsolicited Neighbor Advertisement with the Override
-flag replaces an existing IPv6 entry.
+What Linux does with what we send (the reason for the shapes below): an
+existing neighbour entry is replaced by a gratuitous ARP *request* (sender IP =
+target IP) or by a reply whose target hardware address equals its sender's; a
+reply to ff:ff:ff:ff:ff:ff is ignored within the neighbour locktime.  An
+unsolicited Neighbor Advertisement with the Override flag replaces an existing
+IPv6 entry.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ exactly one owner, so liveness is its own small interface with one job:
 
 `UdpMembership` (speaker.membership.udp) implements it for file mode and for
 any cluster whose nodes reach each other by UDP: heartbeats among the speakers
-at the Nodes' InternalIPs (failover in ~0.2 s).  `LeaseLiveness`
+at the Nodes' InternalIPs (failover after `dead_after`, a fraction of a
+second by default).  `LeaseLiveness`
 (speaker.membership.lease) is the cluster-mode default: members are the nodes
 holding a fresh coordination.k8s.io Lease (failover after the lease duration,
 seconds).  The daemon does not care which one it is given.

@@ -5,9 +5,10 @@ talks to, so liveness needs no extra port opened between nodes (the UDP
 heartbeats need 7946/udp node-to-node, which some network policies and cloud
 security groups block), and the view is one shared record rather than each
 speaker's own observation of the segment.  Why heartbeats stay the default of
-file mode (and remain selectable in a cluster): a Lease expiry is measured in
-seconds (`leaseDurationSeconds` is an integer, at least 1; default 4), while the
-heartbeats fail over in ~0.2 s; and file mode has no API server.
+file mode (and remain selectable in a cluster): a Lease expiry is counted in
+whole seconds (`leaseDurationSeconds` is an integer, at least 1; default 4),
+while a heartbeat peer is dead after `--dead-after`, a fraction of a second; and
+file mode has no API server.
 
 The protocol, as client-go's leader election does it, with one Lease per speaker:
 - this speaker creates and renews the Lease `skein-speaker-<node>` in its
@@ -16,7 +17,9 @@ The protocol, as client-go's leader election does it, with one Lease per speaker
   (RFC 3339 with microseconds).  An update carries the resourceVersion it read;
   a 409 Conflict re-reads and retries, a 404 re-creates;
 - it lists and watches the Leases of that namespace carrying LABEL
-  (`app.kubernetes.io/component=skein-speaker`), and holds a member live while
+  (`app.kubernetes.io/component=skein-speaker`) with the list + watch loop of
+  the cluster state (foundation.kube.sources.kube.ListWatch: resume after a
+  server timeout, list again on 410 Gone), and holds a member live while
   its Lease was seen to CHANGE less than its `leaseDurationSeconds` ago.  The
   time compared is when this speaker observed the change (a monotonic clock),
   never the remote `renewTime`, so clock skew between nodes does not matter; a
@@ -35,8 +38,8 @@ duration from that moment.  An API outage therefore leaves the announcements as
 they were instead of withdrawing them all.  Errors are retried with an
 exponential back-off (with jitter, capped at half a duration so a recovered
 API sees renewals again before the Lease expires); each problem is logged as
-one line when it starts and one when it is over.  Nothing here raises into the
-daemon.
+one line when it starts and one when it is over (the list/watch's under the
+name "leases").  Nothing here raises into the daemon.
 
 Blocking API calls run in threads (the `kubernetes` client is synchronous): the
 renewals via `asyncio.to_thread`, the list/watch in one daemon thread that
@@ -51,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import random
 import threading
@@ -63,7 +65,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from foundation.kube.model.fields import IPAddress
-from foundation.kube.sources.kube import KubeClient, _one_line
+from foundation.kube.sources.kube import KubeClient, ListWatch, Position, one_line
 from speaker.membership import OnChange
 
 log = logging.getLogger("speaker.membership")
@@ -173,10 +175,18 @@ class LeaseLiveness:
         self._leaving = threading.Event()  # no write may start after leave()
         self._write_lock = threading.Lock()  # held by a write in flight
         self._thread: threading.Thread | None = None
-        self._response_lock = threading.Lock()
-        self._response: Any = None  # the open watch stream, closed by close()
         self._renew_problem: str | None = None
-        self._watch_problem: str | None = None
+        self.selector = "=".join(LABEL)
+        # Our own renewals alone make an event every renew_interval: a stream
+        # silent for two durations is broken.
+        self._watch = ListWatch(
+            client, "leases", self._relist,
+            lambda kind, lease: self._post(self._event, kind, lease),
+            on_error=lambda: self._post(self._went_blind), label_selector=self.selector,
+            watch_timeout=watch_timeout,
+            timeouts=(2, max(watch_timeout + 5, 2 * duration)),
+            backoff_initial=renew_interval, backoff_max=self.backoff_max,
+            while_failing="the live set is frozen until the API answers", logger=log)
 
     @property
     def collection(self) -> str:
@@ -201,8 +211,8 @@ class LeaseLiveness:
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._follow, name="LeaseLiveness(watch)",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._watch.run, args=(self._stop,),
+                                        name="LeaseLiveness(watch)", daemon=True)
         self._thread.start()
         self._tasks = [asyncio.create_task(self._renew_loop(), name="lease-renewal"),
                        asyncio.create_task(self._expire_loop(), name="lease-expiry")]
@@ -216,11 +226,11 @@ class LeaseLiveness:
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("could not delete lease %s/%s (%s): peers take over when it "
-                            "expires in %ds", self.namespace, self.name, _one_line(exc),
+                            "expires in %ds", self.namespace, self.name, one_line(exc),
                             self.duration)
         except Exception as exc:  # noqa: BLE001 - shutting down regardless
             log.warning("could not delete lease %s/%s (%s): peers take over when it "
-                        "expires in %ds", self.namespace, self.name, _one_line(exc),
+                        "expires in %ds", self.namespace, self.name, one_line(exc),
                         self.duration)
         self._lease = None
 
@@ -231,7 +241,7 @@ class LeaseLiveness:
         if thread is not None:
             deadline = time.monotonic() + 5
             while thread.is_alive() and time.monotonic() < deadline:
-                self._shutdown_stream()
+                self._watch.interrupt()
                 await asyncio.to_thread(thread.join, 0.05)
 
     # -- the view (on the event loop) -----------------------------------------------------
@@ -284,7 +294,7 @@ class LeaseLiveness:
                 raise
             except Exception as exc:  # noqa: BLE001 - the renewer must outlive any error
                 failures += 1
-                problem = _one_line(exc)
+                problem = one_line(exc)
                 wait = delay * random.uniform(0.5, 1.0)
                 if problem != self._renew_problem:
                     log.warning("lease %s/%s: renewal failed: %s; retrying with back-off",
@@ -364,7 +374,13 @@ class LeaseLiveness:
                 current = None
         raise RuntimeError("lease update kept conflicting (5 attempts)")
 
-    # -- list + watch (in a thread) -------------------------------------------------------
+    # -- list + watch (foundation.kube.sources.kube.ListWatch, in a thread) ---------------
+
+    def _relist(self) -> Position:
+        items, version = self.client.list_all(self.collection, 500,
+                                              label_selector=self.selector, timeout=(2, 10))
+        self._post(self._listed_now, items)
+        return self.collection, version
 
     def _post(self, callback: Any, *args: Any) -> None:
         loop = self._loop
@@ -373,102 +389,6 @@ class LeaseLiveness:
         with contextlib.suppress(RuntimeError):  # the loop closed under us
             loop.call_soon_threadsafe(callback, *args)
 
-    def _follow(self) -> None:
-        delay = self.renew_interval
-        version: str | None = None
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._list()
-                version = self._watch(version)
-                delay = self.renew_interval
-                if self._watch_problem is not None:
-                    log.info("leases: watching again")
-                    self._watch_problem = None
-            except _Gone:
-                version = None
-            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any error
-                if self._stop.is_set():
-                    return
-                self._post(self._went_blind)
-                problem = _one_line(exc)
-                if problem != self._watch_problem:
-                    log.warning("leases: list/watch failed: %s; retrying with back-off (the "
-                                "live set is frozen until the API answers)", problem)
-                    self._watch_problem = problem
-                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
-                    return
-                delay = min(delay * 2, self.backoff_max)
-                version = None
-
-    def _list(self) -> str:
-        items: list[Any] = []
-        token = ""
-        while True:
-            query: list[tuple[str, Any]] = [("labelSelector", "=".join(LABEL)),
-                                            ("limit", 500)]
-            if token:
-                query.append(("continue", token))
-            body = self.client.request("GET", self.collection, query, timeout=(2, 10))
-            items.extend(body.get("items") or [])
-            meta = body.get("metadata") or {}
-            token = meta.get("continue") or ""
-            if not token:
-                break
-        self._post(self._listed_now, items)
-        if self._watch_problem is not None:
-            log.info("leases: listed again (%d)", len(items))
-            self._watch_problem = None
-        return str(meta.get("resourceVersion") or "")
-
-    def _watch(self, version: str) -> str:
-        """Follow one watch request; the last resourceVersion seen."""
-        query: list[tuple[str, Any]] = [
-            ("labelSelector", "=".join(LABEL)), ("watch", "true"),
-            ("allowWatchBookmarks", "true"), ("timeoutSeconds", self.watch_timeout)]
-        if version:
-            query.append(("resourceVersion", version))
-        # Our own renewals alone make an event every renew_interval: a stream
-        # silent for two durations is broken.
-        response = self.client.stream(self.collection, query,
-                                      (2, max(self.watch_timeout + 5, 2 * self.duration)))
-        with self._response_lock:
-            self._response = response
-        if self._stop.is_set():
-            self._shutdown_stream()
-        try:
-            buffer = b""
-            for chunk in response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        version = self._line(line, version)
-        finally:
-            with self._response_lock:
-                self._response = None
-            response.release_conn()
-        return version
-
-    def _line(self, line: bytes, version: str) -> str:
-        event = json.loads(line)
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise _Gone()
-            raise RuntimeError(f"watch error: {obj.get('message') or obj}")
-        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "") or version
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self._post(self._event, kind, obj)
-        return rv
-
-    def _shutdown_stream(self) -> None:
-        with self._response_lock:
-            response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.shutdown()
-
     async def _cancel_tasks(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -476,8 +396,3 @@ class LeaseLiveness:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-
-class _Gone(Exception):
-    """410: the watch's resourceVersion is too old; list again."""

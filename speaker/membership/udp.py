@@ -120,6 +120,14 @@ class View:
             self.peers[msg.name] = _Peer(msg.incarnation, now, alive=True)
         return self.live() != before
 
+    def forgive(self, seconds: float) -> None:
+        """This speaker was stalled for `seconds` (CPU starved, paused): the
+        heartbeats that arrived meanwhile are still unread in the socket, so that
+        time is not the peers' silence."""
+        for peer in self.peers.values():
+            if peer.alive:
+                peer.last_heard += seconds
+
     def expire(self, now: float) -> frozenset[str]:
         """Mark peers silent for longer than dead_after as dead; returns them."""
         gone = set()
@@ -241,9 +249,16 @@ class UdpMembership:
 
     async def _expire_loop(self) -> None:
         # Twice per heartbeat: detection lags the deadline by at most half an interval.
+        tick = self.interval / 2
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.interval / 2)
-            gone = self.view.expire(time.monotonic())
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            late = now - last - tick
+            last = now
+            if late > tick:
+                self.view.forgive(late)
+            gone = self.view.expire(now)
             if gone:
                 log.warning("peer%s %s silent for %.0f ms: considered dead",
                             "s" if len(gone) > 1 else "", ", ".join(sorted(gone)),

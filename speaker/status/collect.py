@@ -32,9 +32,16 @@ How each fact is derived (this is also what the docs promise):
 - LoadBalancer addresses and BGP sessions: the speaker's own account
   (`SpeakerState`, from its API); the kernel only shows addresses it assigned to
   `lo` (`--assign-to-lo`), listed as `host_addresses`.
+- Services as kube-proxy programmed them: `iptables-save -t nat` run in the node's
+  namespace, its KUBE-SERVICES / KUBE-NODEPORTS rules followed to their DNAT
+  targets (speaker/status/services.py).  No iptables-save, or no KUBE-SERVICES
+  chain: no kube-proxy rules known (`proxy_source` "").
 
 Everything reads the calling thread's network namespace; `collect_in` enters a
 namespace (setns, per thread) first, so a lab's nodes can be read in parallel.
+Files (the conf dir, the leases, the pods' named namespaces) are read under the
+target's `root`: a node whose mount namespace is not ours (the kube lab's) is read
+through /proc/PID/root.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,6 +64,7 @@ from speaker.status.model import (
     NodeStatus,
     Peer,
     Pod,
+    ProxyRule,
     SpeakerState,
     Vxlan,
     with_peer_names,
@@ -113,15 +122,38 @@ def cni_info(path: str, conf: dict[str, Any]) -> CniInfo:
         mtu=main.get("mtu"))
 
 
-def read_leases(data_dir: str, network: str) -> dict[str, tuple[str, str | None]]:
+def read_leases(data_dir: str, network: str, root: str = ""
+                ) -> dict[str, tuple[str, str | None]]:
     """address -> (container ID, ifname) from host-local's lease files."""
     from ipam.store import DiskStore
 
     try:
-        leases = DiskStore(os.path.join(data_dir, network)).leases()
+        leases = DiskStore(_under(root, os.path.join(data_dir, network))).leases()
     except FileNotFoundError:
         return {}
     return {str(a): (lease.container_id, lease.ifname) for a, lease in leases.items()}
+
+
+def _under(root: str, path: str) -> str:
+    """`path` as seen from a mount namespace whose root is `root` ("" or "/": ours)."""
+    if root in ("", "/"):
+        return path
+    return os.path.join(root, path.lstrip("/"))
+
+
+def read_kube_proxy() -> tuple[tuple[ProxyRule, ...], str]:
+    """kube-proxy's Service rules in the calling thread's namespace, and where they
+    were read ("iptables"), or ((), "") when there are none to read."""
+    from speaker.status.services import parse_iptables
+
+    try:
+        proc = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return (), ""
+    if proc.returncode != 0 or ":KUBE-SERVICES" not in proc.stdout:
+        return (), ""
+    return parse_iptables(proc.stdout), "iptables"
 
 
 # -- netlink reading (the calling thread's namespace) --------------------------------------
@@ -200,8 +232,8 @@ def _pod_end(netns_dir: str, netns: str, index: int) -> tuple[str, str, tuple[st
 
 
 def _pods(ipr: Any, links: Sequence[Any], bridge: Interface, cni: CniInfo | None,
-          netns_dir: str, problems: list[str]) -> tuple[Pod, ...]:
-    leases = read_leases(cni.data_dir, cni.network) if cni else {}
+          netns_dir: str, problems: list[str], root: str = "") -> tuple[Pod, ...]:
+    leases = read_leases(cni.data_dir, cni.network, root) if cni else {}
     nsids: dict[int, str] | None = None
     pods = []
     claimed: set[str] = set()
@@ -298,21 +330,30 @@ def _host_addresses(ipr: Any, lo: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class NodeTarget:
-    """Where to read a node: its namespace (None: the caller's own) and CNI conf dir."""
+    """Where to read a node: its namespace (None: the caller's own), CNI conf dir, and
+    the root its files are seen under ("": ours; "/proc/PID/root": a process's mount
+    namespace), with the directory of its pods' named namespaces (default: the
+    collector's netns dir under that root)."""
 
     name: str
     netns: str | None = None
     cni_conf_dir: str = DEFAULT_CNI_CONF_DIR
+    root: str = ""
+    pod_netns_dir: str | None = None
 
 
 def collect_node(name: str, *, cni_conf_dir: str = DEFAULT_CNI_CONF_DIR,
                  service_cidrs: Sequence[str] = (), service_cidrs_source: str = "unknown",
                  speaker: SpeakerState | None = None, netns_dir: str = NETNS_DIR,
-                 netns: str | None = None) -> NodeStatus:
-    """The status of the node whose network namespace the calling thread is in."""
+                 netns: str | None = None, root: str = "",
+                 kube_proxy: bool = True) -> NodeStatus:
+    """The status of the node whose network namespace the calling thread is in; its
+    files under `root`, its pods' namespaces named in `netns_dir`."""
     problems: list[str] = []
-    found = find_conflist(cni_conf_dir)
-    cni = cni_info(*found) if found else None
+    found = find_conflist(_under(root, cni_conf_dir))
+    cni = None
+    if found:  # named as the node names it
+        cni = cni_info(os.path.join(cni_conf_dir, os.path.basename(found[0])), found[1])
     if cni is None:
         problems.append(f"no CNI network configuration in {cni_conf_dir}")
     ipr = _open()
@@ -322,7 +363,7 @@ def collect_node(name: str, *, cni_conf_dir: str = DEFAULT_CNI_CONF_DIR,
         by_index = {m["index"]: m.get("IFLA_IFNAME") for m in links}
         bridge_msg = by_name.get(cni.bridge if cni else "cni0")
         bridge = _interface(ipr, bridge_msg) if bridge_msg is not None else None
-        pods = _pods(ipr, links, bridge, cni, netns_dir, problems) if bridge else ()
+        pods = _pods(ipr, links, bridge, cni, netns_dir, problems, root) if bridge else ()
         vx_name = cni.vxlan_device if cni else None
         vx_msg = by_name.get(vx_name) if vx_name else next(
             (m for m in links if _kind(m) == "vxlan"), None)
@@ -337,24 +378,27 @@ def collect_node(name: str, *, cni_conf_dir: str = DEFAULT_CNI_CONF_DIR,
         host_addresses = _host_addresses(ipr, lo) if lo is not None else ()
     finally:
         ipr.close()
+    proxy, proxy_source = read_kube_proxy() if kube_proxy else ((), "")
     return NodeStatus(name=name, netns=netns, cni=cni, service_cidrs=tuple(service_cidrs),
                       service_cidrs_source=service_cidrs_source if service_cidrs else "unknown",
                       underlay=underlay, bridge=bridge, pods=pods, vxlan=vxlan, peers=peers,
-                      host_addresses=host_addresses, speaker=speaker,
-                      problems=tuple(problems))
+                      host_addresses=host_addresses, speaker=speaker, proxy=proxy,
+                      proxy_source=proxy_source, problems=tuple(problems))
 
 
 def collect_in(target: NodeTarget, netns_dir: str = NETNS_DIR, **kw: Any) -> NodeStatus:
     """`collect_node` for `target`, entering its namespace on this thread first."""
+    pods_dir = target.pod_netns_dir or _under(target.root, netns_dir)
     if target.netns is None:
         return collect_node(target.name, cni_conf_dir=target.cni_conf_dir,
-                            netns_dir=netns_dir, **kw)
+                            netns_dir=pods_dir, root=target.root, **kw)
     path = target.netns if os.sep in target.netns else os.path.join(netns_dir, target.netns)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with entered_fd(fd):
             return collect_node(target.name, cni_conf_dir=target.cni_conf_dir,
-                                netns_dir=netns_dir, netns=os.path.basename(path), **kw)
+                                netns_dir=pods_dir, netns=os.path.basename(path),
+                                root=target.root, **kw)
     finally:
         os.close(fd)
 
@@ -365,7 +409,7 @@ SpeakerLookup = Callable[[NodeTarget], SpeakerState | None]
 def collect_cluster(targets: Iterable[NodeTarget], *, service_cidrs: Sequence[str] = (),
                     service_cidrs_source: str = "unknown",
                     speaker: SpeakerLookup | None = None,
-                    netns_dir: str = NETNS_DIR) -> ClusterStatus:
+                    netns_dir: str = NETNS_DIR, kube_proxy: bool = True) -> ClusterStatus:
     """Every target read in parallel (one thread each, each in its namespace), the
     tunnels' far ends named after the collected nodes."""
     targets = list(targets)
@@ -373,7 +417,8 @@ def collect_cluster(targets: Iterable[NodeTarget], *, service_cidrs: Sequence[st
     def one(target: NodeTarget) -> NodeStatus:
         return collect_in(target, netns_dir, service_cidrs=service_cidrs,
                           service_cidrs_source=service_cidrs_source,
-                          speaker=speaker(target) if speaker else None)
+                          speaker=speaker(target) if speaker else None,
+                          kube_proxy=kube_proxy)
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
         nodes = tuple(pool.map(one, targets))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from foundation.kube.model.calico import DEFAULT_NAME
 from foundation.kube.model.cluster import ClusterState, ModelObject, expand_document, parse_object
@@ -22,24 +23,35 @@ from foundation.netlink.netns import entered_fd
 from speaker.status.collect import NETNS_DIR, NodeTarget
 
 CALICO_SOURCE = "Calico BGPConfiguration default, serviceClusterIPs"
+SERVICE_CIDR_SOURCE = "ServiceCIDR objects"
 
 
-def manifest_state(path: str) -> ClusterState:
-    """The objects of a manifests file (bad documents skipped, as the daemons do)."""
+def manifest_documents(path: str) -> list[Any]:
+    """Every object of a manifests file (or of `kubectl get ... -o yaml`: Lists
+    flattened), as plain data."""
     from foundation.kube.sources.file import yaml_documents
 
     with open(path, encoding="utf-8") as f:
         docs = yaml_documents(f.read())
+    return [item for _, doc in docs for item in expand_document(doc)]
+
+
+def state_of(docs: Sequence[Any]) -> ClusterState:
+    """The objects Skein models (bad documents skipped, as the daemons do)."""
     objects: list[ModelObject] = []
-    for _, doc in docs:
-        for item in expand_document(doc):
-            try:
-                obj = parse_object(item)
-            except ModelError:
-                continue
-            if obj is not None:
-                objects.append(obj)
+    for item in docs:
+        try:
+            obj = parse_object(item)
+        except ModelError:
+            continue
+        if obj is not None:
+            objects.append(obj)
     return ClusterState.from_objects(objects)
+
+
+def manifest_state(path: str) -> ClusterState:
+    """The objects of a manifests file (bad documents skipped, as the daemons do)."""
+    return state_of(manifest_documents(path))
 
 
 def service_cidrs(state: ClusterState) -> tuple[tuple[str, ...], str]:
@@ -48,6 +60,24 @@ def service_cidrs(state: ClusterState) -> tuple[tuple[str, ...], str]:
         if conf.name == DEFAULT_NAME and conf.service_cluster_ips:
             return tuple(str(c) for c in conf.service_cluster_ips), CALICO_SOURCE
     return (), "unknown"
+
+
+def service_cidrs_of(docs: Sequence[Any], state: ClusterState | None = None
+                     ) -> tuple[tuple[str, ...], str]:
+    """The API's ServiceCIDRs, else Calico's serviceClusterIPs, else ((), "unknown")."""
+    found: list[str] = []
+    for doc in docs:
+        if not (isinstance(doc, dict) and doc.get("kind") == "ServiceCIDR"
+                and str(doc.get("apiVersion", "")).startswith("networking.k8s.io/")):
+            continue
+        for cidr in (doc.get("spec") or {}).get("cidrs") or []:
+            try:
+                found.append(str(ipaddress.ip_network(str(cidr), strict=False)))
+            except ValueError:
+                continue
+    if found:
+        return tuple(sorted(set(found))), SERVICE_CIDR_SOURCE
+    return service_cidrs(state if state is not None else state_of(docs))
 
 
 def _holds(path: str, address: str) -> bool:

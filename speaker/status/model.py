@@ -13,6 +13,7 @@ kernel state compare (and serialise) equal.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,21 @@ class SpeakerState:
 
 
 @dataclass(frozen=True)
+class ProxyRule:
+    """One Service address kube-proxy programmed on a node (its iptables or nftables
+    rules): traffic for `address`:`port` (any node address for a NodePort: `address`
+    None) goes to `endpoints` ("IP:port", DNAT).  `kind` is kube-proxy's own word:
+    "cluster IP", "loadbalancer IP", "external IP" or "nodeport"."""
+
+    service: str  # namespace/name, or namespace/name:port-name
+    kind: str
+    address: str | None
+    port: int
+    protocol: str
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     name: str
     netns: str | None = None  # the namespace it was read in (labs), None: the caller's
@@ -130,6 +146,10 @@ class NodeStatus:
     peers: tuple[Peer, ...] = ()
     host_addresses: tuple[str, ...] = ()  # non-loopback addresses on lo (LB addresses)
     speaker: SpeakerState | None = None
+    # What kube-proxy programmed here; `proxy_source` says where it was read
+    # ("iptables", "nftables"), or "" when it could not be (no kube-proxy rules seen).
+    proxy: tuple[ProxyRule, ...] = ()
+    proxy_source: str = ""
     problems: tuple[str, ...] = ()
 
     @property
@@ -147,6 +167,65 @@ class Router:
 
 
 @dataclass(frozen=True)
+class RouterRoutes:
+    """What a router itself holds (a lab asks BIRD): prefix -> next hops.  Without
+    it, the picture shows the routes the speakers say they announce."""
+
+    address: str
+    name: str = "BGP router"
+    routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One backend of a Service, from its EndpointSlices."""
+
+    address: str
+    node: str | None = None
+    ready: bool = True
+    pod: str | None = None  # a name for humans, when the caller knows it
+
+
+@dataclass(frozen=True)
+class ServicePortView:
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
+    node_port: int | None = None
+    target_port: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """A Service as the API holds it (spec and status, and its EndpointSlices)."""
+
+    namespace: str
+    name: str
+    type: str = "ClusterIP"
+    cluster_ips: tuple[str, ...] = ()
+    ports: tuple[ServicePortView, ...] = ()
+    ingress: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    external_traffic_policy: str = "Cluster"
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client outside the cluster (a lab knows its own): where it is and how it
+    reaches the LoadBalancer addresses."""
+
+    name: str
+    address: str
+    via_router: str | None = None  # behind this router; None: on the underlay segment
+    netns: str | None = None
+
+
+@dataclass(frozen=True)
 class AddressView:
     """One LoadBalancer address cluster-wide: who announces it, and how."""
 
@@ -159,6 +238,11 @@ class AddressView:
 @dataclass(frozen=True)
 class ClusterStatus:
     nodes: tuple[NodeStatus, ...] = field(default_factory=tuple)
+    # From the cluster's objects (the API or a manifests file), not from a kernel.
+    services: tuple[ServiceView, ...] = ()
+    # What a lab knows beyond the cluster: its client and its router's own table.
+    clients: tuple[Client, ...] = ()
+    router_routes: tuple[RouterRoutes, ...] = ()
 
     @property
     def service_cidrs(self) -> tuple[str, ...]:
@@ -201,7 +285,7 @@ def with_peer_names(cluster: ClusterStatus) -> ClusterStatus:
     nodes = tuple(dataclasses.replace(n, peers=tuple(
         dataclasses.replace(p, node=owner.get(p.underlay_ip or "", p.node)) for p in n.peers))
         for n in cluster.nodes)
-    return ClusterStatus(nodes)
+    return dataclasses.replace(cluster, nodes=nodes)
 
 
 def to_json(cluster: ClusterStatus) -> dict[str, Any]:
@@ -213,5 +297,70 @@ def to_json(cluster: ClusterStatus) -> dict[str, Any]:
         "serviceCIDRs": list(cluster.service_cidrs),
         "loadBalancerAddresses": [dataclasses.asdict(a) for a in cluster.addresses()],
         "bgpRouters": [dataclasses.asdict(r) for r in cluster.routers()],
+        "services": [dataclasses.asdict(s) for s in cluster.services],
+        "clients": [dataclasses.asdict(c) for c in cluster.clients],
+        "routerRoutes": [dataclasses.asdict(r) for r in cluster.router_routes],
         "nodes": [dataclasses.asdict(n) for n in cluster.nodes],
     }
+
+
+def _build(cls: type, data: Any) -> Any:
+    """A dataclass from its `asdict` form: nested dataclasses and tuples rebuilt from
+    the field types (JSON lists become tuples, as the model keeps them)."""
+    import typing
+
+    if data is None:
+        return None
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _value(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _value(hint: Any, value: Any) -> Any:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _value(args[0], value)
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_value(items[0], v) for v in value)
+        return tuple(_value(a, v) for a, v in zip(items, value, strict=True))
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value)
+    return value
+
+
+def from_json(doc: dict[str, Any]) -> ClusterStatus:
+    """The inverse of `to_json` (its summaries are derived again, not read): so the
+    status of each node, taken where it runs (`kubectl exec ... skeinctl status -o
+    json`), can be drawn together elsewhere."""
+    return ClusterStatus(
+        nodes=tuple(_build(NodeStatus, n) for n in doc.get("nodes", [])),
+        services=tuple(_build(ServiceView, s) for s in doc.get("services", [])),
+        clients=tuple(_build(Client, c) for c in doc.get("clients", [])),
+        router_routes=tuple(_build(RouterRoutes, r) for r in doc.get("routerRoutes", [])))
+
+
+def merge(parts: Sequence[ClusterStatus]) -> ClusterStatus:
+    """Several statuses as one cluster (each node once, by name; the services, clients
+    and router tables of all of them), the tunnels' far ends named again."""
+    nodes: dict[str, NodeStatus] = {}
+    services: dict[str, ServiceView] = {}
+    clients: dict[str, Client] = {}
+    routers: dict[str, RouterRoutes] = {}
+    for part in parts:
+        nodes.update((n.name, n) for n in part.nodes)
+        services.update((s.key, s) for s in part.services)
+        clients.update((c.address, c) for c in part.clients)
+        routers.update((r.address, r) for r in part.router_routes)
+    return with_peer_names(ClusterStatus(
+        tuple(nodes[k] for k in sorted(nodes)), tuple(services[k] for k in sorted(services)),
+        tuple(clients[k] for k in sorted(clients)), tuple(routers[k] for k in sorted(routers))))

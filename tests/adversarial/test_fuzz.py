@@ -240,7 +240,7 @@ def check_request(request: tuple[dict[str, str], bytes]) -> None:
     try:
         req = parse_request(env, stdin)
     except CniError as err:
-        assert json.loads(json.dumps(err.to_dict("1.0.0")))["code"] == err.code
+        assert json.loads(err.to_json("1.0.0"))["code"] == err.code
         return
     if req.command != "VERSION":
         try:

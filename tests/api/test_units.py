@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
+from types import SimpleNamespace
+from typing import Any
 
+import click
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foundation.kube.sources.file import ManifestParser, parse_manifests
+from lab.speakers import (
+    address_pool,
+    bgp_advertisement,
+    bgp_peer,
+    endpoint_slice,
+    l2_advertisement,
+    lb_service,
+)
 from speaker.api.events import Event, EventBus, Observation, Subscription, diff
 from speaker.api.manual import ManualAddresses
 from speaker.api.peer_status import PeerStatus
-from speaker.api.service import add_arguments, check_arguments
+from speaker.api.service import api_options, check_arguments
 from speaker.cli.common import duration, table
+from speaker.daemon import Planner, log_plan_change
 from speaker.plan import Announcement
 
 A, B = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
@@ -93,10 +109,14 @@ def test_a_subscriber_that_falls_behind_is_dropped() -> None:
     assert lost and got[0] is not None and got[0].address == "192.0.2.1" and got[1] is None
 
 
-def _args(*argv: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    return p.parse_args(list(argv))
+@click.command()
+@api_options
+def _api_flags(**params: Any) -> SimpleNamespace:
+    return SimpleNamespace(**params)
+
+
+def _args(*argv: str) -> SimpleNamespace:
+    return _api_flags.main(list(argv), standalone_mode=False)
 
 
 def test_api_flags() -> None:
@@ -130,3 +150,112 @@ def test_a_conflict_event_reads_as_what_happened() -> None:
     assert event_line(message).endswith(
         "node1: conflict 10.99.0.200 (l2) on eth0 claimed by 02:de:ad:00:00:01 "
         "(gratuitous ARP); announced again")
+
+
+# -- the daemon's plan (what the API serves): a change re-plans only its Services -------
+
+POOL4, POOL6 = "198.51.100.0/29", "2001:db8::/125"
+IPS = ["198.51.100.1", "198.51.100.2", "198.51.100.3", "2001:db8::1", "203.0.113.9",
+       "224.0.0.5"]  # the last two: in no pool, and unannounceable
+
+
+def _service(name: str, ips: list[str], port: int, share: str | None, local: bool,
+             labels: dict[str, str]) -> dict[str, Any]:
+    doc = lb_service(name, *ips, port=port, policy="Local" if local else "Cluster")
+    doc["metadata"]["labels"] = labels
+    if share:
+        doc["metadata"]["annotations"] = {"metallb.io/allow-shared-ip": share}
+    return doc
+
+
+def _config(aggregate: bool) -> list[dict[str, Any]]:
+    aggregation: dict[str, Any] = {"aggregationLength": 30} if aggregate else {}
+    nodes = [{"apiVersion": "v1", "kind": "Node",
+              "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}},
+              "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+             for n, ip in (("n1", "10.0.0.1"), ("n2", "10.0.0.2"))]
+    return [*nodes, address_pool("p", POOL4, POOL6),
+            l2_advertisement("l2", ["p"]),
+            bgp_peer("r", "10.0.0.254", 65000, 65001),
+            bgp_advertisement("b", ["p"], **aggregation),
+            bgp_advertisement("only-web", ["p"], localPref=200,
+                              serviceSelectors=[{"matchLabels": {"app": "web"}}])]
+
+
+service_specs = st.fixed_dictionaries({
+    "ips": st.lists(st.sampled_from(IPS), max_size=2, unique=True),
+    "port": st.sampled_from([80, 443]),
+    "share": st.sampled_from([None, "k"]),
+    "local": st.booleans(),
+    "labels": st.sampled_from([{}, {"app": "web"}]),
+    "ready_on": st.sampled_from([(), ("n1",), ("n2",), ("n1", "n2")]),
+})
+
+
+def _state(config: list[dict[str, Any]], services: dict[str, dict[str, Any]],
+           parser: ManifestParser | None = None) -> Any:
+    """The state of a manifests file; through `parser`, unchanged objects stay the same
+    objects (as the sources keep them)."""
+    docs = list(config)
+    for name, spec in sorted(services.items()):
+        docs.append(_service(name, spec["ips"], spec["port"], spec["share"], spec["local"],
+                             spec["labels"]))
+        docs.append(endpoint_slice(name, spec["ready_on"]))
+    text = yaml.safe_dump_all(docs)
+    return (parser.parse(text) if parser else parse_manifests(text)).state
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.booleans(), st.lists(st.tuples(st.sampled_from(["s1", "s2", "s3", "s4"]),
+                                         st.one_of(st.none(), service_specs)),
+                               min_size=1, max_size=12))
+def test_planning_the_changed_services_equals_planning_everything(
+        aggregate: bool, steps: list[tuple[str, dict[str, Any] | None]]) -> None:
+    config = _config(aggregate)
+    live = frozenset({"n1", "n2"})
+    planner = Planner("n1", None, False)
+    parser = ManifestParser()
+    services: dict[str, dict[str, Any]] = {}
+    for name, spec in steps:
+        if spec is None:
+            services.pop(name, None)
+        else:
+            services[name] = spec
+        state = _state(config, services, parser)
+        got = planner.plan(state, live)
+        want = Planner("n1", None, False).plan(state, live)
+        assert got.desired == want.desired
+        assert got.sessions == want.sessions
+        assert set(got.problems) == set(want.problems)
+        assert planner.plan(state, live) is got  # the same state again: nothing re-planned
+
+
+def test_an_unchanged_plan_keeps_its_entries_and_a_change_is_logged_as_a_diff(
+        caplog: Any) -> None:
+    config = _config(False)
+    planner = Planner("n1", None, False)
+    spec = {"ips": ["198.51.100.1"], "port": 80, "share": None, "local": False, "labels": {},
+            "ready_on": ()}
+    first = planner.plan(_state(config, {"s1": spec}), frozenset({"n1"})).desired
+    second = planner.plan(_state(config, {"s1": spec, "s2": {**spec, "ips": ["198.51.100.2"]}}),
+                          frozenset({"n1"})).desired
+    assert all(any(a is b for b in second) for a in first)  # the same objects, not re-made
+    with caplog.at_level("INFO", logger="speaker"):
+        log_plan_change(first, second)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "+198.51.100.2/32 (bgp to r)" in line and "198.51.100.1" not in line
+
+
+def test_the_bus_updates_what_is_announced_by_the_entries_that_changed() -> None:
+    bus = EventBus()
+    one = Announcement(A, "l2", services=("default/a",))
+    two = Announcement(A, "bgp", services=("default/a",), prefix=ipaddress.ip_network(A),
+                       peers=("r",))
+    again = Announcement(A, "bgp", services=("default/b",), prefix=ipaddress.ip_network(A),
+                         peers=("r2",))  # the same (address, mode) twice
+    plans: list[tuple[Announcement, ...]] = [
+        (one,), (one, two), (one, two, again), (two, again), (again,), (), (one,)]
+    for plan in plans:
+        assert bus._local_announcements(plan) == frozenset(
+            (str(a.address), a.kind) for a in plan)
+        assert bus._local_announcements(plan) is bus._local_announcements(plan)

@@ -28,7 +28,6 @@ from speaker.bgp.attributes import (
     NextHop,
     Origin,
     UnknownAttribute,
-    community_from_text,
     community_text,
     decode_attributes,
     encode_attributes,
@@ -189,7 +188,7 @@ def test_update_ipv4_golden() -> None:
     msg = Update(
         withdrawn=(net("198.51.100.0/24"),),
         attributes=(Origin(0), AsPath.sequence(65001), NextHop("10.0.0.1"), Med(0),
-                    Communities((community_from_text("65000:100"),))),
+                    Communities((0xFDE80064,))),  # 65000:100
         nlri=(net("192.0.2.0/24"), net("203.0.113.7/32")),
     )
     assert message.encode(msg) == UPDATE_GOLDEN
@@ -244,12 +243,20 @@ def test_route_refresh_golden() -> None:
     assert message.decode(golden) == RouteRefresh(2, 1)
 
 
-def test_communities_text() -> None:
-    assert community_from_text("65000:100") == 0xFDE80064
-    assert community_from_text("no-export") == 0xFFFFFF01
+def test_communities_text_is_read_by_the_one_parser() -> None:
+    """The BGP side has no community parser of its own: the runner reads texts
+    with foundation.kube.model.communities (MetalLB's rules: no built-in names)."""
+    from speaker.bgp.runner import route_attrs
+
+    attrs = route_attrs({"communities": ["65000:100", "65535:65281", "large:65000:1:2"],
+                         "local_pref": 100})
+    assert attrs.communities == (0xFDE80064, 0xFFFFFF01)
+    assert attrs.large_communities == ((65000, 1, 2),)
+    assert attrs.local_pref == 100
     assert community_text(0xFDE80064) == "65000:100"
-    with pytest.raises(ValueError):
-        community_from_text("70000:1")
+    for bad in ("70000:1", "no-export"):
+        with pytest.raises(ValueError):
+            route_attrs({"communities": [bad]})
 
 
 def test_split_messages_keeps_partial_tail() -> None:

@@ -11,6 +11,7 @@ from speaker.bgp.capabilities import FourOctetAs, GracefulRestart, Multiprotocol
 from speaker.bgp.fsm import (
     LARGE_HOLD_TIME,
     Action,
+    BfdDown,
     CollisionDump,
     Connect,
     DecodeError,
@@ -204,6 +205,8 @@ def test_established_flow() -> None:
     (State.OPEN_SENT, DecodeError(errors.header_error(1, "marker")), 1, 1),
     (State.ESTABLISHED, ManualStop("maintenance"), 6, 2),
     (State.OPEN_SENT, ManualStop(), 6, 2),
+    (State.ESTABLISHED, BfdDown("control detection time expired"), 6, 10),  # RFC 9384
+    (State.OPEN_CONFIRM, BfdDown(), 6, 10),
 ])
 def test_errors_notify_then_close(state: State, event: Event, code: int, subcode: int) -> None:
     fsm = at(state)
@@ -285,7 +288,7 @@ ALL_EVENTS: list[Event] = [
     MessageReceived(PEER), MessageReceived(Open(1, 30, "1.1.1.1")), MessageReceived(Keepalive()),
     MessageReceived(Update()), MessageReceived(RouteRefreshMessage(1, 1)),
     MessageReceived(Notification(6, 4)), DecodeError(errors.header_error(2, "len", b"\x00\x05")),
-    CollisionDump(),
+    CollisionDump(), BfdDown(),
 ]
 
 
@@ -323,3 +326,50 @@ def test_random_event_sequences_keep_invariants(events: list[Event], passive: bo
         assert (up == 1) == (fsm.state == State.ESTABLISHED)
         assert (fsm.negotiated is not None) == (fsm.state in (State.OPEN_CONFIRM,
                                                               State.ESTABLISHED))
+
+
+@pytest.mark.parametrize("state", [State.IDLE, State.CONNECT, State.ACTIVE])
+def test_bfd_down_without_a_session_changes_nothing(state: State) -> None:
+    fsm = at(state)
+    assert fsm.handle(BfdDown()) == [] and fsm.state == state
+
+
+def test_bfd_down_restarts_after_the_back_off() -> None:
+    fsm = at(State.ESTABLISHED)
+    actions = fsm.handle(BfdDown("neighbor signaled session down"))
+    assert "BFD session down: neighbor signaled session down" == fsm.last_error
+    assert StartTimer(Timer.IDLE_HOLD, 1.0) in actions  # then reconnect, as after any failure
+    assert fsm.handle(TimerExpired(Timer.IDLE_HOLD))[-1] == Connect()
+
+
+@pytest.mark.parametrize("mode, peer_as, accepted", [
+    ("internal", 64512, True), ("internal", 65112, False),
+    ("external", 65112, True), ("external", 4200000000, True), ("external", 64512, False),
+])
+def test_dynamic_asn(mode: str, peer_as: int, accepted: bool) -> None:
+    """MetalLB's dynamicASN: any AS from the peer's OPEN, internal = ours, external =
+    not ours; otherwise NOTIFICATION OPEN Message Error / Bad Peer AS."""
+    fsm = Fsm(FsmConfig(local_open=LOCAL, peer_as=None, dynamic_asn=mode))
+    drive(fsm, ManualStart(), TcpConnected())
+    peer = Open(peer_as, 30, "10.0.0.254", (FourOctetAs(peer_as),))
+    actions = fsm.handle(MessageReceived(peer))
+    if accepted:
+        assert fsm.state == State.OPEN_CONFIRM
+        assert fsm.negotiated is not None and fsm.negotiated.peer_as == peer_as
+    else:
+        assert fsm.state == State.IDLE
+        [note] = [m for m in sent(actions) if isinstance(m, Notification)]
+        assert (note.code, note.subcode) == (errors.OPEN_MESSAGE_ERROR, errors.BAD_PEER_AS)
+        assert f"dynamicASN {mode}" in fsm.last_error or "our own" in fsm.last_error
+
+
+def test_dynamic_asn_peer_config() -> None:
+    from speaker.bgp.peer import Peer, PeerConfig
+
+    internal = PeerConfig("10.0.0.254", 0, 64512, dynamic_asn="internal")
+    external = PeerConfig("10.0.0.254", 0, 64512, dynamic_asn="external")
+    assert internal.ibgp and internal.ttl == 255
+    assert not external.ibgp and external.ttl == 1
+    assert Peer(internal, "10.0.0.1").fsm.config.peer_as is None
+    with pytest.raises(ValueError, match="dynamic_asn 'both'"):
+        PeerConfig("10.0.0.254", 0, 64512, dynamic_asn="both")

@@ -131,7 +131,8 @@ class BgpLab:
 
 def base_objects(*services: dict[str, Any], **advertisement: Any) -> list[dict[str, Any]]:
     return [address_pool("bgp", POOL4, POOL6),
-            bgp_peer("router", ROUTER4, ROUTER_AS, NODE_AS, holdTime="30s"),
+            bgp_peer("router", ROUTER4, ROUTER_AS, NODE_AS, holdTime="30s",
+                     dualStackAddressFamily=True),
             bgp_advertisement("bgp", ["bgp"], **advertisement), *services]
 
 

@@ -5,12 +5,14 @@ passive and nothing listens, so no packet leaves the process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 
 import pytest
 
 from foundation.kube.model.communities import BGPCommunity
+from foundation.kube.model.metallb import BFDProfile
 from speaker.bgp.peer import PeerConfig, RouteAttrs
 from speaker.bgp_announcer import BgpAnnouncer
 from speaker.bgp_plan import BgpSession
@@ -65,6 +67,42 @@ def test_apply_sets_whole_tables_and_logs_what_the_peer_changed(
             assert lines == ["BGP peer 192.0.2.1: withdrawing 2001:db8::10/128",
                              "BGP peer 192.0.2.1: announcing 198.51.100.10/32"]
             assert announcer.advertised()["192.0.2.1"] == [net("198.51.100.10/32")]
+        finally:
+            await announcer.close()
+
+    asyncio.run(scenario())
+
+
+def test_bfd_profile_starts_changes_and_stops_a_bfd_session() -> None:
+    """A session's BFDProfile runs a BFD session beside it; a changed profile replaces
+    both, a removed peer takes its BFD session along.  Passive profiles: nothing is
+    sent before the (absent) peer speaks, so no packet leaves the process."""
+    slow = BFDProfile(namespace="metallb-system", name="slow", receive_interval_ms=500,
+                      transmit_interval_ms=500, passive_mode=True)
+    fast = dataclasses.replace(slow, name="fast", transmit_interval_ms=100,
+                               receive_interval_ms=100, detect_multiplier=5)
+
+    def with_bfd(name: str, address: str, profile: BFDProfile | None) -> BgpSession:
+        return dataclasses.replace(session(name, address), bfd=profile)
+
+    async def scenario() -> None:
+        announcer = BgpAnnouncer()
+        try:
+            await announcer.set_sessions([with_bfd("tor-a", "192.0.2.1", slow),
+                                          with_bfd("tor-b", "192.0.2.2", None)])
+            bfd = announcer.speaker.bfd_sessions
+            assert set(bfd) == {"192.0.2.1"}
+            first = bfd["192.0.2.1"]
+            assert (first.config.params.desired_min_tx_us, first.config.multihop) == (
+                500_000, False)
+            await asyncio.sleep(0.05)
+            assert first.state.text == "Down" and first.packets_out == 0  # passive
+            await announcer.set_sessions([with_bfd("tor-a", "192.0.2.1", fast),
+                                          with_bfd("tor-b", "192.0.2.2", None)])
+            second = bfd["192.0.2.1"]
+            assert second is not first and second.config.params.detect_mult == 5
+            await announcer.set_sessions([with_bfd("tor-b", "192.0.2.2", None)])
+            assert bfd == {} and announcer.speaker.bfd.sessions == {}
         finally:
             await announcer.close()
 

@@ -33,7 +33,7 @@ def test_three_paths_both_families_communities_withdraw_cease(lab: BgpLab) -> No
     gobgp = GoBgp(lab.interop, gobgp_config([(a, NODE_AS, None) for a in sorted(NODES4)],
                                             local_as=ROUTER_AS, router_id=ROUTER4, ipv6=True))
     web, api = lb_service("web", LB4, LB6), lb_service("api", "198.51.100.11")
-    communities = ["64512:100", "no-export", f"large:{NODE_AS}:1:2"]
+    communities = ["64512:100", "65535:65281", f"large:{NODE_AS}:1:2"]  # 65535:65281: NO_EXPORT
     lab.write(*base_objects(web, api, communities=communities))
     lab.start_all()
     poll(lambda: set(paths(gobgp, f"{LB4}/32")) == NODES4, 30, "3 IPv4 paths at GoBGP")

@@ -4,6 +4,7 @@ Calico's extras (pod CIDRs, service ranges), without a router or a socket."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import random
 from typing import Any
@@ -20,7 +21,7 @@ from lab.speakers import (
     l2_advertisement,
     lb_service,
 )
-from speaker.bgp.nlri import IPV4_UNICAST
+from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST
 from speaker.bgp_plan import BgpPlan, plan_bgp
 from speaker.plan import BGP, L2, plan_node
 from tests.l2.test_plan import node as l2_node
@@ -47,7 +48,9 @@ def community(name: str, **aliases: str) -> dict[str, Any]:
 
 
 NODES = [node(f"n{i}", ip=f"10.0.0.{i}") for i in range(1, 4)]
-TOR = bgp_peer("tor", "10.0.0.254", 65112, 64512)
+# Dual-stack pools below: the session carries both families (MetalLB 0.15+
+# carries the peer address's family only unless asked).
+TOR = bgp_peer("tor", "10.0.0.254", 65112, 64512, dualStackAddressFamily=True)
 BASE = [*NODES, address_pool("pool", "192.0.2.0/28", "2001:db8::/124"), TOR,
         bgp_advertisement("bgp")]
 
@@ -162,7 +165,8 @@ def test_session_configuration_from_the_bgppeer() -> None:
     s = state(node("n1", ip="10.0.0.1", ip6="fd00::1"),
               bgp_peer("tor", "10.0.0.254", 4200000001, 4200000002, holdTime="9s",
                        keepaliveTime="2s", routerID="10.255.0.1", sourceAddress="10.0.0.1",
-                       password="s3cret", ebgpMultiHop=True, peerPort=1179),
+                       password="s3cret", ebgpMultiHop=True, peerPort=1179,
+                       dualStackAddressFamily=True),
               bgp_peer("v6", "fd00::fe", 65112, 64512, version="v1beta1", disableMP=True))
     tor, v6 = (x.config for x in plan_bgp(s, "n1").sessions)
     assert (tor.peer_asn, tor.my_asn, tor.peer_port) == (4200000001, 4200000002, 1179)
@@ -190,17 +194,21 @@ def test_graceful_restart_only_when_the_bgppeer_enables_it() -> None:
 def test_peers_that_cannot_run_are_problems_not_crashes() -> None:
     s = state(node("n1", ip=None, ip6="fd00::1"),
               bgp_peer("no-id", "fd00::fe", 65112, 64512),
-              bgp_peer("dyn", "fd00::fd", None, 64512, dynamicASN="external"),
               bgp_peer("secret", "fd00::fc", 65112, 64512, routerID="10.0.0.9",
                        passwordSecret={"name": "pw"}),
+              bgp_peer("bfd", "fd00::fd", 65112, 64512, routerID="10.0.0.9",
+                       bfdProfile="nonesuch"),
+              bgp_peer("vrf", "fd00::fa", 65112, 64512, routerID="10.0.0.9", vrf="red"),
               bgp_peer("ok", "fd00::fb", 65112, 64512, routerID="10.0.0.9"),
               bgp_peer("ok-dup", "fd00::fb", 65113, 64512, routerID="10.0.0.9"))
     plan = plan_bgp(s, "n1")
     assert [x.name for x in plan.sessions] == ["ok"]
     text = "\n".join(plan.problems)
-    for expected in ("no IPv4 InternalIP", "dynamicASN", "passwordSecret", "same peerAddress"):
+    for expected in ("no IPv4 InternalIP", "spec.passwordSecret: no Secret metallb-system/pw",
+                     "spec.bfdProfile: no BFDProfile is named 'nonesuch'", "spec.vrf:",
+                     "same peerAddress"):
         assert expected in text
-    assert len(plan.problems) == 4
+    assert len(plan.problems) == 5
 
 
 def test_no_sessions_no_routes_and_unknown_node_plans_nothing() -> None:
@@ -271,3 +279,95 @@ def test_plans_follow_eligibility_and_ignore_document_order(
         for route in plan.routes:
             assert route.prefix is not None and route.prefix.prefixlen == agg
             assert route.address in route.prefix and route.peers == ("tor",)
+
+
+def bfd_profile(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "metallb.io/v1beta1", "kind": "BFDProfile",
+            "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec}
+
+
+def basic_auth(name: str, password: bytes, type_: str = "kubernetes.io/basic-auth"
+               ) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": type_,
+            "metadata": {"name": name, "namespace": "metallb-system"},
+            "data": {"username": base64.b64encode(b"ignored").decode(),
+                     "password": base64.b64encode(password).decode()}}
+
+
+def test_one_address_family_per_session_unless_dual_stack_is_asked() -> None:
+    """MetalLB 0.15+'s default: an IPv4 session carries IPv4 only; IPv6 goes to
+    the IPv6 session, or, with dualStackAddressFamily, to both."""
+    pool = address_pool("pool", "192.0.2.0/28", "2001:db8::/124")
+    svc = lb_service("web", "192.0.2.1", "2001:db8::1")
+    n1 = node("n1", ip="10.0.0.1", ip6="fd00::1")
+    v4 = bgp_peer("v4", "10.0.0.254", 65112, 64512)
+    v6 = bgp_peer("v6", "fd00::fe", 65112, 64512)
+    both = bgp_peer("both", "10.0.0.253", 65112, 64512, dualStackAddressFamily=True)
+    legacy = bgp_peer("legacy", "10.0.0.252", 65112, 64512, disableMP=True)
+    plan = plan_bgp(state(n1, pool, svc, v4, v6, both, legacy, bgp_advertisement("bgp")), "n1")
+    families = {x.name: x.config.families for x in plan.sessions}
+    assert families == {"v4": (IPV4_UNICAST,), "v6": (IPV6_UNICAST,),
+                        "both": (IPV4_UNICAST, IPV6_UNICAST), "legacy": (IPV4_UNICAST,)}
+    assert routes(plan) == {("192.0.2.1", "192.0.2.1/32", ("both", "legacy", "v4")),
+                            ("2001:db8::1", "2001:db8::1/128", ("both", "v6"))}
+    assert plan.problems == ()
+    # An IPv6 address with IPv4-only sessions: a problem that says what to set.
+    alone = plan_bgp(state(n1, pool, svc, v4, bgp_advertisement("bgp")), "n1")
+    assert routes(alone) == {("192.0.2.1", "192.0.2.1/32", ("v4",))}
+    assert len(alone.problems) == 1 and "spec.dualStackAddressFamily" in alone.problems[0]
+
+
+def test_bfd_profile_is_resolved_into_the_session() -> None:
+    s = state(node("n1"), bfd_profile("fast", receiveInterval=100, transmitInterval=150,
+                                      detectMultiplier=5, passiveMode=True, minimumTtl=250),
+              bfd_profile("defaults"),
+              bgp_peer("a", "10.0.0.254", 65112, 64512, bfdProfile="fast"),
+              bgp_peer("b", "10.0.0.253", 65112, 64512, bfdProfile="defaults"),
+              bgp_peer("c", "10.0.0.252", 65112, 64512))
+    a, b, c = plan_bgp(s, "n1").sessions
+    assert a.bfd is not None and b.bfd is not None and c.bfd is None
+    assert (a.bfd.receive_interval_ms, a.bfd.transmit_interval_ms, a.bfd.detect_multiplier,
+            a.bfd.passive_mode, a.bfd.minimum_ttl, a.bfd.echo_mode) == (100, 150, 5, True, 250,
+                                                                         False)
+    # MetalLB's defaults: 300 ms both ways, times 3.
+    assert (b.bfd.receive_interval_ms, b.bfd.transmit_interval_ms,
+            b.bfd.detect_multiplier) == (300, 300, 3)
+    assert plan_bgp(s, "n1").problems == ()
+
+
+def test_dynamic_asn_local_asn_and_password_secret() -> None:
+    s = state(node("n1"), basic_auth("pw", b"t0p s3cret"),
+              basic_auth("opaque", b"x", type_="Opaque"),
+              bgp_peer("dyn", "10.0.0.254", None, 64512, dynamicASN="external"),
+              bgp_peer("local", "10.0.0.253", 65112, 64512, localASN=65410),
+              bgp_peer("secret", "10.0.0.252", 65112, 64512, passwordSecret={"name": "pw"}),
+              bgp_peer("wrong", "10.0.0.251", 65112, 64512, passwordSecret={"name": "opaque"}))
+    plan = plan_bgp(s, "n1")
+    by_name = {x.name: x.config for x in plan.sessions}
+    assert set(by_name) == {"dyn", "local", "secret"}
+    assert (by_name["dyn"].peer_asn, by_name["dyn"].dynamic_asn) == (0, "external")
+    assert by_name["local"].dynamic_asn is None
+    # localASN: the session shows that AS instead of myASN (FRR's local-as
+    # no-prepend replace-as), so the peer sees eBGP from 65410 only.
+    assert (by_name["local"].my_asn, by_name["local"].peer_asn) == (65410, 65112)
+    assert by_name["secret"].password == "t0p s3cret"
+    assert plan.problems == ("BGPPeer metallb-system/wrong: spec.passwordSecret: Secret "
+                             "metallb-system/opaque is of type Opaque; expected "
+                             "kubernetes.io/basic-auth; no session",)
+    # The password is kept for the session, never shown.
+    secret = s.secret("metallb-system", "pw")
+    assert secret is not None and "t0p" not in repr(secret) and "t0p" not in repr(s)
+
+
+def test_service_selectors_restrict_a_bgp_advertisement() -> None:
+    s = state(*NODES, TOR, address_pool("pool", "192.0.2.0/28"),
+              bgp_advertisement("prod", ["pool"], communities=["64512:1"],
+                                serviceSelectors=[{"matchExpressions": [
+                                    {"key": "env", "operator": "In", "values": ["prod"]}]}]),
+              *(dict(lb_service(n, ip), metadata={"name": n, "namespace": "default",
+                                                   "labels": labels})
+                for n, ip, labels in (("a", "192.0.2.1", {"env": "prod"}),
+                                      ("b", "192.0.2.2", {"env": "dev"}),
+                                      ("c", "192.0.2.3", {}))))
+    plan = plan_bgp(s, "n1")
+    assert routes(plan) == {("192.0.2.1", "192.0.2.1/32", ("tor",))}

@@ -338,3 +338,82 @@ def test_client_gone_and_the_acknowledged_reply():
     with a, b:  # a reply without an acknowledgement (a refusal) reads the same
         b.sendall(fastpath.encode_reply(1, '{"code": 4}'))
         assert fastpath.recv_reply(a) == (1, '{"code": 4}')
+
+
+class _Stub:
+    """A plugin for the server's own tests: ADD answers, CHECK fails."""
+
+    def add(self, req):
+        return {"ips": [{"address": "10.9.0.2/24"}]}
+
+    def check(self, req):
+        from foundation.cni.spec import CniError
+
+        raise CniError(3, "no such attachment")
+
+
+def _scrape(address: tuple[str, int]) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{address[0]}:{address[1]}/metrics",
+                                  timeout=10).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("skein_agent_")}
+
+
+def test_the_agents_metrics_count_requests_latency_and_fallbacks(tmp_path):
+    """skein-agent's /metrics (served on the loopback here): requests by
+    command and result, their latency, and the requests whose client gave up
+    and did the work itself."""
+    from cni_plugin.agent.fastpath_server import FastPathServer
+    from cni_plugin.agent.metrics import AgentMetrics, serve
+
+    metrics = AgentMetrics()
+    sock = str(tmp_path / "run" / "agent.sock")
+    server = FastPathServer(sock, _Stub, workers=2, metrics=metrics)
+    server.start()
+    address = serve(metrics, "127.0.0.1:0")
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "skein",
+                       "agentSocket": sock}).encode()
+    env = {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/var/run/netns/x", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin"}
+    try:
+        code, out = fastpath.forward({**env, "CNI_COMMAND": "ADD"}, conf)
+        assert code == 0 and json.loads(out)["ips"][0]["address"] == "10.9.0.2/24"
+        assert fastpath.forward({**env, "CNI_COMMAND": "CHECK"}, conf)[0] == 1
+        # Another request holds the attachment; this client gives up meanwhile.
+        held = attachment.lock(sock, "c1", "eth0")
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(sock)
+        client.sendall(fastpath.encode_request({**env, "CNI_COMMAND": "ADD"}, conf))
+        assert client.recv(1) == fastpath.ACK
+        client.close()
+        deadline = time.monotonic() + 10
+        while 'skein_agent_fastpath_fallbacks_total{reason="client_gone"}' not in \
+                _scrape(address):
+            assert time.monotonic() < deadline, "the dropped request was not counted"
+            time.sleep(0.05)
+        attachment.unlock(held)
+        seen = _scrape(address)
+    finally:
+        server.close()
+    assert seen['skein_agent_fastpath_requests_total{command="ADD",result="ok"}'] == 1
+    assert seen['skein_agent_fastpath_requests_total{command="CHECK",result="error"}'] == 1
+    assert seen['skein_agent_fastpath_request_seconds_count{command="ADD"}'] == 1
+    assert seen['skein_agent_fastpath_fallbacks_total{reason="client_gone"}'] == 1
+    assert seen["skein_agent_peers"] == 0 and seen["skein_agent_routes"] == 0
+
+
+def test_the_fallback_answers_json_when_it_cannot_take_the_lock(tmp_path, monkeypatch):
+    from cni_plugin.fallback import complete_after_agent_failure
+
+    (tmp_path / "file").write_text("")
+    sock = str(tmp_path / "file" / "run" / "agent.sock")   # under a file: no lock there
+    for key, value in (("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"),
+                       ("CNI_IFNAME", "eth0")):
+        monkeypatch.setenv(key, value)
+    stdin = json.dumps({"cniVersion": "0.4.0", "agentSocket": sock}).encode()
+    code, out = complete_after_agent_failure(_Stub(), stdin)
+    answer = json.loads(out)
+    assert (code, answer["code"], answer["cniVersion"]) == (1, 5, "0.4.0")
+    assert "attachments.lock" in answer["details"]

@@ -78,6 +78,13 @@ def test_dual_stack(cni, netns_factory, tmp_path):
     assert tcp_source_seen(pods[1], b6, pods[0], b6) == pod_address(results[0], 6)
     bridge_addrs = cni.node.ip("-j", "addr", "show", "cni0").stdout
     assert "fd77::1" in bridge_addrs and "10.77.0.1" in bridge_addrs
+    # The node ends make no IPv6 address of their own (nothing of theirs is
+    # flooded to the bridge's other ports); the pods' IPv6 works, above.
+    for name in host_veths(cni.node):
+        [link] = json.loads(cni.node.ip("-j", "-d", "link", "show", "dev", name).stdout)
+        assert link["inet6_addr_gen_mode"] == "none"
+        [addrs] = json.loads(cni.node.ip("-j", "addr", "show", "dev", name).stdout)
+        assert [a for a in addrs["addr_info"] if a["family"] == "inet6"] == []
 
 
 def test_pod_without_default_route_and_options(cni, netns_factory, node, tmp_path):

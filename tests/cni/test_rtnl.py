@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,9 +32,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from cni_plugin import vxlan
+from cni_plugin import veth, vxlan
+from cni_plugin.config import VxlanConf
 from foundation import netlink
 from foundation.netlink import rtnl
 from foundation.netlink.mac import mac_bytes
@@ -278,6 +281,90 @@ def test_route_body_decoded_and_encoded_by_pyroute2() -> None:
     assert default6.get_attr("RTA_OIF") == 4
 
 
+# Neighbour and FDB entries, routes with a protocol and flags, and the IPv6
+# address generation mode: what skein-agent's VXLAN device and the pod's node
+# end need.
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    # ndmsg: family, pad x3, ifindex, state, flags, type; then the attributes.
+    (rtnl.neigh_body(socket.AF_INET, 7, "0e:4b:0a:63:00:0c", "10.244.1.0",
+                     state=rtnl.NUD_PERMANENT, protocol=83),
+     "02000000 07000000 80000000 08000100 0af40100 0a000200 0e4b0a63 000c0000"
+     " 05000c00 53000000"),
+    (rtnl.neigh_body(socket.AF_INET6, 7, dst="fd44:0:0:1::"),          # a delete
+     "0a000000 07000000 00000000 14000100 fd440000 00000001 00000000 00000000"),
+    (rtnl.neigh_body(rtnl.AF_BRIDGE, 7, "0e:4b:0a:63:00:0c", "10.99.0.12",
+                     state=rtnl.NUD_PERMANENT | rtnl.NUD_NOARP, flags=rtnl.NTF_SELF),
+     "07000000 07000000 c0000200 08000100 0a63000c 0a000200 0e4b0a63 000c0000"),
+])
+def test_neigh_body(body: bytes, expected: str) -> None:
+    assert body == H(expected)
+
+
+def test_neigh_body_decoded_by_pyroute2() -> None:
+    msg = ndmsg(rtnl.message(rtnl.RTM_NEWNEIGH, 5, 3, rtnl.neigh_body(
+        socket.AF_INET6, 9, "0e:6b:00:00:00:0c", "fd44:0:0:1::", state=rtnl.NUD_PERMANENT,
+        protocol=83)))
+    msg.decode()
+    assert (msg["family"], msg["ifindex"], msg["state"]) == (socket.AF_INET6, 9, 0x80)
+    assert msg.get_attr("NDA_DST") == "fd44:0:0:1::"
+    assert msg.get_attr("NDA_LLADDR") == "0e:6b:00:00:00:0c"
+    assert msg.get_attr("NDA_PROTOCOL") == 83
+    fdb = ndmsg(rtnl.message(rtnl.RTM_NEWNEIGH, 5, 4, rtnl.neigh_body(
+        rtnl.AF_BRIDGE, 9, "0e:4b:0a:63:00:0c", "10.99.0.12", flags=rtnl.NTF_SELF)))
+    fdb.decode()
+    assert (fdb["family"], fdb["flags"]) == (rtnl.AF_BRIDGE, rtnl.NTF_SELF)
+    assert (fdb.get_attr("NDA_LLADDR"), fdb.get_attr("NDA_DST")) == ("0e:4b:0a:63:00:0c",
+                                                                      "10.99.0.12")
+
+
+def test_neigh_dump_filters_the_way_the_kernel_reads_them() -> None:
+    # Neighbours: an ndmsg, then NDA_IFINDEX.
+    assert rtnl.neigh_dump(socket.AF_INET, 7) == H("02000000 00000000 00000000 08000800 07000000")
+    # FDB: an ifinfomsg (16 bytes, neither an ndmsg's 12 nor 12 + one u32
+    # attribute) whose index names the device (rtnetlink.c, valid_fdb_dump_legacy).
+    body = rtnl.neigh_dump(rtnl.AF_BRIDGE, 7)
+    assert body == H("07000000 07000000 00000000 00000000")
+    assert len(body) not in (rtnl.NDMSG.size, rtnl.NDMSG.size + 8)
+
+
+def test_parse_neigh() -> None:
+    payload = (struct.pack("=BxxxiHBB", socket.AF_INET, 7, 0x80, 0, 1)
+               + rta(rtnl.NDA_DST, bytes([10, 244, 1, 0]))
+               + rta(rtnl.NDA_LLADDR, bytes.fromhex("0e4b0a63000c"))
+               + rta(rtnl.NDA_PROTOCOL, b"\x53"))
+    assert rtnl.parse_neigh(payload) == rtnl.NeighMessage(
+        socket.AF_INET, 7, 0x80, 0, "10.244.1.0", bytes.fromhex("0e4b0a63000c"), 83)
+    bare = struct.pack("=BxxxiHBB", socket.AF_INET, 7, 0x02, 0, 1)   # incomplete, no attrs
+    assert rtnl.parse_neigh(bare) == rtnl.NeighMessage(socket.AF_INET, 7, 2, 0, None, None,
+                                                       None)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    # replace: proto 83 (skein), scope universe, type unicast, rtm_flags RTNH_F_ONLINK
+    ({"protocol": 83, "flags": rtnl.RTNH_F_ONLINK},
+     "02180000 fe530001 04000000 08000100 0af40100 08000500 0af40100 08000400 07000000"
+     " 08000f00 fe000000"),
+    # delete: any scope (RT_SCOPE_NOWHERE) and type, as `ip route del` sends
+    ({"protocol": 83, "delete": True},
+     "02180000 fe53ff00 00000000 08000100 0af40100 08000500 0af40100 08000400 07000000"
+     " 08000f00 fe000000"),
+])
+def test_route_body_with_protocol_flags_and_delete(kwargs: dict[str, Any], expected: str) -> None:
+    assert rtnl.route_body("10.244.1.0", 24, "10.244.1.0", 7, **kwargs) == H(expected)
+
+
+def test_addr_gen_mode_none_matches_pyroute2() -> None:
+    body = rtnl.addr_gen_mode_none(7)
+    # ifinfomsg index 7; IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE = 1 } }
+    assert body == H("00000000 07000000 00000000 00000000 10001a00 0c000a00 05000800 01000000")
+    msg = ifinfmsg(rtnl.message(rtnl.RTM_SETLINK, 5, 1, body))
+    msg.decode()
+    inet6 = msg.get_attr("IFLA_AF_SPEC").get_attr("AF_INET6")
+    assert inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") == rtnl.IN6_ADDR_GEN_MODE_NONE
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -392,13 +479,16 @@ def test_parse_route() -> None:
                + rta(rtnl.RTA_GATEWAY, bytes([10, 0, 0, 1]))
                + rta(rtnl.RTA_OIF, struct.pack("=I", 2)))
     assert rtnl.parse_route(default) == rtnl.RouteMessage(socket.AF_INET, 0, 254, None,
-                                                          "10.0.0.1", 2)
+                                                          "10.0.0.1", 2, protocol=3)
     # A table id above 255 lives only in RTA_TABLE (rtm_table says RT_TABLE_COMPAT 252).
     big = (struct.pack("=BBBBBBBBI", socket.AF_INET6, 64, 0, 0, 252, 3, 253, 1, 0)
            + rta(rtnl.RTA_TABLE, struct.pack("=I", 1000))
            + rta(rtnl.RTA_DST, socket.inet_pton(socket.AF_INET6, "fd00::")))
     assert rtnl.parse_route(big) == rtnl.RouteMessage(socket.AF_INET6, 64, 1000, "fd00::",
-                                                      None, None)
+                                                      None, None, protocol=3)
+    onlink = struct.pack("=BBBBBBBBI", socket.AF_INET, 24, 0, 0, 254, 83, 0, 1,
+                         rtnl.RTNH_F_ONLINK)
+    assert (rtnl.parse_route(onlink).protocol, rtnl.parse_route(onlink).flags) == (83, 4)
     no_table_attr = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 255, 2, 254, 2, 0)
     assert rtnl.parse_route(no_table_attr).table == 255
 
@@ -512,7 +602,7 @@ def test_dump_that_fails_part_way_raises() -> None:
 
 
 def test_an_interrupted_dump_is_asked_again() -> None:
-    """NLM_F_DUMP_INTR: the table changed during the dump; the second answer counts."""
+    """NLM_F_DUMP_INTR: the table changed during the dump; the next answer counts."""
     first = struct.pack("=BxHiII", 0, 1, 1, 0, 0)
     second = struct.pack("=BxHiII", 0, 1, 2, 0, 0)
     done = struct.pack("=i", 0)
@@ -524,6 +614,19 @@ def test_an_interrupted_dump_is_asked_again() -> None:
         nlmsg(rtnl.NLMSG_DONE, rtnl.NLM_F_MULTI, seq, done)])
     assert [link.index for link in sock.links()] == [2]
     assert len(fake.sent) == 2
+
+
+def test_a_dump_interrupted_every_time_is_an_error_after_a_bounded_number_of_tries() -> None:
+    """As the reference plugins' netlinksafe: a few tries, then EINTR, never an
+    answer that may miss entries."""
+    link = struct.pack("=BxHiII", 0, 1, 1, 0, 0)
+    sock, fake = scripted(lambda seq: [
+        nlmsg(rtnl.RTM_NEWLINK, rtnl.NLM_F_MULTI | rtnl.NLM_F_DUMP_INTR, seq, link),
+        nlmsg(rtnl.NLMSG_DONE, rtnl.NLM_F_MULTI, seq, struct.pack("=i", 0))])
+    with pytest.raises(rtnl.NetlinkError) as info:
+        sock.links()
+    assert info.value.code == errno.EINTR and "interrupted" in str(info.value)
+    assert len(fake.sent) == rtnl.DUMP_ATTEMPTS == 5
 
 
 def test_batch_is_one_write_of_consecutive_requests() -> None:
@@ -804,15 +907,16 @@ def test_routes(lab: Lab) -> None:
     assert (v6["default"]["gateway"], v6["default"]["dev"]) == ("fd67::1", "rv0")
     assert v6["fd68::/64"]["dev"] == "rv0" and "gateway" not in v6["fd68::/64"]
 
+    boot, kernel = rtnl.RTPROT_BOOT, 2                       # kernel: the prefix route
     listed4 = netlink.list_routes(sock, netlink.AF_INET)
-    assert netlink.Route("0.0.0.0/0", "10.67.0.1", a.index) in listed4
-    assert netlink.Route("10.68.0.0/16", None, a.index) in listed4
-    assert netlink.Route("10.67.0.0/24", None, a.index) in listed4
+    assert netlink.Route("0.0.0.0/0", "10.67.0.1", a.index, boot) in listed4
+    assert netlink.Route("10.68.0.0/16", None, a.index, boot) in listed4
+    assert netlink.Route("10.67.0.0/24", None, a.index, kernel) in listed4
     assert all(":" not in r.dst for r in listed4)
     assert len(listed4) == len(v4)                           # main table only, like `ip route`
     listed6 = netlink.list_routes(sock, netlink.AF_INET6)
-    assert netlink.Route("::/0", "fd67::1", a.index) in listed6
-    assert netlink.Route("fd68::/64", None, a.index) in listed6
+    assert netlink.Route("::/0", "fd67::1", a.index, boot) in listed6
+    assert netlink.Route("fd68::/64", None, a.index, boot) in listed6
     assert all("." not in r.dst for r in listed6)
 
 
@@ -901,3 +1005,97 @@ def test_addresses_of_a_point_to_point_link_are_the_local_ones(lab: Lab) -> None
     [kernel] = [x for x in addrs(ns, "pv0") if x["family"] == "inet"]
     assert (kernel["local"], kernel["address"]) == ("10.69.0.1", "10.69.0.2")
     assert "10.69.0.1/32" in netlink.addresses(sock, a.index)
+
+
+def neigh_json(ns: Netns, *args: str) -> list[dict[str, Any]]:
+    return list(json.loads(ns.ip("-j", "-d", *args).stdout or "[]"))
+
+
+def fdb_json(ns: Netns, dev: str) -> list[dict[str, Any]]:
+    out = subprocess.run(["bridge", "-n", ns.name, "-j", "fdb", "show", "dev", dev], check=True,
+                         capture_output=True, text=True).stdout
+    return [e for e in json.loads(out or "[]") if e["mac"] != "00:00:00:00:00:00"]
+
+
+def test_vxlan_device_neighbours_fdb_and_routes(lab: Lab) -> None:
+    """skein-agent's overlay entries, written and read back through rtnl only,
+    checked against `ip` and `bridge`; replace semantics; its own entries told
+    from everyone else's."""
+    ns, sock = lab.namespace("v")
+    underlay, _ = veth_pair(lab, ns, sock, "ul0", "ul1")
+    netlink.add_address(sock, underlay.index, "192.168.77.1/24")
+    conf = VxlanConf(vni=42, port=8472, device="vx0", underlay_device="ul0")
+    device = vxlan.VxlanDevice.ensure(sock, conf, recreate=True)
+    mac, mac6 = "0e:4b:c0:a8:4d:02", "0e:6b:00:00:00:02"
+    device.set_neighbour("10.244.1.0", mac)
+    device.set_neighbour("fd44:0:0:1::", mac6)
+    device.set_fdb(mac, "192.168.77.2")
+    device.set_route("10.244.1.0/24", "10.244.1.0")
+    device.set_route("fd44:0:0:1::/64", "fd44:0:0:1::")
+    # Someone else's entries on the same device and beside it.
+    ns.ip("neigh", "add", "10.244.9.0", "lladdr", "0e:00:00:00:00:09", "dev", "vx0")
+    ns.ip("neigh", "add", "192.168.77.9", "lladdr", "0e:00:00:00:00:19", "dev", "ul0",
+          "proto", "83")
+    ns.ip("route", "add", "10.244.9.0/24", "via", "10.244.9.0", "dev", "vx0", "onlink")
+
+    kernel4 = {n["dst"]: n for n in neigh_json(ns, "neigh", "show", "dev", "vx0")}
+    assert kernel4["10.244.1.0"]["lladdr"] == mac and "PERMANENT" in kernel4["10.244.1.0"]["state"]
+    kernel6 = {n["dst"]: n for n in neigh_json(ns, "-6", "neigh", "show", "dev", "vx0")}
+    assert kernel6["fd44:0:0:1::"]["lladdr"] == mac6
+    [fdb] = fdb_json(ns, "vx0")
+    assert (fdb["mac"], fdb["dst"], fdb["state"]) == (mac, "192.168.77.2", "permanent")
+    ours4 = neigh_json(ns, "route", "show", "proto", "83")
+    assert [(r["dst"], r["gateway"], r["dev"], r["flags"]) for r in ours4] == [
+        ("10.244.1.0/24", "10.244.1.0", "vx0", ["onlink"])]
+    ours6 = neigh_json(ns, "-6", "route", "show", "proto", "83")
+    assert [(r["dst"], r["gateway"], r["dev"]) for r in ours6] == [
+        ("fd44:0:0:1::/64", "fd44:0:0:1::", "vx0")]
+
+    assert sorted((n.address, n.mac) for n in device.neighbours()) == [
+        ("10.244.1.0", mac), ("fd44:0:0:1::", mac6)]  # not the unowned, not ul0's
+    assert [(f.mac, f.address) for f in device.fdb()] == [(mac, "192.168.77.2")]
+    assert sorted((r.dst, r.gateway) for r in device.routes()) == [
+        ("10.244.1.0/24", "10.244.1.0"), ("fd44:0:0:1::/64", "fd44:0:0:1::")]
+
+    # Replace: the peer moved to another underlay address, its MAC changed.
+    device.set_fdb(mac, "192.168.77.3")
+    device.set_neighbour("10.244.1.0", "0e:4b:c0:a8:4d:03")
+    device.set_route("10.244.1.0/24", "10.244.1.0")   # again: changes nothing
+    assert [(f.mac, f.address) for f in device.fdb()] == [(mac, "192.168.77.3")]
+    assert ("10.244.1.0", "0e:4b:c0:a8:4d:03") in {(n.address, n.mac)
+                                                   for n in device.neighbours()}
+    assert len(neigh_json(ns, "route", "show", "proto", "83")) == 1
+
+    # Delete, route first; what is already gone is fine.
+    for _ in range(2):
+        device.delete_route("10.244.1.0/24", "10.244.1.0")
+        device.delete_route("fd44:0:0:1::/64", "fd44:0:0:1::")
+        device.delete_fdb(mac, "192.168.77.3")
+        device.delete_neighbour("10.244.1.0")
+        device.delete_neighbour("fd44:0:0:1::")
+    assert device.routes() == [] and device.fdb() == [] and device.neighbours() == []
+    assert [r["dst"] for r in neigh_json(ns, "route", "show", "dev", "vx0")] == ["10.244.9.0/24"]
+    assert [n["dst"] for n in neigh_json(ns, "neigh", "show", "dev", "vx0")] == ["10.244.9.0"]
+
+
+def test_the_node_end_of_a_pod_veth_makes_no_ipv6_address(lab: Lab) -> None:
+    """IFLA_INET6_ADDR_GEN_MODE none on the node end, set while the pod end is
+    down, so the node end never gets a link-local (no DAD, RS or MLD flooded
+    to the bridge's ports); the pod end keeps its IPv6."""
+    node, host = lab.namespace("n")
+    pod, pod_sock = lab.namespace("p")
+    host.create(rtnl.link_create("br0", "bridge", up=True))
+    bridge = netlink.get_link(host, "br0")
+    assert bridge is not None
+    end = veth.create_pair(host, "vethnode0", "eth0", lab.fd(pod), None, bridge, hairpin=True)
+    assert end.peer_index is not None
+    netlink.configure_link(pod_sock, end.peer_index, ["10.78.0.2/24"], [])
+    [node_end] = neigh_json(node, "link", "show", "dev", "vethnode0")
+    assert node_end["inet6_addr_gen_mode"] == "none"
+    assert bridge_ports(node)["vethnode0"]["hairpin"] is True
+    deadline = time.monotonic() + 5
+    while not any(a["family"] == "inet6" for a in addrs(pod, "eth0")):
+        assert time.monotonic() < deadline, "the pod end never got its link-local address"
+        time.sleep(0.05)
+    assert "LOWER_UP" in links(node)["vethnode0"]["flags"]
+    assert [a for a in addrs(node, "vethnode0") if a["family"] == "inet6"] == []

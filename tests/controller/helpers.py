@@ -10,6 +10,7 @@ from foundation.addresses import AddressRange
 from foundation.kube.model import ClusterState, IPAddressPool, Namespace, Service, ServicePort
 from foundation.kube.model.metallb import ServiceAllocation
 from lab.speakers import poll
+from speaker.controller.reconcile import POOL_ANNOTATION
 
 IP = ipaddress.ip_address
 
@@ -25,8 +26,9 @@ def svc(name: str, *ports: str, namespace: str = "default", type: str = "LoadBal
         ips: tuple[str, ...] = (), pool_name: str | None = None, share: str | None = None,
         local: bool = False, families: tuple[str, ...] = (), policy: str | None = None,
         ingress: tuple[str, ...] = (), lb_class: str | None = None,
-        labels: dict[str, str] | None = None) -> Service:
-    """A Service; ports as "80" (TCP) or "53/UDP"."""
+        labels: dict[str, str] | None = None, from_pool: str | None = None) -> Service:
+    """A Service; ports as "80" (TCP) or "53/UDP"; `from_pool`: the controller's
+    metallb.io/ip-allocated-from-pool annotation."""
     parsed = []
     for p in ports:
         number, _, proto = p.partition("/")
@@ -36,7 +38,8 @@ def svc(name: str, *ports: str, namespace: str = "default", type: str = "LoadBal
                    requested_ips=tuple(IP(i) for i in ips), address_pool=pool_name,
                    allow_shared_ip=share, load_balancer_class=lb_class,
                    ingress_ips=tuple(IP(i) for i in ingress), ip_families=families,
-                   ip_family_policy=policy, labels=labels or {})
+                   ip_family_policy=policy, labels=labels or {},
+                   annotations={POOL_ANNOTATION: from_pool} if from_pool else {})
 
 
 def state(*objects: Service | IPAddressPool | Namespace) -> ClusterState:

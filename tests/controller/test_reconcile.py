@@ -7,7 +7,7 @@ from foundation.kube.model.metallb import ServiceAllocation
 from foundation.kube.model.selectors import LabelSelector
 from ipam.pools import Allocator, capacity
 from speaker.controller.reconcile import Plan, reconcile
-from tests.controller.helpers import pool, state, svc
+from tests.controller.helpers import IP, pool, state, svc
 
 LAB = pool("lab", "10.0.0.0/30")
 
@@ -131,7 +131,8 @@ def test_dual_stack() -> None:
 
 
 def test_other_load_balancer_class_is_left_alone() -> None:
-    theirs = svc("theirs", "80", lb_class="other.io/lb", ingress=("10.0.0.0",))
+    theirs = svc("theirs", "80", lb_class="other.io/lb", ingress=("10.0.0.0",),
+                 from_pool="lab")
     plan = run(LAB, theirs, svc("mine", "80"))
     assert "default/theirs" not in plan.desired and not plan.failures
     assert [c.key for c in plan.changes] == ["default/mine"]
@@ -158,7 +159,7 @@ def test_release_on_delete_and_on_type_change() -> None:
 
 def test_restart_adopts_statuses_before_allocating() -> None:
     # After a restart the new service "a" (sorting first) must not take b's address.
-    plan = run(LAB, svc("a", "80"), svc("b", "80", ingress=("10.0.0.0",)))
+    plan = run(LAB, svc("a", "80"), svc("b", "80", ingress=("10.0.0.0",), from_pool="lab"))
     assert ips(plan, "default/b") == ["10.0.0.0"] and ips(plan, "default/a") == ["10.0.0.1"]
     assert [c.key for c in plan.changes] == ["default/a"]
 
@@ -212,3 +213,31 @@ def test_service_allocation_namespaces_selectors_and_priority() -> None:
         svc("c", "80", namespace="vip"))))
     assert [str(plan.desired[k][0]) for k in ("default/a", "team/b", "vip/c")] == [
         "10.0.0.0", "10.0.1.0", "10.0.2.0"]
+
+
+def test_pool_annotation_follows_the_address() -> None:
+    """MetalLB's metallb.io/ip-allocated-from-pool names the pool of the address,
+    on a new assignment and on an adopted one; it goes with the address."""
+    other = pool("other", "10.0.1.0/30")
+    plan = run(LAB, other, svc("a", "80"), svc("b", "80", pool_name="other"),
+               svc("c", "80", ingress=("10.0.0.2",)))
+    assert {c.key: (c.pool, [str(i) for i in c.ingress]) for c in plan.changes} == {
+        "default/a": ("lab", ["10.0.0.0"]), "default/b": ("other", ["10.0.1.0"]),
+        "default/c": ("lab", ["10.0.0.2"])}
+    settled = run(LAB, other, svc("c", "80", ingress=("10.0.0.2",), from_pool="lab"))
+    assert not settled.changes
+    gone = run(LAB, svc("c", "80", type="ClusterIP", ingress=("10.0.0.2",), from_pool="lab"))
+    assert [(c.key, c.ingress, c.pool) for c in gone.changes] == [("default/c", (), None)]
+
+
+def test_by_keys_looks_at_those_services_only() -> None:
+    alloc = Allocator()
+    first = state(LAB, svc("a", "80"), svc("b", "80"))
+    assert ips(reconcile(alloc, first), "default/b") == ["10.0.0.1"]
+    # b is deleted, c added: only they are looked at; a keeps its address and c takes b's.
+    plan = reconcile(alloc, state(LAB, svc("a", "80"), svc("c", "80")),
+                     keys={"default/b", "default/c"})
+    assert plan.desired == {"default/c": (IP("10.0.0.1"),)}
+    assert [c.key for c in plan.changes] == ["default/c"]
+    assert alloc.assignments() == {"default/a": (IP("10.0.0.0"),),
+                                   "default/c": (IP("10.0.0.1"),)}

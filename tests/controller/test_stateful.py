@@ -19,6 +19,8 @@ own memory):
 
 from __future__ import annotations
 
+import copy
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -26,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from foundation.addresses import IPAddress
 from foundation.kube.model import ClusterState, IPAddressPool, Service
 from ipam.pools import Allocator, Request, usable
+from speaker.controller.controller import Controller
 from speaker.controller.reconcile import Plan, is_ours, reconcile, request_for
 from tests.controller.helpers import IP, pool, svc
 
@@ -55,12 +58,13 @@ specs = st.fixed_dictionaries({
 })
 
 
-def make(name: str, spec: dict, ingress: tuple = ()) -> Service:
+def make(name: str, spec: dict, status: tuple = ((), None)) -> Service:
     families, policy = spec["family"]
+    ingress, from_pool = status
     return svc(name, *spec["ports"], type=spec["type"], ips=spec["ips"],
                pool_name=spec["pool_name"], share=spec["share"], local=spec["local"],
                families=families, policy=policy, lb_class=spec["lb_class"],
-               ingress=tuple(map(str, ingress)))
+               ingress=tuple(map(str, ingress)), from_pool=from_pool)
 
 
 def free_in(p: IPAddressPool, family: int, alloc: Allocator) -> bool:
@@ -86,7 +90,7 @@ class Allocation(RuleBasedStateMachine):
     # -- the world ------------------------------------------------------------
 
     def state(self) -> ClusterState:
-        services = [make(n, s, self.statuses.get(f"default/{n}", ()))
+        services = [make(n, s, self.statuses.get(f"default/{n}", ((), None)))
                     for n, s in self.specs.items()]
         return ClusterState.from_objects([*self.pools, *services])
 
@@ -99,7 +103,7 @@ class Allocation(RuleBasedStateMachine):
 
     def write_statuses(self) -> None:
         for change in self.plan.changes:
-            self.statuses[change.key] = change.ingress
+            self.statuses[change.key] = (change.ingress, change.pool)
 
     # -- rules ----------------------------------------------------------------
 
@@ -207,3 +211,58 @@ Allocation.TestCase.settings = settings(max_examples=150, stateful_step_count=30
                                         suppress_health_check=[HealthCheck.too_slow])
 TestAllocation = Allocation.TestCase
 
+
+
+class Recorder:
+    """A StatusWriter that keeps nothing: the machine writes statuses itself."""
+
+    annotates = True
+
+    def write(self, changes: object) -> bool:
+        return True
+
+    def report_failure(self, namespace: str, name: str, message: str) -> None:
+        pass
+
+
+class IncrementalAllocation(Allocation):
+    """The same world through `Controller.step`, which reconciles each state by the
+    services that changed (plus failing and unconfirmed ones): after every step the
+    result must be what a whole reconcile of the same allocator would give."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controller = Controller(Recorder())
+        self.alloc = self.controller.allocator
+
+    def step(self, unchanged: set[str]) -> None:
+        before = dict(self.plan.desired)
+        plan, _written = self.controller.step(self.state())
+        self.plan = Plan(dict(self.controller.desired), plan.changes,
+                         dict(self.controller._reported))
+        for key in unchanged:
+            if before.get(key):
+                assert self.plan.desired.get(key) == before[key], f"{key} moved"
+
+    @rule()
+    def restart(self) -> None:
+        self.write_statuses()
+        self.step(set(self.plan.desired))
+        assert not self.plan.changes, "statuses were just written"
+        desired = dict(self.plan.desired)
+        self.controller = Controller(Recorder())
+        self.alloc = self.controller.allocator
+        self.step(set())
+        assert self.plan.desired == desired
+        assert not self.plan.changes
+
+    @invariant()
+    def idempotent(self) -> None:
+        again = reconcile(copy.deepcopy(self.alloc), self.state())
+        assert again.desired == self.plan.desired
+        assert again.failures == self.plan.failures
+        assert not {c.key for c in again.changes} - {c.key for c in self.plan.changes}
+
+
+IncrementalAllocation.TestCase.settings = Allocation.TestCase.settings
+TestIncrementalAllocation = IncrementalAllocation.TestCase

@@ -88,3 +88,25 @@ def test_writer_replaces_the_file_atomically_and_keeps_its_mode(tmp_path: Path) 
 
 def test_writer_reports_a_missing_file(tmp_path: Path) -> None:
     assert not ManifestsWriter(str(tmp_path / "nope.yaml")).write([change("default", "web")])
+
+
+def test_pool_annotation_is_written_and_removed() -> None:
+    named = StatusChange("default", "web", (ipaddress.ip_address("192.168.50.1"),), "lab")
+    out = apply_statuses(TEXT, [named])
+    state = parse_manifests(out).state
+    web = state.service("default", "web")
+    assert web is not None and web.annotations == {"metallb.io/ip-allocated-from-pool": "lab"}
+    assert apply_statuses(out, [named]) == out
+    # Withdrawn: the annotation goes with the address, and an empty map is not left behind.
+    cleared = apply_statuses(out, [StatusChange("default", "web", ())])
+    assert "annotations" not in list(yaml.safe_load_all(cleared))[1]["metadata"]
+
+
+def test_one_change_in_a_large_file_touches_one_document() -> None:
+    services = "".join(f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\n"
+                       f"spec: {{type: LoadBalancer}}  # s{i} as written\n"
+                       for i in range(2000))
+    out = apply_statuses(services, [change("default", "s1234", "10.0.4.210")])
+    before, after = services.split("---\n"), out.split("---\n")
+    assert [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [1235]
+    assert ingress_of(out)["default/s1234"] == ["10.0.4.210"]

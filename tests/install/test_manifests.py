@@ -81,7 +81,9 @@ def test_crds_cover_metallbs_kinds():
               for v in c["spec"]["versions"] if v["served"]}
     assert served == {("IPAddressPool", "v1beta1"), ("L2Advertisement", "v1beta1"),
                       ("BGPAdvertisement", "v1beta1"), ("BGPPeer", "v1beta1"),
-                      ("BGPPeer", "v1beta2"), ("Community", "v1beta1")}
+                      ("BGPPeer", "v1beta2"), ("Community", "v1beta1"),
+                      ("BFDProfile", "v1beta1"), ("ConfigurationState", "v1beta1"),
+                      ("ServiceL2Status", "v1beta1"), ("ServiceBGPStatus", "v1beta1")}
     for name, crd in crds.items():
         spec = crd["spec"]
         assert name == f"{spec['names']['plural']}.metallb.io" and spec["group"] == "metallb.io"
@@ -141,7 +143,8 @@ def test_examples_validate_against_the_crds_and_parse():
 def test_crd_schemas_catch_mistakes():
     pool = next(o for o in examples() if o["kind"] == "IPAddressPool")
     broken: dict[str, Any]
-    for broken in ({"addresses": []}, {"autoAssign": True},
+    # (No minItems on addresses, as MetalLB's CRD: the model refuses an empty list.)
+    for broken in ({"autoAssign": True},
                    {"addresses": ["192.0.2.0/28"], "autoAssign": "yes"}):
         with pytest.raises(jsonschema.ValidationError):
             validate_against_crd({**pool, "spec": broken})
@@ -186,23 +189,36 @@ def test_rbac_is_least_privilege():
         grant("", ["nodes", "services"], WATCH)
         | grant("discovery.k8s.io", ["endpointslices"], WATCH)
         | grant("projectcalico.org", ["bgpconfigurations"], WATCH)
-        | grant("crd.projectcalico.org", ["bgpconfigurations"], WATCH))
+        | grant("crd.projectcalico.org", ["bgpconfigurations"], WATCH)
+        | grant("", ["events"], ["create"]))  # nodeAssigned (speaker.kube_status)
     assert rules("Role", "skein-speaker") == grant("metallb.io", METALLB, WATCH)
     # Its liveness: its own Lease written, everyone's read (speaker.membership.lease).
     assert rules("Role", "skein-speaker-leases") == grant(
         "coordination.k8s.io", ["leases"], ["get", *WATCH, "create", "update", "delete"])
+    # MetalLB's status objects (speaker.kube_status): listed, its own created with their
+    # status and deleted; never read one by one, never watched, never updated whole.
+    statuses = ["servicel2statuses", "servicebgpstatuses"]
+    assert rules("Role", "skein-speaker-status") == (
+        grant("metallb.io", statuses, ["list", "create", "delete"])
+        | grant("metallb.io", [f"{p}/status" for p in statuses], ["patch"]))
+    # BGPPeer passwordSecret: Secrets read in skein-system only, by the speaker only.
+    assert rules("Role", "skein-speaker-secrets") == grant("", ["secrets"], ["get", *WATCH])
     assert rules("ClusterRole", "skein-controller") == (
         grant("", ["services", "namespaces"], WATCH) | grant("", ["services/status"], ["patch"])
         | grant("", ["events"], ["create"]))
     assert rules("Role", "skein-controller") == grant("metallb.io", ["ipaddresspools"], WATCH)
+    in_skein_system = {"skein-speaker-leases", "skein-speaker-status", "skein-speaker-secrets"}
     for obj in manifests():
         for rule in obj.get("rules", []):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-            assert not {"secrets", "pods"} & set(rule["resources"])
+            assert "pods" not in rule["resources"]
+            if "secrets" in rule["resources"]:
+                assert (obj["kind"], obj["metadata"]["name"]) == ("Role",
+                                                                  "skein-speaker-secrets")
     for kind in ("Role", "RoleBinding"):
         for name, role in by_kind(kind).items():
             assert role["metadata"]["namespace"] == (
-                NAMESPACE if name == "skein-speaker-leases" else CONFIG_NAMESPACE)
+                NAMESPACE if name in in_skein_system else CONFIG_NAMESPACE)
 
 
 def test_rbac_covers_what_the_kube_source_reads():
@@ -230,7 +246,9 @@ def test_bindings_match_roles_and_accounts():
             role_kind = binding["roleRef"]["kind"]
             role = by_kind(role_kind)[binding["roleRef"]["name"]]
             assert role["metadata"].get("namespace") == binding["metadata"].get("namespace")
-            account = name.removesuffix("-leases")  # skein-speaker-leases: the speaker's
+            # skein-speaker-leases, -status, -secrets: the speaker's
+            account = name.removesuffix("-leases").removesuffix("-status").removesuffix(
+                "-secrets")
             assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account,
                                             "namespace": NAMESPACE}]
     workloads = {**by_kind("DaemonSet"), **by_kind("Deployment")}
@@ -299,12 +317,21 @@ def test_speaker_and_controller():
     assert speaker["hostNetwork"] is True
     (container,) = speaker["containers"]
     assert capabilities(container) == (["ALL"], ["NET_ADMIN", "NET_RAW"])
-    assert container["command"] == ["skein-speaker", "--node=$(NODE_NAME)", "--in-cluster",
+    # In-cluster is the default source: no flag names it.
+    # Heartbeats with the Leases behind them (speaker.membership.combined), MetalLB's port
+    # for the metrics.
+    assert container["command"] == ["skein-speaker", "--node=$(NODE_NAME)",
+                                    "--liveness=heartbeat+lease", "--metrics-address=:7472",
                                     "--api-socket=/run/skein/speaker.sock"]
     assert env_sources(container)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
-    # --namespace of the speakers' Leases defaults to it.
-    assert env_sources(container)["POD_NAMESPACE"] == {"fieldRef": {
-        "fieldPath": "metadata.namespace"}}
+    # --namespace of the speakers' Leases and status objects defaults to it; the status
+    # objects are owned by the speaker's Pod.
+    for name, path in (("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name"),
+                       ("POD_UID", "metadata.uid")):
+        assert env_sources(container)[name] == {"fieldRef": {"fieldPath": path}}
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": 7472, "protocol": "TCP"},
+        {"name": "heartbeats", "containerPort": 7946, "protocol": "UDP"}]
 
     deployment = by_kind("Deployment")["skein-controller"]
     assert deployment["spec"]["replicas"] == 1
@@ -321,7 +348,7 @@ def test_speaker_and_controller():
 def expand(argv: list[str], container: dict[str, Any]) -> list[str]:
     """$(VAR) as the kubelet expands it, with sample values for the env."""
     values = {"NODE_NAME": "worker-1", "CLUSTER_CIDR": "10.244.0.0/16", "UNDERLAY_DEVICE": "",
-              "POD_NAMESPACE": NAMESPACE}
+              "POD_NAMESPACE": NAMESPACE, "POD_NAME": "skein-speaker-x", "POD_UID": "u-1"}
     assert set(env_sources(container)) <= set(values)
     for name, value in values.items():
         argv = [a.replace(f"$({name})", value) for a in argv]
@@ -329,10 +356,12 @@ def expand(argv: list[str], container: dict[str, Any]) -> list[str]:
 
 
 def test_commands_parse_with_the_daemons_own_parsers():
-    """Each container's arguments are accepted by the program it runs."""
-    from cni_plugin.agent.main import build_parser as agent_parser
-    from speaker.controller.main import build_parser as controller_parser
-    from speaker.main import parser as speaker_parser
+    """Each container's arguments are accepted by the program it runs, and the
+    three daemons follow the Kubernetes API in-cluster (no source flag)."""
+    from cni_plugin.agent.main import command as agent_command
+    from foundation.kube.cli import parse
+    from speaker.controller.main import command as controller_command
+    from speaker.main import command as speaker_command
 
     node = pod("DaemonSet", "skein-node")
     _, init = node["initContainers"]
@@ -340,17 +369,20 @@ def test_commands_parse_with_the_daemons_own_parsers():
         expand(init["command"][2:], init))
     assert (installer.node, installer.root, installer.underlay_device) == (
         "worker-1", Path("/host"), "")
-    agent = agent_parser().parse_args(expand(node["containers"][0]["command"][1:],
-                                             node["containers"][0]))
-    assert (agent.node, agent.cluster_cidr, agent.manifests) == ("worker-1", ["10.244.0.0/16"],
-                                                                None)
-    (speaker,) = pod("DaemonSet", "skein-speaker")["containers"]
-    args = speaker_parser().parse_args(expand(speaker["command"][1:], speaker))
-    assert args.in_cluster and args.node == "worker-1"
-    (controller,) = pod("Deployment", "skein-controller")["containers"]
-    args = controller_parser().parse_args(controller["command"][1:])
-    assert (args.manifests, args.kubeconfig, args.metallb_namespace) == (
-        None, None, CONFIG_NAMESPACE)
+    (agent_container,) = node["containers"]
+    agent = parse(agent_command, expand(agent_container["command"][1:], agent_container))
+    assert (agent.node, agent.cluster_cidr) == ("worker-1", ("10.244.0.0/16",))
+    (speaker_container,) = pod("DaemonSet", "skein-speaker")["containers"]
+    speaker = parse(speaker_command, expand(speaker_container["command"][1:],
+                                            speaker_container))
+    assert (speaker.node, speaker.api_socket) == ("worker-1", "/run/skein/speaker.sock")
+    assert (speaker.liveness, speaker.metrics_address) == ("heartbeat+lease", ":7472")
+    (controller_container,) = pod("Deployment", "skein-controller")["containers"]
+    controller = parse(controller_command, controller_container["command"][1:])
+    assert controller.metallb_namespace == CONFIG_NAMESPACE
+    for args in (agent, speaker, controller):
+        assert (args.manifests, args.kubeconfig, args.context) == (None, None, None)
+        assert (args.log_level, args.log_format) == ("info", "text")
 
 
 def test_everything_in_one_namespace_with_one_image():

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import marshal
 import os
+import shutil
 import stat
 import subprocess
 import zipfile
@@ -132,6 +133,35 @@ def test_launcher_answer_from_the_agent_loads_nothing_else(built, tmp_path):
     loaders = module_loaders(proc.stderr)
     assert set(loaders) - startup_modules(python, "-S") <= {"_socket"}, loaders
     assert "skein.pyz" not in proc.stderr
+
+
+def test_launcher_answers_the_spec_error_json_when_its_archive_is_missing(built, tmp_path):
+    """The CNI error JSON has one writer, foundation.cni.spec.error_json; the
+    launcher, which cannot import it, carries its source (generated from the
+    function, not a copy kept by hand) and answers with it when it cannot load
+    skein.pyz: the text the rest of Skein would write, never a traceback."""
+    import inspect
+
+    from foundation.cni import spec
+
+    source = build_zipapps.client_source(build_zipapps.APPS[0])
+    assert inspect.getsource(spec.error_json) in source
+    alone = tmp_path / "bin"
+    alone.mkdir()
+    shutil.copy(built / "skein", alone / "skein")                 # no skein.pyz beside it
+    conf = {"cniVersion": "0.4.0", "name": "n", "type": "skein"}  # no agent to ask
+    env = node_env(CNI_COMMAND="ADD", CNI_CONTAINERID="c1", CNI_NETNS="/var/run/netns/x",
+                   CNI_IFNAME="eth0", CNI_PATH=str(alone))
+    proc = subprocess.run(interpreter_argv(node_python(), alone / "skein"),
+                          input=json.dumps(conf), env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr[-2000:]
+    answer = json.loads(proc.stdout)
+    archive = f"{os.path.realpath(alone / 'skein')}.pyz"
+    assert (answer["cniVersion"], answer["code"], answer["msg"]) == (
+        "0.4.0", 999, f"cannot load {archive}")
+    assert "cni_plugin" in answer["details"]
+    assert proc.stdout == spec.error_json("0.4.0", 999, answer["msg"], answer["details"]) + "\n"
 
 
 def test_launcher_on_another_python_runs_the_client_from_its_archive(built, tmp_path):

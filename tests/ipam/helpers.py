@@ -88,7 +88,9 @@ def net_config(data_dir: Path, ranges: list[list[dict[str, str]]] | None = None,
 def lease_files(data_dir: Path, name: str = "mynet") -> dict[str, str]:
     """address -> content of every lease file of a network."""
     directory = data_dir / name
-    out = {}
+    out: dict[str, str] = {}
+    if not directory.is_dir():  # the first ADD creates it
+        return out
     for path in directory.iterdir():
         if path.name == "lock" or path.name.startswith(("last_reserved_ip.", ".")):
             continue

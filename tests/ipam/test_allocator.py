@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from foundation.addresses import IPAddress, RangeError
+from foundation.cni.spec import Attachment
 from ipam.allocator import (
     Allocator,
     DuplicateAllocation,
@@ -29,7 +30,7 @@ from ipam.allocator import (
     allocate,
 )
 from ipam.ranges import RangeSet, SubnetRange
-from ipam.store import Attachment, DiskStore
+from ipam.store import DiskStore
 
 
 def range_set(*specs: str) -> RangeSet:

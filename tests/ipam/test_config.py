@@ -9,12 +9,8 @@ from typing import Any
 import pytest
 
 from foundation.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
-from ipam.config import (
-    parse_config,
-    parse_resolv_conf,
-    parse_valid_attachments,
-)
-from ipam.store import DEFAULT_DATA_DIR, Attachment
+from ipam.config import parse_config, parse_resolv_conf
+from ipam.store import DEFAULT_DATA_DIR
 
 BASE: dict[str, Any] = {
     "cniVersion": "1.0.0",
@@ -157,16 +153,6 @@ def test_resolv_conf_like_host_local() -> None:
         "nameservers": ["10.0.0.10", "fd00::10"], "domain": "example.com",
         "search": ["a.example", "b.example"], "options": ["ndots:5", "edns0"]}
     assert parse_resolv_conf("") == {}
-
-
-def test_valid_attachments() -> None:
-    conf = {"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}]}
-    assert parse_valid_attachments(conf) == {Attachment("a", "eth0")}
-    assert parse_valid_attachments({"cni.dev/valid-attachments": []}) == set()
-    for bad in ({}, {"cni.dev/valid-attachments": [{"containerID": "a"}]}):
-        with pytest.raises(CniError) as err:
-            parse_valid_attachments(bad)
-        assert err.value.code == ERR_INVALID_CONFIG
 
 
 def test_ranges_are_remembered_by_their_text_and_errors_never_are() -> None:

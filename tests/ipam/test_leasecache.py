@@ -8,13 +8,17 @@ import os
 import random
 import shutil
 from ipaddress import ip_address as A
+from ipaddress import ip_network as N
 from pathlib import Path
 
 import pytest
 
+from foundation.cni.spec import Attachment
 from ipam import inotify, store
+from ipam import store as store_module
 from ipam.leasecache import LeaseCache
-from ipam.store import Attachment, DiskStore, Lease
+from ipam.ranges import RangeSet, SubnetRange
+from ipam.store import DiskStore, Lease, LeaseIndex
 from tests.ipam.helpers import HOST_LOCAL, call, net_config
 
 
@@ -169,3 +173,89 @@ def test_events_are_parsed_as_the_kernel_lays_them_out() -> None:
         inotify.Event(1, inotify.IN_CREATE, "10.1.0.2"),
         inotify.Event(-1, inotify.IN_Q_OVERFLOW, ""),
         inotify.Event(1, inotify.IN_DELETE_SELF, "")]
+
+
+def index_answers(index: LeaseIndex, atts: list[Attachment], range_sets: list[RangeSet]
+                  ) -> tuple[object, ...]:
+    return (dict(index.leases),
+            [sorted(index.held(att), key=str) for att in atts],
+            [sorted(index.exact(att), key=str) for att in atts],
+            [sorted(index.legacy(att), key=str) for att in atts],
+            [index.taken(rs) for rs in range_sets])
+
+
+def test_the_kept_index_answers_as_one_built_from_a_full_read(tmp_path: Path) -> None:
+    """What an ADD asks (held by this attachment? how many taken in this range
+    set?) from the index the cache keeps change by change equals what an index
+    built from the disk says, whatever happens to the directory."""
+    rng = random.Random(11)
+    cache = LeaseCache()
+    net = tmp_path / "mynet"
+    net.mkdir()
+    names = [f"10.1.0.{n}" for n in range(0, 12)] + ["10.9.0.1", "fd00::5", "fd00::0"]
+    atts = [Attachment(f"c{n}", ifname) for n in range(4) for ifname in ("eth0", "net1")]
+    range_sets = [RangeSet((SubnetRange.build(N("10.1.0.0/28")),)),
+                  RangeSet((SubnetRange.build(N("10.1.0.0/29"), A("10.1.0.2"), A("10.1.0.5")),)),
+                  RangeSet((SubnetRange.build(N("fd00::/64")),))]
+    for step in range(400):
+        path = net / rng.choice(names)
+        owner = f"c{rng.randrange(4)}"
+        action = rng.choice(["create", "legacy", "delete", "rename"])
+        path.unlink(missing_ok=True)
+        if action == "create":
+            path.write_bytes(f"{owner}\r\n{rng.choice(['eth0', 'net1'])}".encode())
+        elif action == "legacy":
+            path.write_bytes(owner.encode())
+        elif action == "rename":
+            (net / ".temp").write_bytes(f" {owner} \r\neth0".encode())
+            os.rename(net / ".temp", path)
+        with DiskStore.open(str(tmp_path), "mynet", cache=cache) as kept:
+            answers = index_answers(kept.index(), atts, range_sets)
+        with DiskStore.open(str(tmp_path), "mynet") as plain:
+            assert answers == index_answers(plain.index(), atts, range_sets), (step, action)
+    cache.close()
+
+
+def test_an_add_costs_the_same_with_a_thousand_leases(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the agent's cache, an ADD reads no lease and looks at no address
+    but the few it considers: nothing in it grows with the node's pods."""
+    from ipam import allocator
+
+    net = tmp_path / "mynet"
+    net.mkdir()
+    subnet = N("10.8.0.0/20")
+    for n, address in enumerate(list(subnet.hosts())[1:1001]):
+        (net / str(address)).write_bytes(f"pod{n}\r\neth0".encode())
+    range_set = RangeSet((SubnetRange.build(subnet),))
+    cache = LeaseCache()
+    with DiskStore.open(str(tmp_path), "mynet", cache=cache) as store:
+        assert store.index().taken(range_set) == 1000   # counted once, here
+    looked_at = 0
+    real_range_for = RangeSet.range_for
+
+    def counting(self: RangeSet, address: A) -> object:
+        nonlocal looked_at
+        looked_at += 1
+        return real_range_for(self, address)
+
+    monkeypatch.setattr(RangeSet, "range_for", counting)
+    read: list[str] = []
+    real_read = store_module.read_small
+    monkeypatch.setattr(store_module, "read_small", lambda p: read.append(p) or real_read(p))
+    previous: list[str] = []
+    for n in range(3):
+        looked_at = 0
+        read.clear()
+        with DiskStore.open(str(tmp_path), "mynet", cache=cache) as store:
+            [got] = allocator.allocate([range_set], store, Attachment(f"new{n}", "eth0"))
+        assert looked_at <= 8, looked_at
+        # Read from disk: the one lease that appeared since the last ADD (and
+        # the round-robin hint), none of the thousand.
+        assert [os.path.basename(p) for p in read
+                if not os.path.basename(p).startswith("last_reserved")] == previous
+        previous = [str(got.address.ip)]
+    with DiskStore.open(str(tmp_path), "mynet", cache=cache) as store:
+        assert store.index().taken(range_set) == 1003
+        assert store.get_by_id(Attachment("new1", "eth0")) != []
+    cache.close()

@@ -217,8 +217,18 @@ def test_gc_releases_exactly_what_is_not_attached(tmp_path: Path) -> None:
         "last_reserved_ip.0", "last_reserved_ip.1"}
     assert (net / "10.1.0.50").read_text() == "legacy"
     assert set(lease_files(tmp_path, "other")) == {"10.1.0.2", "fd00:1::2"}
-    code, _, _ = call("GC", conf).error()
-    assert code == spec.ERR_INVALID_CONFIG
+    # One malformed entry refuses the whole list: nothing is released.
+    bad = [{"containerID": "keep", "ifname": "eth0"}, {"containerID": "keep"}]
+    code, msg, _ = call("GC", {**conf, "cni.dev/valid-attachments": bad}).error()
+    assert code == spec.ERR_INVALID_CONFIG and "valid-attachments[1]" in msg
+    assert {"10.1.0.2", "fd00:1::2", "10.1.0.50"} <= {p.name for p in net.iterdir()}
+    # No list at all is an empty one, as for the reference plugins (libcni
+    # leaves it out when the runtime names no attachment, after it has DELeted
+    # every one it knew): every lease of the network goes.
+    assert call("GC", conf).code == 0
+    assert {p.name for p in net.iterdir()} == {
+        "notes.txt", "10.1.0.60", "lock", "last_reserved_ip.0", "last_reserved_ip.1"}
+    assert set(lease_files(tmp_path, "other")) == {"10.1.0.2", "fd00:1::2"}
 
 
 @pytest.mark.parametrize(("how", "extra"), [

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from foundation.cni.spec import Attachment
 from ipam import spare
 from ipam.spare import Spares
-from ipam.store import Attachment, DiskStore, Lease
+from ipam.store import DiskStore, Lease
 from tests.ipam.helpers import unnamed_files_held
 
 
@@ -99,7 +100,8 @@ def test_a_killed_holder_of_spares_leaves_nothing_on_disk(tmp_path: Path) -> Non
         import os, sys, time
         from ipaddress import ip_address as A
         from ipam.spare import Spares
-        from ipam.store import Attachment, DiskStore
+        from foundation.cni.spec import Attachment
+        from ipam.store import DiskStore
         spares = Spares()
         with DiskStore.open({str(tmp_path)!r}, "net", spares=spares) as store:
             store.reserve(Attachment("c1", "eth0"), A("10.1.0.2"), 0)
@@ -119,3 +121,35 @@ def test_a_killed_holder_of_spares_leaves_nothing_on_disk(tmp_path: Path) -> Non
         proc.wait()
     assert sorted(p.name for p in (tmp_path / "net").iterdir()) == [
         "10.1.0.2", "last_reserved_ip.0", "lock"]
+
+
+def test_a_lease_is_on_disk_before_it_has_its_name(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of writing a lease (a temporary file, a spare) fsync its
+    content before link(2) names it: a power loss cannot leave a named, empty
+    lease that no DEL would match."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def link(src: str, dst: str, **kwargs: object) -> None:
+        events.append(("link", dst))
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    spares = Spares()
+    with DiskStore.open(str(tmp_path), "net", spares=spares) as store:
+        assert store.reserve(Attachment("c1", "eth0"), A("10.1.0.2"), 0)   # temporary file
+    spares.replenish()
+    with DiskStore.open(str(tmp_path), "net", spares=spares) as store:
+        assert store.reserve(Attachment("c2", "eth0"), A("10.1.0.3"), 0)   # the spare
+    assert [kind for kind, _ in events] == ["fsync", "link", "fsync", "link"]
+    assert events[0][1].endswith(".skein-ipam.tmp")
+    assert "(deleted)" in events[2][1] or "#" in events[2][1]        # an unnamed O_TMPFILE
+    assert [os.path.basename(dst) for kind, dst in events if kind == "link"] == [
+        "10.1.0.2", "10.1.0.3"]
+    spares.close()

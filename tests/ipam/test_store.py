@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ipam.store import TEMP_FILE, Attachment, DiskStore, Lease, LockTimeout
+from foundation.cni.spec import Attachment
+from ipam.store import TEMP_FILE, DiskStore, Lease, LockTimeout
 
 ATT = Attachment("c1", "eth0")
 

@@ -252,17 +252,23 @@ def test_durations_are_checked():
 
 
 def test_skein_speaker_picks_the_liveness_by_source(api, tmp_path, capsys):
+    from foundation.kube.cli import parse
     from foundation.kube.sources.kube import KubeSource
     from speaker import main
+    from speaker.membership.combined import CombinedLiveness
     from speaker.membership.udp import UdpMembership
 
     assert main.main(["--node", "a", "--manifests", "x.yaml", "--liveness", "lease"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--liveness lease needs the Kubernetes API" in err[0]
     kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
-    args = main.parser().parse_args(["--node", "a", "--kubeconfig", kubeconfig,
-                                     "--namespace", "ns1"])
-    args.liveness = "lease"  # what main() resolves the default to with --kubeconfig
+    args = parse(main.command, ["--node", "a", "--kubeconfig", kubeconfig, "--namespace", "ns1"])
+    args.liveness = "heartbeat+lease"  # what main() resolves the default to with --kubeconfig
+    combined = main._liveness(args, KubeSource(client(api, tmp_path)))
+    assert isinstance(combined, CombinedLiveness)
+    assert (combined.leases.namespace, combined.leases.duration,
+            combined.heartbeats.view.dead_after) == ("ns1", 4, 0.2)
+    args.liveness = "lease"
     liveness = main._liveness(args, KubeSource(client(api, tmp_path)))
     assert isinstance(liveness, LeaseLiveness)
     assert (liveness.namespace, liveness.duration, liveness.renew_interval) == ("ns1", 4, 1.0)
@@ -270,78 +276,150 @@ def test_skein_speaker_picks_the_liveness_by_source(api, tmp_path, capsys):
     assert isinstance(main._liveness(args, KubeSource(client(api, tmp_path))), UdpMembership)
 
 
-def test_lab_speakers_elect_by_lease_and_fail_over_after_kill(tmp_path):
-    """Three skein-speakers in a netns lab follow the stand-in (bound inside the
-    lab, as tests/overlay/test_overlay_kube.py does) with the default liveness
-    of --kubeconfig, Leases: one owner answers ARP; SIGKILL'd, its Lease stays
-    and expires, and another node takes the address over; that one SIGTERM'd
-    deletes its Lease and the last node takes over."""
-    import os
+class ApiLab:
+    """A netns lab of three nodes, a client and the API stand-in bound inside the lab
+    (as tests/overlay/test_overlay_kube.py does), serving one L2 Service."""
 
-    from foundation.netlink import netns
-    from lab.cluster import Lab, scripts_dir
-    from lab.speakers import (
-        address_pool,
-        arping_macs,
-        l2_advertisement,
-        lb_service,
-        node_mac,
-        poll,
-        speaker_log,
-        start_name_server,
-        stop_speaker,
-        tcp_name,
-    )
+    LB = "10.99.0.200"
 
-    lb = "10.99.0.200"
-    with Lab(nodes=3) as lab:
-        client_ns = lab.add_client("cl", 100)
+    def __init__(self, lab: Any, tmp_path: Any) -> None:
+        import os
+
+        from foundation.netlink import netns
+        from lab.speakers import address_pool, l2_advertisement, lb_service, start_name_server
+
+        self.lab = lab
+        self.client_ns = lab.add_client("cl", 100)
         api_ns = lab.add_client("api", 5)
         fd = netns.open_netns(api_ns.path)
         try:
             with netns.entered_fd(fd):
-                server = FakeApiServer(host=lab.host(5)).start()
+                self.server = FakeApiServer(host=lab.host(5)).start()
         finally:
             os.close(fd)
-        speakers: dict[str, Any] = {}
-        try:
-            for obj in [*(lab.node_object(n) for n in lab.nodes.values()),
-                        address_pool("lab", "10.99.0.200-10.99.0.215"),
-                        l2_advertisement("l2", pools=["lab"]), lb_service("web", lb)]:
-                server.put(obj)
-            kubeconfig = str(server.kubeconfig(tmp_path / "kubeconfig"))
-            for node in lab.nodes.values():
-                start_name_server(lab, node)
-                argv = [os.path.join(scripts_dir(), "skein-speaker"), "--node", node.name,
-                        "--kubeconfig", kubeconfig, "--assign-to-lo",
-                        "--api-socket", os.path.join(node.workdir, "speaker.sock"),
-                        "--namespace", NS, "--lease-duration", "1", "--lease-renew", "0.2"]
-                speakers[node.name] = lab.spawn(node.ns, *argv, log=os.path.join(
-                    node.workdir, "speaker.log"))
-            leases = ("coordination.k8s.io", "v1", "leases")
-            poll(lambda: len(server.state.objects.get(leases, {})) == 3, 20, "three Leases")
-            macs = {node_mac(n): n for n in lab.nodes.values()}
-            answers = poll(lambda: arping_macs(client_ns, lb), 20, f"an answer for {lb}")
-            assert len(set(answers)) == 1, answers
-            owner = macs[answers[0]]
-            assert tcp_name(client_ns, lb) == owner.name
+        for obj in [*(lab.node_object(n) for n in lab.nodes.values()),
+                    address_pool("lab", "10.99.0.200-10.99.0.215"),
+                    l2_advertisement("l2", pools=["lab"]), lb_service("web", self.LB)]:
+            self.server.put(obj)
+        self.kubeconfig = str(self.server.kubeconfig(tmp_path / "kubeconfig"))
+        self.speakers: dict[str, Any] = {}
+        for node in lab.nodes.values():
+            start_name_server(lab, node)
 
-            stop_speaker(speakers.pop(owner.name), kill=True)
-            successor = poll(lambda: tcp_name(client_ns, lb) not in (None, owner.name)
-                             and tcp_name(client_ns, lb), 20, "a new owner serving TCP")
+    def start(self, node: Any, *flags: str) -> None:
+        import os
+
+        from lab.cluster import scripts_dir
+
+        argv = [os.path.join(scripts_dir(), "skein-speaker"), "--node", node.name,
+                "--kubeconfig", self.kubeconfig, "--assign-to-lo",
+                "--api-socket", os.path.join(node.workdir, "speaker.sock"),
+                "--namespace", NS, *flags]
+        self.speakers[node.name] = self.lab.spawn(node.ns, *argv, log=os.path.join(
+            node.workdir, "speaker.log"))
+
+    def leases(self) -> dict[Any, Any]:
+        return dict(self.server.state.objects.get(("coordination.k8s.io", "v1", "leases"), {}))
+
+    def answering(self) -> set[str]:
+        """Names of the nodes answering ARP for LB."""
+        from lab.speakers import arping_macs, node_mac
+
+        macs = {node_mac(n): n.name for n in self.lab.nodes.values()}
+        return {macs[m] for m in arping_macs(self.client_ns, self.LB)}
+
+    def close(self) -> None:
+        from lab.speakers import stop_speaker
+
+        for proc in self.speakers.values():
+            stop_speaker(proc)
+        self.server.stop()
+
+
+def test_lab_speakers_elect_by_lease_and_fail_over_after_kill(tmp_path):
+    """Three skein-speakers in a netns lab follow the stand-in with `--liveness
+    lease`: one owner answers ARP; SIGKILL'd, its Lease stays and expires, and
+    another node takes the address over; that one SIGTERM'd deletes its Lease and
+    the last node takes over."""
+    from lab.cluster import Lab
+    from lab.speakers import poll, speaker_log, stop_speaker, tcp_name
+
+    with Lab(nodes=3) as lab:
+        api = ApiLab(lab, tmp_path)
+        lb = api.LB
+        try:
+            for node in lab.nodes.values():
+                api.start(node, "--liveness", "lease", "--lease-duration", "1",
+                          "--lease-renew", "0.2")
+            poll(lambda: len(api.leases()) == 3, 20, "three Leases")
+            answers = poll(api.answering, 20, f"an answer for {lb}")
+            assert len(answers) == 1, answers
+            (owner,) = answers
+            assert tcp_name(api.client_ns, lb) == owner
+
+            stop_speaker(api.speakers.pop(owner), kill=True)
+            successor = poll(lambda: tcp_name(api.client_ns, lb) not in (None, owner)
+                             and tcp_name(api.client_ns, lb), 20, "a new owner serving TCP")
             log = speaker_log(lab.nodes[successor])
-            assert f"of {owner.name} expired or deleted: considered dead" in log
-            assert (NS, lease_name(owner.name)) in server.state.objects[leases], \
-                "killed: its Lease was left to expire"
-            answers = poll(lambda: arping_macs(client_ns, lb), 20, f"an answer for {lb}")
-            assert {macs[m].name for m in answers} == {successor}
+            assert f"of {owner} expired or deleted: considered dead" in log
+            assert (NS, lease_name(owner)) in api.leases(), "killed: its Lease was left to expire"
+            assert poll(api.answering, 20, f"an answer for {lb}") == {successor}
 
             # SIGTERM: the Lease is deleted on the way out and the last node takes over.
-            assert stop_speaker(speakers.pop(successor)) == 0
-            assert (NS, lease_name(successor)) not in server.state.objects[leases]
-            (last,) = speakers
-            poll(lambda: tcp_name(client_ns, lb) == last, 20, "the last node serving TCP")
+            assert stop_speaker(api.speakers.pop(successor)) == 0
+            assert (NS, lease_name(successor)) not in api.leases()
+            (last,) = api.speakers
+            poll(lambda: tcp_name(api.client_ns, lb) == last, 20, "the last node serving TCP")
         finally:
-            for proc in speakers.values():
-                stop_speaker(proc)
-            server.stop()
+            api.close()
+
+
+def block_heartbeats(node: Any) -> None:
+    """Drop the node's heartbeats both ways, in its own namespace (the speaker stays healthy)."""
+    node.ns.run("nft", "-f", "-", input=(
+        "table inet skhb {\n"
+        "  chain in { type filter hook input priority 0; udp dport 7946 drop; }\n"
+        "  chain out { type filter hook output priority 0; udp dport 7946 drop; }\n"
+        "}\n"))
+
+
+def test_lab_default_liveness_fails_over_on_heartbeats_and_keeps_one_owner_without_them(
+        tmp_path):
+    """The default with the API, heartbeats + Leases, with 60 s Leases so that only
+    the heartbeats can move an address within the test's deadlines: a SIGKILL'd
+    owner's address moves while its Lease is still there, and the log says the
+    heartbeats decided.  Then the new owner's heartbeats are dropped (nft in its
+    namespace): the other node sees its Lease renewed and counts it alive again, so
+    in the end one node, the owner, answers ARP and serves TCP."""
+    from lab.cluster import Lab
+    from lab.speakers import poll, speaker_log, stop_speaker, tcp_name
+
+    with Lab(nodes=3) as lab:
+        api = ApiLab(lab, tmp_path)
+        lb = api.LB
+        try:
+            for node in lab.nodes.values():
+                api.start(node, "--lease-duration", "60", "--lease-renew", "0.5")
+            poll(lambda: len(api.leases()) == 3, 20, "three Leases")
+            answers = poll(api.answering, 20, f"an answer for {lb}")
+            assert len(answers) == 1, answers
+            (owner,) = answers
+
+            stop_speaker(api.speakers.pop(owner), kill=True)
+            successor = poll(lambda: tcp_name(api.client_ns, lb) not in (None, owner)
+                             and tcp_name(api.client_ns, lb), 20, "a new owner serving TCP")
+            assert (NS, lease_name(owner)) in api.leases()
+            assert (f"member {owner}: dead (heartbeats stopped, Lease not renewed since)"
+                    in speaker_log(lab.nodes[successor]))
+            (other,) = set(api.speakers) - {successor}
+
+            block_heartbeats(lab.nodes[successor])
+            poll(lambda: f"member {successor}: alive (its Lease (renewed after its heartbeats "
+                 "stopped))" in speaker_log(lab.nodes[other]), 20,
+                 f"{other} counting {successor} alive by its Lease")
+            poll(lambda: api.answering() == {successor}, 20, f"{successor} alone answering")
+            for _ in range(3):  # and it stays so
+                assert api.answering() == {successor}
+            assert tcp_name(api.client_ns, lb) == successor
+        finally:
+            api.close()

@@ -13,6 +13,7 @@ import time
 
 from lab.kube.cluster import CLUSTER_CIDR, SKEIN_NAMESPACE, KubeLab
 from lab.kube.image import BUSYBOX_IMAGE as BUSYBOX
+from lab.router import ROUTER_ASN
 from tests.kube_lab.conftest import (
     WHOAMI_COMMAND,
     apply,
@@ -185,6 +186,46 @@ def test_loadbalancer_l2_and_bgp_from_the_client(kube: KubeLab) -> None:
     routes = subprocess.run(["birdc", "-s", str(kube.bird_socket), "show", "route", "for", bgp],
                             capture_output=True, text=True, check=True).stdout
     assert bgp in routes and any(f"via {n.ip} " in routes for n in kube.node_specs()), routes
+
+
+def test_skeinctl_through_the_node_pod(kube: KubeLab) -> None:
+    """What the README tells an operator: `kubectl exec` into the skein-node pod
+    reaches that node's speaker through the hostPath socket."""
+    whoami_pods(kube)
+    pods = running_pods(kube, SKEIN_NAMESPACE, "app.kubernetes.io/name=skein-node")
+    assert len(pods) == len(kube.node_specs())
+    for pod in pods:
+        node = pod["spec"]["nodeName"]
+        code, out = exec_in(kube, SKEIN_NAMESPACE, pod["metadata"]["name"], "-c",
+                            "skein-agent", "skeinctl", "-o", "json", "peers")
+        assert code == 0, out
+        reply = json.loads(out)
+        assert reply["node"] == node
+        # Every node peers with the lab's BIRD (install/examples/bgp-peer.yaml).
+        assert any(p["kind"] == "bgp" and p["state"] == "Established"
+                   and p["peer_asn"] == ROUTER_ASN for p in reply["peers"]), reply
+        code, out = exec_in(kube, SKEIN_NAMESPACE, pod["metadata"]["name"], "-c",
+                            "skein-agent", "skeinctl", "status", "-o", "json")
+        assert code == 0, out
+        status = json.loads(out)
+        assert [n["name"] for n in status["nodes"]] == [node]
+
+
+def test_the_cluster_picture(kube: KubeLab, tmp_path) -> None:
+    """`skein-lab kube diagram`: every node pair one labelled tunnel, every legend
+    entry used, no text outside its box, rendered to SVG and PNG."""
+    from lab.kube.diagram import write
+    from speaker.status.diagram import draw
+    from speaker.status.output import laid_out
+    from tests.status.picture import layout_problems, svg_problems
+
+    svg, png = tmp_path / "kube.svg", tmp_path / "kube.png"
+    shown = write(kube, str(svg), workload=True, log=lambda _line: None)
+    write(kube, str(png), workload=False, log=lambda _line: None)
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert len(shown.nodes) == len(kube.node_specs())
+    assert svg_problems(svg.read_bytes(), shown) == []
+    assert layout_problems(laid_out(draw(shown))) == []
 
 
 def test_hostport_reached_on_the_node_address(kube: KubeLab) -> None:

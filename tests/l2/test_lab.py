@@ -48,8 +48,17 @@ class Cluster:
         self.macs = {node_mac(n): n for n in lab.nodes.values()}
 
     def start(self, *extra: str) -> None:
+        """Start every speaker and wait until each has heard every other: a test
+        that stops an owner before then tests start-up, not failover."""
         for node in self.lab.nodes.values():
             self.speakers[node.name] = start_speaker(self.lab, node, "--assign-to-lo", *extra)
+        names = list(self.lab.nodes)
+
+        def meshed() -> bool:
+            return all(f"peer {other} is alive" in speaker_log(self.lab.nodes[name])
+                       for name in names for other in names if other != name)
+
+        poll(meshed, 60, "every speaker to hear every other")
 
     def single_owner(self, address: str) -> Node:
         """The one node answering ARP (or NDP) for `address`; fails if none, or

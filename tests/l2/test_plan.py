@@ -206,3 +206,72 @@ def test_pools_holding_multicast_are_not_announced_from() -> None:
     s = state(*NODES, address_pool("odd", "224.0.0.0/28"), l2_advertisement("l2"),
               lb_service("m", "224.0.0.1"))
     assert l2_owners(s, {"n1", "n2", "n3"}) == {}
+
+
+def labelled(doc: dict[str, Any], **labels: str) -> dict[str, Any]:
+    doc["metadata"]["labels"] = labels
+    return doc
+
+
+def with_spec(doc: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    doc["spec"].update(spec)
+    return doc
+
+
+def test_service_selectors_restrict_an_l2_advertisement_to_matching_services() -> None:
+    """MetalLB's documented frontend/backend split: one pool, two advertisements,
+    each for the Services with its tier label, each on its own interface."""
+    tier = lambda t: [{"matchLabels": {"tier": t}}]  # noqa: E731
+    s = state(*NODES, address_pool("pool", "192.0.2.0/28"),
+              with_spec(l2_advertisement("front", ["pool"], ["eth0"]),
+                        serviceSelectors=tier("frontend")),
+              with_spec(l2_advertisement("back", ["pool"], ["eth1"]),
+                        serviceSelectors=tier("backend")),
+              labelled(lb_service("web", "192.0.2.1"), tier="frontend"),
+              labelled(lb_service("db", "192.0.2.2"), tier="backend"),
+              lb_service("plain", "192.0.2.3"))
+    live = {"n1", "n2", "n3"}
+    planned = {a.address: a.interfaces for n in live for a in plan_node(s, n, live)}
+    # The unlabelled Service is covered by neither advertisement: not announced at all.
+    assert planned == {IP("192.0.2.1"): ("eth0",), IP("192.0.2.2"): ("eth1",)}
+    from speaker.plan import service_problems
+    assert service_problems(s) == (
+        "Service default/plain: 192.0.2.3 is in IPAddressPool pool, whose advertisements' "
+        "spec.serviceSelectors do not select this Service's labels: not announced",)
+
+
+def test_preferred_node_selectors_pick_the_owner_and_others_take_over() -> None:
+    nodes = [node("n1", {"zone": "b"}, ip="10.0.0.1"), node("n2", {"zone": "a"}, ip="10.0.0.2"),
+             node("n3", {"zone": "c"}, ip="10.0.0.3")]
+    prefer = [{"weight": 100, "preference": {"matchLabels": {"zone": "a"}}},
+              {"weight": 50, "preference": {"matchLabels": {"zone": "b"}}}]
+    addresses = [f"192.0.2.{i}" for i in range(1, 9)]
+    s = state(*nodes, address_pool("pool", "192.0.2.0/28"),
+              with_spec(l2_advertisement("l2", ["pool"]), preferredNodeSelectors=prefer),
+              *(lb_service(f"s{i}", a) for i, a in enumerate(addresses)))
+    # Without preferences the hash spreads the addresses; with them zone a takes all.
+    plain = state(*nodes, address_pool("pool", "192.0.2.0/28"), l2_advertisement("l2"),
+                  *(lb_service(f"s{i}", a) for i, a in enumerate(addresses)))
+    assert len(set(l2_owners(plain, {"n1", "n2", "n3"}).values())) > 1
+    assert set(l2_owners(s, {"n1", "n2", "n3"}).values()) == {"n2"}
+    # Zone a gone: zone b (weight 50) before the unpreferred node; then the hash.
+    assert set(l2_owners(s, {"n1", "n3"}).values()) == {"n1"}
+    assert set(l2_owners(s, {"n3"}).values()) == {"n3"}
+
+
+def test_a_preference_lifts_only_nodes_its_advertisement_selects() -> None:
+    """Scores are advertisement-scoped (MetalLB's design): a preference of an
+    advertisement restricted to rack x does not lift a node of rack y."""
+    nodes = [node("n1", {"rack": "x", "fast": "1"}, ip="10.0.0.1"),
+             node("n2", {"rack": "y", "fast": "1"}, ip="10.0.0.2")]
+    fast = [{"weight": 100, "preference": {"matchLabels": {"fast": "1"}}}]
+    only_x = [{"matchLabels": {"rack": "x"}}]
+    addresses = [f"192.0.2.{i}" for i in range(1, 9)]
+    s = state(*nodes, address_pool("pool", "192.0.2.0/28"),
+              l2_advertisement("all", ["pool"]),
+              with_spec(l2_advertisement("x", ["pool"], node_selectors=only_x),
+                        preferredNodeSelectors=fast),
+              *(lb_service(f"s{i}", a) for i, a in enumerate(addresses)))
+    # Both match the preference, but advertisement "x" selects only n1: n1 owns all.
+    assert set(l2_owners(s, {"n1", "n2"}).values()) == {"n1"}
+    assert set(l2_owners(s, {"n2"}).values()) == {"n2"}  # n2 stays eligible (via "all")

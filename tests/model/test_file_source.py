@@ -15,10 +15,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foundation.kube.model import ClusterState
 from foundation.kube.sources import FileSource, changes, yaml_documents
-from foundation.kube.sources.file import MAX_DEPTH, NestingTooDeep, check_depth, depth_bound
+from foundation.kube.sources.file import (
+    MAX_DEPTH,
+    ManifestParser,
+    NestingTooDeep,
+    check_depth,
+    depth_bound,
+    parse_manifests,
+)
 from lab.speakers import poll
 
 LOGGER = "foundation.kube.sources.file"
@@ -313,3 +323,67 @@ def test_the_depth_bound_is_cheap_and_lets_ordinary_files_straight_through() -> 
     check_depth("a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))  # 128 levels: fine
     with pytest.raises(NestingTooDeep):
         check_depth(nested)
+
+
+# -- re-reading reuses what did not change ------------------------------------------------
+
+def service(name: str, ip: str, port: int = 80) -> str:
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n"
+            f"spec: {{type: LoadBalancer, ports: [{{port: {port}}}]}}\n"
+            f"status: {{loadBalancer: {{ingress: [{{ip: {ip}}}]}}}}\n")
+
+
+PIECES = [
+    node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"), service("a", "10.1.0.1"),
+    service("a", "10.1.0.2"),  # defined again: a duplicate, reported with both lines
+    service("b", "10.1.0.3", port=0),  # a bad object: skipped with one line
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n",
+    "# only a comment\n",
+    "apiVersion: v1\nkind: List\nitems:\n- "
+    + service("c", "10.1.0.4").replace("\n", "\n  ").rstrip(" "),
+    "{apiVersion: v1, kind: Service, metadata: {name: d}}\n...\n",
+    "key: |\n  a block scalar\n  --- not a marker here\n",
+]
+
+
+def same(one: object, other: object) -> None:
+    assert one == other, f"{one}\n!=\n{other}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=8), min_size=1, max_size=4))
+def test_reparsing_equals_a_fresh_parse(files: list[list[str]]) -> None:
+    """Whatever was parsed before, the result (objects, errors with their lines,
+    duplicates, ignored kinds) is exactly what parsing the text afresh gives."""
+    parser = ManifestParser()
+    for pieces in files:
+        text = docs(*pieces)
+        cached, fresh = parser.parse(text, "F"), parse_manifests(text, "F")
+        same(cached.state, fresh.state)
+        same((cached.errors, cached.ignored, cached.problems),
+             (fresh.errors, fresh.ignored, fresh.problems))
+
+
+def test_unchanged_documents_are_not_parsed_again() -> None:
+    parser = ManifestParser()
+    services = [service(f"s{i}", f"10.1.{i // 200}.{i % 200}") for i in range(300)]
+    first = parser.parse(docs(pool("p", "10.1.0.0/16"), *services)).state
+    services[150] = service("s150", "10.1.9.9")
+    second = parser.parse(docs(pool("p", "10.1.0.0/16"), *services,
+                               service("new", "10.1.9.10"))).state
+    before = {s.key: s for s in first.services}
+    after = {s.key: s for s in second.services}
+    assert [k for k in after if before.get(k) is not after[k]] == ["default/new",
+                                                                   "default/s150"]
+    assert first.ip_address_pools[0] is second.ip_address_pools[0]
+    assert [str(i) for i in after["default/s150"].ingress_ips] == ["10.1.9.9"]
+
+
+def test_bad_yaml_in_one_document_names_its_line_in_the_file() -> None:
+    parser = ManifestParser()
+    good = docs(node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"))
+    parser.parse(good)
+    with pytest.raises(yaml.YAMLError) as caught:
+        parser.parse(docs(node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"), "a: [b\n"))
+    mark = getattr(caught.value, "problem_mark", None)
+    assert mark is not None and mark.line + 1 >= good.count("\n") + 2

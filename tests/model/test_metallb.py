@@ -11,13 +11,11 @@ import pytest
 import yaml
 
 from foundation.kube.model import (
-    BGPCommunity,
     ClusterState,
     ModelError,
     Node,
     parse_bgp_advertisement,
     parse_bgp_peer,
-    parse_community,
     parse_ip_address_pool,
     parse_object,
     range_networks,
@@ -156,29 +154,6 @@ def test_unknown_community_alias_names_the_field(state: ClusterState) -> None:
         state.communities_for(adv)
     assert str(err.value) == ('BGPAdvertisement metallb-system/a: spec.communities[1]: '
                               'no Community object defines "nope"')
-
-
-@pytest.mark.parametrize(("text", "parts"), [
-    ("65535:65282", (65535, 65282)),
-    ("no-advertise", (65535, 65282)),
-    ("NO-EXPORT", (65535, 65281)),
-    ("0:0", (0, 0)),
-    ("large:4294967295:0:1", (4294967295, 0, 1)),
-])
-def test_community_literals(text: str, parts: tuple[int, ...]) -> None:
-    assert parse_community(text) == BGPCommunity(parts)
-
-
-def test_community_wire_value() -> None:
-    assert parse_community("65535:65282").value == 0xFFFFFF02
-
-
-@pytest.mark.parametrize("text", ["65536:1", "1:2:3", "large:1:2", "a:b", "large:4294967296:0:0"])
-def test_bad_community_literals_are_errors(text: str) -> None:
-    doc = {"kind": "BGPAdvertisement", "metadata": {"name": "a"},
-           "spec": {"communities": ["1:1", text]}}
-    with pytest.raises(ModelError, match=r"^BGPAdvertisement default/a: spec\.communities\[1\]: "):
-        parse_bgp_advertisement(doc)
 
 
 def mutated(name: str, path: str, value: Any) -> Any:

@@ -105,3 +105,18 @@ def _key(entry):
     if isinstance(entry, Route):
         return entry.dst
     return (entry.mac, entry.dst)
+
+
+def test_the_routes_metric_counts_what_is_in_place():
+    """skein_agent_routes after a reconcile: what was there, plus the adds and
+    less the deletes that worked (a replaced route counts once)."""
+    from cni_plugin.agent.daemon import routes_in_place
+
+    old = desired_entries(select_peers(NODES, "n1").peers)
+    moved = [NODES[0], node("n2", "10.99.0.42", "10.244.7.0/24")]
+    new = desired_entries(select_peers(moved, "n1").peers)
+    actions = diff(new, old)
+    assert routes_in_place(old, actions, []) == {"10.244.7.0/24"}
+    failed = [(a, "refused") for a in actions if a.op == "add" and isinstance(a.entry, Route)]
+    assert routes_in_place(old, actions, failed) == set()
+    assert routes_in_place(old, diff(old, old), []) == {"10.244.1.0/24", "10.244.2.0/24"}

@@ -11,16 +11,10 @@ import pytest
 from cni_plugin import vxlan
 from cni_plugin.agent import main as agent_main
 from cni_plugin.agent.daemon import Agent, AgentConfig
-from cni_plugin.agent.masquerade import (
-    FAMILY,
-    TABLE,
-    FakeNft,
-    NftError,
-    NodeMasquerade,
-    ruleset,
-)
+from cni_plugin.agent.masquerade import FAMILY, TABLE, NodeMasquerade, ruleset
 from cni_plugin.config import VxlanConf, parse_netconf
 from cni_plugin.conflist import node_conflist, plugin_config
+from cni_plugin.nft import FakeNft, NftError
 from foundation import netlink
 
 KEY = (FAMILY, TABLE)

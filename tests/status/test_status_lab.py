@@ -6,8 +6,10 @@ the service CIDR.
 What is proved: the status lists exactly what the kernel holds, as iproute2 sees
 it independently (`ip -j addr/link/route/neigh`, `bridge -j fdb` in each
 namespace); the LoadBalancer side agrees with what the router sees (who answered
-its ARP, which next hops its BGP route has); and the diagram drawn from that
-status names every pod, both nodes, the tunnel and both addresses, and renders.
+its ARP, which next hops its BGP route has); kube-proxy's rules (the lab's
+kube-proxy, lab/kubeproxy.py) are read back as programmed; and the diagram drawn
+from that status names every pod, both nodes, the tunnel and both addresses,
+renders, and passes the picture checks (tests/status/picture.py).
 
 Everything lives in the lab's tagged namespaces and is removed at teardown, on
 failure too.
@@ -25,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from lab import kubeproxy
 from lab.cluster import Lab, Node, leftovers, scripts_dir
 from lab.router import BirdRouter
 from lab.speakers import (
@@ -41,6 +44,10 @@ from lab.speakers import (
     start_speaker,
 )
 from lab.traffic import ping
+from speaker.status.diagram import draw
+from speaker.status.model import from_json
+from speaker.status.output import laid_out
+from tests.status.picture import layout_problems, svg_problems
 
 L2_ADDRESS, BGP_ADDRESS = "10.99.0.200", "198.51.100.10"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -100,6 +107,11 @@ def cluster() -> Iterator[Cluster]:
         lab.add_pod(lab.nodes["node1"], "p1")
         lab.add_pod(lab.nodes["node1"], "p2")
         lab.add_pod(lab.nodes["node2"], "p1")
+        ports = [kubeproxy.ServicePort(
+            "default", "web-l2", "", 8080, 8080, "10.96.0.20", 30080, (L2_ADDRESS,),
+            tuple((n.pods["p1"].address(), n.name) for n in lab.nodes.values()))]
+        for node in lab.nodes.values():
+            kubeproxy.program(node, ports)
         for node in lab.nodes.values():
             start_speaker(lab, node, "--assign-to-lo", "--api-socket",
                           os.path.join(node.workdir, "speaker.sock"))
@@ -235,10 +247,27 @@ def test_table_answers_the_newcomer_questions(cluster: Cluster) -> None:
     assert L2_ADDRESS in out and BGP_ADDRESS in out and "Established" in out
 
 
+def test_kube_proxy_rules_are_read_back(cluster: Cluster) -> None:
+    """What the lab's kube-proxy programmed (iptables-save in each node), per node:
+    the ClusterIP to every endpoint, NodePort and LB address to the node's own."""
+    status = json.loads(cluster.skeinctl("status", "-o", "json", *cluster.lab_args()).stdout)
+    for node in status["nodes"]:
+        assert node["proxy_source"] == "iptables"
+        rules = {r["kind"]: r for r in node["proxy"]}
+        own = cluster.lab.nodes[node["name"]].pods["p1"].address() + ":8080"
+        assert rules["cluster IP"]["address"] == "10.96.0.20"
+        assert len(rules["cluster IP"]["endpoints"]) == 2
+        assert rules["nodeport"]["port"] == 30080 and rules["nodeport"]["endpoints"] == [own]
+        assert rules["loadbalancer IP"]["endpoints"] == [own]
+    wide = cluster.skeinctl("status", "-o", "wide", *cluster.lab_args()).stdout
+    assert "default/web-l2  nodeport" in wide
+
+
 def test_diagram_dot_svg_png(cluster: Cluster, tmp_path: Any) -> None:
     dot, svg, png = (tmp_path / f"lab.{ext}" for ext in ("dot", "svg", "png"))
-    for path in (dot, svg, png):
-        cluster.skeinctl("diagram", "-o", str(path), *cluster.lab_args())
+    cluster.skeinctl("diagram", str(dot), *cluster.lab_args())
+    cluster.skeinctl("diagram", "--output-file", str(svg), *cluster.lab_args())
+    cluster.skeinctl("diagram", "-f", str(png), *cluster.lab_args())
     source = dot.read_text()
     for node in cluster.lab.nodes.values():
         assert f"cluster_{node.name}" in source
@@ -246,7 +275,7 @@ def test_diagram_dot_svg_png(cluster: Cluster, tmp_path: Any) -> None:
             assert pod.address() in source and f"{node.name}/pod/" in source
             assert pod.ns.name in source
     assert '"node1/skein.1" -> "node2/skein.1"' in source
-    assert "VXLAN tunnel 10.99.0.11 ⇄ 10.99.0.12" in source
+    assert "VXLAN 10.99.0.11\\n⇄ 10.99.0.12" in source
     assert f"lb/{L2_ADDRESS}/l2" in source and f"lb/{BGP_ADDRESS}/bgp" in source
     assert "router/10.99.0.1" in source
     assert f"{SERVICE_CIDR}</B>" in source and "ClusterIP range · BGP" in source
@@ -255,6 +284,11 @@ def test_diagram_dot_svg_png(cluster: Cluster, tmp_path: Any) -> None:
     texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
     assert L2_ADDRESS in texts and BGP_ADDRESS in texts
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The picture's checks, on what the lab holds.
+    shown = from_json(json.loads(cluster.skeinctl("status", "-o", "json",
+                                                  *cluster.lab_args()).stdout))
+    assert svg_problems(svg.read_bytes(), shown) == []
+    assert layout_problems(laid_out(draw(shown))) == []
 
 
 def test_lab_diagram_for_the_demo(cluster: Cluster, tmp_path: Any) -> None:
@@ -264,7 +298,7 @@ def test_lab_diagram_for_the_demo(cluster: Cluster, tmp_path: Any) -> None:
     shown = write_lab_diagram(cluster.lab, str(path))
     assert sorted(p.name for n in shown.nodes for p in n.pods) == ["p1", "p1", "p2"]
     assert {a.address for a in shown.addresses() if a.services} == {L2_ADDRESS, BGP_ADDRESS}
-    ET.fromstring(path.read_bytes())
+    assert svg_problems(path.read_bytes(), shown) == []
 
 
 def test_status_of_one_node_from_inside_its_namespace(cluster: Cluster) -> None:

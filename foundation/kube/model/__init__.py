@@ -25,7 +25,6 @@ if TYPE_CHECKING:
         ref_of,
     )
     from foundation.kube.model.communities import (
-        WELL_KNOWN,
         BGPCommunity,
         CommunityAliases,
         parse_community,
@@ -44,12 +43,15 @@ if TYPE_CHECKING:
     from foundation.kube.model.meta import Namespace, parse_namespace
     from foundation.kube.model.metallb import (
         AddressRange,
+        BFDProfile,
         BGPAdvertisement,
         BGPPeer,
         IPAddressPool,
         L2Advertisement,
         PoolSelection,
+        PreferredNodeSelector,
         ServiceAllocation,
+        parse_bfd_profile,
         parse_bgp_advertisement,
         parse_bgp_peer,
         parse_ip_address_pool,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
         range_text,
     )
     from foundation.kube.model.node import VTEP_MAC_ANNOTATION, Node, parse_node, vtep_mac_for_ip
+    from foundation.kube.model.secret import Secret, parse_secret
     from foundation.kube.model.selectors import (
         LabelSelector,
         Requirement,
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
 _LAZY = {
 
     "AddressRange": "metallb",
+    "BFDProfile": "metallb",
     "BGPAdvertisement": "metallb",
     "BGPCommunity": "communities",
     "BGPConfiguration": "calico",
@@ -93,17 +97,19 @@ _LAZY = {
     "Node": "node",
     "ObjectRef": "errors",
     "PoolSelection": "metallb",
+    "PreferredNodeSelector": "metallb",
     "Requirement": "selectors",
+    "Secret": "secret",
     "Service": "service",
     "ServiceAllocation": "metallb",
     "ServicePort": "service",
     "VTEP_MAC_ANNOTATION": "node",
-    "WELL_KNOWN": "communities",
     "expand_document": "cluster",
     "matches": "selectors",
     "matches_any": "selectors",
     "nodes_with_ready_endpoints": "endpoints",
     "object_ref": "cluster",
+    "parse_bfd_profile": "metallb",
     "parse_bgp_advertisement": "metallb",
     "parse_bgp_configuration": "calico",
     "parse_bgp_peer": "metallb",
@@ -117,6 +123,7 @@ _LAZY = {
     "parse_namespace": "meta",
     "parse_node": "node",
     "parse_object": "cluster",
+    "parse_secret": "secret",
     "parse_service": "service",
     "range_networks": "metallb",
     "range_text": "metallb",
@@ -125,16 +132,18 @@ _LAZY = {
 }
 
 __all__ = [
-    "AddressRange", "BGPAdvertisement", "BGPCommunity", "BGPConfiguration", "BGPPeer",
+    "AddressRange", "BFDProfile", "BGPAdvertisement", "BGPCommunity", "BGPConfiguration", "BGPPeer",
     "ClusterState", "CommunityAliases", "Endpoint", "EndpointPort", "EndpointSlice", "IPAddress",
     "IPAddressPool", "IPNetwork", "KINDS", "L2Advertisement", "LabelSelector", "ModelError",
-    "ModelObject", "Namespace", "Node", "ObjectRef", "PoolSelection", "Requirement", "Service",
-    "ServiceAllocation", "ServicePort", "VTEP_MAC_ANNOTATION", "WELL_KNOWN", "expand_document",
+    "ModelObject", "Namespace", "Node", "ObjectRef", "PoolSelection", "PreferredNodeSelector",
+    "Requirement", "Secret", "Service",
+    "ServiceAllocation", "ServicePort", "VTEP_MAC_ANNOTATION", "expand_document",
     "matches", "matches_any", "nodes_with_ready_endpoints", "object_ref",
-    "parse_bgp_advertisement", "parse_bgp_configuration", "parse_bgp_peer", "parse_community",
+    "parse_bfd_profile", "parse_bgp_advertisement", "parse_bgp_configuration", "parse_bgp_peer",
+    "parse_community",
     "parse_community_aliases", "parse_endpoint_slice", "parse_go_duration",
     "parse_ip_address_pool", "parse_l2_advertisement", "parse_label_selector", "parse_namespace",
-    "parse_node", "parse_object", "parse_service", "range_networks",
+    "parse_node", "parse_object", "parse_secret", "parse_service", "range_networks",
     "range_text", "ref_of", "vtep_mac_for_ip",
 ]
 

@@ -1,6 +1,6 @@
 """ClusterState: one consistent snapshot of every object the daemons care about.
 
-Sources (a manifests file, later the Kubernetes API) turn raw documents into
+Sources (a manifests file, the Kubernetes API) turn raw documents into
 model objects with `parse_object` and hand a `ClusterState` to the agent, the
 speaker and the controller, which only ever look things up in it.  The state is
 immutable: a change is a new snapshot with a higher `revision`, so a consumer
@@ -29,10 +29,12 @@ from foundation.kube.model.errors import ModelError, ObjectRef
 from foundation.kube.model.fields import Cursor, IPAddress, show
 from foundation.kube.model.meta import Namespace, parse_namespace
 from foundation.kube.model.metallb import (
+    BFDProfile,
     BGPAdvertisement,
     BGPPeer,
     IPAddressPool,
     L2Advertisement,
+    parse_bfd_profile,
     parse_bgp_advertisement,
     parse_bgp_peer,
     parse_ip_address_pool,
@@ -41,10 +43,12 @@ from foundation.kube.model.metallb import (
     range_text,
 )
 from foundation.kube.model.node import Node, parse_node
+from foundation.kube.model.secret import Secret, parse_secret
 from foundation.kube.model.service import Service, parse_service
 
 ModelObject = (Node | Service | Namespace | EndpointSlice | IPAddressPool | L2Advertisement
-               | BGPAdvertisement | BGPPeer | CommunityAliases | BGPConfiguration)
+               | BGPAdvertisement | BGPPeer | CommunityAliases | BGPConfiguration
+               | BFDProfile | Secret)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ KINDS: Mapping[tuple[str, str], Kind] = {
     ("metallb.io", "BGPAdvertisement"): Kind(("v1beta1",), parse_bgp_advertisement),
     ("metallb.io", "BGPPeer"): Kind(("v1beta1", "v1beta2"), parse_bgp_peer),
     ("metallb.io", "Community"): Kind(("v1beta1",), parse_community_aliases),
+    ("metallb.io", "BFDProfile"): Kind(("v1beta1",), parse_bfd_profile),
+    # Only for BGPPeer.spec.passwordSecret; see foundation.kube.model.secret.
+    ("", "Secret"): Kind(("v1",), parse_secret),
     ("projectcalico.org", "BGPConfiguration"): Kind(("v3",), parse_bgp_configuration),
     # The CRD Calico stores it as when calicoctl / the API server is not used.
     ("crd.projectcalico.org", "BGPConfiguration"): Kind(("v1",), parse_bgp_configuration),
@@ -143,6 +150,9 @@ class ClusterState:
     # Set by the source; bumped on every change it publishes.  Not part of
     # equality: two snapshots of the same objects are the same state.
     revision: int = field(default=0, compare=False)
+    # After `revision`, so that positional construction stays as it was.
+    bfd_profiles: tuple[BFDProfile, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     @classmethod
     def from_objects(cls, objects: Iterable[ModelObject], revision: int = 0) -> ClusterState:
@@ -158,7 +168,7 @@ class ClusterState:
 
         return cls(of(Node), of(Service), of(Namespace), of(EndpointSlice), of(IPAddressPool),
                    of(L2Advertisement), of(BGPAdvertisement), of(BGPPeer), of(CommunityAliases),
-                   of(BGPConfiguration), revision)
+                   of(BGPConfiguration), revision, of(BFDProfile), of(Secret))
 
     # -- indexes (built on first use; the snapshot never changes) ---------------
 
@@ -184,8 +194,19 @@ class ClusterState:
         return index
 
     @cached_property
+    def _alias_definitions(self) -> dict[str, list[CommunityAliases]]:
+        found: dict[str, list[CommunityAliases]] = {}
+        for c in self.communities:
+            for name in c.aliases:
+                found.setdefault(name, []).append(c)
+        return found
+
+    @cached_property
     def _aliases(self) -> dict[str, BGPCommunity]:
-        return {name: value for c in self.communities for name, value in c.aliases.items()}
+        # A name two Community objects define is no alias at all: MetalLB refuses
+        # the whole configuration, and either value could be the wrong one.
+        return {name: where[0].aliases[name] for name, where in self._alias_definitions.items()
+                if len(where) == 1}
 
     # -- lookups ------------------------------------------------------------------
 
@@ -218,15 +239,28 @@ class ClusterState:
             nodes |= s.ready_nodes()
         return frozenset(nodes)
 
-    def l2_advertisements_for(self, pool: IPAddressPool,
-                              node: Node) -> tuple[L2Advertisement, ...]:
+    def l2_advertisements_for(self, pool: IPAddressPool, node: Node,
+                              service: Service | None = None) -> tuple[L2Advertisement, ...]:
+        """The L2Advertisements covering `pool` on `node`, and `service` when given
+        (serviceSelectors); without `service`, whatever their serviceSelectors."""
         return tuple(a for a in self.l2_advertisements
-                     if a.selects_pool(pool) and a.selects_node(node.labels))
+                     if a.selects_pool(pool) and a.selects_node(node.labels)
+                     and (service is None or a.selects_service(service.labels)))
 
-    def bgp_advertisements_for(self, pool: IPAddressPool,
-                               node: Node) -> tuple[BGPAdvertisement, ...]:
+    def bgp_advertisements_for(self, pool: IPAddressPool, node: Node,
+                               service: Service | None = None) -> tuple[BGPAdvertisement, ...]:
+        """As l2_advertisements_for, for BGPAdvertisements."""
         return tuple(a for a in self.bgp_advertisements
-                     if a.selects_pool(pool) and a.selects_node(node.labels))
+                     if a.selects_pool(pool) and a.selects_node(node.labels)
+                     and (service is None or a.selects_service(service.labels)))
+
+    def bfd_profile(self, name: str) -> BFDProfile | None:
+        """MetalLB refers to BFD profiles by name alone (all in its namespace)."""
+        return next((p for p in self.bfd_profiles if p.name == name), None)
+
+    def secret(self, namespace: str, name: str) -> Secret | None:
+        return next((s for s in self.secrets
+                     if s.namespace == namespace and s.name == name), None)
 
     def bgp_peers_for(self, node: Node) -> tuple[BGPPeer, ...]:
         return tuple(p for p in self.bgp_peers if p.selects_node(node.labels))
@@ -234,8 +268,9 @@ class ClusterState:
     def communities_for(self, adv: BGPAdvertisement) -> tuple[BGPCommunity, ...]:
         """The advertisement's communities with aliases resolved via Community objects.
 
-        An alias no Community defines is a ModelError naming the field; the
-        caller decides whether that drops the advertisement or just the alias.
+        An alias that no Community, or more than one, defines is a ModelError
+        naming the field; the caller decides whether that drops the advertisement
+        or just the alias.
         """
         out: list[BGPCommunity] = []
         for i, entry in enumerate(adv.communities):
@@ -243,10 +278,18 @@ class ClusterState:
                 value = self._aliases.get(entry)
                 if value is None:
                     raise ModelError(ref_of(adv), f"spec.communities[{i}]",
-                                     f"no Community object defines {show(entry)}")
+                                     self._unresolved(entry))
                 entry = value
             out.append(entry)
         return tuple(out)
+
+    def _unresolved(self, name: str) -> str:
+        where = self._alias_definitions.get(name, [])
+        if len(where) > 1:
+            return (f"{show(name)} is defined by more than one Community "
+                    f"({', '.join(f'{c.namespace}/{c.name}' for c in where)})")
+        hint = " (nor is it a community value, A:B or large:A:B:C)" if ":" in name else ""
+        return f"no Community object defines {show(name)}{hint}"
 
     def problems(self) -> list[ModelError]:
         """Errors only visible across objects, each naming the object and field at fault.
@@ -271,6 +314,11 @@ class ClusterState:
                 if name not in self._pools:
                     found.append(ModelError(ref_of(adv), f"spec.ipAddressPools[{i}]",
                                             f"no IPAddressPool is named {show(name)}"))
+        for name, where in self._alias_definitions.items():
+            for c in where[1:]:
+                found.append(ModelError(ref_of(c), "spec.communities",
+                                        f"alias {show(name)} is defined by Community "
+                                        f"{where[0].namespace}/{where[0].name} too"))
         peer_names = {p.name for p in self.bgp_peers}
         for adv in self.bgp_advertisements:
             for i, name in enumerate(adv.peers):

@@ -3,13 +3,17 @@
 Pool entries are `foundation.addresses.AddressRange`, the type the address allocator
 works on, so the controller hands them over as they are.
 
-IPAddressPool, L2Advertisement, BGPAdvertisement (v1beta1) and BGPPeer
-(v1beta1 and v1beta2; their shared fields have the same shape).  Selection
-follows MetalLB: an advertisement with neither `ipAddressPools` nor
+IPAddressPool, L2Advertisement, BGPAdvertisement, BFDProfile (v1beta1) and
+BGPPeer (v1beta1 and v1beta2; their shared fields have the same shape).
+Selection follows MetalLB: an advertisement with neither `ipAddressPools` nor
 `ipAddressPoolSelectors` covers every pool, an empty `nodeSelectors` covers
-every node, an empty `peers` every peer.  Defaults are MetalLB's: autoAssign
-true, holdTime 90s, keepaliveTime a third of holdTime, peerPort 179,
-aggregationLength 32 / 128.
+every node, an empty `serviceSelectors` every Service, an empty `peers` every
+peer.  Defaults are MetalLB's: autoAssign true, holdTime 90s, keepaliveTime a
+third of holdTime, peerPort 179, aggregationLength 32 / 128, BFD 300 ms x 3.
+Every field of MetalLB's CRDs is read; the two this speaker cannot serve
+(BGPPeer `interface`, BGP unnumbered, here; `vrf` in speaker.bgp_plan) are
+refused by name rather than ignored, since ignoring a field widens what the
+user restricted.
 """
 
 from __future__ import annotations
@@ -129,11 +133,14 @@ def parse_ip_address_pool(doc: Any) -> IPAddressPool:
 
 @dataclass(frozen=True)
 class PoolSelection:
-    """Which pools and nodes an advertisement covers; shared by L2 and BGP."""
+    """Which pools, nodes and Services an advertisement covers; shared by L2 and BGP."""
 
     ip_address_pools: tuple[str, ...] = ()
     ip_address_pool_selectors: tuple[LabelSelector, ...] = ()
     node_selectors: tuple[LabelSelector, ...] = ()
+    # MetalLB: an advertisement with serviceSelectors covers only the Services
+    # whose labels match one of them; without, every Service of its pools.
+    service_selectors: tuple[LabelSelector, ...] = ()
 
     def selects_pool(self, pool: IPAddressPool) -> bool:
         if not self.ip_address_pools and not self.ip_address_pool_selectors:
@@ -144,11 +151,28 @@ class PoolSelection:
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return matches_any(self.node_selectors, node_labels)
 
+    def selects_service(self, service_labels: Mapping[str, str]) -> bool:
+        return matches_any(self.service_selectors, service_labels)
+
 
 def _pool_selection(spec: Cursor) -> PoolSelection:
     return PoolSelection(spec.at("ipAddressPools").strings(),
                          _selectors(spec.at("ipAddressPoolSelectors")),
-                         _selectors(spec.at("nodeSelectors")))
+                         _selectors(spec.at("nodeSelectors")),
+                         _selectors(spec.at("serviceSelectors")))
+
+
+@dataclass(frozen=True)
+class PreferredNodeSelector:
+    """A soft preference for the L2 announcer (Kubernetes' PreferredSchedulingTerm)."""
+
+    weight: int
+    preference: LabelSelector = LabelSelector()
+
+
+def _preferred(cur: Cursor) -> PreferredNodeSelector:
+    return PreferredNodeSelector(cur.at("weight").integer(1, 100),
+                                 parse_label_selector(cur.at("preference")))
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,7 @@ class L2Advertisement:
     name: str
     selection: PoolSelection = PoolSelection()
     interfaces: tuple[str, ...] = ()
+    preferred_node_selectors: tuple[PreferredNodeSelector, ...] = ()
 
     def selects_pool(self, pool: IPAddressPool) -> bool:
         return self.selection.selects_pool(pool)
@@ -164,12 +189,25 @@ class L2Advertisement:
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return self.selection.selects_node(node_labels)
 
+    def selects_service(self, service_labels: Mapping[str, str]) -> bool:
+        return self.selection.selects_service(service_labels)
+
+    def preference(self, node_labels: Mapping[str, str]) -> int:
+        """This advertisement's score for a node: the weights of its matching
+        preferredNodeSelectors, added up; 0 for a node it does not select (an
+        advertisement never lifts a node outside its own nodeSelectors)."""
+        if not self.selects_node(node_labels):
+            return 0
+        return sum(p.weight for p in self.preferred_node_selectors
+                   if p.preference.matches(node_labels))
+
 
 def parse_l2_advertisement(doc: Any) -> L2Advertisement:
     obj, meta = open_object(doc, "L2Advertisement", namespaced=True)
     spec = obj.at("spec")
     return L2Advertisement(meta.namespace, meta.name, _pool_selection(spec),
-                           spec.at("interfaces").strings())
+                           spec.at("interfaces").strings(),
+                           tuple(spec.at("preferredNodeSelectors").parse(_preferred)))
 
 
 @dataclass(frozen=True)
@@ -190,6 +228,9 @@ class BGPAdvertisement:
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return self.selection.selects_node(node_labels)
 
+    def selects_service(self, service_labels: Mapping[str, str]) -> bool:
+        return self.selection.selects_service(service_labels)
+
     def selects_peer(self, peer_name: str) -> bool:
         return not self.peers or peer_name in self.peers
 
@@ -197,13 +238,53 @@ class BGPAdvertisement:
 def parse_bgp_advertisement(doc: Any) -> BGPAdvertisement:
     obj, meta = open_object(doc, "BGPAdvertisement", namespaced=True)
     spec = obj.at("spec")
+    selection = _pool_selection(spec)
+    v4 = spec.at("aggregationLength").integer(0, 32, 32)
+    v6 = spec.at("aggregationLengthV6").integer(0, 128, 128)
+    # MetalLB's CRD rule: an aggregate covers other Services' addresses too, so
+    # it cannot follow a selection of Services.
+    if selection.service_selectors and (v4, v6) != (32, 128):
+        spec.at("serviceSelectors").fail(
+            "cannot be combined with aggregationLength other than 32 or aggregationLengthV6 "
+            "other than 128; drop one of them")
     return BGPAdvertisement(
-        meta.namespace, meta.name, _pool_selection(spec),
-        aggregation_length=spec.at("aggregationLength").integer(0, 32, 32),
-        aggregation_length_v6=spec.at("aggregationLengthV6").integer(0, 128, 128),
+        meta.namespace, meta.name, selection,
+        aggregation_length=v4,
+        aggregation_length_v6=v6,
         local_pref=spec.at("localPref").opt_integer(0, UINT32_MAX),
         communities=tuple(spec.at("communities").parse(parse_community_entry)),
         peers=spec.at("peers").strings(),
+    )
+
+
+@dataclass(frozen=True)
+class BFDProfile:
+    """MetalLB's BFDProfile (RFC 5880 session parameters); defaults are MetalLB's."""
+
+    namespace: str
+    name: str
+    receive_interval_ms: int = 300
+    transmit_interval_ms: int = 300
+    detect_multiplier: int = 3
+    echo_interval_ms: int = 50
+    echo_mode: bool = False
+    passive_mode: bool = False
+    minimum_ttl: int = 254
+
+
+def parse_bfd_profile(doc: Any) -> BFDProfile:
+    """MetalLB's bounds: intervals 10-60000 ms, multiplier 2-255, minimum TTL 1-254."""
+    obj, meta = open_object(doc, "BFDProfile", namespaced=True)
+    spec = obj.at("spec")
+    return BFDProfile(
+        meta.namespace, meta.name,
+        receive_interval_ms=spec.at("receiveInterval").integer(10, 60000, 300),
+        transmit_interval_ms=spec.at("transmitInterval").integer(10, 60000, 300),
+        detect_multiplier=spec.at("detectMultiplier").integer(2, 255, 3),
+        echo_interval_ms=spec.at("echoInterval").integer(10, 60000, 50),
+        echo_mode=spec.at("echoMode").boolean(False),
+        passive_mode=spec.at("passiveMode").boolean(False),
+        minimum_ttl=spec.at("minimumTtl").integer(1, 254, 254),
     )
 
 
@@ -221,7 +302,7 @@ class BGPPeer:
     router_id: ipaddress.IPv4Address | None = None
     source_address: IPAddress | None = None
     password: str = ""
-    password_secret: str | None = None  # "namespace/name" of a Secret; not read here
+    password_secret: str | None = None  # "namespace/name" of a Secret (ClusterState.secret)
     ebgp_multihop: bool = False
     dynamic_asn: str | None = None  # "internal" / "external"
     bfd_profile: str | None = None
@@ -229,6 +310,10 @@ class BGPPeer:
     enable_graceful_restart: bool = False
     disable_mp: bool = False
     node_selectors: tuple[LabelSelector, ...] = ()
+    local_asn: int | None = None  # the AS shown to this peer instead of myASN
+    # MetalLB 0.15+: a session carries its own address family only unless this
+    # asks for both; disableMP (deprecated) spells that default out.
+    dual_stack_address_family: bool = False
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return matches_any(self.node_selectors, node_labels)
@@ -277,8 +362,19 @@ def parse_bgp_peer(doc: Any) -> BGPPeer:
     if password and not secret.missing:
         secret.fail("cannot be combined with spec.password")
     secret_ref = None
-    if not secret.missing:
-        secret_ref = f"{secret.at('namespace').string(meta.namespace)}/{secret.at('name').string()}"
+    # MetalLB reads `passwordSecret: {}` (its own CRD generator writes it) as no Secret.
+    secret_name = secret.at("name").opt_string()
+    if secret_name:
+        secret_ref = f"{secret.at('namespace').string(meta.namespace)}/{secret_name}"
+    interface = spec.at("interface")
+    if interface.opt_string():
+        interface.fail("BGP unnumbered is served only by MetalLB's FRR mode, not by this "
+                       "speaker; set spec.peerAddress instead")
+    dual_stack = spec.at("dualStackAddressFamily").boolean(False)
+    disable_mp = spec.at("disableMP").boolean(False)
+    if dual_stack and disable_mp:
+        spec.at("disableMP").fail("cannot be combined with dualStackAddressFamily: true "
+                                  "(disableMP is the deprecated spelling of its default)")
     hold, keepalive = _timers(spec)
     return BGPPeer(
         namespace=meta.namespace,
@@ -299,6 +395,8 @@ def parse_bgp_peer(doc: Any) -> BGPPeer:
         bfd_profile=spec.at("bfdProfile").opt_string() or None,
         vrf=spec.at("vrf").opt_string() or None,
         enable_graceful_restart=spec.at("enableGracefulRestart").boolean(False),
-        disable_mp=spec.at("disableMP").boolean(False),
+        disable_mp=disable_mp,
         node_selectors=_selectors(spec.at("nodeSelectors")),
+        local_asn=spec.at("localASN").opt_integer(1, UINT32_MAX),
+        dual_stack_address_family=dual_stack,
     )

@@ -9,8 +9,11 @@ plus `changes(source)` for asyncio.
   with `--manifests FILE`; the lab and the tests use it.
 - `KubeSource` (foundation.kube.sources.kube) lists and watches the Kubernetes API
   with the official client (`--kubeconfig PATH`, else in-cluster).  It is not
-  re-exported here on purpose: importing it loads the kubernetes package
-  (~0.4 s), which the agent and the file-mode daemons should not pay for.
+  re-exported here on purpose: importing it loads the kubernetes package, which
+  is slow to import and which the file-mode daemons never need.
+
+The flags that choose a source, and the daemons' other shared flags, are in
+foundation.kube.cli.
 """
 
 from foundation.kube.sources.base import Source, changes

@@ -22,7 +22,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Self
 
 from foundation.kube.model.cluster import ClusterState
@@ -30,6 +30,26 @@ from foundation.kube.model.cluster import ClusterState
 log = logging.getLogger(__name__)
 
 Callback = Callable[[ClusterState], None]
+
+# ClusterState's field for each model type, found by asking ClusterState itself, so
+# that a source can build a state from per-kind tuples it keeps sorted (changing
+# only the kinds that changed) rather than through ClusterState.from_objects.
+STATE_FIELDS: dict[type, str] = {}
+
+
+def state_field(obj: object) -> str | None:
+    """The ClusterState field holding objects of `obj`'s type (None: not a model kind)."""
+    kind = type(obj)
+    if kind not in STATE_FIELDS:
+        try:
+            probe = ClusterState.from_objects([obj])  # type: ignore[list-item]
+        except (AttributeError, KeyError, TypeError):
+            return None
+        for f in fields(ClusterState):
+            if getattr(probe, f.name) == (obj,):
+                STATE_FIELDS[kind] = f.name
+                break
+    return STATE_FIELDS.get(kind)
 
 
 class Source(ABC):

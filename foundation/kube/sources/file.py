@@ -39,7 +39,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import yaml
@@ -53,7 +54,7 @@ from foundation.kube.model.cluster import (
     ref_of,
 )
 from foundation.kube.model.errors import ModelError, ObjectRef
-from foundation.kube.sources.base import Source
+from foundation.kube.sources.base import STATE_FIELDS, Source, state_field
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,9 @@ class _ManifestLoader(_FastSafeLoader):
 
     Merge keys (`<<: *anchor`) copy the merged pairs into every mapping that
     names them, so a chain of anchors each merging the one before costs the
-    square of its length (5,000 lines: 48 s).  As go-yaml does for aliases,
-    the pairs merged per file are capped in proportion to its size.
+    square of its length: a file of modest size could keep the daemon parsing
+    for as long as it likes.  As go-yaml does for aliases, the pairs merged per
+    file are capped in proportion to its size.
     """
 
     def __init__(self, stream: str) -> None:
@@ -121,8 +123,8 @@ _DOCUMENT_MARKER = re.compile(r"\n(?:---|\.\.\.)(?=[ \t\n]|\Z)")
 _LINE_PREFIX = re.compile(r"[ \t]*(?:(?:[-?:]|---)[ \t]+)*")
 _PREFIX_STEP = re.compile(r"(?:[-?:]|---)[ \t]+")
 # Columns up to this one are all counted as possible starts without looking;
-# only lines whose prefix characters reach past it are looked at (they are few:
-# finding each prefix of a 10,000-Service file would cost 5 % of its parse).
+# only lines whose prefix characters reach past it are looked at (they are few,
+# and finding the prefix of every line would cost a noticeable share of a parse).
 _SHALLOW = 16
 _DEEP_LINE = re.compile(rf"\n([ \t?:-]{{{_SHALLOW + 1},}})")
 
@@ -212,15 +214,18 @@ class ParsedFile:
     problems: list[str] = field(default_factory=list)
 
 
-def yaml_documents(text: str) -> list[tuple[int, Any]]:
+def yaml_documents(text: str, budget: list[int] | None = None) -> list[tuple[int, Any]]:
     """(1-based start line, decoded document) for every document; YAMLError if any is bad.
 
     Composing node by node (rather than yaml.safe_load_all) keeps each
     document's line number for the messages.  Nesting is bounded first
-    (`check_depth`).
+    (`check_depth`).  `budget` (a one-element list) is the merge-key allowance
+    to draw from and update, when several texts share one (`ManifestParser`).
     """
     check_depth(text)
     loader = _ManifestLoader(text)
+    if budget is not None:
+        loader._merge_budget = budget[0]
     try:
         out = []
         while loader.check_node():
@@ -233,7 +238,223 @@ def yaml_documents(text: str) -> list[tuple[int, Any]]:
         raise yaml.YAMLError(f"nested too deeply for this parser (over {MAX_DEPTH} "
                              "levels?)") from None
     finally:
+        if budget is not None:
+            budget[0] = loader._merge_budget
         loader.dispose()
+
+
+# A line that starts a new document (a marker, possibly with content after it) or
+# ends one.  YAML forbids such a line inside any scalar, so cutting before it is
+# sound; a directive (%YAML, %TAG) belongs to the document after it, so a text
+# with directives is parsed whole.
+_SEGMENT_START = re.compile(r"^(?:---(?=[ \t\r\n]|$)|\.\.\.(?=[ \t\r\n]|$))", re.M)
+
+# What one document's text yielded: (line within it, "object" | "error" | "ignored",
+# the object | the error | the ignored object's ref, the object's ref).
+_Entry = tuple[int, str, Any, Any]
+
+
+def _segments(text: str) -> list[str]:
+    """`text` cut before each document marker line; "".join(result) == text."""
+    cuts = [m.start() for m in _SEGMENT_START.finditer(text)]
+    bounds = [0, *[c for c in cuts if c > 0], len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+class ManifestParser:
+    """`parse_manifests` that remembers each document's text and what it yielded, so
+    that re-reading a file where a few documents changed parses only those: the
+    other objects are the very same objects as before (cheap to compare)."""
+
+    def __init__(self) -> None:
+        # The last text's documents in order: (text, what it yielded, its line breaks).
+        self._segments: list[tuple[str, list[_Entry], int]] = []
+        # The last state's objects by ref, and each ClusterState field's refs and
+        # objects in order, while no ref is defined twice (else None: assembled whole).
+        self._objects: dict[_Key, ModelObject] | None = None
+        self._kinds: dict[str, tuple[list[_Key], list[ModelObject]]] = {}
+        self._noisy = False  # some document yielded an error or an ignored kind
+
+    def parse(self, text: str, origin: str = "<manifests>") -> ParsedFile:
+        if (any(ch in text for ch in "\r\x85\u2028\u2029") or text.startswith("%")
+                or "\n%" in text):
+            self._segments = []  # line breaks or directives the cutting does not follow
+            return parse_manifests(text, origin)
+        old = self._segments
+        # The documents the new text starts and ends with as the last one did are
+        # found by comparing in place (no copy, no parse); only the middle is cut.
+        pos, head = 0, 0
+        while head < len(old):
+            end = pos + len(old[head][0])
+            if not text.startswith(old[head][0], pos) or (
+                    end < len(text) and not _SEGMENT_START.match(text, end)):
+                break
+            pos, head = end, head + 1
+        end, tail = len(text), len(old)
+        while tail > head:
+            start = end - len(old[tail - 1][0])
+            if start < pos or not text.startswith(old[tail - 1][0], start) or (
+                    start > pos and not _SEGMENT_START.match(text, start)):
+                break
+            end, tail = start, tail - 1
+        known = {seg: (entries, lines) for seg, entries, lines in old[head:tail]}
+        budget = [MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(text)]
+        middle: list[tuple[str, list[_Entry], int]] = []
+        for segment in _segments(text[pos:end]):
+            hit = known.get(segment)
+            if hit is None:
+                try:
+                    hit = _entries(yaml_documents(segment, budget)), segment.count("\n")
+                except yaml.YAMLError:
+                    # Whatever the cut did, the whole text decides (and its error
+                    # names the right line).
+                    self._segments = []
+                    return parse_manifests(text, origin)
+            middle.append((segment, *hit))
+        self._segments = [*old[:head], *middle, *old[tail:]]
+        if self._objects is not None and old:
+            result = self._update(old[head:tail], middle, origin)
+            if result is not None:
+                return result
+        return self._assemble(origin)
+
+    def _parts(self) -> list[tuple[int, list[_Entry]]]:
+        parts: list[tuple[int, list[_Entry]]] = []
+        line = 0
+        for _segment, entries, lines in self._segments:
+            parts.append((line, entries))
+            line += lines
+        return parts
+
+    def _assemble(self, origin: str) -> ParsedFile:
+        parts = self._parts()
+        result = _assemble(parts, origin)
+        self._noisy = bool(result.errors or result.ignored)
+        self._objects, self._kinds = None, {}
+        if any(" defined again " in p for p in result.problems):
+            return result
+        objects = {_key(ref): obj for _, entries in parts
+                   for _, what, obj, ref in entries if what == "object"}
+        key_of = {id(obj): key for key, obj in objects.items()}
+        for f in fields(ClusterState):
+            value = getattr(result.state, f.name)
+            if f.name in STATE_FIELDS.values() and value:
+                self._kinds[f.name] = ([key_of[id(o)] for o in value], list(value))
+        if len(objects) == sum(len(keys) for keys, _ in self._kinds.values()):
+            self._objects = objects
+        return result
+
+    def _update(self, removed: list[tuple[str, list[_Entry], int]],
+                added: list[tuple[str, list[_Entry], int]], origin: str) -> ParsedFile | None:
+        """The new state from the last one by the documents that went and came; None
+        when that cannot be done exactly (a ref defined twice, a kind not known)."""
+        objects = self._objects
+        assert objects is not None
+        gone = [(_key(ref), obj) for _, entries, _ in removed
+                for _, what, obj, ref in entries if what == "object"]
+        new = [(_key(ref), obj) for _, entries, _ in added
+               for _, what, obj, ref in entries if what == "object"]
+        left = {key for key, _ in gone}
+        seen: set[_Key] = set()
+        for key, obj in new:
+            if key in seen or (key in objects and key not in left) or state_field(obj) is None:
+                return None
+            seen.add(key)
+        touched: set[str] = set()
+        for key, obj in gone:
+            del objects[key]
+            name = STATE_FIELDS[type(obj)]
+            keys, objs = self._kinds[name]
+            i = bisect_left(keys, key)
+            del keys[i], objs[i]
+            touched.add(name)
+        for key, obj in new:
+            objects[key] = obj
+            name = STATE_FIELDS[type(obj)]
+            keys, objs = self._kinds.setdefault(name, ([], []))
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            objs.insert(i, obj)
+            touched.add(name)
+        kinds: dict[str, Any] = {name: tuple(objs) for name, (_, objs) in self._kinds.items()}
+        result = ParsedFile(ClusterState(**kinds))
+        self._noisy = self._noisy or any(what != "object" for _, entries, _ in added
+                                         for _, what, _, _ in entries)
+        if self._noisy:
+            for offset, entries in self._parts():
+                for relative, what, value, _ in entries:
+                    if what == "error":
+                        result.errors.append(f"{origin}:{offset + relative}: {value}")
+                    elif what == "ignored":
+                        result.ignored.append(f"{origin}:{offset + relative}: {value}")
+        result.problems = [f"{origin}: {exc}" for exc in result.state.problems()]
+        return result
+
+
+def _entries(documents: list[tuple[int, Any]]) -> list[_Entry]:
+    out: list[_Entry] = []
+    for line, doc in documents:
+        for item in expand_document(doc):
+            try:
+                obj = parse_object(item)
+            except ModelError as exc:
+                out.append((line, "error", exc, None))
+                continue
+            if obj is None:
+                out.append((line, "ignored", object_ref(item), None))
+            else:
+                out.append((line, "object", obj, ref_of(obj)))
+    return out
+
+
+# An object's ref as a plain tuple (kind, namespace, name): what ClusterState sorts by,
+# hashed and compared in C.
+_Key = tuple[str, str, str]
+
+
+def _key(ref: ObjectRef) -> _Key:
+    return (ref.kind, ref.namespace, ref.name)
+
+
+def _state_of(objects: dict[ObjectRef, ModelObject]) -> ClusterState:
+    """ClusterState.from_objects without recomputing every object's ref, and sorting
+    by plain tuples (what it sorts by, compared in C)."""
+    buckets: dict[str, list[tuple[tuple[str, str, str], ModelObject]]] = {}
+    for ref, obj in objects.items():
+        name = state_field(obj)
+        if name is None:  # a kind this shortcut does not know
+            return ClusterState.from_objects(objects.values())
+        buckets.setdefault(name, []).append(((ref.kind, ref.namespace, ref.name), obj))
+    kinds: dict[str, Any] = {name: tuple(o for _, o in sorted(items, key=_first))
+                             for name, items in buckets.items()}
+    return ClusterState(**kinds)
+
+
+def _first(item: tuple[tuple[str, str, str], ModelObject]) -> tuple[str, str, str]:
+    return item[0]
+
+
+def _assemble(parts: list[tuple[int, list[_Entry]]], origin: str) -> ParsedFile:
+    objects: dict[ObjectRef, ModelObject] = {}
+    where: dict[ObjectRef, int] = {}
+    duplicates: list[str] = []
+    result = ParsedFile(ClusterState())
+    for offset, entries in parts:
+        for relative, what, value, ref in entries:
+            if what == "object":
+                if ref in objects:
+                    line = offset + relative
+                    duplicates.append(f"{origin}:{line}: {ref}: defined again (first at line "
+                                      f"{where[ref]}); the later definition is used")
+                objects[ref] = value
+                where[ref] = offset + relative
+            elif what == "error":
+                result.errors.append(f"{origin}:{offset + relative}: {value}")
+            else:
+                result.ignored.append(f"{origin}:{offset + relative}: {value}")
+    result.state = _state_of(objects)
+    result.problems = duplicates + [f"{origin}: {exc}" for exc in result.state.problems()]
+    return result
 
 
 def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
@@ -242,29 +463,7 @@ def parse_manifests(text: str, origin: str = "<manifests>") -> ParsedFile:
     Raises yaml.YAMLError when the text is not YAML at all; bad objects are
     reported in `errors` and left out.
     """
-    objects: dict[ObjectRef, ModelObject] = {}
-    where: dict[ObjectRef, int] = {}
-    duplicates: list[str] = []
-    result = ParsedFile(ClusterState())
-    for line, doc in yaml_documents(text):
-        for item in expand_document(doc):
-            try:
-                obj = parse_object(item)
-            except ModelError as exc:
-                result.errors.append(f"{origin}:{line}: {exc}")
-                continue
-            if obj is None:
-                result.ignored.append(f"{origin}:{line}: {object_ref(item)}")
-                continue
-            ref = ref_of(obj)
-            if ref in objects:
-                duplicates.append(f"{origin}:{line}: {ref}: defined again (first at line "
-                                  f"{where[ref]}); the later definition is used")
-            objects[ref] = obj
-            where[ref] = line
-    result.state = ClusterState.from_objects(objects.values())
-    result.problems = duplicates + [f"{origin}: {exc}" for exc in result.state.problems()]
-    return result
+    return _assemble([(0, _entries(yaml_documents(text)))], origin)
 
 
 def read_manifests(path: str) -> ParsedFile:
@@ -296,6 +495,7 @@ class FileSource(Source):
         self._had_content = False  # a file with content was read: emptying it is no edit
         self._empty_reported = False
         self._poll_lock = threading.Lock()
+        self._parser = ManifestParser()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -361,7 +561,7 @@ class FileSource(Source):
         if not content.strip():
             return self._load_empty()
         try:
-            parsed = parse_manifests(content.decode("utf-8"), self.path)
+            parsed = self._parser.parse(content.decode("utf-8"), self.path)
         except UnicodeDecodeError as exc:
             log.error("%s: not UTF-8 (byte %d); keeping the last good state",
                       self.path, exc.start)

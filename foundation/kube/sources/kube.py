@@ -1,19 +1,25 @@
-"""KubeSource: cluster state from the Kubernetes API (`--kubeconfig PATH` or in-cluster).
+"""KubeSource: cluster state from the Kubernetes API (`--kubeconfig PATH` or in-cluster),
+and `ListWatch`, the one list + watch loop of Skein (KubeSource's kinds, and the
+speakers' Leases in speaker.membership.lease).
 
-The same `Source` as FileSource, fed by the official `kubernetes` client: for
-each kind a daemon reads, one thread lists it (paged, a consistent read), then
-watches from the list's resourceVersion with bookmarks, the way client-go's
-reflector does:
-- a watch the server ends (timeoutSeconds) or a read timeout is resumed from the
-  last resourceVersion seen (an event's or a BOOKMARK's);
+`ListWatch` follows one collection the way client-go's reflector does: it lists
+it (paged, a consistent read), then watches from the list's resourceVersion
+with bookmarks, in a thread of its owner's:
+- a watch the server ends (timeoutSeconds), or one that breaks off, is resumed
+  from the last resourceVersion seen (an event's or a BOOKMARK's);
 - 410 Gone (an HTTP 410, or an ERROR event with code 410: the version is too
-  old) re-lists at once;
-- any other error (connection refused, 5xx, 403) is logged as one line and
-  retried after an exponential back-off with jitter, then re-lists;
-- a kind whose CRD is not installed (404 on every version) is logged once and
-  treated as empty; it is looked for again at the longest back-off, quietly.
+  old) lists again at once;
+- any other error (connection refused, 5xx, 403) is logged as one line when it
+  starts or changes, not at every attempt, and retried after an exponential
+  back-off with jitter, then lists again; the recovery is one line too;
+- a collection the API does not serve (a CRD that is not installed) is looked
+  for again at the longest back-off, quietly.
+What a list and an event mean is its owner's business (`relist`, `on_event`,
+`on_error`).
 
-Objects go through `foundation.kube.model.cluster.parse_object`; a bad one is logged as
+KubeSource runs one ListWatch per kind a daemon reads.  A kind whose CRD is not
+installed (404 on every version) is logged once and treated as empty.  Objects
+go through `foundation.kube.model.cluster.parse_object`; a bad one is logged as
 ONE line (again only when its error changes) and left out, as FileSource does.
 Watch threads only mark the state dirty; a publisher thread builds a new
 `ClusterState` a moment later (`coalesce` seconds), so a burst of events (a
@@ -39,31 +45,33 @@ No `get` is needed by this source: nothing is read one object at a time.  The
 speaker's lease liveness (speaker.membership.lease) needs, in its own
 namespace, coordination.k8s.io leases get, list, watch, create, update, delete.
 
-The kubernetes package takes ~0.4 s to import; only daemons import this module
-(the CNI plugin never does).
+Importing the kubernetes package is slow enough to matter for a short-lived
+process, so only daemons import this module (the CNI plugin never does).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import kubernetes.client
 import kubernetes.config
 import urllib3
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch import Watch
 
-from foundation.kube.model.cluster import KINDS, ClusterState, ModelObject, parse_object
-from foundation.kube.model.errors import ModelError
+from foundation.kube.model.cluster import KINDS, ClusterState, ModelObject, parse_object, ref_of
+from foundation.kube.model.errors import ModelError, ObjectRef
 from foundation.kube.model.fields import IPAddress
-from foundation.kube.sources.base import Source
+from foundation.kube.sources.base import Source, state_field
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,8 @@ PLURALS: dict[KindKey, str] = {
     ("metallb.io", "Community"): "communities",
     ("projectcalico.org", "BGPConfiguration"): "bgpconfigurations",
     ("crd.projectcalico.org", "BGPConfiguration"): "bgpconfigurations",
+    # BGPPeer spec.passwordSecret: read in the speaker's own namespace only.
+    ("", "Secret"): "secrets",
 }
 
 AGENT_KINDS: tuple[KindKey, ...] = (("", "Node"),)
@@ -89,9 +99,18 @@ CONTROLLER_KINDS: tuple[KindKey, ...] = (
     ("", "Service"), ("", "Namespace"), ("metallb.io", "IPAddressPool"))
 SPEAKER_KINDS: tuple[KindKey, ...] = tuple(
     k for k in PLURALS if k != ("", "Namespace"))
+# What each daemon reads, by its role (foundation.kube.cli.make_source).
+KINDS_OF: dict[str, tuple[KindKey, ...]] = {
+    "agent": AGENT_KINDS, "speaker": SPEAKER_KINDS, "controller": CONTROLLER_KINDS}
 
 # MetalLB keeps its configuration in its own namespace and reads it only there.
 METALLB_NAMESPACE = "metallb-system"
+
+
+def own_pod_namespace() -> str:
+    """The daemon's own namespace: $POD_NAMESPACE (the downward API), else skein-system
+    (as the speaker's --namespace)."""
+    return os.environ.get("POD_NAMESPACE") or "skein-system"
 
 
 @dataclass(frozen=True)
@@ -105,11 +124,16 @@ class Resource:
     namespace: str | None = None  # list in this namespace only (None: all)
 
     @classmethod
-    def of(cls, key: KindKey, metallb_namespace: str | None) -> Resource:
+    def of(cls, key: KindKey, metallb_namespace: str | None,
+           own_namespace: str | None = None) -> Resource:
         group, kind = key
         versions = tuple(reversed(KINDS[key].versions))  # newest first
-        return cls(group, kind, PLURALS[key], versions,
-                   metallb_namespace if group == "metallb.io" else None)
+        namespace: str | None
+        if key == ("", "Secret"):
+            namespace = own_namespace or own_pod_namespace()
+        else:
+            namespace = metallb_namespace if group == "metallb.io" else None
+        return cls(group, kind, PLURALS[key], versions, namespace)
 
     def path(self, version: str) -> str:
         base = f"/api/{version}" if not self.group else f"/apis/{self.group}/{version}"
@@ -121,10 +145,6 @@ class Resource:
 
     def __str__(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
-
-
-class _Closing(Exception):
-    """close() was called while a watch was about to connect."""
 
 
 class Gone(Exception):
@@ -186,15 +206,18 @@ class KubeClient:
             raise ApiException.from_response(http_resp=response, body=None, data=None)
         return response.response
 
-    def list_all(self, path: str, page_size: int = 500) -> tuple[list[Any], str]:
+    def list_all(self, path: str, page_size: int = 500, label_selector: str | None = None,
+                 timeout: Any = 30) -> tuple[list[Any], str]:
         """Every item of a collection (following `continue`) and the list's resourceVersion."""
         items: list[Any] = []
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", page_size)]
+            if label_selector:
+                query.insert(0, ("labelSelector", label_selector))
             if token:
                 query.append(("continue", token))
-            body = self.request("GET", path, query)
+            body = self.request("GET", path, query, timeout=timeout)
             items.extend(body.get("items") or [])
             meta = body.get("metadata") or {}
             token = meta.get("continue") or ""
@@ -207,6 +230,13 @@ class KubeClient:
         value = [{"ip": str(ip)} for ip in ingress] or None
         self.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{name}/status",
                      body={"status": {"loadBalancer": {"ingress": value}}},
+                     content_type="application/merge-patch+json")
+
+    def patch_service_annotations(self, namespace: str, name: str,
+                                  annotations: Mapping[str, str | None]) -> None:
+        """Set (None: remove) annotations of a Service, leaving the others alone."""
+        self.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{name}",
+                     body={"metadata": {"annotations": dict(annotations)}},
                      content_type="application/merge-patch+json")
 
     def create_event(self, namespace: str, name: str, reason: str, message: str,
@@ -227,6 +257,7 @@ class KubeClient:
         self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
 
 
+
 def _item_key(doc: Any) -> tuple[str, str]:
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     meta = meta if isinstance(meta, dict) else {}
@@ -239,6 +270,175 @@ def _resource_version(doc: Any) -> str | None:
     return str(rv) if rv else None
 
 
+# Where a watch starts: the collection's path and a resourceVersion ("" for any).
+Position = tuple[str, str]
+
+
+class ListWatch:
+    """One collection listed, then watched, until `stop` is set; see the module docstring.
+
+    `relist()` lists the collection (KubeClient.list_all), replaces whatever the
+    owner knew of it and returns where to watch from, or None when the API does
+    not serve it; `on_event(type, object)` gets each ADDED, MODIFIED and DELETED
+    object as the API sent it; `on_error()` is called on every failure, before
+    the back-off (the owner may stop trusting what it knows).  All three run in
+    the ListWatch's thread.  `while_failing` is added to the warning, to say
+    what an outage means for the owner.
+    """
+
+    def __init__(self, client: KubeClient, name: str, relist: Callable[[], Position | None],
+                 on_event: Callable[[str, Any], None], *,
+                 on_error: Callable[[], None] | None = None,
+                 label_selector: str | None = None, watch_timeout: int = 300,
+                 timeouts: tuple[float, float] | None = None,
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                 while_failing: str = "", logger: logging.Logger | None = None) -> None:
+        self.client = client
+        self.name = name
+        self.relist = relist
+        self.on_event = on_event
+        self.on_error = on_error
+        self.label_selector = label_selector
+        self.watch_timeout = watch_timeout
+        # (connect, read): a stream silent for longer than `read` is broken.
+        self.timeouts = timeouts or (10.0, watch_timeout + 30.0)
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.while_failing = while_failing
+        self.log = logger or log
+        self.stop = threading.Event()
+        self._listed = False
+        self._position: Position | None = None
+        self._problem: str | None = None
+        self._failures = 0
+        self._lock = threading.Lock()
+        self._response: Any = None  # the open watch stream, for interrupt()
+
+    # -- for the owner ---------------------------------------------------------------------
+
+    def first_list(self) -> bool:
+        """List once in the caller's thread; a failure is logged and left to run()."""
+        try:
+            self._list()
+        except Exception as exc:  # noqa: BLE001 - run() retries; the caller must not die
+            self.log.warning("%s: list failed: %s; retrying in the background", self.name,
+                             one_line(exc))
+            return False
+        return True
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """List (unless first_list did) and watch until `stop` (default self.stop) is set."""
+        if stop is not None:
+            self.stop = stop
+        stop = self.stop
+        delay = self.backoff_initial
+        while not stop.is_set():
+            try:
+                if not self._listed:
+                    self._list()
+                if self._position is None:  # not served: look again now and then, quietly
+                    if stop.wait(self.backoff_max):
+                        return
+                    self._listed = False
+                    continue
+                self._position = self._watch(*self._position)
+                delay = self.backoff_initial  # only a watch that ran well resets it
+            except Exception as exc:  # noqa: BLE001 - a watcher must outlive any error
+                if stop.is_set():
+                    return
+                self._listed = False
+                if isinstance(exc, Gone) or (isinstance(exc, ApiException)
+                                             and exc.status == 410):
+                    version = self._position[1] if self._position else ""
+                    self.log.info("%s: resourceVersion %s is gone (410); listing again",
+                                  self.name, version)
+                    continue
+                wait = delay * random.uniform(0.5, 1.0)
+                self._failed(exc, wait)
+                if stop.wait(wait):
+                    return
+                delay = min(delay * 2, self.backoff_max)
+
+    def interrupt(self) -> None:
+        """Break off the watch in progress (after setting `stop`, to end run())."""
+        with self._lock:
+            response = self._response
+        if response is not None:
+            try:
+                response.shutdown()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+    # -- the loop's steps ------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException, wait: float) -> None:
+        if self.on_error is not None:
+            self.on_error()
+        self._failures += 1
+        problem = one_line(exc)
+        if problem != self._problem:
+            self._problem = problem
+            self.log.warning("%s: list/watch failed: %s; retrying in %.1fs, then backing off%s",
+                             self.name, problem, wait,
+                             f" ({self.while_failing})" if self.while_failing else "")
+
+    def _list(self) -> None:
+        self._position = self.relist()
+        self._listed = True
+        if self._problem is not None:
+            self.log.info("%s: listed again after %d failed attempt%s", self.name,
+                          self._failures, "" if self._failures == 1 else "s")
+            self._problem, self._failures = None, 0
+
+    def _watch(self, path: str, version: str) -> Position:
+        """Apply the events of one watch request; where to watch from next."""
+        query: list[tuple[str, Any]] = [("watch", "true"), ("allowWatchBookmarks", "true"),
+                                        ("timeoutSeconds", self.watch_timeout)]
+        if self.label_selector:
+            query.insert(0, ("labelSelector", self.label_selector))
+        if version:
+            query.append(("resourceVersion", version))
+        if self.stop.is_set():
+            return path, version
+        response = self.client.stream(path, query, self.timeouts)
+        with self._lock:
+            self._response = response
+        if self.stop.is_set():  # close() may have looked before the stream was stored
+            self.interrupt()
+        try:
+            buffer = b""
+            for chunk in response.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        version = self._event(line, version)
+                if self.stop.is_set():
+                    break
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError) as exc:
+            if not self.stop.is_set():
+                self.log.info("%s: watch interrupted (%s); resuming from %s", self.name,
+                              one_line(exc), version)
+        finally:
+            with self._lock:
+                self._response = None
+            response.release_conn()
+        return path, version
+
+    def _event(self, line: bytes, version: str) -> str:
+        event = json.loads(line)
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ApiException(status=obj.get("code"),
+                               reason=str(obj.get("message") or obj.get("reason") or obj))
+        version = _resource_version(obj) or version
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.on_event(kind, obj)
+        return version
+
+
 class KubeSource(Source):
     """Follows the API; see the module docstring for the protocol and the rules."""
 
@@ -246,10 +446,11 @@ class KubeSource(Source):
                  metallb_namespace: str | None = METALLB_NAMESPACE,
                  watch_timeout: int = 300, coalesce: float = 0.05,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 page_size: int = 500) -> None:
+                 page_size: int = 500, own_namespace: str | None = None) -> None:
         super().__init__()
         self.client = client
-        self.resources = [Resource.of(k, metallb_namespace) for k in dict.fromkeys(kinds)]
+        self.resources = [Resource.of(k, metallb_namespace, own_namespace)
+                          for k in dict.fromkeys(kinds)]
         self.watch_timeout = watch_timeout
         self.coalesce = coalesce
         self.backoff_initial = backoff_initial
@@ -263,9 +464,15 @@ class KubeSource(Source):
         self._synced_cond = threading.Condition(self._lock)
         self._synced: set[Resource] = set()
         self._problems: list[str] = []
+        # Each kind's objects in ClusterState's order (by ref), kept up to date event
+        # by event, and the tuples last published: a new state is made of the
+        # kinds that changed plus the very tuples of those that did not.
+        self._order: dict[Resource, tuple[list[_Key], list[ModelObject]]] = {}
+        self._tuples: dict[Resource, tuple[ModelObject, ...]] = {}
+        self._changed: set[Resource] = set()
         self._dirty = threading.Event()
         self._stop = threading.Event()
-        self._watches: dict[Resource, Watch] = {}
+        self._watchers: list[ListWatch] = []
         self._threads: list[threading.Thread] = []
 
     # -- Source --------------------------------------------------------------------
@@ -274,25 +481,28 @@ class KubeSource(Source):
         if self._threads:
             return
         self._stop.clear()
-        versions: dict[Resource, str | None] = {}
-        for res in self.resources:
-            versions[res] = self._first_list(res)
+        self._watchers = [
+            ListWatch(self.client, str(res), partial(self._relist, res),
+                      partial(self._on_event, res), watch_timeout=self.watch_timeout,
+                      backoff_initial=self.backoff_initial, backoff_max=self.backoff_max)
+            for res in self.resources]
+        for watcher in self._watchers:
+            watcher.stop = self._stop
+            watcher.first_list()
         self._publish_now()
-        for res in self.resources:
-            self._spawn(f"KubeSource({res})", self._follow, res, versions[res])
+        for watcher in self._watchers:
+            self._spawn(f"KubeSource({watcher.name})", watcher.run)
         self._spawn("KubeSource(publish)", self._publisher)
 
     def close(self) -> None:
         self._stop.set()
         self._dirty.set()
-        # A watch may be between connecting and being stoppable; stopping again
-        # until every thread is gone closes that window.
+        # A watch may be between connecting and being stoppable; interrupting
+        # again until every thread is gone closes that window.
         deadline = time.monotonic() + 10
         while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
-            with self._lock:
-                watches = list(self._watches.values())
-            for watch in watches:
-                watch.stop()
+            for watcher in self._watchers:
+                watcher.interrupt()
             for thread in self._threads:
                 thread.join(timeout=0.05)
         self._threads = []
@@ -332,8 +542,11 @@ class KubeSource(Source):
 
     def _publish_now(self) -> None:
         with self._lock:
-            objects = [o for per_kind in self._objects.values() for o in per_kind.values()]
-        state = ClusterState.from_objects(objects)
+            for res in self._changed:
+                self._tuples[res] = tuple(self._order.get(res, ((), ()))[1])
+            self._changed.clear()
+            tuples = {res: self._tuples[res] for res in self.resources if res in self._tuples}
+        state = _state_of(tuples)
         problems = [str(p) for p in state.problems()]
         if problems != self._problems:
             for line in problems:
@@ -344,42 +557,10 @@ class KubeSource(Source):
             log.info("API: revision %d: %d nodes, %d services, %d pools", now.revision,
                      len(now.nodes), len(now.services), len(now.ip_address_pools))
 
-    def _first_list(self, res: Resource) -> str | None:
-        try:
-            return self._relist(res)
-        except Exception as exc:  # noqa: BLE001 - the thread retries; start() must not die
-            log.warning("%s: list failed: %s; retrying in the background", res, _one_line(exc))
-            return None
+    # -- what a list and an event mean (in the kind's ListWatch thread) ------------
 
-    def _follow(self, res: Resource, version: str | None) -> None:
-        delay = self.backoff_initial
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._relist(res)
-                if res in self._missing:
-                    # No CRD: look again now and then, quietly.
-                    if self._stop.wait(self.backoff_max):
-                        return
-                    version = None
-                    continue
-                version = self._watch(res, version)
-                delay = self.backoff_initial  # only a watch that ran well resets it
-            except Gone:
-                log.info("%s: resourceVersion %s is gone (410); listing again", res, version)
-                version = None
-            except Exception as exc:  # noqa: BLE001 - a watcher must outlive any error
-                if self._stop.is_set():
-                    return
-                wait = delay * random.uniform(0.5, 1.0)
-                log.warning("%s: %s; retrying in %.1fs", res, _one_line(exc), wait)
-                if self._stop.wait(wait):
-                    return
-                delay = min(delay * 2, self.backoff_max)
-                version = None
-
-    def _relist(self, res: Resource) -> str:
-        """List `res` and replace what is known of it; the list's resourceVersion."""
+    def _relist(self, res: Resource) -> Position | None:
+        """List `res` and replace what is known of it; None if no version is served."""
         for api_version in (self._version.get(res), *res.versions):
             if api_version is None:
                 continue
@@ -388,19 +569,17 @@ class KubeSource(Source):
             except ApiException as exc:
                 if exc.status == 404:
                     continue
-                if exc.status == 410:
-                    raise Gone() from exc
                 raise
             self._version[res] = api_version
             if res in self._missing:
                 log.info("%s: present now (%s)", res, api_version)
             self._replace(res, api_version, items)
-            return rv
+            return res.path(api_version), rv
         if res not in self._missing:
             log.warning("%s: not served by the API (CRD not installed?); treating it as empty",
                         res)
         self._replace(res, None, [])
-        return ""
+        return None
 
     def _replace(self, res: Resource, api_version: str | None, items: list[Any]) -> None:
         parsed: dict[tuple[str, str], ModelObject] = {}
@@ -408,12 +587,15 @@ class KubeSource(Source):
             obj = self._parse(res, api_version or "", item)
             if obj is not None:
                 parsed[_item_key(item)] = obj
+        ordered = sorted((_key(ref_of(obj)), obj) for obj in parsed.values())
         with self._lock:
             if api_version is None:
                 self._missing.add(res)
             else:
                 self._missing.discard(res)
             self._objects[res] = parsed
+            self._order[res] = ([k for k, _ in ordered], [o for _, o in ordered])
+            self._changed.add(res)
             self._synced.add(res)
             self._synced_cond.notify_all()
         self._dirty.set()
@@ -432,66 +614,62 @@ class KubeSource(Source):
         self._errors.pop(key, None)
         return obj
 
-    def _watch(self, res: Resource, version: str) -> str:
-        """Apply the events of one watch request; the last resourceVersion seen."""
-        api_version = self._version[res]
-        path = res.path(api_version)
-        watch = Watch(return_type="object")
-
-        def call(**kwargs: Any) -> Any:
-            if self._stop.is_set():
-                raise _Closing()
-            query = [("watch", "true"), ("allowWatchBookmarks", "true"),
-                     ("timeoutSeconds", kwargs["timeout_seconds"])]
-            if kwargs.get("resource_version"):
-                query.append(("resourceVersion", kwargs["resource_version"]))
-            return self.client.stream(path, query, kwargs.get("_request_timeout"))
-
-        with self._lock:
-            self._watches[res] = watch
-        try:
-            # timeout_seconds also stops the client's own single retry after a
-            # 410: this loop re-lists instead.
-            for event in watch.stream(call, resource_version=version,
-                                      timeout_seconds=self.watch_timeout,
-                                      _request_timeout=(10, self.watch_timeout + 30)):
-                if self._stop.is_set():
-                    break
-                kind, raw = event.get("type"), event.get("raw_object")
-                version = _resource_version(raw) or version
-                if kind in ("ADDED", "MODIFIED"):
-                    self._apply(res, _item_key(raw), self._parse(res, api_version, raw))
-                elif kind == "DELETED":
-                    self._errors.pop((res, _item_key(raw)), None)
-                    self._apply(res, _item_key(raw), None)
-        except _Closing:
-            return version
-        except ApiException as exc:
-            if exc.status == 410:
-                raise Gone() from exc
-            raise
-        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError) as exc:
-            if self._stop.is_set():
-                return version
-            log.info("%s: watch interrupted (%s); resuming from %s", res, _one_line(exc),
-                     version)
-        finally:
-            with self._lock:
-                self._watches.pop(res, None)
-        return version
+    def _on_event(self, res: Resource, kind: str, raw: Any) -> None:
+        key = _item_key(raw)
+        if kind == "DELETED":
+            self._errors.pop((res, key), None)
+            self._apply(res, key, None)
+        else:
+            self._apply(res, key, self._parse(res, self._version[res], raw))
 
     def _apply(self, res: Resource, key: tuple[str, str], obj: ModelObject | None) -> None:
         with self._lock:
             per_kind = self._objects.setdefault(res, {})
-            if obj is None:
-                if per_kind.pop(key, None) is None:
-                    return
-            else:
+            keys, objs = self._order.setdefault(res, ([], []))
+            old = per_kind.pop(key, None) if obj is None else per_kind.get(key)
+            if old is not None:
+                i = bisect_left(keys, _key(ref_of(old)))
+                del keys[i], objs[i]
+            elif obj is None:
+                return
+            if obj is not None:
                 per_kind[key] = obj
+                ref = _key(ref_of(obj))
+                i = bisect_left(keys, ref)
+                keys.insert(i, ref)
+                objs.insert(i, obj)
+            self._changed.add(res)
         self._dirty.set()
 
 
-def _one_line(exc: BaseException) -> str:
+_Key = tuple[str, str, str]  # an object's ref as a plain tuple: kind, namespace, name
+
+
+def _key(ref: ObjectRef) -> _Key:
+    return (ref.kind, ref.namespace, ref.name)
+
+
+def _state_of(tuples: dict[Resource, tuple[ModelObject, ...]]) -> ClusterState:
+    """The state of every kind's objects (each tuple in ClusterState's order)."""
+    by_field: dict[str, list[tuple[ModelObject, ...]]] = {}
+    for objs in tuples.values():
+        if objs:
+            name = state_field(objs[0])
+            if name is None:
+                return ClusterState.from_objects(o for t in tuples.values() for o in t)
+            by_field.setdefault(name, []).append(objs)
+    kinds: dict[str, Any] = {}
+    for name, parts in by_field.items():
+        if len(parts) == 1:
+            kinds[name] = parts[0]
+        else:  # one kind from two API groups (Calico's): one object per ref, the later
+            unique = {_key(ref_of(o)): o for part in parts for o in part}
+            kinds[name] = tuple(unique[k] for k in sorted(unique))
+    return ClusterState(**kinds)
+
+
+def one_line(exc: BaseException) -> str:
+    """An API error (or any exception) as one log line: "HTTP 503: message"."""
     if isinstance(exc, ApiException):
         reason = exc.reason
         try:

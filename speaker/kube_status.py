@@ -1,0 +1,362 @@
+"""MetalLB's status surfaces, written by each speaker about itself.
+
+- ServiceL2Status (metallb.io/v1beta1): one per (Service, node) that answers
+  ARP/NDP for the Service; `status.node`, `serviceName`, `serviceNamespace`,
+  and `interfaces` when the L2Advertisement restricts them;
+- ServiceBGPStatus: one per (Service, node) that announces it over BGP, with
+  `status.peers`, the BGPPeer names its routes are sent to;
+- an Event with reason `nodeAssigned` on the Service when this node starts
+  announcing it: `announcing from node "N" with protocol "layer2"` (or "bgp").
+
+As MetalLB's speaker does: the objects are named by the API server from the
+prefixes "l2-" and "bgp-", labelled `metallb.io/node`, `metallb.io/service-name`
+and `metallb.io/service-namespace`, live in the speaker's namespace and are
+owned by the speaker's Pod (so deleting the Pod deletes them).  A node removes
+its own objects as soon as it stops announcing (and all of them on SIGTERM);
+the new owner of an L2 Service also removes the ServiceL2Status of a node its
+liveness says is dead, which has nobody left to remove it.
+
+`plan_writes` is pure (existing objects + what should exist -> operations);
+`StatusWriter` runs them in one thread, since the Kubernetes client blocks:
+after each change of what is announced, and every `resync` seconds to repair
+drift.  A failure is logged as one line (again only when it changes) and
+retried with back-off; nothing here raises into the daemon.  When the API does
+not serve the kinds (their CRDs are not installed) the writer says so once and
+tries again every `resync`.
+
+RBAC: in the speaker's namespace, servicel2statuses and servicebgpstatuses
+list/create/patch/delete and their /status patch; events create (any namespace).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundation.kube.sources.kube import KubeClient, one_line
+from speaker.plan import BGP, L2, Announcement
+
+log = logging.getLogger("speaker.status")
+
+GROUP_VERSION = "metallb.io/v1beta1"
+LABEL_NODE = "metallb.io/node"
+LABEL_SERVICE_NAME = "metallb.io/service-name"
+LABEL_SERVICE_NAMESPACE = "metallb.io/service-namespace"
+PROTOCOL = {L2: "layer2", BGP: "bgp"}  # MetalLB's names in the nodeAssigned message
+COMPONENT = "skein-speaker"
+REASON = "nodeAssigned"
+
+
+@dataclass(frozen=True)
+class Kind:
+    mode: str  # speaker.plan's L2 / BGP
+    kind: str
+    plural: str
+    prefix: str  # metadata.generateName
+
+
+KINDS = (Kind(L2, "ServiceL2Status", "servicel2statuses", "l2-"),
+         Kind(BGP, "ServiceBGPStatus", "servicebgpstatuses", "bgp-"))
+KIND_OF = {k.mode: k for k in KINDS}
+
+Key = tuple[str, str, str]  # (mode, service namespace, service name)
+
+
+# -- pure ------------------------------------------------------------------------------------
+
+def desired_statuses(node: str, desired: Iterable[Announcement]) -> dict[Key, dict[str, Any]]:
+    """The `status` of every object this node should hold, by (mode, namespace, name)."""
+    interfaces: dict[Key, set[str]] = {}
+    all_interfaces: set[Key] = set()
+    peers: dict[Key, set[str]] = {}
+    for ann in desired:
+        if ann.kind not in KIND_OF:
+            continue
+        for service in ann.services:  # none: a range route or an address added by hand
+            namespace, _, name = service.partition("/")
+            key = (ann.kind, namespace, name)
+            if ann.kind == L2:
+                interfaces.setdefault(key, set()).update(ann.interfaces)
+                if not ann.interfaces:  # "every interface": MetalLB then lists none
+                    all_interfaces.add(key)
+            else:
+                peers.setdefault(key, set()).update(ann.peers)
+    out: dict[Key, dict[str, Any]] = {}
+    for key, names in interfaces.items():
+        status: dict[str, Any] = {"node": node, "serviceName": key[2],
+                                  "serviceNamespace": key[1]}
+        if names and key not in all_interfaces:
+            status["interfaces"] = [{"name": n} for n in sorted(names)]
+        out[key] = status
+    for key, names in peers.items():
+        out[key] = {"node": node, "serviceName": key[2], "serviceNamespace": key[1],
+                    "peers": sorted(names)}
+    return out
+
+
+def assigned_messages(node: str, before: Iterable[Key], after: Iterable[Key]
+                      ) -> list[tuple[str, str, str]]:
+    """(namespace, name, message) of a nodeAssigned Event per Service this node
+    started announcing (per mode) between `before` and `after`."""
+    return [(ns, name, f'announcing from node "{node}" with protocol "{PROTOCOL[mode]}"')
+            for mode, ns, name in sorted(set(after) - set(before))]
+
+
+@dataclass(frozen=True)
+class Create:
+    kind: Kind
+    key: Key
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetStatus:
+    kind: Kind
+    name: str
+    key: Key
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: Kind
+    name: str
+    key: Key
+    why: str
+
+
+Write = Create | SetStatus | Delete
+
+
+def _key_of(kind: Kind, obj: Mapping[str, Any]) -> tuple[str, Key] | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    namespace, name = labels.get(LABEL_SERVICE_NAMESPACE), labels.get(LABEL_SERVICE_NAME)
+    node = labels.get(LABEL_NODE)
+    if not all(isinstance(v, str) and v for v in (namespace, name, node)):
+        return None
+    return str(node), (kind.mode, str(namespace), str(name))
+
+
+def plan_writes(node: str, desired: Mapping[Key, dict[str, Any]],
+                existing: Mapping[str, Sequence[Mapping[str, Any]]],
+                live: frozenset[str]) -> list[Write]:
+    """What makes `existing` (plural -> the objects listed) hold `desired` for this node.
+
+    This node's objects: one per desired key (created, or its status set when it
+    differs; duplicates deleted), none for any other key.  Another node's
+    ServiceL2Status is deleted when this node announces that Service and the
+    other node is not `live`.  Objects without the three labels are not ours."""
+    writes: list[Write] = []
+    for kind in KINDS:
+        mine: dict[Key, list[Mapping[str, Any]]] = {}
+        foreign: list[tuple[str, Key, Mapping[str, Any]]] = []
+        for obj in sorted(existing.get(kind.plural, ()),
+                          key=lambda o: str((o.get("metadata") or {}).get("name"))):
+            found = _key_of(kind, obj)
+            if found is None:
+                continue
+            owner, key = found
+            if owner == node:
+                mine.setdefault(key, []).append(obj)
+            else:
+                foreign.append((owner, key, obj))
+        for key, status in sorted((k, s) for k, s in desired.items() if k[0] == kind.mode):
+            objs = mine.pop(key, [])
+            if not objs:
+                writes.append(Create(kind, key, status))
+                continue
+            first, *extra = objs
+            if first.get("status") != status:
+                writes.append(SetStatus(kind, _name(first), key, status))
+            writes += [Delete(kind, _name(o), key, "a duplicate") for o in extra]
+        for key, objs in sorted(mine.items()):
+            writes += [Delete(kind, _name(o), key, "not announced from here any more")
+                       for o in objs]
+        if kind.mode == L2:
+            for owner, key, obj in foreign:
+                if key in desired and owner not in live:
+                    writes.append(Delete(kind, _name(obj), key, f"{owner} is dead"))
+    return writes
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name"))
+
+
+def status_patch(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch making `status` exactly this (fields absent now are removed)."""
+    return {"status": {**dict.fromkeys(("interfaces", "peers")), **status}}
+
+
+# -- the writer ------------------------------------------------------------------------------
+
+@dataclass
+class _Wanted:
+    statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    live: frozenset[str] = frozenset()
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class StatusWriter:
+    """Keeps this node's status objects and Events in the API (see the module docstring)."""
+
+    def __init__(self, client: KubeClient, node: str, namespace: str, *,
+                 owner: Mapping[str, str] | None = None, resync: float = 30.0) -> None:
+        self.client = client
+        self.node = node
+        self.namespace = namespace
+        self.owner = dict(owner) if owner else None  # the speaker's Pod: apiVersion, kind...
+        self.resync = resync
+        self._lock = threading.Condition()
+        self._wanted = _Wanted()
+        self._dirty = False
+        self._observed = False
+        self._stopping = False
+        self._announced: set[Key] = set()
+        self._problem: str | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- on the daemon's loop -------------------------------------------------------------------
+
+    def observe(self, desired: Sequence[Announcement], live: frozenset[str]) -> None:
+        """What this node announces now; cheap, never blocks."""
+        statuses = desired_statuses(self.node, desired)
+        events = assigned_messages(self.node, self._announced, statuses)
+        self._announced = set(statuses)
+        with self._lock:
+            if (self._observed and statuses == self._wanted.statuses
+                    and live == self._wanted.live and not events):
+                return
+            self._observed = True
+            self._wanted.statuses, self._wanted.live = statuses, live
+            self._wanted.events += events
+            self._dirty = True
+            self._lock.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="StatusWriter", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Remove this node's objects (it announces nothing any more), then stop."""
+        with self._lock:
+            self._wanted.statuses, self._wanted.events = {}, []
+            self._stopping = True
+            self._dirty = True
+            self._lock.notify()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    # -- in the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 1.0
+        while True:
+            with self._lock:
+                while not self._dirty and not self._observed:
+                    self._lock.wait()  # nothing is known before the daemon's first plan
+                if not self._dirty:
+                    self._lock.wait(self.resync)
+                stopping = self._stopping
+                statuses, live = dict(self._wanted.statuses), self._wanted.live
+                events, self._wanted.events = self._wanted.events, []
+                self._dirty = False
+            ok = self._sync(statuses, live, stopping)
+            self._record(events)
+            if stopping:
+                return
+            if ok:
+                delay = 1.0
+                continue
+            with self._lock:
+                self._dirty = True
+                self._lock.wait(delay)
+            delay = min(delay * 2, self.resync)
+
+    def _problem_now(self, problem: str | None) -> None:
+        if problem == self._problem:
+            return
+        if problem is not None:
+            log.warning("status objects: %s; retrying", problem)
+        else:
+            log.info("status objects: written again")
+        self._problem = problem
+
+    def _collection(self, kind: Kind) -> str:
+        return f"/apis/{GROUP_VERSION}/namespaces/{self.namespace}/{kind.plural}"
+
+    def _sync(self, statuses: dict[Key, dict[str, Any]], live: frozenset[str],
+              stopping: bool) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        timeout = (2, 5) if stopping else (2, 10)
+        existing: dict[str, list[Any]] = {}
+        try:
+            for kind in KINDS:
+                existing[kind.plural], _ = self.client.list_all(self._collection(kind),
+                                                                timeout=timeout)
+            for write in plan_writes(self.node, statuses, existing, live):
+                self._write(write, timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                self._problem_now("the API does not serve ServiceL2Status/ServiceBGPStatus "
+                                  "(metallb.io/v1beta1): install the CRDs of "
+                                  "install/manifests/10-crds.yaml")
+            else:
+                self._problem_now(f"HTTP {exc.status} {exc.reason}")
+            return False
+        except Exception as exc:  # noqa: BLE001 - the API may be unreachable: retry
+            self._problem_now(one_line(exc))
+            return False
+        self._problem_now(None)
+        return True
+
+    def _write(self, write: Write, timeout: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        collection = self._collection(write.kind)
+        service = f"{write.key[1]}/{write.key[2]}"
+        if isinstance(write, Delete):
+            try:
+                self.client.request("DELETE", f"{collection}/{write.name}", timeout=timeout)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            log.info("%s %s of Service %s deleted: %s", write.kind.kind, write.name, service,
+                     write.why)
+            return
+        if isinstance(write, Create):
+            meta: dict[str, Any] = {
+                "generateName": write.kind.prefix, "namespace": self.namespace,
+                "labels": {LABEL_NODE: self.node, LABEL_SERVICE_NAME: write.key[2],
+                           LABEL_SERVICE_NAMESPACE: write.key[1]}}
+            if self.owner is not None:
+                meta["ownerReferences"] = [self.owner]
+            body = {"apiVersion": GROUP_VERSION, "kind": write.kind.kind, "metadata": meta,
+                    "spec": {}, "status": write.status}
+            created = self.client.request("POST", collection, body=body, timeout=timeout)
+            name = _name(created)
+            if created.get("status") != write.status:  # dropped: a status subresource
+                self._patch_status(collection, name, write.status, timeout)
+            log.info("%s %s: Service %s announced from %s", write.kind.kind, name, service,
+                     self.node)
+            return
+        self._patch_status(collection, write.name, write.status, timeout)
+
+    def _patch_status(self, collection: str, name: str, status: Mapping[str, Any],
+                      timeout: Any) -> None:
+        self.client.request("PATCH", f"{collection}/{name}/status", body=status_patch(status),
+                            content_type="application/merge-patch+json", timeout=timeout)
+
+    def _record(self, events: list[tuple[str, str, str]]) -> None:
+        for namespace, name, message in events:
+            try:
+                self.client.create_event(namespace, name, REASON, message, COMPONENT,
+                                         warning=False)
+            except Exception as exc:  # noqa: BLE001 - an Event is best effort
+                log.info("Service %s/%s: could not record the %s event: %s", namespace, name,
+                         REASON, one_line(exc))

@@ -1,0 +1,184 @@
+"""MetalLB's status surfaces, pure parts: which ServiceL2Status / ServiceBGPStatus
+objects a node should hold (speaker.kube_status), the writes that get there from
+what the API holds, the nodeAssigned messages, and MetalLB's metrics
+(speaker.metrics.MetalLBMetrics).  The kube lab tier (tests/kube_lab/
+test_status_objects.py) runs the writer against a real API server."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from speaker.api.peer_status import BGP, ESTABLISHED, MEMBER, PeerStatus
+from speaker.kube_status import (
+    KIND_OF,
+    LABEL_NODE,
+    LABEL_SERVICE_NAME,
+    LABEL_SERVICE_NAMESPACE,
+    Create,
+    Delete,
+    SetStatus,
+    assigned_messages,
+    desired_statuses,
+    plan_writes,
+    status_patch,
+)
+from speaker.metrics import MetalLBMetrics, announced_samples, peer_samples
+from speaker.plan import BGP as BGP_MODE
+from speaker.plan import L2, Announcement
+
+A = ipaddress.ip_address
+
+
+def l2(address: str, *services: str, interfaces: tuple[str, ...] = ()) -> Announcement:
+    return Announcement(A(address), L2, interfaces, services)
+
+
+def bgp(address: str, *services: str, peers: tuple[str, ...]) -> Announcement:
+    return Announcement(A(address), BGP_MODE, (), services,
+                        ipaddress.ip_network(f"{address}/32"), peers=peers)
+
+
+def obj(name: str, node: str, namespace: str, service: str,
+        status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {
+        LABEL_NODE: node, LABEL_SERVICE_NAMESPACE: namespace, LABEL_SERVICE_NAME: service}},
+        "status": status or {}}
+
+
+def test_one_status_per_service_and_mode_with_interfaces_and_peers() -> None:
+    desired = [
+        l2("192.0.2.10", "default/web"),
+        l2("2001:db8::10", "default/web"),  # dual stack: still one object
+        l2("192.0.2.11", "shop/cart", interfaces=("eth1",)),
+        l2("192.0.2.12", "shop/cart", interfaces=("eth0",)),
+        bgp("198.51.100.1", "default/web", peers=("tor-b",)),
+        bgp("198.51.100.2", "default/web", peers=("tor-a",)),
+        Announcement(A("10.0.0.9")),  # added by hand: no Service, no object
+        bgp("10.244.1.0", peers=("tor-a",)),  # a pod CIDR route: no Service
+    ]
+    assert desired_statuses("node1", desired) == {
+        (L2, "default", "web"): {"node": "node1", "serviceName": "web",
+                                 "serviceNamespace": "default"},
+        (L2, "shop", "cart"): {"node": "node1", "serviceName": "cart",
+                               "serviceNamespace": "shop",
+                               "interfaces": [{"name": "eth0"}, {"name": "eth1"}]},
+        (BGP_MODE, "default", "web"): {"node": "node1", "serviceName": "web",
+                                       "serviceNamespace": "default",
+                                       "peers": ["tor-a", "tor-b"]},
+    }
+
+
+def test_an_address_on_every_interface_lists_none() -> None:
+    """MetalLB lists interfaces only when the advertisement restricts them."""
+    statuses = desired_statuses("n", [l2("192.0.2.1", "a/s", interfaces=("eth1",)),
+                                      l2("192.0.2.2", "a/s")])
+    assert "interfaces" not in statuses[(L2, "a", "s")]
+
+
+def test_writes_create_update_dedupe_and_delete_only_this_nodes_objects() -> None:
+    want = desired_statuses("n1", [l2("192.0.2.1", "d/new"), l2("192.0.2.2", "d/changed"),
+                                   l2("192.0.2.3", "d/same"), l2("192.0.2.4", "d/twice")])
+    same = want[(L2, "d", "same")]
+    existing = {"servicel2statuses": [
+        obj("l2-a", "n1", "d", "changed", {"node": "n1", "serviceName": "changed",
+                                                 "serviceNamespace": "d",
+                                                 "interfaces": [{"name": "eth9"}]}),
+        obj("l2-b", "n1", "d", "same", same),
+        obj("l2-c", "n1", "d", "twice", want[(L2, "d", "twice")]),
+        obj("l2-d", "n1", "d", "twice", want[(L2, "d", "twice")]),
+        obj("l2-e", "n1", "d", "gone"),
+        obj("l2-f", "n2", "d", "other"),  # another node's, for a Service not ours
+        {"metadata": {"name": "l2-x", "labels": {LABEL_NODE: "n1"}}},  # not ours: no labels
+    ], "servicebgpstatuses": [obj("bgp-a", "n1", "d", "old")]}
+    l2_kind, bgp_kind = KIND_OF[L2], KIND_OF[BGP_MODE]
+    assert plan_writes("n1", want, existing, frozenset({"n1", "n2"})) == [
+        SetStatus(l2_kind, "l2-a", (L2, "d", "changed"), want[(L2, "d", "changed")]),
+        Create(l2_kind, (L2, "d", "new"), want[(L2, "d", "new")]),
+        Delete(l2_kind, "l2-d", (L2, "d", "twice"), "a duplicate"),
+        Delete(l2_kind, "l2-e", (L2, "d", "gone"), "not announced from here any more"),
+        Delete(bgp_kind, "bgp-a", (BGP_MODE, "d", "old"), "not announced from here any more"),
+    ]
+    # Nothing to do once the API holds what is wanted.
+    settled = {"servicel2statuses": [obj(f"l2-{i}", "n1", k[1], k[2], s)
+                                     for i, (k, s) in enumerate(want.items())]}
+    assert plan_writes("n1", want, settled, frozenset({"n1"})) == []
+
+
+def test_the_new_l2_owner_deletes_a_dead_nodes_status_and_only_that() -> None:
+    want = desired_statuses("n2", [l2("192.0.2.1", "d/web")])
+    existing = {"servicel2statuses": [
+        obj("l2-old", "n1", "d", "web", {"node": "n1"}),
+        obj("l2-live", "n3", "d", "web", {"node": "n3"}),  # alive: its other address
+        obj("l2-else", "n1", "d", "db", {"node": "n1"}),  # not ours to judge
+    ], "servicebgpstatuses": [obj("bgp-1", "n1", "d", "web")]}  # BGP: every node
+    writes = plan_writes("n2", want, existing, frozenset({"n2", "n3"}))
+    assert [w for w in writes if isinstance(w, Delete)] == [
+        Delete(KIND_OF[L2], "l2-old", (L2, "d", "web"), "n1 is dead")]
+
+
+def test_nothing_announced_removes_everything_of_this_node() -> None:
+    existing = {"servicel2statuses": [obj("l2-a", "n1", "d", "web")],
+                "servicebgpstatuses": [obj("bgp-a", "n1", "d", "web"),
+                                       obj("bgp-b", "n2", "d", "web")]}
+    assert [w.name for w in plan_writes("n1", {}, existing, frozenset({"n1"}))
+            if isinstance(w, Delete)] == ["l2-a", "bgp-a"]
+
+
+def test_status_patch_removes_fields_no_longer_wanted() -> None:
+    assert status_patch({"node": "n", "serviceName": "s", "serviceNamespace": "d"}) == {
+        "status": {"interfaces": None, "peers": None, "node": "n", "serviceName": "s",
+                   "serviceNamespace": "d"}}
+
+
+def test_node_assigned_only_when_a_node_starts_announcing() -> None:
+    before = [(L2, "d", "web")]
+    after = [(L2, "d", "web"), (BGP_MODE, "d", "web"), (L2, "d", "db")]
+    assert assigned_messages("node2", before, after) == [
+        ("d", "web", 'announcing from node "node2" with protocol "bgp"'),
+        ("d", "db", 'announcing from node "node2" with protocol "layer2"'),
+    ]
+    assert assigned_messages("node2", after, before) == []
+
+
+def sample(name: str, labels: dict[str, str]) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_metallb_metrics_per_peer_and_per_announced_address() -> None:
+    up = PeerStatus(BGP, "192.168.56.5", ESTABLISHED, prefixes_advertised=3, peer_port=179)
+    down = PeerStatus(BGP, "2001:db8::5", "Active", prefixes_advertised=2, peer_port=1179)
+    member = PeerStatus(MEMBER, "node2", "alive")
+    samples = peer_samples([up, down, member], {"192.168.56.5": 4})
+    assert [s.label for s in samples] == ["192.168.56.5:179", "2001:db8::5:1179"]
+    metrics = MetalLBMetrics()
+    announced = announced_samples("node1", [l2("192.0.2.1", "d/web"),
+                                            bgp("198.51.100.1", "d/web", peers=("tor",))])
+    assert announced == {("layer2", "d/web", "node1", "192.0.2.1"),
+                         ("bgp", "d/web", "node1", "198.51.100.1")}
+    metrics.record(samples, announced)
+    peer = {"peer": "192.168.56.5:179"}
+    assert sample("metallb_bgp_session_up", peer) == 1
+    assert sample("metallb_bgp_announced_prefixes_total", peer) == 3
+    assert sample("metallb_bgp_updates_total", peer) == 4
+    other = {"peer": "2001:db8::5:1179"}
+    assert sample("metallb_bgp_session_up", other) == 0
+    # Down: nothing advertised, everything pending, as MetalLB reports it.
+    assert sample("metallb_bgp_announced_prefixes_total", other) == 0
+    assert sample("metallb_bgp_pending_prefixes_total", other) == 2
+    assert sample("metallb_bgp_updates_total", other) is None  # not counted: no series
+    assert sample("metallb_speaker_announced", {"protocol": "layer2", "service": "d/web",
+                                                "node": "node1", "ip": "192.0.2.1"}) == 1
+    # More UPDATEs, then the session re-created (its count restarts): the counter goes on.
+    metrics.record(peer_samples([up], {"192.168.56.5": 6}), set())
+    assert sample("metallb_bgp_updates_total", peer) == 6
+    metrics.record(peer_samples([up], {"192.168.56.5": 1}), set())
+    assert sample("metallb_bgp_updates_total", peer) == 7
+    # A peer removed and an address withdrawn lose their series.
+    assert sample("metallb_bgp_session_up", other) is None
+    assert sample("metallb_speaker_announced", {"protocol": "layer2", "service": "d/web",
+                                                "node": "node1", "ip": "192.0.2.1"}) is None
+    metrics.record([], set())
+    assert sample("metallb_bgp_session_up", peer) is None
