@@ -188,6 +188,12 @@ def test_loadbalancer_l2_and_bgp_from_the_client(kube: KubeLab) -> None:
     assert bgp in routes and any(f"via {n.ip} " in routes for n in kube.node_specs()), routes
 
 
+def skeinctl(kube: KubeLab, pod: str, *argv: str) -> str:
+    proc = kube.kubectl("-n", SKEIN_NAMESPACE, "exec", pod, "-c", "skein-agent", "--",
+                        "skeinctl", *argv, timeout=60)
+    return proc.stdout
+
+
 def test_skeinctl_through_the_node_pod(kube: KubeLab) -> None:
     """What the README tells an operator: `kubectl exec` into the skein-node pod
     reaches that node's speaker through the hostPath socket."""
@@ -196,18 +202,12 @@ def test_skeinctl_through_the_node_pod(kube: KubeLab) -> None:
     assert len(pods) == len(kube.node_specs())
     for pod in pods:
         node = pod["spec"]["nodeName"]
-        code, out = exec_in(kube, SKEIN_NAMESPACE, pod["metadata"]["name"], "-c",
-                            "skein-agent", "skeinctl", "-o", "json", "peers")
-        assert code == 0, out
-        reply = json.loads(out)
+        reply = json.loads(skeinctl(kube, pod["metadata"]["name"], "-o", "json", "peers"))
         assert reply["node"] == node
         # Every node peers with the lab's BIRD (install/examples/bgp-peer.yaml).
         assert any(p["kind"] == "bgp" and p["state"] == "Established"
                    and p["peer_asn"] == ROUTER_ASN for p in reply["peers"]), reply
-        code, out = exec_in(kube, SKEIN_NAMESPACE, pod["metadata"]["name"], "-c",
-                            "skein-agent", "skeinctl", "status", "-o", "json")
-        assert code == 0, out
-        status = json.loads(out)
+        status = json.loads(skeinctl(kube, pod["metadata"]["name"], "status", "-o", "json"))
         assert [n["name"] for n in status["nodes"]] == [node]
 
 
