@@ -255,49 +255,17 @@ def keepalived(lab: Lab, client: Netns, rounds: int) -> list[float]:
 
 
 KUBE_NS = "l2-failover"
-KUBE_APP = f"""apiVersion: v1
-kind: Namespace
-metadata:
-  name: {KUBE_NS}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: web
-  namespace: {KUBE_NS}
-spec:
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: {{busybox}}
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /w && echo ok > /w/index.html &&
-                  exec httpd -f -p 8080 -h /w"]
-        readinessProbe:
-          tcpSocket: {{port: 8080}}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: {KUBE_NS}
-  annotations:
-    metallb.io/address-pool: l2-pool
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Local
-  selector: {{app: web}}
-  ports:
-  - port: 80
-    targetPort: 8080
-"""
+KUBE_APP_TEXT = ("mkdir -p /w && echo ok > /w/index.html && exec httpd -f -p 8080 -h /w")
+
+
+def kube_app() -> str:
+    """A web server on every node, Ready once it listens, behind an L2 Service
+    with externalTrafficPolicy Local (the owner must be a node with a pod)."""
+    from lab.kube.workloads import daemonset, documents, lb_service, namespace
+
+    return documents(namespace(KUBE_NS),
+                     daemonset(KUBE_NS, "web", ["sh", "-c", KUBE_APP_TEXT], ready_on_port=True),
+                     lb_service(KUBE_NS, "web", "l2-pool", "web", local=True))
 
 _CONNECTOR = r"""
 import socket, sys, time
@@ -338,9 +306,7 @@ def kube_rounds(workdir: str | None, nodes: int) -> list[float]:
         kube = KubeLab(Path(str(workdir)))
     times: list[float] = []
     try:
-        from lab.kube.image import BUSYBOX_IMAGE
-
-        kube.kubectl("apply", "-f", "-", input=KUBE_APP.replace("{busybox}", BUSYBOX_IMAGE))
+        kube.kubectl("apply", "-f", "-", input=kube_app())
         address = _wait(lambda: (kube.kubectl_json("-n", KUBE_NS, "get", "service", "web")
                                  ["status"].get("loadBalancer", {}).get("ingress")
                                  or [{}])[0].get("ip"), 120, "a LoadBalancer address")

@@ -13,92 +13,33 @@ DaemonSet) behind two LoadBalancer Services, one from the L2 pool and one from t
 BGP pool of install/examples; it waits until the client reaches both.
 
     skein-lab kube diagram [--workdir DIR] [--no-workload] FILE.svg|.png|.dot
-    python -m lab.kube.diagram [--workdir DIR] FILE
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from lab.kube.cluster import (
     BGP_POOL,
     CLIENT_INDEX,
-    DEFAULT_WORKDIR,
     ROUTER_INDEX,
     KubeLab,
     KubeLabError,
     host,
 )
-from lab.kube.image import BUSYBOX_IMAGE
+from lab.kube.workloads import HOSTNAME_SERVER, daemonset, documents, lb_service, namespace
 from lab.router import ROUTER_ASN
 from speaker.status.collect import NodeTarget, SpeakerLookup, collect_cluster
 from speaker.status.model import Client, ClusterStatus, SpeakerState
 
 DEMO_NAMESPACE = "skein-demo"
-WEB_COMMAND = ["sh", "-c", "mkdir -p /w && hostname > /w/index.html && "
-               "exec httpd -f -p 8080 -h /w"]
-WORKLOAD = f"""apiVersion: v1
-kind: Namespace
-metadata:
-  name: {DEMO_NAMESPACE}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: web
-  namespace: {DEMO_NAMESPACE}
-spec:
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: {BUSYBOX_IMAGE}
-        imagePullPolicy: Never
-        command: {json.dumps(WEB_COMMAND)}
-        ports:
-        - containerPort: 8080
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web-l2
-  namespace: {DEMO_NAMESPACE}
-  annotations:
-    metallb.io/address-pool: l2-pool
-spec:
-  type: LoadBalancer
-  selector: {{app: web}}
-  ports:
-  - name: http
-    port: 80
-    targetPort: 8080
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web-bgp
-  namespace: {DEMO_NAMESPACE}
-  annotations:
-    metallb.io/address-pool: bgp-pool
-spec:
-  type: LoadBalancer
-  selector: {{app: web}}
-  ports:
-  - name: http
-    port: 80
-    targetPort: 8080
-"""
+WORKLOAD = documents(
+    namespace(DEMO_NAMESPACE),
+    daemonset(DEMO_NAMESPACE, "web", HOSTNAME_SERVER),
+    lb_service(DEMO_NAMESPACE, "web-l2", "l2-pool", "web"),
+    lb_service(DEMO_NAMESPACE, "web-bgp", "bgp-pool", "web"))
 API_KINDS = "services,endpointslices,pods,servicecidrs"
 
 
@@ -190,23 +131,3 @@ def write(lab: KubeLab, path: str, workload: bool = True, log: Any = print) -> C
     write_diagram(draw(cluster, title), path)
     log(f"wrote {path}  (the client reaches {BGP_POOL} through the router)")
     return cluster
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", help="the picture: .svg, .png or .dot")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--no-workload", dest="workload", action="store_false",
-                        help=f"draw the cluster as it is (no {DEMO_NAMESPACE} namespace)")
-    args = parser.parse_args(argv)
-    try:
-        write(KubeLab(args.workdir), args.file, args.workload)
-    except KubeLabError as err:
-        print(f"skein-lab: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

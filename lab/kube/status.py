@@ -11,33 +11,11 @@ import subprocess
 from typing import Any
 
 from lab.kube.cluster import SKEIN_NAMESPACE, KubeLab
-from lab.kube.image import BUSYBOX_IMAGE as PROBE_IMAGE
+from lab.kube.workloads import SLEEPER, daemonset, documents, namespace
 
 PROBE_NAMESPACE = "skein-lab"
-PROBE = f"""apiVersion: v1
-kind: Namespace
-metadata:
-  name: {PROBE_NAMESPACE}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: probe
-  namespace: {PROBE_NAMESPACE}
-spec:
-  selector:
-    matchLabels: {{app: probe}}
-  template:
-    metadata:
-      labels: {{app: probe}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: probe
-        image: {PROBE_IMAGE}
-        imagePullPolicy: Never
-        command: [sleep, "1000000"]
-"""
+PROBE = documents(namespace(PROBE_NAMESPACE),
+                  daemonset(PROBE_NAMESPACE, "probe", SLEEPER, port=None))
 
 
 def _table(rows: list[list[str]]) -> str:

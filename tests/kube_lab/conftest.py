@@ -22,13 +22,6 @@ from lab.kube.build import ensure_kubernetes
 from lab.kube.cluster import KubeLab, KubeLabError
 from lab.kube.image import ensure_images
 
-# An HTTP server that answers with the address the request came from.
-WHOAMI_COMMAND = [
-    "sh", "-c",
-    "mkdir -p /w/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
-    "echo $REMOTE_ADDR\\n' > /w/cgi-bin/ip && chmod +x /w/cgi-bin/ip && "
-    "exec httpd -f -p 8080 -h /w"]
-
 
 def log(line: str) -> None:
     print(line, flush=True)

@@ -13,9 +13,9 @@ import time
 
 from lab.kube.cluster import CLUSTER_CIDR, SKEIN_NAMESPACE, KubeLab
 from lab.kube.image import BUSYBOX_IMAGE as BUSYBOX
+from lab.kube.workloads import WHOAMI_SERVER, daemonset, documents, lb_service, namespace
 from lab.router import ROUTER_ASN
 from tests.kube_lab.conftest import (
-    WHOAMI_COMMAND,
     apply,
     client_get,
     exec_in,
@@ -26,32 +26,7 @@ from tests.kube_lab.conftest import (
 
 NS = "lab-tests"
 
-WHOAMI_DS = f"""apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NS}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: whoami
-  namespace: {NS}
-spec:
-  selector:
-    matchLabels: {{app: whoami}}
-  template:
-    metadata:
-      labels: {{app: whoami}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: whoami
-        image: {BUSYBOX}
-        imagePullPolicy: Never
-        command: {json.dumps(WHOAMI_COMMAND)}
-        ports:
-        - containerPort: 8080
-"""
+WHOAMI_DS = documents(namespace(NS), daemonset(NS, "whoami", WHOAMI_SERVER))
 
 
 def seen_address(answer: str) -> str:
@@ -146,20 +121,7 @@ spec:
 
 
 def _lb_service(name: str, pool: str) -> str:
-    return f"""apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {NS}
-  annotations:
-    metallb.io/address-pool: {pool}
-spec:
-  type: LoadBalancer
-  selector: {{app: whoami}}
-  ports:
-  - port: 80
-    targetPort: 8080
-"""
+    return lb_service(NS, name, pool, "whoami")
 
 
 def lb_address(kube: KubeLab, name: str) -> str:
@@ -243,7 +205,7 @@ spec:
   - name: whoami
     image: {BUSYBOX}
     imagePullPolicy: Never
-    command: {json.dumps(WHOAMI_COMMAND)}
+    command: {json.dumps(WHOAMI_SERVER)}
     ports:
     - containerPort: 8080
       hostPort: 18080
