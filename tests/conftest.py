@@ -155,7 +155,7 @@ def cni(node: Netns, cni_path: str) -> CniRunner:
 
 
 # -- the kube tiers: their builds start first and run while the other tiers do --
-KUBE_TIERS = ("tests/kube_lab/",)
+KUBE_TIERS = ("tests/kube_lab/", "tests/install/test_containerd_versions.py")
 _prepare: subprocess.Popen[bytes] | None = None
 
 

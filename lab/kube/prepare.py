@@ -2,11 +2,13 @@
 
     python3 -m lab.kube.prepare [--with-e2e]
 
-Kubernetes first (the images need its `pause`), then the images and the e2e
-binaries side by side: they wait on different things (podman and the Debian
-mirror, the Go compiler).  The test suite starts this in the background as soon
-as it knows the kube tiers will run, so the builds overlap the other tiers; the
-tiers' own calls then find the cache filled (or wait on the build's lock).
+Kubernetes first (the images need its `pause`), then the images, the e2e
+binaries and containerd 1.7 / 2.x with crictl (lab.kube.containerd_build, for
+tests/install/test_containerd_versions.py) side by side: they wait on
+different things (podman and the Debian mirror, the Go compiler).  The test
+suite starts this in the background as soon as it knows the kube tiers will
+run, so the builds overlap the other tiers; the tiers' own calls then find the
+cache filled (or wait on the build's lock).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lab.kube.build import BuildError, ensure_e2e, ensure_kubernetes
+from lab.kube.containerd_build import ensure_all as ensure_containerd_versions
 from lab.kube.image import ImageError, ensure_images
 
 Log = Callable[[str], None]
@@ -35,7 +38,9 @@ def prepare(with_e2e: bool, log: Log = print) -> Path:
             failures.append(f"{name}: {exc}")
 
     threads = [threading.Thread(target=run, args=("images", lambda: ensure_images(
-        bin_dir=bin_dir, log=log)))]
+        bin_dir=bin_dir, log=log))),
+               threading.Thread(target=run, args=("containerd", lambda:
+                                                  ensure_containerd_versions(log=log)))]
     if with_e2e:
         threads.append(threading.Thread(target=run, args=("e2e", lambda: ensure_e2e(log=log))))
     for t in threads:
