@@ -417,7 +417,7 @@ def human_size(size: int) -> str:
 # --------------------------------------------------------------------------- running tools
 
 
-def _elapsed(start: float) -> str:
+def elapsed_text(start: float) -> str:
     seconds = int(time.monotonic() - start)
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
@@ -425,7 +425,7 @@ def _elapsed(start: float) -> str:
 _PACKAGE_LINE = re.compile(r"[A-Za-z0-9_.~+\-]+(?:/[A-Za-z0-9_.~+\-]+)*")
 
 
-class _Tool:
+class GoTool:
     """Runs one command, streaming its output into progress lines and keeping its last words."""
 
     def __init__(self, log: Log, what: str) -> None:
@@ -514,7 +514,7 @@ class _Tool:
                 else:
                     messages.append(line)
             if time.monotonic() >= next_beat:
-                parts = [f"{self.what}: {_elapsed(start)}"]
+                parts = [f"{self.what}: {elapsed_text(start)}"]
                 if downloads:
                     parts.append(f"{downloads} modules downloaded")
                 if packages:
@@ -523,7 +523,7 @@ class _Tool:
                 next_beat = time.monotonic() + HEARTBEAT_SECONDS
 
 
-def _go_env() -> dict[str, str]:
+def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env["GOFLAGS"] = "-mod=mod"
     env["CGO_ENABLED"] = "0"
@@ -532,7 +532,7 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _go() -> str:
+def run_go() -> str:
     go = shutil.which("go")
     if go is None:
         raise BuildError("the go command is not on PATH (Go 1.24 or newer is needed)")
@@ -541,8 +541,8 @@ def _go() -> str:
 
 def module_info(module: str, version: str, cwd: Path, log: Log) -> dict[str, Any]:
     """`go mod download -json MODULE@VERSION`: where its source and go.mod are."""
-    out = _Tool(log, f"go mod download {module}@{version}").run(
-        [_go(), "mod", "download", "-json", f"{module}@{version}"], cwd, _go_env()
+    out = GoTool(log, f"go mod download {module}@{version}").run(
+        [run_go(), "mod", "download", "-json", f"{module}@{version}"], cwd, go_env()
     )
     info = json.loads(out)
     if info.get("Error"):
@@ -556,7 +556,7 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _prepare_module(work: Path, gomod: str, sources: Mapping[str, str]) -> None:
+def prepare_module(work: Path, gomod: str, sources: Mapping[str, str]) -> None:
     """Lay out a wrapper module: go.mod rewritten, go.sum kept, our sources only."""
     work.mkdir(parents=True, exist_ok=True)
     _write_if_changed(work / "go.mod", gomod)
@@ -567,7 +567,7 @@ def _prepare_module(work: Path, gomod: str, sources: Mapping[str, str]) -> None:
         _write_if_changed(work / rel, text)
 
 
-def _sizes(bin_dir: Path) -> dict[str, int]:
+def binary_sizes(bin_dir: Path) -> dict[str, int]:
     return {
         p.name: p.stat().st_size
         for p in sorted(bin_dir.iterdir())
@@ -636,7 +636,7 @@ def _install(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _ensure(
+def ensure_built(
     root: Path,
     name: str,
     key: str,
@@ -693,13 +693,14 @@ def _go_build(
 ) -> float:
     start = time.monotonic()
     log(f"{what}: go build {' '.join(packages)}")
-    _Tool(log, what).run(
-        [_go(), "build", "-v", *GO_BUILD_FLAGS, f"-ldflags={ldflags}", "-o", str(out), *packages],
+    GoTool(log, what).run(
+        [run_go(), "build", "-v", *GO_BUILD_FLAGS, f"-ldflags={ldflags}", "-o", str(out),
+         *packages],
         work,
-        _go_env(),
+        go_env(),
     )
     seconds = time.monotonic() - start
-    log(f"{what}: done in {_elapsed(start)}")
+    log(f"{what}: done in {elapsed_text(start)}")
     return seconds
 
 
@@ -714,7 +715,7 @@ def build_pause(upstream_dir: Path, bin_dir: Path, log: Log) -> None:
     makefile = upstream_dir / "build/pause/Makefile"
     tag = pause_tag(makefile.read_text()) if makefile.is_file() else "unknown"
     log(f"pause: gcc -static -O2 {PAUSE_SOURCE} (pause {tag})")
-    _Tool(log, "gcc pause.c").run(
+    GoTool(log, "gcc pause.c").run(
         [
             gcc,
             "-static",
@@ -741,7 +742,7 @@ def _build_core(tmp: Path, work: Path, multicall: bool, log: Log) -> dict[str, A
         sources = {f"cmd/{MULTICALL_NAME}/main.go": MULTICALL_MAIN}
     else:
         sources = {"cmd/etcd/main.go": ETCD_MAIN}
-    _prepare_module(work, up.wrapper_gomod(), sources)
+    prepare_module(work, up.wrapper_gomod(), sources)
     if multicall:
         seconds = _go_build(
             log,
@@ -766,7 +767,7 @@ def _build_core(tmp: Path, work: Path, multicall: bool, log: Log) -> dict[str, A
     build_pause(up.dir, bin_dir, log)
     log("checking the binaries:")
     versions = _smoke(bin_dir, [*CORE_COMPONENTS, "pause"], log)
-    sizes = _sizes(bin_dir)
+    sizes = binary_sizes(bin_dir)
     for name, size in sizes.items():
         log(f"  {name}: {human_size(size)}")
     return {
@@ -786,14 +787,14 @@ def _build_e2e(tmp: Path, root: Path, log: Log) -> dict[str, Any]:
     bin_dir = tmp / "bin"
     up = _Upstream(KUBERNETES_VERSION, tmp, log)
     work = root / "work" / f"kubernetes-{up.version}-e2e"
-    _prepare_module(work, up.wrapper_gomod(), {})
+    prepare_module(work, up.wrapper_gomod(), {})
     seconds: dict[str, float] = {}
 
     t0 = time.monotonic()
     log("e2e.test: go test -c k8s.io/kubernetes/test/e2e")
-    _Tool(log, "e2e.test").run(
+    GoTool(log, "e2e.test").run(
         [
-            _go(),
+            run_go(),
             "test",
             "-c",
             *GO_BUILD_FLAGS,
@@ -803,10 +804,10 @@ def _build_e2e(tmp: Path, root: Path, log: Log) -> dict[str, Any]:
             "k8s.io/kubernetes/test/e2e",
         ],
         work,
-        _go_env(),
+        go_env(),
     )
     seconds["e2e.test"] = time.monotonic() - t0
-    log(f"e2e.test: done in {_elapsed(t0)}")
+    log(f"e2e.test: done in {elapsed_text(t0)}")
 
     # The e2e suite names the agnhost image by this tag; upstream's Makefile stamps it in.
     agnhost_version = (up.dir / AGNHOST_VERSION_FILE).read_text().strip()
@@ -822,7 +823,7 @@ def _build_e2e(tmp: Path, root: Path, log: Log) -> dict[str, Any]:
     coredns = module_info("github.com/coredns/coredns", COREDNS_VERSION, tmp, log)
     coredns_go = go_directive(Path(coredns["GoMod"]).read_text()) or "1.23.0"
     cwork = root / "work" / f"coredns-{COREDNS_VERSION}"
-    _prepare_module(
+    prepare_module(
         cwork,
         wrapper_gomod(
             "skein.local/lab/coredns", coredns_go, {"github.com/coredns/coredns": COREDNS_VERSION}
@@ -835,7 +836,7 @@ def _build_e2e(tmp: Path, root: Path, log: Log) -> dict[str, Any]:
 
     log("checking the binaries:")
     versions = _smoke(bin_dir, E2E_COMPONENTS, log)
-    sizes = _sizes(bin_dir)
+    sizes = binary_sizes(bin_dir)
     for name, size in sizes.items():
         log(f"  {name}: {human_size(size)}")
     return {
@@ -860,10 +861,10 @@ def _ensure_core(root: Path, log: Log, multicall: bool = MULTICALL) -> Path:
             "on 2 cores with a cold Go build cache)"
         )
         info = _build_core(tmp, work, multicall, log)
-        log(f"Kubernetes {KUBERNETES_VERSION} built in {_elapsed(start)}")
+        log(f"Kubernetes {KUBERNETES_VERSION} built in {elapsed_text(start)}")
         return info
 
-    return _ensure(
+    return ensure_built(
         root,
         name,
         input_key(core_inputs(multicall=multicall)),
@@ -887,10 +888,10 @@ def ensure_e2e(cache: str | None = None, log: Log = print) -> Path:
         start = time.monotonic()
         log(f"building e2e.test, agnhost and coredns {COREDNS_VERSION} into {root / name}")
         info = _build_e2e(tmp, root, log)
-        log(f"e2e binaries built in {_elapsed(start)}")
+        log(f"e2e binaries built in {elapsed_text(start)}")
         return info
 
-    return _ensure(root, name, input_key(e2e_inputs()), E2E_COMPONENTS, build, log)
+    return ensure_built(root, name, input_key(e2e_inputs()), E2E_COMPONENTS, build, log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

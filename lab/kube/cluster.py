@@ -460,7 +460,7 @@ class KubeLab:
         if state.cgroup:
             problems += [f"cgroup {d} remains" for d in cgroups.remove(state.cgroup)]
         self.log(f"cgroups removed ({time.monotonic() - started:.1f} s)")
-        mounts = _mounts_under(self.workdir)
+        mounts = mounts_under(self.workdir)
         for m in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", m], check=False, capture_output=True)
         if not problems:
@@ -469,7 +469,7 @@ class KubeLab:
         return problems
 
 
-def _mounts_under(path: Path) -> list[str]:
+def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         points = [line.split()[4] for line in f]
     prefix = str(path).rstrip("/") + "/"

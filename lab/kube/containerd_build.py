@@ -35,20 +35,20 @@ from lab.kube.build import (
     GO_LDFLAGS,
     SCHEMA,
     BuildError,
+    GoTool,
     Log,
-    _elapsed,
-    _ensure,
-    _go,
-    _go_env,
-    _prepare_module,
-    _sizes,
-    _Tool,
+    binary_sizes,
     cache_root,
+    elapsed_text,
+    ensure_built,
     go_directive,
+    go_env,
     godebug_settings,
     human_size,
     input_key,
     module_info,
+    prepare_module,
+    run_go,
     wrapper_gomod,
 )
 
@@ -169,7 +169,7 @@ def _build(program: GoProgram, tmp: Path, root: Path, log: Log) -> dict[str, Any
     gomod = Path(info["GoMod"]).read_text()
     revision = revision_of(Path(info["Info"]).read_text()) if info.get("Info") else ""
     work = root / "work" / program.dir_name
-    _prepare_module(
+    prepare_module(
         work,
         wrapper_gomod(
             f"skein.local/lab/{program.name}",
@@ -180,9 +180,9 @@ def _build(program: GoProgram, tmp: Path, root: Path, log: Log) -> dict[str, Any
         {},
     )
     log(f"{program.dir_name}: go build {' '.join(program.import_paths())}")
-    _Tool(log, program.dir_name).run(
+    GoTool(log, program.dir_name).run(
         [
-            _go(),
+            run_go(),
             "build",
             "-v",
             *program.build_flags(),
@@ -192,12 +192,12 @@ def _build(program: GoProgram, tmp: Path, root: Path, log: Log) -> dict[str, Any
             *program.import_paths(),
         ],
         work,
-        _go_env(),
+        go_env(),
     )
     seconds = time.monotonic() - start
-    log(f"{program.dir_name}: built in {_elapsed(start)}; checking the binaries:")
+    log(f"{program.dir_name}: built in {elapsed_text(start)}; checking the binaries:")
     versions = _smoke(bin_dir, program, log)
-    sizes = _sizes(bin_dir)
+    sizes = binary_sizes(bin_dir)
     for name, size in sizes.items():
         log(f"  {name}: {human_size(size)}")
     return {
@@ -219,7 +219,7 @@ def ensure_program(program: GoProgram, cache: str | None = None, log: Log = prin
         log(f"building {program.module}@{program.version} into {root / program.dir_name}")
         return _build(program, tmp, root, log)
 
-    return _ensure(
+    return ensure_built(
         root, program.dir_name, input_key(program.inputs()), program.binaries, build, log
     )
 

@@ -91,7 +91,7 @@ def _key(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _elapsed(start: float) -> str:
+def elapsed_text(start: float) -> str:
     seconds = time.monotonic() - start
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
@@ -315,7 +315,7 @@ def ensure_base_tar(cache: str | os.PathLike[str] | None = None, log: Log = prin
                     old.unlink()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        log(f"base root: {final} ({_size(final)}) in {_elapsed(start)}")
+        log(f"base root: {final} ({_size(final)}) in {elapsed_text(start)}")
     return final
 
 
@@ -415,7 +415,7 @@ def ensure_skein_image(cache: str | os.PathLike[str] | None = None, log: Log = p
             shutil.rmtree(context, ignore_errors=True)
         podman.save(name, archive)
         _write_stamp(archive, key)
-        log(f"{name}: {archive} ({_size(archive)}) in {_elapsed(start)}")
+        log(f"{name}: {archive} ({_size(archive)}) in {elapsed_text(start)}")
     return archive
 
 
@@ -473,7 +473,7 @@ def _ensure_scratch(root: Path, slug: str, name: str, inputs: Mapping[str, Any],
             shutil.rmtree(context, ignore_errors=True)
         podman.save(name, archive)
         _write_stamp(archive, key)
-        log(f"{name}: {archive} ({_size(archive)}) in {_elapsed(start)}")
+        log(f"{name}: {archive} ({_size(archive)}) in {elapsed_text(start)}")
     return archive
 
 
@@ -681,7 +681,7 @@ def ensure_debian_tar(slug: str, packages: Sequence[str], trim: Sequence[str] = 
                     old.unlink()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        log(f"{slug} root: {final} ({_size(final)}) in {_elapsed(start)}")
+        log(f"{slug} root: {final} ({_size(final)}) in {elapsed_text(start)}")
     return final
 
 
@@ -728,7 +728,7 @@ def _ensure_built(root: Path, slug: str, name: str, inputs: Mapping[str, Any],
             shutil.rmtree(context, ignore_errors=True)
         podman.save(name, archive)
         _write_stamp(archive, key)
-        log(f"{name}: {archive} ({_size(archive)}) in {_elapsed(start)}")
+        log(f"{name}: {archive} ({_size(archive)}) in {elapsed_text(start)}")
     return archive
 
 

@@ -41,7 +41,7 @@ from cni_plugin.conflist import CNI_VERSION, CONFLIST_NAME, NETWORK_NAME
 from lab.cluster import REFERENCE_CNI_DIR
 from lab.kube import cgroups
 from lab.kube.build import ensure_kubernetes
-from lab.kube.cluster import _mounts_under
+from lab.kube.cluster import mounts_under
 from lab.kube.containerd_build import (
     CONTAINERD_1_7,
     CONTAINERD_2,
@@ -226,9 +226,9 @@ def cri_node(version: str, netns_factory: Any, tag: str, pause_archive: Path,
         if boot is not None:
             boot.wait(timeout=30)
         stayed = cgroups.remove(top, hier)
-        for mount in sorted(_mounts_under(workdir), key=len, reverse=True):
+        for mount in sorted(mounts_under(workdir), key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-        leftovers = _mounts_under(workdir)
+        leftovers = mounts_under(workdir)
         if not leftovers:
             shutil.rmtree(workdir, ignore_errors=True)
         assert not stuck, f"processes that would not die: {sorted(stuck)}"

@@ -202,12 +202,12 @@ def test_ensure_builds_once_and_rebuilds_on_new_inputs(tmp_path: Path) -> None:
     names = ["kube-apiserver", "etcd"]
     builder = _Builder(names)
     logs: list[str] = []
-    bin_dir = build._ensure(tmp_path, "k", "key1", names, builder, logs.append)
+    bin_dir = build.ensure_built(tmp_path, "k", "key1", names, builder, logs.append)
     assert bin_dir == tmp_path / "k" / "bin"
     assert sorted(p.name for p in bin_dir.iterdir()) == sorted(names)
-    assert build._ensure(tmp_path, "k", "key1", names, builder, logs.append) == bin_dir
+    assert build.ensure_built(tmp_path, "k", "key1", names, builder, logs.append) == bin_dir
     assert builder.calls == 1
-    assert build._ensure(tmp_path, "k", "key2", names, builder, logs.append) == bin_dir
+    assert build.ensure_built(tmp_path, "k", "key2", names, builder, logs.append) == bin_dir
     assert builder.calls == 2
     assert build.read_stamp(tmp_path / "k") == {"key": "key2", "calls": 2}
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o755
@@ -218,13 +218,13 @@ def test_ensure_builds_once_and_rebuilds_on_new_inputs(tmp_path: Path) -> None:
 def test_failed_build_leaves_no_half_cache(tmp_path: Path) -> None:
     names = ["kube-apiserver", "etcd"]
     with pytest.raises(build.BuildError):
-        build._ensure(tmp_path, "k", "key1", names, _Builder(names, fail=True), print)
+        build.ensure_built(tmp_path, "k", "key1", names, _Builder(names, fail=True), print)
     assert not (tmp_path / "k").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".k.lock"]
 
-    build._ensure(tmp_path, "k", "key1", names, _Builder(names), print)
+    build.ensure_built(tmp_path, "k", "key1", names, _Builder(names), print)
     with pytest.raises(build.BuildError):
-        build._ensure(tmp_path, "k", "key2", names, _Builder(names, fail=True), print)
+        build.ensure_built(tmp_path, "k", "key2", names, _Builder(names, fail=True), print)
     # The previous complete build is left as it was (and stays stale for key2).
     assert build.stamp_valid(tmp_path / "k", "key1", names)
     assert not build.stamp_valid(tmp_path / "k", "key2", names)
@@ -236,7 +236,7 @@ def test_leftovers_of_an_interrupted_build_are_removed(tmp_path: Path) -> None:
     # Another output's build (its own lock) whose name starts with this one's is left alone.
     (tmp_path / ".k-e2e.tmp-abc").mkdir()
     names = ["x"]
-    build._ensure(tmp_path, "k", "key1", names, _Builder(names), print)
+    build.ensure_built(tmp_path, "k", "key1", names, _Builder(names), print)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".k-e2e.tmp-abc", ".k.lock", "k"]
 
 
