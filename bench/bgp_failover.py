@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """BGP failover: how long a router keeps a dead node's path, with and without BFD.
 
-Two node namespaces run our speaker (`python -m speaker.bgp.runner`) and announce
-the LoadBalancer address 198.51.100.10/32 (held on each node's `lo`, with a TCP
-server answering the node's name) over eBGP to BIRD 2 in a router namespace, which
+Two node namespaces run `skein-speaker`, the daemon users run, following a
+manifests file of MetalLB objects: the Nodes, an IPAddressPool, a BGPAdvertisement,
+a BGPPeer (holdTime as the case says, `bfdProfile: default` where BFD is on), a
+BFDProfile "default" with MetalLB's defaults (300 ms x 3) and a LoadBalancer
+Service whose status holds 198.51.100.10.  Each speaker runs with
+`--assign-to-lo` (the address on its `lo`, where a TCP server answers the node's
+name) and announces the /32 over eBGP to BIRD 2 in a router namespace, which
 installs the paths into its kernel as one ECMP route (`merge paths on`).  A client
 namespace behind the router connects to the address in a loop, always from the
 same source port (IPv4 multipath hashes on addresses, so the client's flow sticks to
@@ -23,14 +27,19 @@ Failures:
   cut      the node's only link set down inside the node: the node is gone as far
            as the router can tell, and no TCP reset reaches anyone.
 The last two are where, without BFD, the router waits for the hold time (MetalLB's
-native speaker has no BFD: 90 s by default).  With graceful restart negotiated
-(BGPPeer enableGracefulRestart), BIRD keeps a SIGKILLed speaker's paths as stale for
-the restart time (120 s) unless BFD reports the node down.  Every case is printed with its ratio
-to the hold-time case of the same failure measured in the same run.
+default: 90 s).  With graceful restart negotiated (BGPPeer enableGracefulRestart),
+BIRD keeps a SIGKILLed speaker's paths as stale for the restart time (120 s) unless
+BFD reports the node down.  Every case is printed with its ratio to the hold-time
+case of the same failure kind (node cut) measured in the same run.
 
-Everything lives in namespaces named bfo<tag>…; all processes are killed and the
-namespaces deleted at the end, on Ctrl-C or failure too.  Run as root:
-`python3 bench/bgp_failover.py [--quick]` (--quick: skip the 90 s hold-time cases).
+A last line, labelled "runner", repeats the BFD node-cut case with the BGP library
+alone (`python -m speaker.bgp.runner`, configured by JSON rather than MetalLB
+objects), to tell the daemon's share from the library's.
+
+Everything lives in the lab's namespaces (sk<tag>...); all processes are killed and
+the namespaces deleted at the end of each case, on Ctrl-C or failure too.  Run as
+root: `python3 bench/bgp_failover.py [--quick]` (--quick: skip the 90 s hold-time
+case).
 """
 
 from __future__ import annotations
@@ -39,12 +48,10 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,13 +63,23 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lab.netns import Netns, new_tag, veth_between  # noqa: E402
-from lab.traffic import start_name_server  # noqa: E402
+from lab.cluster import Lab  # noqa: E402
+from lab.netns import Netns, veth_between  # noqa: E402
+from lab.speakers import (  # noqa: E402
+    address_pool,
+    bgp_advertisement,
+    bgp_peer,
+    lb_service,
+    speaker_log,
+    start_name_server,
+    start_speaker,
+)
 
 ROUTER, CLIENT, GATEWAY = "10.99.0.1", "172.31.0.2", "172.31.0.1"
-NODES = ("10.99.0.2", "10.99.0.3")
+NODES = ("10.99.0.11", "10.99.0.12")  # the lab's node1, node2
 LB = "198.51.100.10"
 ROUTER_AS, NODE_AS = 65112, 64512
+PROFILE = "default"  # the BFDProfile the BGPPeer names: MetalLB's defaults
 
 CLIENT_LOOP = r"""
 import socket, struct, sys, time
@@ -93,6 +110,7 @@ class Case:
     bfd: bool
     hold: int
     graceful_restart: bool = False
+    runner: bool = False  # speaker.bgp.runner instead of the skein-speaker daemon
 
 
 @dataclass
@@ -136,74 +154,47 @@ def bird_next_hops(sock_path: str) -> set[str]:
     return set(re.findall(r"BGP\.next_hop: (\S+)", "".join(text)))
 
 
+def manifests(case: Case) -> list[dict[str, Any]]:
+    """The MetalLB objects the daemons follow (besides the Nodes)."""
+    peer: dict[str, Any] = {"holdTime": f"{case.hold}s"}
+    if case.bfd:
+        peer["bfdProfile"] = PROFILE
+    if case.graceful_restart:
+        peer["enableGracefulRestart"] = True
+    objects = [address_pool("bench", "198.51.100.0/26"),
+               bgp_peer("router", ROUTER, ROUTER_AS, NODE_AS, **peer),
+               bgp_advertisement("bench", ["bench"]), lb_service("web", LB)]
+    if case.bfd:
+        objects.append({"apiVersion": "metallb.io/v1beta1", "kind": "BFDProfile",
+                        "metadata": {"name": PROFILE, "namespace": "metallb-system"},
+                        "spec": {}})
+    return objects
+
+
 @dataclass
 class Topology:
-    tag: str
-    tmp: Path
+    lab: Lab
     router: Netns
     client: Netns
-    nodes: list[Netns]
-    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    tmp: Path
     client_lines: list[tuple[float, str]] = field(default_factory=list)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    proc.send_signal(signal.SIGCONT)
-                    proc.kill()
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for ns in (*self.nodes, self.client, self.router):
-            ns.delete()
 
 
 @contextmanager
 def topology() -> Iterator[Topology]:
-    tag = f"bfo{new_tag()}"
-    tmp = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
-    made: list[Netns] = []
-
-    def ns(suffix: str) -> Netns:
-        n = Netns(f"{tag}{suffix}").create()
-        made.append(n)
-        return n
-
-    topo: Topology | None = None
-    try:
-        router, client = ns("r"), ns("c")
-        router.ip("link", "add", "br0", "type", "bridge")
-        router.ip("link", "set", "br0", "up")
-        router.ip("addr", "add", f"{ROUTER}/24", "dev", "br0")
+    """Two lab nodes on the underlay segment, the router (10.99.0.1, the nodes'
+    default gateway) on it too, and the client behind the router."""
+    with Lab(nodes=2) as lab:
+        router = lab.add_client("r", 1)
         router.sysctl("net.ipv4.ip_forward", "1")
-        veth_between(router, "rc", client, "eth0")
-        router.ip("addr", "add", f"{GATEWAY}/24", "dev", "rc")
+        client = lab.add_namespace("cl")
+        veth_between(router, "rcl", client, "eth0")
+        router.ip("addr", "add", f"{GATEWAY}/24", "dev", "rcl")
         client.ip("addr", "add", f"{CLIENT}/24", "dev", "eth0")
         client.ip("route", "add", "default", "via", GATEWAY)
-        nodes = []
-        for i, address in enumerate(NODES):
-            node = ns(f"n{i}")
-            veth_between(router, f"rv{i}", node, "eth0")
-            router.ip("link", "set", f"rv{i}", "master", "br0")
-            node.ip("addr", "add", f"{address}/24", "dev", "eth0")
-            node.ip("addr", "add", f"{LB}/32", "dev", "lo")
-            node.ip("route", "add", "default", "via", ROUTER)
-            nodes.append(node)
-        topo = Topology(tag, tmp, router, client, nodes)
-        for i, node in enumerate(nodes):
-            topo.procs.append(start_name_server(node, f"n{i}", 8080, "0.0.0.0"))
-        yield topo
-    finally:
-        if topo is not None:
-            topo.close()
-        for n in made:
-            n.delete()
-        shutil.rmtree(tmp, ignore_errors=True)
+        for node in lab.nodes.values():
+            start_name_server(lab, node, 8080, "0.0.0.0")
+        yield Topology(lab, router, client, Path(lab.workdir))
 
 
 def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> float:
@@ -215,48 +206,67 @@ def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def start_daemons(topo: Topology, case: Case) -> list[subprocess.Popen[Any]]:
+    lab = topo.lab
+    lab.write_manifests(extra=manifests(case))
+    return [start_speaker(lab, node, "--assign-to-lo") for node in lab.nodes.values()]
+
+
+def start_runners(topo: Topology, case: Case) -> list[subprocess.Popen[Any]]:
+    """The BGP library alone: one `speaker.bgp.runner` per node, the same peer and
+    timers as JSON, the address put on `lo` by hand."""
+    speakers = []
+    for i, node in enumerate(topo.lab.nodes.values()):
+        node.ns.ip("addr", "add", f"{LB}/32", "dev", "lo")
+        peer: dict[str, Any] = {
+            "peer_address": ROUTER, "peer_asn": ROUTER_AS, "my_asn": NODE_AS,
+            "hold_time": case.hold, "connect_retry_time": 1,
+            "graceful_restart_time": 120 if case.graceful_restart else None,
+            "families": ["ipv4-unicast"]}
+        if case.bfd:
+            peer["bfd"] = {"transmit_interval_ms": 300, "receive_interval_ms": 300,
+                           "detect_multiplier": 3}
+        cfg = topo.tmp / f"runner{i}.json"
+        cfg.write_text(json.dumps({"router_id": NODES[i], "listen": None, "peers": [peer]}))
+        err = open(topo.tmp / f"runner{i}.log", "w")  # noqa: SIM115 - the lab's workdir goes
+        proc = node.ns.popen(sys.executable, "-m", "speaker.bgp.runner", str(cfg),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                             text=True, cwd=str(REPO),
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        topo.lab.processes.append(proc)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({"cmd": "announce", "prefixes": [f"{LB}/32"]}) + "\n")
+        proc.stdin.flush()
+        proc.stdout.readline()
+        speakers.append(proc)
+    return speakers
+
+
 def run_case(case: Case) -> Result:
     with topology() as topo:
         sock = str(topo.tmp / "bird.ctl")
         (topo.tmp / "bird.conf").write_text(bird_config(case))
-        log = open(topo.tmp / "bird.log", "w")  # noqa: SIM115 - the temp dir goes with it
-        topo.procs.append(topo.router.popen("bird", "-f", "-c", str(topo.tmp / "bird.conf"),
-                                            "-s", sock, stdout=log, stderr=subprocess.STDOUT))
+        log = open(topo.tmp / "bird.log", "w")  # noqa: SIM115 - the lab's workdir goes
+        topo.lab.processes.append(topo.router.popen(
+            "bird", "-f", "-c", str(topo.tmp / "bird.conf"), "-s", sock, stdout=log,
+            stderr=subprocess.STDOUT))
         wait(lambda: os.path.exists(sock), 10, "BIRD's control socket")
-        speakers = []
-        for i, node in enumerate(topo.nodes):
-            peer: dict[str, Any] = {
-                "peer_address": ROUTER, "peer_asn": ROUTER_AS, "my_asn": NODE_AS,
-                "hold_time": case.hold, "connect_retry_time": 1,
-                "graceful_restart_time": 120 if case.graceful_restart else None,
-                "families": ["ipv4-unicast"]}
+        speakers = start_runners(topo, case) if case.runner else start_daemons(topo, case)
+        try:
+            wait(lambda: bird_next_hops(sock) == set(NODES), 60, "both paths at BIRD", 0.05)
             if case.bfd:
-                peer["bfd"] = {"transmit_interval_ms": 300, "receive_interval_ms": 300,
-                               "detect_multiplier": 3}
-            cfg = topo.tmp / f"speaker{i}.json"
-            cfg.write_text(json.dumps({"router_id": NODES[i], "listen": None,
-                                       "peers": [peer]}))
-            err = open(topo.tmp / f"speaker{i}.log", "w")  # noqa: SIM115
-            proc = node.popen(sys.executable, "-m", "speaker.bgp.runner", str(cfg),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                              text=True, cwd=str(REPO),
-                              env=dict(os.environ, PYTHONPATH=str(REPO)))
-            topo.procs.append(proc)
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps({"cmd": "announce", "prefixes": [f"{LB}/32"]}) + "\n")
-            proc.stdin.flush()
-            proc.stdout.readline()
-            speakers.append(proc)
-        wait(lambda: bird_next_hops(sock) == set(NODES), 60, "both paths at BIRD", 0.05)
-        if case.bfd:
-            def bfd_up() -> bool:
-                out = topo.router.run("birdc", "-s", sock, "show", "bfd", "sessions",
-                                      check=False).stdout
-                return out.count(" Up ") == 2
-            wait(bfd_up, 30, "both BFD sessions Up", 0.1)
+                def bfd_up() -> bool:
+                    out = topo.router.run("birdc", "-s", sock, "show", "bfd", "sessions",
+                                          check=False).stdout
+                    return out.count(" Up ") == 2
+                wait(bfd_up, 30, "both BFD sessions Up", 0.1)
+        except RuntimeError:
+            for node in topo.lab.nodes.values():
+                print(f"--- {node.name}\n{speaker_log(node)}", file=sys.stderr)
+            raise
         client = topo.client.popen(sys.executable, "-c", CLIENT_LOOP, LB,
                                    stdout=subprocess.PIPE, text=True)
-        topo.procs.append(client)
+        topo.lab.processes.append(client)
 
         def read_client() -> None:
             assert client.stdout is not None
@@ -266,8 +276,10 @@ def run_case(case: Case) -> Result:
 
         threading.Thread(target=read_client, daemon=True).start()
         wait(lambda: any(n != "-" for _, n in topo.client_lines[-3:]), 10, "client answers")
-        victim = int(next(n for _, n in reversed(topo.client_lines) if n != "-")[1])
-        other = f"n{1 - victim}"
+        names = list(topo.lab.nodes)
+        answered_by = next(n for _, n in reversed(topo.client_lines) if n != "-")
+        victim = names.index(answered_by)
+        other = names[1 - victim]
         time.sleep(1.0)  # steady state
 
         start = time.monotonic()
@@ -276,7 +288,7 @@ def run_case(case: Case) -> Result:
         elif case.failure == "sigstop":
             speakers[victim].send_signal(signal.SIGSTOP)
         else:
-            topo.nodes[victim].ip("link", "set", "eth0", "down")
+            topo.lab.nodes[answered_by].ns.ip("link", "set", "eth0", "down")
         limit = case.hold + 15
         try:
             gone = wait(lambda: NODES[victim] not in bird_next_hops(sock), limit,
@@ -293,6 +305,10 @@ def run_case(case: Case) -> Result:
             client_time = min(first, answered) - start
         except RuntimeError:
             pass
+        # A stopped process must run again to die of the lab's SIGKILL promptly.
+        for proc in speakers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
         return Result(case, router, client_time, limit)
 
 
@@ -308,42 +324,50 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root: it creates network namespaces")
     short = args.short_hold
+    bfd = "BFD default profile 300ms x3"
     cases = [
-        Case("BFD 300ms x3, SIGKILL", "sigkill", True, 90),
-        Case("no BFD, SIGKILL", "sigkill", False, 90),
-        Case("BFD 300ms x3 + graceful restart, SIGKILL", "sigkill", True, 90, True),
-        Case("no BFD + graceful restart, SIGKILL", "sigkill", False, short, True),
-        Case("BFD 300ms x3, speaker SIGSTOP", "sigstop", True, 90),
+        Case(f"{bfd}, SIGKILL", "sigkill", True, 90),
+        Case("no BFD, hold 90 s, SIGKILL", "sigkill", False, 90),
+        Case(f"{bfd} + graceful restart, SIGKILL", "sigkill", True, 90, True),
+        Case(f"no BFD + graceful restart, hold {short} s, SIGKILL", "sigkill", False, short,
+             True),
+        Case(f"{bfd}, speaker SIGSTOP", "sigstop", True, 90),
         Case(f"no BFD, hold {short} s, speaker SIGSTOP", "sigstop", False, short),
-        Case("BFD 300ms x3, node link cut", "cut", True, 90),
+        Case(f"{bfd}, node link cut", "cut", True, 90),
         Case(f"no BFD, hold {short} s, node link cut", "cut", False, short),
     ]
     if not args.quick:
         cases.append(Case("no BFD, hold 90 s (MetalLB default), node link cut", "cut",
                           False, 90))
+    cases.append(Case("runner: BFD 300ms x3, node link cut", "cut", True, 90, runner=True))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     results = []
     for case in cases:
         print(f"running: {case.name} ...", file=sys.stderr, flush=True)
         results.append(run_case(case))
-    ref_short = next(r for r in results if not r.case.bfd and r.case.failure == "cut"
+    daemon = [r for r in results if not r.case.runner]
+    ref_short = next(r for r in daemon if not r.case.bfd and r.case.failure == "cut"
                      and r.case.hold == short)
-    ref_90 = next((r for r in results if not r.case.bfd and r.case.failure == "cut"
+    ref_90 = next((r for r in daemon if not r.case.bfd and r.case.failure == "cut"
                    and r.case.hold == 90), None)
-    print(f"\n{'case':52} {'router drops path':>18} {'client via other':>17}  ratio to "
-          f"hold-time path ({short} s / 90 s, router)")
+    width = max(len(r.case.name) for r in results)
+    print(f"\n{'case':{width}} {'router drops path':>18} {'client via other':>17}  ratio to "
+          f"no-BFD node cut (hold {short} s / 90 s, router)")
+    print("skein-speaker daemon (MetalLB BGPPeer + BFDProfile in its manifests):")
     for r in results:
+        if r.case.runner:
+            print("the BGP library alone (python -m speaker.bgp.runner, JSON config):")
         ratios = []
         for ref in (ref_short, ref_90):
             if ref is not None and ref.router and r.router is not None:
                 ratios.append(f"{r.router / ref.router:.3f}")
             else:
                 ratios.append("-")
-        print(f"{r.case.name:52} {fmt(r.router, r.waited):>18} {fmt(r.client, 10):>17}  "
+        print(f"{r.case.name:{width}} {fmt(r.router, r.waited):>18} {fmt(r.client, 10):>17}  "
               f"{' / '.join(ratios)}")
-    bfd_cut = next(r for r in results if r.case.bfd and r.case.failure == "cut")
+    bfd_cut = next(r for r in daemon if r.case.bfd and r.case.failure == "cut")
     goal = bfd_cut.router is not None and bfd_cut.router <= 1.0
-    print(f"\ngoal (node cut, BFD 300ms x3, router drops the path in <= 1 s): "
+    print(f"\ngoal (skein-speaker, node cut, {bfd}, router drops the path in <= 1 s): "
           f"{'met' if goal else 'NOT met'}")
 
 

@@ -6,7 +6,10 @@ routes go to which of them; this class hands that to the speaker:
     connects out at once), peers that went or whose configuration changed are
     removed with a Cease NOTIFICATION (a changed one is added again); a session
     with a BFD profile gets a BFD session beside it (multihop with ebgpMultiHop),
-    whose failure takes the BGP session down at once;
+    whose failure takes the BGP session down at once.  A change of BFD alone (the
+    BFDProfile's values, or bfdProfile set or cleared) leaves the BGP session up:
+    the BFD session renegotiates its intervals with the peer (a Poll Sequence),
+    starts or stops;
   - `apply(desired)`: each peer gets its whole desired table, prefixes as the
     plan's `ipaddress` networks (`BgpSpeaker.set_routes`); the peer works out
     what to withdraw and announce and says so, and this class logs it; the
@@ -36,6 +39,8 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from foundation.kube.model.communities import BGPCommunity
+from foundation.kube.model.metallb import BFDProfile
+from speaker.bfd.endpoint import BfdConfig
 from speaker.bfd.profile import bfd_config
 from speaker.bgp.nlri import Network
 from speaker.bgp.peer import RibChange, RouteAttrs
@@ -114,8 +119,10 @@ class BgpAnnouncer:
         for key, peer in list(self.speaker.peers.items()):
             session = wanted.get(key)
             running = self._sessions.get(key)
-            if (session is not None and session.config == peer.config
-                    and running is not None and running.bfd == session.bfd):
+            if session is not None and session.config == peer.config and running is not None:
+                if running.bfd != session.bfd:
+                    self._change_bfd(key, running.bfd, session)
+                    self._sessions[key] = session
                 continue
             why = "BGPPeer changed" if session is not None else "BGPPeer removed"
             log.info("BGP peer %s: %s, closing the session", key, why)
@@ -127,14 +134,20 @@ class BgpAnnouncer:
                 log.info("BGP peer %s (BGPPeer %s): AS %d, local AS %d, router ID %s%s",
                          key, session.name, cfg.peer_asn, cfg.my_asn, cfg.router_id,
                          f", from {cfg.source_address}" if cfg.source_address else "")
-                bfd = None
-                if session.bfd is not None:
-                    bfd = bfd_config(session.bfd, multihop=cfg.ebgp_multihop)
-                    log.info("BGP peer %s: BFD with BFDProfile %s (%s)", key, session.bfd.name,
-                             "multihop" if cfg.ebgp_multihop else "single hop")
-                self.speaker.add_peer(cfg, bfd)
+                self.speaker.add_peer(cfg, _bfd_of(key, session))
             self._sessions[key] = session
         self.peer_names = {s.name: key for key, s in wanted.items()}
+
+    def _change_bfd(self, key: str, old: BFDProfile | None, session: BgpSession) -> None:
+        if session.bfd is None:
+            assert old is not None
+            log.info("BGP peer %s: BFD off (BGPPeer %s names no BFDProfile any more, was %s); "
+                     "the BGP session stays", key, session.name, old.name)
+        elif old is not None:
+            what = (f"BFDProfile {old.name} changed" if old.name == session.bfd.name
+                    else f"BFDProfile {session.bfd.name} instead of {old.name}")
+            log.info("BGP peer %s: %s; renegotiating BFD, the BGP session stays", key, what)
+        self.speaker.set_bfd(key, _bfd_of(key, session))
 
     # -- the Announcer protocol ---------------------------------------------------------
 
@@ -172,6 +185,15 @@ class BgpAnnouncer:
         """Peer address -> the prefixes sent to it (what the plan asked for)."""
         return {key: sorted((n for n, _ in peer.routes()), key=_order)
                 for key, peer in self.speaker.peers.items()}
+
+
+def _bfd_of(key: str, session: BgpSession) -> BfdConfig | None:
+    if session.bfd is None:
+        return None
+    multihop = session.config.ebgp_multihop
+    log.info("BGP peer %s: BFD with BFDProfile %s (%s)", key, session.bfd.name,
+             "multihop" if multihop else "single hop")
+    return bfd_config(session.bfd, multihop=multihop)
 
 
 def _log_change(key: str, change: RibChange) -> None:

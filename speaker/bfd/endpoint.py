@@ -123,6 +123,23 @@ class BfdEndpoint:
         self._schedule_tx(sess, first=True)
         return sess
 
+    def reconfigure(self, sess: BfdSession, config: BfdConfig) -> None:
+        """New parameters for a running session, without tearing it down: the peer
+        learns new intervals through a Poll Sequence.  Single hop vs multihop is the
+        session's identity (its port): changing it takes remove() and add()."""
+        if config.multihop != sess.config.multihop:
+            raise ValueError(f"BFD peer {sess.peer}: cannot switch single hop / multihop "
+                             "in place")
+        if self.sessions.get(sess.key) is not sess or config == sess.config:
+            return
+        sess.config = config
+        p = config.params
+        log.info("BFD peer %s: parameters changed (tx %d ms, rx %d ms, multiplier %d%s)%s",
+                 sess.peer, p.desired_min_tx_us // 1000, p.required_min_rx_us // 1000,
+                 p.detect_mult, ", passive" if p.passive else "",
+                 ", polling the peer" if sess.state == State.UP else "")
+        self._handle(sess, machine.Reconfigure(p))
+
     def remove(self, sess: BfdSession) -> None:
         """AdminDown to the peer (so it does not take our stopping for a failure),
         then the session is gone."""

@@ -2,12 +2,12 @@
 (variables, event) -> (new variables, actions).
 
 `handle(vars, event)` takes a received packet (already through `packet.decode`),
-the expiry of the detection timer, the periodic transmit tick, or an
-administrative stop, and returns the session's new variables and what the caller
-must do: send a packet now, (re)arm or disarm the detection timer, report a state
-change.  `tx_interval` and `jittered` give the periodic transmit schedule (§6.8.7),
-`detection_time` the detection timer (§6.8.4); the asyncio layer supplies the
-clock and the randomness.
+the expiry of the detection timer, the periodic transmit tick, new parameters
+from the profile, or an administrative stop, and returns the session's new
+variables and what the caller must do: send a packet now, (re)arm or disarm the
+detection timer, report a state change.  `tx_interval` and `jittered` give the
+periodic transmit schedule (§6.8.7), `detection_time` the detection timer
+(§6.8.4); the asyncio layer supplies the clock and the randomness.
 
 Asynchronous mode only: no demand mode, no echo function (we advertise a Required
 Min Echo RX Interval of 0, which tells the peer not to send echoes, §6.8.9).
@@ -49,6 +49,9 @@ class Vars:
     remote_desired_min_tx_us: int = 0
     remote_detect_mult: int = 0
     poll_pending: bool = False  # a Poll Sequence is in progress (§6.5)
+    # The parameters in force before a change made while Up: until the Poll Sequence
+    # that announced the change ends, timing uses the slower of old and new (§6.8.3).
+    held: Params | None = None
 
     @property
     def desired_min_tx_us(self) -> int:
@@ -86,7 +89,15 @@ class AdminStop:
     pass
 
 
-Event = Received | DetectionExpired | TransmitDue | AdminStop
+@dataclass(frozen=True)
+class Reconfigure:
+    """The profile changed: new intervals, multiplier or passive role, applied to the
+    running session (no teardown: the peer learns them through a Poll Sequence)."""
+
+    params: Params
+
+
+Event = Received | DetectionExpired | TransmitDue | AdminStop | Reconfigure
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -128,8 +139,12 @@ def may_transmit(v: Vars) -> bool:
 
 def tx_interval(v: Vars) -> float:
     """Seconds between periodic packets before jitter: the larger of our Desired Min
-    TX and the peer's Required Min RX."""
-    return max(v.desired_min_tx_us, v.remote_min_rx_us) / 1e6
+    TX and the peer's Required Min RX.  During a Poll Sequence that raised Desired Min
+    TX, the old pace holds: the peer's detection time still assumes it (§6.8.3)."""
+    tx = v.desired_min_tx_us
+    if v.held is not None and v.state == State.UP:
+        tx = min(tx, v.held.desired_min_tx_us)
+    return max(tx, v.remote_min_rx_us) / 1e6
 
 
 def jittered(interval: float, detect_mult: int, r: float) -> float:
@@ -141,9 +156,13 @@ def jittered(interval: float, detect_mult: int, r: float) -> float:
 
 def detection_time(v: Vars) -> float:
     """§6.8.4, asynchronous mode: the peer's Detect Mult times the larger of our
-    Required Min RX and the peer's last Desired Min TX, in seconds."""
-    return v.remote_detect_mult * max(v.params.required_min_rx_us,
-                                      v.remote_desired_min_tx_us) / 1e6
+    Required Min RX and the peer's last Desired Min TX, in seconds.  During a Poll
+    Sequence that lowered Required Min RX, the old value holds (§6.8.3): the peer may
+    not have sped up yet."""
+    rx = v.params.required_min_rx_us
+    if v.held is not None:
+        rx = max(rx, v.held.required_min_rx_us)
+    return v.remote_detect_mult * max(rx, v.remote_desired_min_tx_us) / 1e6
 
 
 # --- the transition function -------------------------------------------------------------
@@ -168,13 +187,15 @@ def handle(v: Vars, event: Event) -> tuple[Vars, list[Action]]:
         if v.state == State.ADMIN_DOWN or not may_transmit(v):
             return v, []
         return v, [Send(v.packet(poll=v.poll_pending))]
+    if isinstance(event, Reconfigure):
+        return _reconfigure(v, event.params)
     if isinstance(event, DetectionExpired):
         actions: list[Action] = []
         if v.state in (State.INIT, State.UP):
             v, actions = _goto(v, State.DOWN, Diag.CONTROL_DETECTION_TIME_EXPIRED)
         # §6.8.1: the peer's discriminator is forgotten once the detection time passes.
         v = dataclasses.replace(v, remote_discr=0, remote_state=State.DOWN,
-                                remote_min_rx_us=1, poll_pending=False)
+                                remote_min_rx_us=1, poll_pending=False, held=None)
         if actions and may_transmit(v):
             actions.append(Send(v.packet()))
         return v, actions
@@ -182,7 +203,9 @@ def handle(v: Vars, event: Event) -> tuple[Vars, list[Action]]:
     if v.state == State.ADMIN_DOWN:
         return v, []
     v, actions = _goto(v, State.ADMIN_DOWN, Diag.ADMINISTRATIVELY_DOWN)
-    return v, [*actions, DisarmDetection(), Send(v.packet())]
+    # A passive session that never heard from its peer has no one to tell.
+    tell = [Send(v.packet())] if may_transmit(v) else []
+    return v, [*actions, DisarmDetection(), *tell]
 
 
 def _received(v: Vars, pkt: ControlPacket) -> tuple[Vars, list[Action]]:
@@ -196,7 +219,8 @@ def _received(v: Vars, pkt: ControlPacket) -> tuple[Vars, list[Action]]:
         v, remote_discr=pkt.my_discriminator, remote_state=pkt.state,
         remote_min_rx_us=pkt.required_min_rx_us,
         remote_desired_min_tx_us=pkt.desired_min_tx_us, remote_detect_mult=pkt.detect_mult,
-        poll_pending=v.poll_pending and not pkt.final)
+        poll_pending=v.poll_pending and not pkt.final,
+        held=None if pkt.final else v.held)
     actions: list[Action] = []
     if pkt.state == State.ADMIN_DOWN:
         if v.state != State.DOWN:
@@ -218,3 +242,19 @@ def _received(v: Vars, pkt: ControlPacket) -> tuple[Vars, list[Action]]:
         actions.append(Send(v.packet(poll=v.poll_pending)))
     actions.append(ArmDetection(detection_time(v)))
     return v, actions
+
+
+def _reconfigure(v: Vars, params: Params) -> tuple[Vars, list[Action]]:
+    """§6.8.3: while Up, a changed Desired Min TX or Required Min RX starts a Poll
+    Sequence (the new values go out at once with Poll set) and the old ones keep
+    governing our timing until the peer's Final.  Before Up nothing depends on them
+    yet: the periodic packets carry them."""
+    if params == v.params or v.state != State.UP:
+        return dataclasses.replace(v, params=params), []
+    timing = (params.desired_min_tx_us != v.params.desired_min_tx_us
+              or params.required_min_rx_us != v.params.required_min_rx_us)
+    v = dataclasses.replace(v, params=params, held=(v.held or v.params) if timing else v.held,
+                            poll_pending=v.poll_pending or timing)
+    if not may_transmit(v):
+        return v, []
+    return v, [Send(v.packet(poll=v.poll_pending))]

@@ -82,6 +82,25 @@ class BgpSpeaker:
         self._stop_bfd(key)
         self._bfd_configs.pop(key, None)
 
+    def set_bfd(self, address: str, bfd: BfdConfig | None) -> None:
+        """Give a configured peer BFD, new BFD parameters, or none, leaving its BGP
+        session alone (a running BFD session renegotiates its intervals in place)."""
+        key = unmap(address)
+        if key not in self.peers:
+            raise KeyError(f"peer {key} is not configured")
+        sess = self.bfd_sessions.get(key)
+        if bfd is None:
+            self._stop_bfd(key)
+            self._bfd_configs.pop(key, None)
+            return
+        self._bfd_configs[key] = bfd
+        if sess is not None and sess.config.multihop == bfd.multihop:
+            self.bfd.reconfigure(sess, bfd)
+            return
+        self._stop_bfd(key)
+        if self._running:
+            self._start_bfd(key)
+
     def _start_bfd(self, key: str) -> None:
         config = self._bfd_configs.get(key)
         if config is None or key in self.bfd_sessions:

@@ -4,6 +4,7 @@ of §6.8.4 and §6.8.7."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 
@@ -180,14 +181,50 @@ def test_passive_waits_for_the_peer() -> None:
     v, actions = m.handle(v, peer_packet(State.DOWN))
     assert [p.state for p in sends(actions)] == [State.INIT]
     assert len(sends(m.handle(v, m.TransmitDue())[1])) == 1
-    # The peer vanished: silent again until it is heard from.
+    # The peer vanished: silent again until it is heard from, even when stopped.
     v, _ = m.handle(v, m.DetectionExpired())
     assert sends(m.handle(v, m.TransmitDue())[1]) == []
+    stopped, actions = m.handle(v, m.AdminStop())
+    assert stopped.state == State.ADMIN_DOWN and sends(actions) == []
 
 
 def test_peer_asking_for_no_packets() -> None:
     v, _ = m.handle(up_session(), peer_packet(State.UP, rx=0))
     assert sends(m.handle(v, m.TransmitDue())[1]) == []
+
+
+def test_new_parameters_while_up_poll_and_hold_the_old_timing_until_final() -> None:
+    """§6.8.3: a profile change while Up goes out at once with Poll; a slower Desired
+    Min TX and a faster Required Min RX take effect for our timing only after Final."""
+    v, _ = m.handle(up_session(), peer_packet(State.UP, final=True))
+    assert not v.poll_pending and m.tx_interval(v) == pytest.approx(0.3)
+    slower = m.Params(desired_min_tx_us=500_000, required_min_rx_us=100_000, detect_mult=5)
+    v, actions = m.handle(v, m.Reconfigure(slower))
+    [sent] = sends(actions)
+    assert (sent.poll, sent.desired_min_tx_us, sent.required_min_rx_us,
+            sent.detect_mult) == (True, 500_000, 100_000, 5)
+    assert v.state == State.UP and not changes(actions)
+    assert m.tx_interval(v) == pytest.approx(0.3)  # the peer still expects 300 ms
+    assert m.detection_time(v) == pytest.approx(0.9)  # it may still send every 300 ms
+    [periodic] = sends(m.handle(v, m.TransmitDue())[1])
+    assert periodic.poll  # until the peer answers
+    v, _ = m.handle(v, peer_packet(State.UP, tx=100_000, final=True))
+    assert not v.poll_pending and v.held is None
+    assert m.tx_interval(v) == pytest.approx(0.5)
+    assert m.detection_time(v) == pytest.approx(0.3)  # 3 x max(100 ms, the peer's 100 ms)
+    assert not sends(m.handle(v, m.TransmitDue())[1])[0].poll
+
+
+def test_new_parameters_before_up_and_multiplier_alone() -> None:
+    v, actions = m.handle(m.Vars(local_discr=LOCAL), m.Reconfigure(m.Params(detect_mult=7)))
+    assert v.params.detect_mult == 7 and not v.poll_pending and not sends(actions)
+    v, _ = m.handle(up_session(), peer_packet(State.UP, final=True))
+    v, actions = m.handle(v, m.Reconfigure(dataclasses.replace(v.params, detect_mult=4)))
+    [sent] = sends(actions)
+    # Not a timing change: no Poll Sequence, the new multiplier just goes out.
+    assert (sent.detect_mult, sent.poll, v.held) == (4, False, None)
+    v, _ = m.handle(v, m.AdminStop())
+    assert m.handle(v, m.Reconfigure(m.Params(desired_min_tx_us=1)))[1] == []
 
 
 # --- timers ------------------------------------------------------------------------------

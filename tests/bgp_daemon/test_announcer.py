@@ -74,8 +74,8 @@ def test_apply_sets_whole_tables_and_logs_what_the_peer_changed(
 
 
 def test_bfd_profile_starts_changes_and_stops_a_bfd_session() -> None:
-    """A session's BFDProfile runs a BFD session beside it; a changed profile replaces
-    both, a removed peer takes its BFD session along.  Passive profiles: nothing is
+    """A session's BFDProfile runs a BFD session beside it; a changed profile is renegotiated in
+    place (the BGP session stays), a removed peer takes its BFD session along.  Passive: nothing is
     sent before the (absent) peer speaks, so no packet leaves the process."""
     slow = BFDProfile(namespace="metallb-system", name="slow", receive_interval_ms=500,
                       transmit_interval_ms=500, passive_mode=True)
@@ -93,14 +93,18 @@ def test_bfd_profile_starts_changes_and_stops_a_bfd_session() -> None:
             bfd = announcer.speaker.bfd_sessions
             assert set(bfd) == {"192.0.2.1"}
             first = bfd["192.0.2.1"]
+            peer = announcer.speaker.peers["192.0.2.1"]
             assert (first.config.params.desired_min_tx_us, first.config.multihop) == (
                 500_000, False)
             await asyncio.sleep(0.05)
             assert first.state.text == "Down" and first.packets_out == 0  # passive
             await announcer.set_sessions([with_bfd("tor-a", "192.0.2.1", fast),
                                           with_bfd("tor-b", "192.0.2.2", None)])
-            second = bfd["192.0.2.1"]
-            assert second is not first and second.config.params.detect_mult == 5
+            # Only the profile changed: the same BFD session renegotiates (a Poll
+            # Sequence), the BGP peer is left alone.
+            assert bfd["192.0.2.1"] is first and announcer.speaker.peers["192.0.2.1"] is peer
+            assert first.config.params.detect_mult == 5
+            assert first.vars.params.desired_min_tx_us == 100_000
             await announcer.set_sessions([with_bfd("tor-b", "192.0.2.2", None)])
             assert bfd == {} and announcer.speaker.bfd.sessions == {}
         finally:
