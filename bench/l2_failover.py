@@ -273,10 +273,13 @@ ok = None
 while True:
     t = time.monotonic()
     s = socket.socket()
-    s.settimeout(0.02)
+    s.settimeout(0.05)
     try:
+        # An answer from the web server, not only a handshake: a node's kernel
+        # completes handshakes for a pod that no longer runs.
         s.connect((sys.argv[1], 80))
-        now = True
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        now = s.recv(64).startswith(b"HTTP/")
     except OSError:
         now = False
     finally:

@@ -435,9 +435,11 @@ class KubeLab:
                               capture_output=True, text=True, check=check, timeout=timeout)
 
     def kill_node(self, node: NodeSpec) -> None:
-        """Power a node off: every process of it killed, its underlay port down."""
-        cgroups.kill_all(node.cgroup)
+        """Power a node off: its underlay port down, then every process of it
+        killed.  In that order: a node whose processes die first still has a
+        kernel on the wire that completes TCP handshakes for its frozen pods."""
         self.ns("u").ip("link", "set", f"n{node.index}", "down")
+        cgroups.kill_all(node.cgroup)
 
     # -- down -------------------------------------------------------------------
     def down(self) -> list[str]:
