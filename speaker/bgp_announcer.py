@@ -10,10 +10,16 @@ routes go to which of them; this class hands that to the speaker:
     BFDProfile's values, or bfdProfile set or cleared) leaves the BGP session up:
     the BFD session renegotiates its intervals with the peer (a Poll Sequence),
     starts or stops;
-  - `apply(desired)`: each peer gets its whole desired table, prefixes as the
-    plan's `ipaddress` networks (`BgpSpeaker.set_routes`); the peer works out
-    what to withdraw and announce and says so, and this class logs it; the
-    speaker flushes after its 20 ms batching delay, grouped by attributes;
+  - `apply(desired)`: each peer gets its desired table, prefixes as the plan's
+    `ipaddress` networks.  The first apply, and any after the peers changed,
+    hands every peer its whole table (`BgpSpeaker.set_routes`); the others work
+    from the entries that came or went since the apply before (the plan keeps
+    an unchanged entry's identity) and hand each peer only the routes those
+    touch (`BgpSpeaker.update_routes`), so a change costs its size, not the
+    table's.  The peer works out what to withdraw and announce and says so,
+    and this class logs it; the speaker flushes after its 20 ms batching delay,
+    grouped by attributes;
+  - `reassert()`: every peer gets its whole table again, the peer diffing it;
   - `close()`: Cease / Administrative Shutdown to every peer, so routers drop
     this node's paths at once instead of after the hold time.
 
@@ -39,11 +45,12 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from foundation.kube.model.communities import BGPCommunity
+from foundation.kube.model.fields import IPAddress
 from foundation.kube.model.metallb import BFDProfile
 from speaker.bfd.endpoint import BfdConfig
 from speaker.bfd.profile import bfd_config
 from speaker.bgp.nlri import Network
-from speaker.bgp.peer import RibChange, RouteAttrs
+from speaker.bgp.peer import Peer, RibChange, RouteAttrs
 from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp_plan import BgpSession
@@ -54,6 +61,7 @@ log = logging.getLogger("speaker.bgp")
 
 LO_ADDRESS_PROTO = 84  # IFA_PROTO of lo addresses the BGP announcer adds
 SHOWN = 8  # prefixes named per log line; more are counted
+ATTRS_MEMO = 4096  # distinct (localPref, communities) kept by the route_attrs memo
 
 
 def route_attrs(local_pref: int | None, communities: Iterable[BGPCommunity]) -> RouteAttrs:
@@ -61,6 +69,15 @@ def route_attrs(local_pref: int | None, communities: Iterable[BGPCommunity]) -> 
     large = tuple(sorted({(c.parts[0], c.parts[1], c.parts[2]) for c in communities
                           if c.large}))
     return RouteAttrs(local_pref=local_pref, communities=standard, large_communities=large)
+
+
+def _merged(counted: dict[RouteAttrs, int]) -> RouteAttrs:
+    """The route for one (peer, prefix) from the attributes of the entries wanting it."""
+    it = iter(counted)  # _merge is commutative and associative: any order
+    out = next(it)
+    for attrs in it:
+        out = _merge(out, attrs)
+    return out
 
 
 def _merge(a: RouteAttrs, b: RouteAttrs) -> RouteAttrs:
@@ -96,6 +113,17 @@ class BgpAnnouncer:
         self._started = False
         # Accept an address already on lo: the L2 announcer may hold the same one.
         self._lo = LoopbackAddresses(LO_ADDRESS_PROTO)
+        # What the last apply was given and made of it, for the next one's delta:
+        # its entries by identity (None: rebuild everything), the peer names and peers
+        # it saw, per peer the votes of the entries for each prefix (attributes ->
+        # how many entries want them) and the resulting table, entries per lo address.
+        self._entries: dict[int, Announcement] | None = None
+        self._names: dict[str, str] = {}
+        self._peers: dict[str, Peer] = {}
+        self._votes: dict[str, dict[Network, dict[RouteAttrs, int]]] = {}
+        self._tables: dict[str, dict[Network, RouteAttrs]] = {}
+        self._lo_count: dict[IPAddress, int] = {}
+        self._attrs_memo: dict[tuple[int | None, tuple[BGPCommunity, ...]], RouteAttrs] = {}
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -153,26 +181,119 @@ class BgpAnnouncer:
 
     async def apply(self, desired: Sequence[Announcement]) -> None:
         await self._start()
-        mine = [a for a in desired if a.kind == BGP and a.prefix is not None]
-        wanted: dict[str, dict[Network, RouteAttrs]] = {}
-        for ann in mine:
-            assert ann.prefix is not None
-            attrs = route_attrs(ann.local_pref, ann.communities)
-            for name in ann.peers:
-                key = self.peer_names.get(name)
-                if key is None:
-                    continue
-                table = wanted.setdefault(key, {})
-                old = table.get(ann.prefix)
-                table[ann.prefix] = attrs if old is None or old == attrs else _merge(old, attrs)
+        entries = {id(a): a for a in desired}
+        peers = dict(self.speaker.peers)
+        before = self._entries
+        whole = (before is None or self.peer_names != self._names
+                 or peers.keys() != self._peers.keys()
+                 or any(p is not self._peers[k] for k, p in peers.items()))
+        # Until this apply is through, a failure leaves the tables to rebuild.
+        self._entries, self._names, self._peers = None, dict(self.peer_names), peers
+        if before is None or whole:
+            await self._apply_whole(desired)
+        else:
+            await self._apply_delta(before, entries)
+        self._entries = entries
+
+    async def _apply_whole(self, desired: Sequence[Announcement]) -> None:
+        """Every table from scratch, each handed whole to its peer (`Peer.set`)."""
+        self._votes = {}
+        self._tables = {key: {} for key in self.speaker.peers}
+        self._lo_count = {}
+        for ann in desired:
+            self._count(ann, 1, None)
+        for key, votes in self._votes.items():
+            table = self._tables.setdefault(key, {})
+            for prefix, attrs in votes.items():
+                table[prefix] = _merged(attrs)
         if self.assign_to_lo:
             # Before the routes go out: the traffic they attract must be accepted.
-            await self._lo.sync({a.address for a in mine if a.services})
+            await self._lo.sync(set(self._lo_count))
         for key in self.speaker.peers:
-            _log_change(key, self.speaker.set_routes(key, wanted.get(key, {})))
+            _log_change(key, self.speaker.set_routes(key, self._tables[key]))
+
+    async def _apply_delta(self, before: dict[int, Announcement],
+                           entries: dict[int, Announcement]) -> None:
+        """Only the entries that came or went since the last apply (the plan keeps an
+        unchanged entry's identity), handed to each peer as a delta (`Peer.update`).
+        Entries are told apart by identity (both dicts hold them, so no id is reused):
+        an equal entry made anew counts as one gone and one come, which cancel."""
+        touched: dict[str, set[Network]] = {}
+        lo_changed = False
+        for i in before.keys() - entries.keys():
+            lo_changed |= self._count(before[i], -1, touched)
+        for i in entries.keys() - before.keys():
+            lo_changed |= self._count(entries[i], 1, touched)
+        if self.assign_to_lo and lo_changed:
+            await self._lo.sync(set(self._lo_count))
+        for key, prefixes in touched.items():
+            table = self._tables.setdefault(key, {})
+            votes = self._votes.get(key, {})
+            announce: dict[Network, RouteAttrs] = {}
+            withdraw: list[Network] = []
+            for prefix in prefixes:
+                counted = votes.get(prefix)
+                if counted:
+                    attrs = _merged(counted)
+                    if table.get(prefix) != attrs:
+                        table[prefix] = announce[prefix] = attrs
+                elif table.pop(prefix, None) is not None:
+                    withdraw.append(prefix)
+                if not counted:
+                    votes.pop(prefix, None)
+            if announce or withdraw:
+                _log_change(key, self.speaker.update_routes(key, announce, withdraw))
+
+    def _count(self, ann: Announcement, sign: int,
+               touched: dict[str, set[Network]] | None) -> bool:
+        """Add (`sign` 1) or take away (-1) one entry's votes for its (peer, prefix)
+        routes; the (peer, prefix) pairs it touches go into `touched`.  True when
+        the set of addresses on lo changed."""
+        if ann.kind != BGP or ann.prefix is None:
+            return False
+        attrs = self._attrs(ann.local_pref, ann.communities)
+        prefix = ann.prefix
+        for name in ann.peers:
+            key = self.peer_names.get(name)
+            if key is None:
+                continue
+            counted = self._votes.setdefault(key, {}).setdefault(prefix, {})
+            n = counted.get(attrs, 0) + sign
+            if n:
+                counted[attrs] = n
+            else:
+                del counted[attrs]
+            if touched is not None:
+                touched.setdefault(key, set()).add(prefix)
+        if not ann.services:
+            return False
+        n = self._lo_count.get(ann.address, 0) + sign
+        if n:
+            self._lo_count[ann.address] = n
+            return n == 1 and sign == 1
+        del self._lo_count[ann.address]
+        return True
+
+    def _attrs(self, local_pref: int | None, communities: tuple[BGPCommunity, ...]
+               ) -> RouteAttrs:
+        """`route_attrs`, memoised: a few attribute sets serve thousands of routes, and
+        the same RouteAttrs object makes the peer's comparisons cheap."""
+        key = (local_pref, communities)
+        attrs = self._attrs_memo.get(key)
+        if attrs is None:
+            if len(self._attrs_memo) >= ATTRS_MEMO:
+                self._attrs_memo.clear()
+            attrs = self._attrs_memo[key] = route_attrs(local_pref, communities)
+        return attrs
 
     async def reassert(self) -> None:
-        """Nothing: a BGP session keeps the routes; a new one gets the whole table."""
+        """Each peer gets its whole table again (`Peer.set`): the session diffs it, so a
+        table that drifted from the deltas is put right; a session keeps its routes,
+        and a new one gets the whole table anyway."""
+        if self._entries is None:
+            return  # the last apply failed: the next one hands over whole tables
+        for key in self.speaker.peers:
+            _log_change(key, self.speaker.set_routes(key, self._tables.get(key, {})))
 
     async def close(self) -> None:
         await self.speaker.shutdown("skein-speaker stopping")

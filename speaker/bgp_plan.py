@@ -53,9 +53,10 @@ from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.communities import BGPCommunity
 from foundation.kube.model.errors import ModelError
 from foundation.kube.model.fields import IPAddress, IPNetwork
-from foundation.kube.model.metallb import BFDProfile, BGPAdvertisement, BGPPeer
+from foundation.kube.model.metallb import BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool
 from foundation.kube.model.node import Node
 from foundation.kube.model.secret import BASIC_AUTH
+from foundation.kube.model.service import Service
 from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, Family
 from speaker.bgp.peer import PeerConfig
 from speaker.plan import BGP, Announcement, node_can_announce, serves
@@ -195,8 +196,15 @@ class _Route:
 
 
 def aggregate(address: IPAddress, adv: BGPAdvertisement) -> IPNetwork:
-    length = adv.aggregation_length if address.version == 4 else adv.aggregation_length_v6
-    return ipaddress.ip_network(f"{address}/{length}", strict=False)
+    """`address` in the network of the advertisement's aggregation length.  Built from
+    integers: parsing "address/length" text dominates a plan of many Services."""
+    v4 = address.version == 4
+    length = adv.aggregation_length if v4 else adv.aggregation_length_v6
+    host_bits = address.max_prefixlen - length
+    value = int(address) >> host_bits << host_bits
+    if v4:
+        return ipaddress.IPv4Network((value, length))
+    return ipaddress.IPv6Network((value, length))
 
 
 def _carrying(sessions: Iterable[BgpSession], version: int) -> tuple[str, ...]:
@@ -211,6 +219,12 @@ def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
     served: dict[tuple[IPAddress, IPNetwork, str], set[str]] = {}
     attrs: dict[tuple[IPNetwork, str], _Route] = {}
     bad_ads: set[str] = set()
+    # Within one plan the advertisements depend on the pool and, only through
+    # serviceSelectors, on the Service's labels; the communities on the advertisement.
+    ads_of: dict[tuple[int, tuple[tuple[str, str], ...]],
+                 tuple[BGPAdvertisement, ...]] = {}
+    pool_ads: dict[int, tuple[BGPAdvertisement, ...]] = {}
+    communities_of: dict[int, tuple[BGPCommunity, ...] | None] = {}
     for service in state.services:
         if not serves(service, lb_class):
             continue
@@ -222,7 +236,7 @@ def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
             if pool is None:
                 continue
             peer_names = peers_of[address.version]
-            ads = state.bgp_advertisements_for(pool, node, service)
+            ads = _advertisements(state, pool, node, service, pool_ads, ads_of)
             if ads and not peer_names:
                 problems.append(f"Service {service.key}: {address}: no BGP session of this node "
                                 f"carries IPv{address.version} (set "
@@ -230,14 +244,19 @@ def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
                                 f"BGPPeer with an IPv{address.version} peerAddress)")
                 continue
             for adv in ads:
-                try:
-                    communities = state.communities_for(adv)
-                except ModelError as exc:
-                    # Dropping the advertisement rather than the alias: a route
-                    # without its no-export could leak further than intended.
-                    if adv.name not in bad_ads:
-                        bad_ads.add(adv.name)
-                        problems.append(f"{exc}; BGPAdvertisement {adv.name} is not announced")
+                if id(adv) not in communities_of:
+                    try:
+                        communities_of[id(adv)] = state.communities_for(adv)
+                    except ModelError as exc:
+                        # Dropping the advertisement rather than the alias: a route
+                        # without its no-export could leak further than intended.
+                        communities_of[id(adv)] = None
+                        if adv.name not in bad_ads:
+                            bad_ads.add(adv.name)
+                            problems.append(f"{exc}; BGPAdvertisement {adv.name} is not "
+                                            "announced")
+                communities = communities_of[id(adv)]
+                if communities is None:
                     continue
                 prefix = aggregate(address, adv)
                 for peer in peer_names:
@@ -262,6 +281,26 @@ def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
     return [Announcement(address, BGP, services=services, prefix=prefix, local_pref=pref,
                          communities=communities, peers=tuple(sorted(peers)))
             for (address, prefix, services, pref, communities), peers in grouped.items()]
+
+
+def _advertisements(state: ClusterState, pool: IPAddressPool, node: Node, service: Service,
+                    pool_ads: dict[int, tuple[BGPAdvertisement, ...]],
+                    ads_of: dict[tuple[int, tuple[tuple[str, str], ...]],
+                                 tuple[BGPAdvertisement, ...]]
+                    ) -> tuple[BGPAdvertisement, ...]:
+    """`state.bgp_advertisements_for(pool, node, service)`, remembered in the two
+    dicts for one plan (one node): per pool, and per (pool, labels) only when some
+    advertisement of the pool has serviceSelectors."""
+    base = pool_ads.get(id(pool))  # the state holds its pools: no id is reused
+    if base is None:
+        base = pool_ads[id(pool)] = state.bgp_advertisements_for(pool, node)
+    if not any(a.selection.service_selectors for a in base):
+        return base
+    key = (id(pool), tuple(sorted(service.labels.items())))
+    ads = ads_of.get(key)
+    if ads is None:
+        ads = ads_of[key] = tuple(a for a in base if a.selects_service(service.labels))
+    return ads
 
 
 def _range_routes(cidrs: Iterable[IPNetwork], sessions: list[BgpSession]) -> list[Announcement]:

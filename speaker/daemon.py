@@ -16,10 +16,16 @@ takes the entries of its own `kind`:
     sessions before every `apply`.
 
 Re-planning happens on every state change and every liveness change, and
-every `resync` seconds regardless (an interface that appeared, a route that
-changed).  When a peer comes back (a restart, or a healed partition) the
-announcers `reassert()`: whoever owns an address now says so again, so
-neighbours that followed the other side of a partition come back.
+the announcers are applied again every `resync` seconds regardless (an
+interface that appeared, a route that changed), except a BGP announcer whose
+plan, sessions and members are exactly what it last applied (`_unchanged_for`).
+`Planner` keeps the last plan: a state with nothing new is not planned again,
+and a change of a few Services re-plans the addresses they touch, not all of
+them (see its docstring for when that is exact, and when everything is
+planned).  A plan change is logged as what it adds and removes.  When a peer
+comes back (a restart, or a healed partition) the announcers `reassert()`:
+whoever owns an address now says so again, so neighbours that followed the
+other side of a partition come back.
 
 Errors never stop the daemon: an exception in one announcer is logged as one
 line with the announcer's name and the next change retries.  Plan problems
@@ -59,7 +65,7 @@ from speaker.api.events import CONFLICT, Event, EventBus
 from speaker.api.manual import ManualAddresses
 from speaker.bgp_plan import BgpSession, plan_bgp
 from speaker.membership import Liveness
-from speaker.plan import L2, Announcement, l2_owners, plan_node, service_problems
+from speaker.plan import BGP, L2, Announcement, l2_owners, plan_node, service_problems
 
 if TYPE_CHECKING:
     from speaker.l2.announcer import Conflict
@@ -101,14 +107,20 @@ def members_of(state: ClusterState) -> dict[str, tuple[IPAddress, ...]]:
 LOGGED_CHANGES = 20
 
 
-def log_plan_change(before: Sequence[Announcement], after: Sequence[Announcement]) -> None:
+def log_plan_change(before: Sequence[Announcement], after: Sequence[Announcement],
+                    delta: tuple[Sequence[Announcement], Sequence[Announcement]] | None = None
+                    ) -> None:
     """One line: the entries added and removed (not the whole plan, which may be
-    thousands of addresses), found by identity first (a plan keeps unchanged
-    entries as the same objects), then by value."""
-    old_ids = {id(a) for a in before}
-    new_ids = {id(a) for a in after}
-    added = [a for a in after if id(a) not in old_ids]
-    removed = [a for a in before if id(a) not in new_ids]
+    thousands of addresses): `delta` (added, removed) when the caller knows it, else
+    found by identity first (a plan keeps unchanged entries as the same objects),
+    then by value."""
+    if delta is not None:
+        added, removed = list(delta[0]), list(delta[1])
+    else:
+        old_ids = {id(a) for a in before}
+        new_ids = {id(a) for a in after}
+        added = [a for a in after if id(a) not in old_ids]
+        removed = [a for a in before if id(a) not in new_ids]
     if added and removed:
         common = set(added) & set(removed)
         added = [a for a in added if a not in common]
@@ -131,6 +143,8 @@ class Planned:
     desired: tuple[Announcement, ...] = ()
     sessions: tuple[BgpSession, ...] = ()
     problems: tuple[str, ...] = ()
+    # The entries added and removed since the plan before, when planned by change.
+    delta: tuple[tuple[Announcement, ...], tuple[Announcement, ...]] | None = None
 
 
 def _problem_address(line: str) -> IPAddress | None:
@@ -277,11 +291,15 @@ class Planner:
         for a in (*plan_node(sub, self.node, live, self.lb_class), *bgp.routes):
             if a.services and a.address in addresses and not unannounceable(a.address):
                 fresh.setdefault(a.address, []).append(a)
+        added: list[Announcement] = []
+        removed: list[Announcement] = []
         for address in addresses:
             for a in self._entries.pop(address, ()):
                 self._remove(a)
+                removed.append(a)
             for a in fresh.get(address, ()):
                 self._insert(a)
+                added.append(a)
             if address in fresh:
                 self._entries[address] = fresh[address]
         lines: dict[IPAddress | None, list[str]] = {}
@@ -292,7 +310,8 @@ class Planner:
             if address in lines:
                 self._problems[address] = lines[address]
         problems = tuple(line for group in self._problems.values() for line in group)
-        self._result = Planned(tuple(self._sorted), self._result.sessions, problems)
+        self._result = Planned(tuple(self._sorted), self._result.sessions, problems,
+                               (tuple(added), tuple(removed)))
 
     @staticmethod
     def _service(state: ClusterState, key: str) -> Service | None:
@@ -340,15 +359,37 @@ class Daemon:
         self.manual = ManualAddresses(self._wake.set)
         self.events = EventBus()
         self._planner = Planner(node, lb_class, advertise_pod_cidrs)
+        # What was shown last, and the plan it came from (for the change log line).
+        self._shown: tuple[Announcement, ...] = ()
+        self._planner_before: tuple[Announcement, ...] = ()
+        # What each announcer (by id) last applied without error.
+        self._applied: dict[int, tuple[object, ...]] = {}
         for announcer in self.announcers:  # foreign claims to our addresses: events
             listeners = getattr(announcer, "conflict_listeners", None)
             if isinstance(listeners, list):
                 listeners.append(self._on_conflict)
 
+    def _unchanged_for(self, announcer: Announcer, inputs: tuple[object, ...]) -> bool:
+        """Whether applying `inputs` again to `announcer` can change nothing, so a resync
+        may skip it: a BGP announcer that last applied exactly these (its sessions
+        keep their routes, and a new session gets the whole table from the speaker),
+        unless it also keeps addresses on lo (which the resync repairs).  Layer 2 is
+        always applied again: an interface may have appeared."""
+        if announcer.kind != BGP or getattr(announcer, "assign_to_lo", True):
+            return False
+        last = self._applied.get(id(announcer))
+        return last is not None and all(
+            a is b or a == b for a, b in zip(last, inputs, strict=True))
+
     # -- read access (for an API) ----------------------------------------------------------
 
     def announcer(self, kind: str) -> Announcer | None:
         return next((a for a in self.announcers if a.kind == kind), None)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What the last plan could not do, one line each (also logged once)."""
+        return self._problems
 
     def owners(self) -> dict[IPAddress, str | None]:
         """L2 address -> the live node elected to announce it (None: nobody can)."""
@@ -406,12 +447,19 @@ class Daemon:
                     log.warning("%s", problem)
             self._problems = problems
         if desired != self.desired:
-            log_plan_change(self.desired, desired)
+            # The planner's delta holds while the plan before is what was shown last.
+            delta = planned.delta if (desired is planned.desired
+                                      and self._shown is self._planner_before) else None
+            log_plan_change(self.desired, desired, delta)
             self.desired = desired
+        self._shown, self._planner_before = desired, planned.desired
         self.bgp_sessions = bgp_sessions
         reassert, self._reassert = self._reassert, False
         members = {name: ips for name, ips in members_of(self.state).items() if name != self.node}
         for announcer in self.announcers:
+            inputs = (desired, bgp_sessions, members)
+            if not reassert and self._unchanged_for(announcer, inputs):
+                continue
             try:
                 if isinstance(announcer, Members):
                     announcer.set_members(members)
@@ -420,7 +468,9 @@ class Daemon:
                 await announcer.apply(desired)
                 if reassert:
                     await announcer.reassert()
+                self._applied[id(announcer)] = inputs
             except Exception as exc:  # noqa: BLE001 - one announcer must not stop the rest
+                self._applied.pop(id(announcer), None)
                 log.exception("%s announcer failed (%s); retrying on the next change",
                               announcer.kind, exc)
         self.manual.applied()

@@ -6,7 +6,11 @@
 - ServiceBGPStatus: one per (Service, node) that announces it over BGP, with
   `status.peers`, the BGPPeer names its routes are sent to;
 - an Event with reason `nodeAssigned` on the Service when this node starts
-  announcing it: `announcing from node "N" with protocol "layer2"` (or "bgp").
+  announcing it: `announcing from node "N" with protocol "layer2"` (or "bgp");
+- a Warning Event on each object this node refuses or cannot act on, naming
+  the field (reason `ConfigRefused` on MetalLB's objects, `NotAnnounced` on a
+  Service), once per problem, as `kubectl describe` shows them: the same line
+  the daemon logs.
 
 As MetalLB's speaker does: the objects are named by the API server from the
 prefixes "l2-" and "bgp-", labelled `metallb.io/node`, `metallb.io/service-name`
@@ -48,6 +52,27 @@ LABEL_SERVICE_NAMESPACE = "metallb.io/service-namespace"
 PROTOCOL = {L2: "layer2", BGP: "bgp"}  # MetalLB's names in the nodeAssigned message
 COMPONENT = "skein-speaker"
 REASON = "nodeAssigned"
+REFUSED = "ConfigRefused"
+NOT_ANNOUNCED = "NotAnnounced"
+# What a plan problem line may be about ("Kind namespace/name: ..."), and the
+# apiVersion its Event names (BGPPeer: MetalLB's storage version).
+API_VERSIONS = {"Service": "v1", "BGPPeer": "metallb.io/v1beta2",
+                **{k: "metallb.io/v1beta1" for k in (
+                    "IPAddressPool", "L2Advertisement", "BGPAdvertisement", "Community",
+                    "BFDProfile")}}
+
+
+@dataclass(frozen=True)
+class Note:
+    """A core/v1 Event to record about one object."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    reason: str
+    message: str
+    warning: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,36 @@ def _key_of(kind: Kind, obj: Mapping[str, Any]) -> tuple[str, Key] | None:
     return str(node), (kind.mode, str(namespace), str(name))
 
 
+def problem_notes(node: str, problems: Iterable[str]) -> list[Note]:
+    """Warning Events for the plan problems that are about one object
+    ("BGPPeer metallb-system/router: spec.bfdProfile: ..."; a "BGP: " prefix is
+    the daemon's), each on that object, saying which node."""
+    notes = []
+    for line in problems:
+        kind, _, rest = line.removeprefix("BGP: ").partition(" ")
+        ref, sep, message = rest.partition(": ")
+        namespace, slash, name = ref.partition("/")
+        if kind not in API_VERSIONS or not sep or not slash or not name:
+            continue
+        reason = NOT_ANNOUNCED if kind == "Service" else REFUSED
+        notes.append(Note(API_VERSIONS[kind], kind, namespace, name, reason,
+                          f"{message} (node {node})"))
+    return notes
+
+
+def event_body(note: Note, host: str, now: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{note.name}.", "namespace": note.namespace},
+        "involvedObject": {"apiVersion": note.api_version, "kind": note.kind,
+                           "namespace": note.namespace, "name": note.name},
+        "reason": note.reason, "message": note.message,
+        "type": "Warning" if note.warning else "Normal",
+        "source": {"component": COMPONENT, "host": host},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+
+
 def plan_writes(node: str, desired: Mapping[Key, dict[str, Any]],
                 existing: Mapping[str, Sequence[Mapping[str, Any]]],
                 live: frozenset[str]) -> list[Write]:
@@ -197,7 +252,7 @@ def status_patch(status: Mapping[str, Any]) -> dict[str, Any]:
 class _Wanted:
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)
     live: frozenset[str] = frozenset()
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+    events: list[Note] = field(default_factory=list)
 
 
 class StatusWriter:
@@ -216,6 +271,7 @@ class StatusWriter:
         self._observed = False
         self._stopping = False
         self._announced: set[Key] = set()
+        self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
 
@@ -224,7 +280,9 @@ class StatusWriter:
     def observe(self, desired: Sequence[Announcement], live: frozenset[str]) -> None:
         """What this node announces now; cheap, never blocks."""
         statuses = desired_statuses(self.node, desired)
-        events = assigned_messages(self.node, self._announced, statuses)
+        events = [Note("v1", "Service", namespace, name, REASON, message, warning=False)
+                  for namespace, name, message in
+                  assigned_messages(self.node, self._announced, statuses)]
         self._announced = set(statuses)
         with self._lock:
             if (self._observed and statuses == self._wanted.statuses
@@ -233,6 +291,20 @@ class StatusWriter:
             self._observed = True
             self._wanted.statuses, self._wanted.live = statuses, live
             self._wanted.events += events
+            self._dirty = True
+            self._lock.notify()
+
+    def observe_problems(self, problems: Sequence[str]) -> None:
+        """The daemon's plan problems now: an Event for each one that is new (one
+        that went away and came back is new again); cheap, never blocks."""
+        now = frozenset(problems)
+        fresh = [p for p in problems if p not in self._reported]
+        self._reported = now
+        notes = problem_notes(self.node, fresh)
+        if not notes:
+            return
+        with self._lock:
+            self._wanted.events += notes
             self._dirty = True
             self._lock.notify()
 
@@ -352,11 +424,14 @@ class StatusWriter:
         self.client.request("PATCH", f"{collection}/{name}/status", body=status_patch(status),
                             content_type="application/merge-patch+json", timeout=timeout)
 
-    def _record(self, events: list[tuple[str, str, str]]) -> None:
-        for namespace, name, message in events:
+    def _record(self, events: list[Note]) -> None:
+        import datetime
+
+        for note in events:
+            now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             try:
-                self.client.create_event(namespace, name, REASON, message, COMPONENT,
-                                         warning=False)
+                self.client.request("POST", f"/api/v1/namespaces/{note.namespace}/events",
+                                    body=event_body(note, self.node, now))
             except Exception as exc:  # noqa: BLE001 - an Event is best effort
-                log.info("Service %s/%s: could not record the %s event: %s", namespace, name,
-                         REASON, one_line(exc))
+                log.info("%s %s/%s: could not record the %s event: %s", note.kind,
+                         note.namespace, note.name, note.reason, one_line(exc))

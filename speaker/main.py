@@ -213,6 +213,10 @@ def speaker(args: Args) -> int:
             status.start()
             daemon.events.listeners.append(
                 lambda _obs: status.observe(daemon.desired, daemon.liveness.live()))
+            # What this node refuses: objects skipped whole, and what the plan
+            # could not act on; each an Event on its object, naming the field.
+            daemon.events.listeners.append(lambda _obs: status.observe_problems(
+                (*source.refusals(), *daemon.problems)))
         if args.metrics_address is not None:
             from speaker.metrics import MetalLBMetrics
 

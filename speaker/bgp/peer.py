@@ -6,7 +6,8 @@ into FSM events and carries out the returned actions.
 
 Routes are given as the whole desired set (`set(routes)`, MetalLB's
 `Session.Set`): the peer diffs it against its Adj-RIB-Out (`rib`, keyed by
-`ipaddress` network), marks what changed dirty and returns the change; a
+`ipaddress` network), marks what changed dirty and returns the change; or as a
+delta (`update(announce, withdraw)`), which costs the change, not the table; a
 per-session sender task flushes it after a short batching delay, grouped by
 attribute set and packed into as few UPDATEs as possible.  A new session gets the
 whole table followed by End-of-RIB for each negotiated family (RFC 4724), and a
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from speaker.api.peer_status import BGP, PeerStatus
@@ -188,7 +189,7 @@ def export_attributes(attrs: RouteAttrs, *, ibgp: bool, my_asn: int,
 
 @dataclass(frozen=True)
 class RibChange:
-    """What `Peer.set` changed in the Adj-RIB-Out."""
+    """What `Peer.set` or `Peer.update` changed in the Adj-RIB-Out."""
 
     announced: dict[Network, RouteAttrs]
     withdrawn: list[Network]
@@ -261,6 +262,24 @@ class Peer:
         announced = {n: a for n, a in routes.items() if old.get(n) != a}
         withdrawn = [n for n in old if n not in routes]
         self.rib = dict(routes)
+        if self._sender_task is not None and (announced or withdrawn):
+            self._dirty.update(dict.fromkeys(withdrawn))
+            self._dirty.update(dict.fromkeys(announced))
+            self._wake.set()
+        return RibChange(announced, withdrawn)
+
+    def update(self, announce: Mapping[Network, RouteAttrs],
+               withdraw: Iterable[Network] = ()) -> RibChange:
+        """Change the Adj-RIB-Out by a delta: `announce` adds or replaces routes, `withdraw`
+        removes prefixes (a prefix in both is announced).  Costs the size of the delta,
+        not of the table; the RIB and what goes out are what `set` of the resulting
+        whole table would give."""
+        rib = self.rib
+        announced = {n: a for n, a in announce.items() if rib.get(n) != a}
+        withdrawn = [n for n in dict.fromkeys(withdraw) if n in rib and n not in announce]
+        for n in withdrawn:
+            del rib[n]
+        rib.update(announced)
         if self._sender_task is not None and (announced or withdrawn):
             self._dirty.update(dict.fromkeys(withdrawn))
             self._dirty.update(dict.fromkeys(announced))

@@ -15,7 +15,9 @@ peer diffs, returns the change and edits its table at once; each established
 session's sender task flushes the changes after `batch_delay` (20 ms), packed
 into as few UPDATEs as the attribute sets allow, so a burst of calls reaches the
 wire in one go rather than as an UPDATE per call (bench/bgp_scale.py measures
-large tables).
+large tables).  `update_routes(address, announce, withdraw)` changes the table
+by a delta instead, at the cost of the delta: for a caller that knows what
+changed (the daemon's announcer, between whole-set resyncs).
 """
 
 from __future__ import annotations
@@ -196,6 +198,11 @@ class BgpSpeaker:
     def set_routes(self, address: str, routes: Mapping[Network, RouteAttrs]) -> RibChange:
         """Make what peer `address` is sent exactly `routes`."""
         return self.peers[unmap(address)].set(routes)
+
+    def update_routes(self, address: str, announce: Mapping[Network, RouteAttrs],
+                      withdraw: Iterable[Network] = ()) -> RibChange:
+        """Change what peer `address` is sent by a delta (`Peer.update`)."""
+        return self.peers[unmap(address)].update(announce, withdraw)
 
     # -- queries ---------------------------------------------------------------------------
 

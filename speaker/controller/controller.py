@@ -12,7 +12,6 @@ import threading
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.fields import IPAddress
-from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source
 from ipam.pools import Allocator
 from speaker.controller.metrics import ControllerMetrics
@@ -38,28 +37,32 @@ class Controller:
         self.desired: dict[str, tuple[IPAddress, ...]] = {}
         self._reported: dict[str, str] = {}
         self._last: ClusterState | None = None
-        self._services: dict[str, Service] = {}
         self._pending: set[str] = set()  # statuses written, not yet seen in a state
 
-    def _touched(self, state: ClusterState, services: dict[str, Service]) -> set[str] | None:
+    def _touched(self, state: ClusterState) -> set[str] | None:
         """Keys to reconcile, or None for all of them."""
         last = self._last
         if (last is None or last.ip_address_pools != state.ip_address_pools
                 or last.namespaces != state.namespaces):
             return None
-        keys = {key for key, svc in services.items()
-                if (old := self._services.get(key)) is not svc and old != svc}
-        keys.update(key for key in self._services if key not in services)
-        return keys | set(self._reported) | self._pending
+        keys = set(self._reported) | self._pending
+        if state.services is not last.services:
+            # Sources keep an unchanged object as the same object: only the others
+            # are compared (an equal copy is not a change).
+            before_ids = set(map(id, last.services))
+            after_ids = set(map(id, state.services))
+            old = {s.key: s for s in last.services if id(s) not in after_ids}
+            new = {s.key: s for s in state.services if id(s) not in before_ids}
+            keys.update(k for k in (*old, *new) if old.get(k) != new.get(k))
+        return keys
 
     def step(self, state: ClusterState, full: bool = False) -> tuple[Plan, bool]:
         """Reconcile one state (`full`: every service, else by what changed); the plan
         (of the services looked at) and whether every status write succeeded."""
-        services = {s.key: s for s in state.services}
-        keys = None if full else self._touched(state, services)
+        keys = None if full else self._touched(state)
         plan = reconcile(self.allocator, state, self.lb_class, keys,
                          self.writer.annotates)
-        self._last, self._services = state, services
+        self._last = state
         if keys is None:
             self.desired = dict(plan.desired)
             failures = dict(plan.failures)

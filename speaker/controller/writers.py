@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
@@ -50,15 +51,40 @@ class StatusWriter(Protocol):
     def report_failure(self, namespace: str, name: str, message: str) -> None: ...
 
 
+# libyaml's emitter is many times faster (a first assignment rewrites every Service).
+_FastSafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 # A document separator at column 0 (possibly with content after it) or an end marker.
 _SEPARATOR = re.compile(r"^(?:---(?=\s|$)|\.\.\.\s*$)", re.M)
 
 
-def _segments(text: str) -> list[str]:
-    """`text` cut before each separator line; "".join(result) == text."""
-    cuts = [m.start() for m in _SEPARATOR.finditer(text)]
-    bounds = [0, *[c for c in cuts if c > 0], len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+def _cuts(text: str) -> list[int]:
+    """Where the separator lines start (_SEPARATOR's matches), found by str.find."""
+    out = []
+    for marker in ("---", "..."):
+        starts = [0] if text.startswith(marker) else []
+        at = text.find("\n" + marker)
+        while at >= 0:
+            starts.append(at + 1)
+            at = text.find("\n" + marker, at + 1)
+        out += [at for at in starts if _SEPARATOR.match(text, at)]
+    return sorted(out)
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _occurrences(text: str, name: str) -> list[int]:
+    """Where `name` stands in `text` as a whole name (not inside a longer one)."""
+    out = []
+    at = text.find(name)
+    while at >= 0:
+        end = at + len(name)
+        if ((at == 0 or text[at - 1] not in _NAME_CHARS)
+                and (end == len(text) or text[end] not in _NAME_CHARS)):
+            out.append(at)
+        at = text.find(name, at + 1)
+    return out
 
 
 Wanted = dict[tuple[str, str], tuple[list[str], str | None]]
@@ -120,31 +146,49 @@ def apply_statuses(text: str, changes: Sequence[StatusChange]) -> str:
     """`text` with the ingress of the changed Services set; other documents untouched."""
     wanted: Wanted = {(c.namespace, c.name): ([str(ip) for ip in c.ingress], c.pool)
                       for c in changes}
-    # Only a document that names one of the Services can change: the others are
-    # not parsed (a few changes in a file of thousands of Services cost a scan).
+    bounds = [0, *[c for c in _cuts(text) if c > 0], len(text)]
+    # Only a document that names one of the Services can change: with a few
+    # changes, only the documents holding one of the names as a whole word are
+    # looked at (found with str.find; the others are neither copied nor parsed).
     names = {name for _, name in wanted}
-    few = len(names) <= 64
+    if len(names) <= 64 and "\\" not in text:
+        found: set[int] = set()
+        for name in names:
+            for at in _occurrences(text, name):
+                found.add(bisect_right(bounds, at) - 1)
+        candidates: Iterable[int] = sorted(found)
+    else:
+        candidates = range(len(bounds) - 1)
     out = []
-    for segment in _segments(text):
-        if "\\" not in segment and ("Service" not in segment
-                                    or few and not any(n in segment for n in names)):
-            out.append(segment)
+    done = 0
+    for k in candidates:
+        a, b = bounds[k], bounds[k + 1]
+        segment = text[a:b]
+        if not segment or "Service" not in segment and "\\" not in segment:
             continue
-        header, body = "", segment
-        if segment.startswith("---"):
-            header, _, body = segment.partition("\n")
-            header += "\n"
-        try:
-            docs = yaml_documents(body if header.strip() == "---" else segment)
-        except yaml.YAMLError:
-            out.append(segment)
-            continue
-        if len(docs) != 1 or not _set_ingress(docs[0][1], wanted):
-            out.append(segment)
-            continue
-        dumped = yaml.safe_dump(docs[0][1], sort_keys=False, default_flow_style=False)
-        out.append(("---\n" if header else "") + dumped)
+        rewritten = _rewrite(segment, wanted)
+        if rewritten is not None:
+            out += [text[done:a], rewritten]
+            done = b
+    out.append(text[done:])
     return "".join(out)
+
+
+def _rewrite(segment: str, wanted: Wanted) -> str | None:
+    """One document with its Services' statuses set, or None if nothing changes."""
+    header, body = "", segment
+    if segment.startswith("---"):
+        header, _, body = segment.partition("\n")
+        header += "\n"
+    try:
+        docs = yaml_documents(body if header.strip() == "---" else segment)
+    except yaml.YAMLError:
+        return None
+    if len(docs) != 1 or not _set_ingress(docs[0][1], wanted):
+        return None
+    dumped = yaml.dump(docs[0][1], Dumper=_FastSafeDumper, sort_keys=False,
+                       default_flow_style=False)
+    return ("---\n" if header else "") + dumped
 
 
 class ManifestsWriter:
@@ -177,11 +221,10 @@ class ManifestsWriter:
 
 
 class KubeWriter:
-    """API mode: patch the status subresource; failures also become Events.  The pool
-    annotation is not written here yet (a patch of the Service object itself, which
-    the RBAC and the tests' API server do not allow so far)."""
+    """API mode: patch the status subresource, then MetalLB's pool annotation on the
+    Service itself; failures also become Events."""
 
-    annotates = False
+    annotates = True
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client
@@ -193,6 +236,8 @@ class KubeWriter:
         for change in changes:
             try:
                 self.client.patch_service_status(change.namespace, change.name, change.ingress)
+                self.client.patch_service_annotations(change.namespace, change.name,
+                                                      {POOL_ANNOTATION: change.pool})
             except ApiException as exc:
                 if exc.status == 404:  # deleted meanwhile; the watch will say so
                     continue

@@ -216,6 +216,7 @@ def test_planning_the_changed_services_equals_planning_everything(
     planner = Planner("n1", None, False)
     parser = ManifestParser()
     services: dict[str, dict[str, Any]] = {}
+    previous: tuple[Announcement, ...] = ()
     for name, spec in steps:
         if spec is None:
             services.pop(name, None)
@@ -228,6 +229,11 @@ def test_planning_the_changed_services_equals_planning_everything(
         assert got.sessions == want.sessions
         assert set(got.problems) == set(want.problems)
         assert planner.plan(state, live) is got  # the same state again: nothing re-planned
+        if got.delta is not None and got.desired is not previous:  # planned by change
+            added, removed = got.delta
+            kept = [a for a in previous if all(a is not r for r in removed)]
+            assert sorted(map(id, (*kept, *added))) == sorted(map(id, got.desired))
+        previous = got.desired
 
 
 def test_an_unchanged_plan_keeps_its_entries_and_a_change_is_logged_as_a_diff(
@@ -259,3 +265,55 @@ def test_the_bus_updates_what_is_announced_by_the_entries_that_changed() -> None
         assert bus._local_announcements(plan) == frozenset(
             (str(a.address), a.kind) for a in plan)
         assert bus._local_announcements(plan) is bus._local_announcements(plan)
+
+
+class FakeAnnouncer:
+    def __init__(self, kind: str, assign_to_lo: bool) -> None:
+        self.kind = kind
+        self.assign_to_lo = assign_to_lo
+        self.applied: list[int] = []
+
+    async def apply(self, desired: Any) -> None:
+        self.applied.append(len(desired))
+
+    async def reassert(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeLiveness:
+    ready = True
+
+    def live(self) -> frozenset[str]:
+        return frozenset({"n1"})
+
+    def set_members(self, members: Any) -> None:
+        pass
+
+
+def test_a_resync_with_nothing_new_skips_only_what_cannot_need_it(tmp_path: Any) -> None:
+    """The BGP announcer is not given the same plan again (its sessions keep it), unless
+    it keeps addresses on lo (the resync repairs those); layer 2 always is."""
+    from foundation.kube.sources.file import FileSource
+    from speaker.daemon import Daemon
+
+    path = tmp_path / "m.yaml"
+    docs = [*_config(False), _service("s1", ["198.51.100.1"], 80, None, False, {})]
+    path.write_text(yaml.safe_dump_all(docs))
+    bgp, on_lo, l2 = (FakeAnnouncer("bgp", False), FakeAnnouncer("bgp", True),
+                      FakeAnnouncer("l2", False))
+    daemon = Daemon("n1", FileSource(str(path)), FakeLiveness(),  # type: ignore[arg-type]
+                    [bgp, on_lo, l2])
+
+    async def go() -> None:
+        daemon.source.start()
+        daemon.state = daemon.source.snapshot()
+        for _ in range(3):
+            await daemon.reconcile()
+        daemon.source.close()
+
+    asyncio.run(go())
+    assert bgp.applied == [2]  # once (one L2 and one BGP entry), then skipped
+    assert on_lo.applied == [2, 2, 2] and l2.applied == [2, 2, 2]

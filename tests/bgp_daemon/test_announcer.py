@@ -8,11 +8,13 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import random
 
 import pytest
 
 from foundation.kube.model.communities import BGPCommunity
 from foundation.kube.model.metallb import BFDProfile
+from speaker.bgp.nlri import Network
 from speaker.bgp.peer import PeerConfig, RouteAttrs
 from speaker.bgp_announcer import BgpAnnouncer
 from speaker.bgp_plan import BgpSession
@@ -107,6 +109,69 @@ def test_bfd_profile_starts_changes_and_stops_a_bfd_session() -> None:
             assert first.vars.params.desired_min_tx_us == 100_000
             await announcer.set_sessions([with_bfd("tor-b", "192.0.2.2", None)])
             assert bfd == {} and announcer.speaker.bfd.sessions == {}
+        finally:
+            await announcer.close()
+
+    asyncio.run(scenario())
+
+
+def test_changes_applied_by_delta_give_the_tables_of_whole_applies(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A random sequence of plans, each keeping most entries of the one before (as the
+    daemon's planner does), dropping some, adding some and making some anew equal:
+    after every apply each peer's table is what a fresh announcer, handed the plan
+    whole, gives; and a reassert (every table handed whole to its peer) finds
+    nothing to change.  Aggregates (many entries, one prefix), one prefix wanted
+    with different attributes (merged), range entries and a peer with no session
+    are in the mix; a session added midway goes through the whole-table path."""
+    rng = random.Random(21)
+    communities = [(), (BGPCommunity((64512, 100)),), (BGPCommunity((64512, 7, 9)),),
+                   (BGPCommunity((64512, 100)), BGPCommunity((65000, 1)))]
+
+    def entry() -> Announcement:
+        i = rng.randrange(64)
+        address = ipaddress.ip_address(f"198.51.100.{i}")
+        prefix = rng.choice([f"198.51.100.{i}/32", "198.51.100.0/26", "198.51.100.0/24"])
+        return Announcement(address, BGP, services=(f"default/s{i}",) if i % 9 else (),
+                            prefix=net(prefix), local_pref=rng.choice([None, 100, 300]),
+                            communities=rng.choice(communities),
+                            peers=tuple(rng.sample(["tor-a", "tor-b", "tor-c", "tor-x"],
+                                                   rng.randint(1, 3))))
+
+    async def whole_tables(sessions: list[BgpSession], plan: list[Announcement]
+                           ) -> dict[str, dict[Network, RouteAttrs]]:
+        fresh = BgpAnnouncer()
+        try:
+            await fresh.set_sessions(sessions)
+            await fresh.apply(plan)
+            return {key: dict(p.rib) for key, p in fresh.speaker.peers.items()}
+        finally:
+            await fresh.close()
+
+    async def scenario() -> None:
+        announcer = BgpAnnouncer()
+        sessions = [session("tor-a", "192.0.2.1"), session("tor-b", "192.0.2.2")]
+        try:
+            await announcer.set_sessions(sessions)
+            plan = [entry() for _ in range(30)]
+            await announcer.apply([*plan, Announcement(A4, kind="l2")])
+            for step in range(40):
+                if step == 20:
+                    sessions.append(session("tor-c", "192.0.2.3"))
+                    await announcer.set_sessions(sessions)
+                kept = rng.sample(plan, len(plan) - rng.randint(0, 4))
+                remade = [dataclasses.replace(a) for a in rng.sample(kept, rng.randint(0, 3))]
+                plan = [a for a in kept if a not in remade] + remade
+                plan += [entry() for _ in range(rng.randint(0, 4))]
+                rng.shuffle(plan)
+                await announcer.apply(plan)
+                tables = {key: dict(p.rib) for key, p in announcer.speaker.peers.items()}
+                assert tables == await whole_tables(sessions, plan), step
+                caplog.clear()
+                with caplog.at_level(logging.INFO, logger="speaker.bgp"):
+                    await announcer.reassert()
+                assert not caplog.records, step
+            assert any(len(t) > 3 for t in tables.values())
         finally:
             await announcer.close()
 

@@ -8,10 +8,18 @@ import os
 from pathlib import Path
 
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foundation.kube.sources.file import parse_manifests
 from speaker.controller.reconcile import StatusChange
-from speaker.controller.writers import ManifestsWriter, apply_statuses
+from speaker.controller.writers import (
+    _SEPARATOR,
+    ManifestsWriter,
+    _cuts,
+    _occurrences,
+    apply_statuses,
+)
 
 TEXT = """\
 # a comment at the top, kept
@@ -110,3 +118,17 @@ def test_one_change_in_a_large_file_touches_one_document() -> None:
     before, after = services.split("---\n"), out.split("---\n")
     assert [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [1235]
     assert ingress_of(out)["default/s1234"] == ["10.0.4.210"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["---", "--- x", "----", "...", "... ", "...x", " ---", "a: b",
+                                 "- c", "", "name: web", "web2"]), max_size=12),
+       st.booleans())
+def test_separators_found_by_find_are_the_regex_ones(lines: list[str], end: bool) -> None:
+    text = "\n".join(lines) + ("\n" if end else "")
+    assert _cuts(text) == [m.start() for m in _SEPARATOR.finditer(text)]
+
+
+def test_names_are_found_whole() -> None:
+    text = "name: web\n---\nname: web2\n---\n{name: web}\n---\nname: a.web\n"
+    assert _occurrences(text, "web") == [6, 36]  # not in web2, not in a.web

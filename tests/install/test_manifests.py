@@ -204,10 +204,11 @@ def test_rbac_is_least_privilege():
     # BGPPeer passwordSecret: Secrets read in skein-system only, by the speaker only.
     assert rules("Role", "skein-speaker-secrets") == grant("", ["secrets"], ["get", *WATCH])
     assert rules("ClusterRole", "skein-controller") == (
-        grant("", ["services", "namespaces"], WATCH) | grant("", ["services/status"], ["patch"])
+        grant("", ["services", "namespaces"], WATCH)
+        | grant("", ["services/status", "services"], ["patch"])
         | grant("", ["events"], ["create"]))
     assert rules("Role", "skein-controller") == grant("metallb.io", ["ipaddresspools"], WATCH)
-    in_skein_system = {"skein-speaker-leases", "skein-speaker-status", "skein-speaker-secrets"}
+    in_skein_system = {"skein-speaker-leases", "skein-speaker-status"}
     for obj in manifests():
         for rule in obj.get("rules", []):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
@@ -227,7 +228,7 @@ def test_rbac_covers_what_the_kube_source_reads():
 
     granted = {"skein-agent": rules("ClusterRole", "skein-agent"),
                "skein-speaker": rules("ClusterRole", "skein-speaker")
-               | rules("Role", "skein-speaker"),
+               | rules("Role", "skein-speaker") | rules("Role", "skein-speaker-secrets"),
                "skein-controller": rules("ClusterRole", "skein-controller")
                | rules("Role", "skein-controller")}
     for account, kinds in (("skein-agent", kube.AGENT_KINDS),

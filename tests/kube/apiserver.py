@@ -14,7 +14,8 @@ What it speaks (as kube-apiserver does):
 - after `compact()`, a watch from an older resourceVersion gets 410 Gone: as an
   ERROR event in a 200 stream (`gone_as="event"`, what kube-apiserver does) or
   as an HTTP 410 (`gone_as="http"`);
-- PATCH of `.../services/NAME/status` with a JSON merge patch (RFC 7386), and
+- PATCH of `.../services/NAME/status` and of `.../services/NAME` (its
+  metadata) with a JSON merge patch (RFC 7386), and
   POST of Events, both recorded;
 - coordination.k8s.io/v1 Leases as a client writes them: GET of one (404 if
   absent), POST to create (409 AlreadyExists), PUT to update (409 Conflict
@@ -46,6 +47,7 @@ SERVED = {
     ("", "v1", "namespaces"): "Namespace",
     ("", "v1", "nodes"): "Node",
     ("", "v1", "events"): "Event",
+    ("", "v1", "secrets"): "Secret",
     ("coordination.k8s.io", "v1", "leases"): "Lease",
     ("discovery.k8s.io", "v1", "endpointslices"): "EndpointSlice",
     ("metallb.io", "v1beta1", "ipaddresspools"): "IPAddressPool",
@@ -398,8 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
         (resource, namespace, rest), _ = begun
         body = self._body()
         api = self.api
-        if rest[1:] != ["status"] or resource != ("", "v1", "services"):
-            self._reply(405, self._status(405, "MethodNotAllowed", "only service status"))
+        if rest[1:] not in ([], ["status"]) or resource != ("", "v1", "services"):
+            self._reply(405, self._status(405, "MethodNotAllowed", "only services"))
             return
         if "merge-patch" not in (self.headers.get("Content-Type") or ""):
             self._reply(415, self._status(415, "UnsupportedMediaType", "merge patch only"))
@@ -410,9 +412,15 @@ class _Handler(BaseHTTPRequestHandler):
             if obj is None:
                 self._reply(404, self._status(404, "NotFound", f"services {rest[0]} not found"))
                 return
-            # The status subresource ignores everything but status.
-            obj["status"] = merge_patch(obj.get("status"), body.get("status"))
-            api.state.patches.append((namespace, rest[0], body))
+            if rest[1:] == ["status"]:
+                # The status subresource ignores everything but status.
+                obj["status"] = merge_patch(obj.get("status"), body.get("status"))
+            else:
+                # The object itself: its metadata (annotations) here; its status
+                # only through the subresource.
+                obj["metadata"] = merge_patch(obj.get("metadata"), body.get("metadata"))
+            if rest[1:] == ["status"]:
+                api.state.patches.append((namespace, rest[0], body))
             api._record(resource, "MODIFIED", obj)
             reply = copy.deepcopy(obj)
         self._reply(200, reply)

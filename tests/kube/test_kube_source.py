@@ -24,6 +24,7 @@ import pytest
 from foundation.kube.model import ClusterState
 from foundation.kube.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
 from tests.controller.helpers import DEADLINE, wait_until
+from tests.kube import apiserver
 from tests.kube.apiserver import FakeApiServer
 
 LOGGER = "foundation.kube.sources.kube"
@@ -284,6 +285,72 @@ def test_controller_against_the_api(api: FakeApiServer, tmp_path: Path) -> None:
         api.put(service("later", 8443))
         wait_until("later addressed", lambda: ingress("later") == ["192.168.50.2"])
         assert [p[1] for p in api.state.patches[patches:]] == ["later"]
+        # MetalLB's annotation naming the pool, on the Service itself.
+        wait_until("the pool annotation", lambda: api.get(
+            "v1", "Service", "default", "later")["metadata"].get(
+            "annotations", {}).get("metallb.io/ip-allocated-from-pool") is not None)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE) == 0
+
+
+def secret(name: str, namespace: str, password: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": {"password": password}}
+
+
+def test_secrets_are_read_where_the_bgppeers_are_only(
+        api: FakeApiServer, source_factory: Callable[..., KubeSource],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stand-in serves the kinds of its table: Secrets are one more.
+    monkeypatch.setitem(apiserver.SERVED, ("", "v1", "secrets"), "Secret")
+    api.state.served[("", "v1", "secrets")] = "Secret"
+    api.put(secret("bgp", "metallb-system", "one"))
+    api.put(secret("other", "kube-system", "never"))
+    src = source_factory(kinds=(*CONTROLLER_KINDS, ("", "Secret")),
+                         metallb_namespace="metallb-system", own_namespace="skein-system")
+    assert [(s.namespace, s.name) for s in src.snapshot().secrets] == [("metallb-system", "bgp")]
+    assert {r.path for r in api.requests() if "secrets" in r.path} == {
+        "/api/v1/namespaces/metallb-system/secrets"}
+    api.put(secret("bgp", "metallb-system", "two"))
+    wait_until("the changed password", lambda: [
+        s.password for s in src.snapshot().secrets] == ["two"])
+
+
+def test_a_change_replaces_only_the_objects_it_names(
+        api: FakeApiServer, source_factory: Callable[..., KubeSource]) -> None:
+    for i in range(20):
+        api.put(service(f"s{i:02}", 80 + i))
+    src = source_factory()
+    before = src.snapshot()
+    assert len(before.services) == 21
+    api.put(service("s07", 9999))
+    api.delete("v1", "Service", "default", "s11")
+    api.put(service("new", 1))
+    after = wait_until("the three changes", lambda: (
+        lambda s: s if len(s.services) == 21 and s.service("default", "new") else None)(
+            src.snapshot()))
+    assert service_names(after) == sorted(service_names(after))  # ClusterState's order
+    old = {s.key: s for s in before.services}
+    replaced = [s.key for s in after.services if old.get(s.key) is not s]
+    assert replaced == ["default/new", "default/s07"]
+    assert after.ip_address_pools is before.ip_address_pools  # an unchanged kind: same tuple
+    assert after == ClusterState.from_objects([*after.services, *after.ip_address_pools])
+
+
+def test_refused_objects_are_listed_until_fixed_or_deleted(
+        api: FakeApiServer, source_factory: Callable[..., KubeSource]) -> None:
+    bad = pool("bad", "not-an-address")
+    api.put(bad)
+    src = source_factory()
+    wait_until("the refusal", lambda: len(src.refusals()) == 1)
+    (line,) = src.refusals()
+    assert line.startswith("IPAddressPool metallb-system/bad: spec.addresses"), line
+    api.put(pool("bad", "192.168.60.0/28"))
+    wait_until("the fixed pool", lambda: src.refusals() == () and any(
+        p.name == "bad" for p in src.snapshot().ip_address_pools))
+    api.put(bad)
+    wait_until("refused again", lambda: len(src.refusals()) == 1)
+    api.delete("metallb.io/v1beta1", "IPAddressPool", "metallb-system", "bad")
+    wait_until("forgotten with the object", lambda: src.refusals() == ())

@@ -28,6 +28,7 @@ from foundation.kube.sources.file import (
     check_depth,
     depth_bound,
     parse_manifests,
+    racy_window_ns,
 )
 from lab.speakers import poll
 
@@ -184,7 +185,10 @@ def test_rewriting_identical_content_publishes_nothing(manifests: Path) -> None:
 
 def test_same_size_rewrite_within_timestamp_granularity_is_seen(manifests: Path) -> None:
     # Two writes in one mtime tick that keep the size leave os.stat unchanged
-    # but for the inode-preserving content; the racy-file rule catches it.
+    # but for the inode-preserving content; the racy-file rule catches it.  The
+    # mtime is made a whole second, as a coarse filesystem stamps it (2 s window).
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    os.utime(manifests, ns=(now, now))
     src = FileSource(str(manifests))
     assert src.poll()
     before = os.stat(manifests)
@@ -387,3 +391,8 @@ def test_bad_yaml_in_one_document_names_its_line_in_the_file() -> None:
         parser.parse(docs(node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"), "a: [b\n"))
     mark = getattr(caught.value, "problem_mark", None)
     assert mark is not None and mark.line + 1 >= good.count("\n") + 2
+
+
+def test_the_racy_window_follows_the_mtime_granularity() -> None:
+    assert racy_window_ns(1_700_000_000 * 1_000_000_000) == 2_000_000_000
+    assert racy_window_ns(1_700_000_000 * 1_000_000_000 + 4_000_000) == 100_000_000

@@ -19,10 +19,14 @@ from speaker.kube_status import (
     LABEL_SERVICE_NAMESPACE,
     Create,
     Delete,
+    Note,
     SetStatus,
+    StatusWriter,
     assigned_messages,
     desired_statuses,
+    event_body,
     plan_writes,
+    problem_notes,
     status_patch,
 )
 from speaker.metrics import MetalLBMetrics, announced_samples, peer_samples
@@ -182,3 +186,46 @@ def test_metallb_metrics_per_peer_and_per_announced_address() -> None:
                                                 "node": "node1", "ip": "192.0.2.1"}) is None
     metrics.record([], set())
     assert sample("metallb_bgp_session_up", peer) is None
+
+
+def test_plan_problems_become_warning_events_on_their_objects() -> None:
+    problems = [
+        "BGP: BGPPeer metallb-system/router: spec.bfdProfile: no BFDProfile is named "
+        "'fast'; no session until it exists",
+        "Service default/web: 10.0.0.9 is in no IPAddressPool: not announced",
+        "BGPAdvertisements give 10.0.0.1/32 different localPref towards BGPPeer x; sending "
+        "the highest, 200",  # about two objects: the log line is enough
+    ]
+    assert problem_notes("node2", problems) == [
+        Note("metallb.io/v1beta2", "BGPPeer", "metallb-system", "router", "ConfigRefused",
+             "spec.bfdProfile: no BFDProfile is named 'fast'; no session until it exists "
+             "(node node2)"),
+        Note("v1", "Service", "default", "web", "NotAnnounced",
+             "10.0.0.9 is in no IPAddressPool: not announced (node node2)"),
+    ]
+    body = event_body(problem_notes("node2", problems[:1])[0], "node2", "2026-12-07T00:00:00Z")
+    assert body["involvedObject"] == {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
+                                      "namespace": "metallb-system", "name": "router"}
+    assert body["metadata"]["namespace"] == "metallb-system" and body["type"] == "Warning"
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.posted: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, body: Any = None, **_kw: Any) -> Any:
+        assert method == "POST" and path.endswith("/events")
+        self.posted.append(body)
+        return {}
+
+
+def test_each_problem_is_reported_once_and_again_after_it_went_away() -> None:
+    client = _Client()
+    writer = StatusWriter(client, "node1", "skein-system")  # type: ignore[arg-type]
+    peer = "BGPPeer metallb-system/router: spec.vrf: not served"
+    writer.observe_problems([peer])
+    writer.observe_problems([peer])
+    writer.observe_problems([])
+    writer.observe_problems([peer])
+    writer._record(writer._wanted.events)
+    assert [b["involvedObject"]["name"] for b in client.posted] == ["router", "router"]

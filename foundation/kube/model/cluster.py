@@ -13,6 +13,7 @@ source tells a real change from a rewrite of the same content.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -186,6 +187,21 @@ class ClusterState:
         return {p.name: p for p in self.ip_address_pools}
 
     @cached_property
+    def _pool_spans(self) -> dict[int, tuple[list[int], list[IPAddressPool | None]]]:
+        """Per IP version, the address space cut where any pool range starts or ends:
+        the spans' first addresses, sorted, and each span's pool (the first in
+        `ip_address_pools` holding it; None between pools), for a bisect."""
+        spans: dict[int, tuple[list[int], list[IPAddressPool | None]]] = {}
+        for version in (4, 6):
+            ranges = [(int(r.first), int(r.last), p) for p in self.ip_address_pools
+                      for r in p.addresses if r.first.version == version]
+            starts = sorted({b for low, high, _ in ranges for b in (low, high + 1)})
+            owners = [next((p for low, high, p in ranges if low <= start <= high), None)
+                      for start in starts]
+            spans[version] = (starts, owners)
+        return spans
+
+    @cached_property
     def _slices(self) -> dict[tuple[str, str], list[EndpointSlice]]:
         index: dict[tuple[str, str], list[EndpointSlice]] = {}
         for s in self.endpoint_slices:
@@ -224,7 +240,9 @@ class ClusterState:
 
     def pool_of(self, address: IPAddress) -> IPAddressPool | None:
         """The pool whose ranges hold `address` (the first by name if several do)."""
-        return next((p for p in self.ip_address_pools if address in p), None)
+        starts, owners = self._pool_spans[address.version]
+        i = bisect_right(starts, int(address)) - 1
+        return owners[i] if i >= 0 else None
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         return next((n.labels for n in self.namespaces if n.name == name), {})

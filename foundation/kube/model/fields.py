@@ -43,22 +43,43 @@ def show(value: Any) -> str:
 
 
 class Cursor:
-    """A position `path` in the object `ref`, holding `value` (None when absent)."""
+    """A position `path` in the object `ref`, holding `value` (None when absent).
 
-    __slots__ = ("ref", "path", "value")
+    A child keeps its parent and its key, and spells its path only when asked
+    (for a message): most cursors of a parse never fail."""
+
+    __slots__ = ("ref", "value", "_path", "_parent", "_key")
 
     def __init__(self, ref: ObjectRef | None, value: Any, path: str = "") -> None:
         self.ref = ref
         self.value = value
-        self.path = path
+        self._path: str | None = path
+        self._parent: Cursor | None = None
+        self._key: str | int = ""
+
+    def _child(self, value: Any, key: str | int) -> Cursor:
+        child = Cursor.__new__(Cursor)
+        child.ref = self.ref
+        child.value = value
+        child._path = None
+        child._parent = self
+        child._key = key
+        return child
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            assert self._parent is not None
+            parent, key = self._parent.path, self._key
+            self._path = (f"{parent}[{key}]" if isinstance(key, int)
+                          else f"{parent}.{key}" if parent else key)
+        return self._path
 
     # -- navigation ---------------------------------------------------------
 
     def at(self, key: str) -> Cursor:
         """The child `key`; an absent child (or a null parent) is a cursor on None."""
-        mapping = self.mapping()
-        child_path = f"{self.path}.{key}" if self.path else key
-        return Cursor(self.ref, mapping.get(key), child_path)
+        return self._child(self.mapping().get(key), key)
 
     def items(self) -> Iterator[Cursor]:
         """The elements of a list (none when absent), each with its index in the path."""
@@ -66,7 +87,7 @@ class Cursor:
             return iter(())
         if not isinstance(self.value, list):
             self.fail(f"expected a list, got {show(self.value)}")
-        return (Cursor(self.ref, v, f"{self.path}[{i}]") for i, v in enumerate(self.value))
+        return (self._child(v, i) for i, v in enumerate(self.value))
 
     @property
     def missing(self) -> bool:
@@ -194,9 +215,6 @@ def ip_address(cur: Cursor, text: str) -> IPAddress:
         cur.fail(f"expected an IPv4 or IPv6 address, got {show(text)}")
 
 
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-
-
 def unannounceable(address: IPAddress) -> str | None:
     """Why `address` can never be a LoadBalancer address, or None if it can.
 
@@ -204,6 +222,8 @@ def unannounceable(address: IPAddress) -> str | None:
     for loopback or "this network", breaks the segment rather than serving a
     Service; the kernel refuses most of them on `lo` as well.
     """
+    if isinstance(address, ipaddress.IPv4Address):
+        return _unannounceable_v4(int(address))
     if address.is_unspecified:
         return "the unspecified address"
     if address.is_loopback:
@@ -212,13 +232,27 @@ def unannounceable(address: IPAddress) -> str | None:
         return "a multicast address"
     if address.is_link_local:
         return "a link-local address"
-    if isinstance(address, ipaddress.IPv4Address):
-        if address == ipaddress.IPv4Address("255.255.255.255"):
-            return "the broadcast address"
-        if address in _THIS_NETWORK:
-            return 'in 0.0.0.0/8 ("this network")'
-        if address.is_reserved:
-            return "reserved (240.0.0.0/4)"
-    elif address.ipv4_mapped is not None:
+    if address.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address"
+    return None
+
+
+def _unannounceable_v4(value: int) -> str | None:
+    """`unannounceable` of an IPv4 address, by its integer: ipaddress's properties
+    test network membership in Python, which a plan of many Services feels."""
+    top = value >> 24
+    if value == 0:
+        return "the unspecified address"
+    if top == 127:
+        return "a loopback address"
+    if 224 <= top <= 239:
+        return "a multicast address"
+    if value >> 16 == 0xA9FE:  # 169.254.0.0/16
+        return "a link-local address"
+    if value == 0xFFFFFFFF:
+        return "the broadcast address"
+    if top == 0:
+        return 'in 0.0.0.0/8 ("this network")'
+    if top >= 240:
+        return "reserved (240.0.0.0/4)"
     return None

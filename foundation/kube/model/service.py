@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from foundation.kube.model.fields import Cursor, IPAddress, ip_address, show
@@ -56,9 +57,10 @@ class Service:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """namespace/name, the way MetalLB and kubectl name a service."""
+        """namespace/name, the way MetalLB and kubectl name a service (made once: plans
+        ask for it per address and per route)."""
         return f"{self.namespace}/{self.name}"
 
     @property

@@ -62,6 +62,11 @@ class Source(ABC):
 
     # -- for readers ------------------------------------------------------------
 
+    def refusals(self) -> tuple[str, ...]:
+        """The objects skipped because they cannot be used, one line each, naming
+        the object and the field (as logged); none by default."""
+        return ()
+
     def snapshot(self) -> ClusterState:
         """The newest state (revision 0 and empty until the first load)."""
         with self._cond:

@@ -130,7 +130,8 @@ class Resource:
         versions = tuple(reversed(KINDS[key].versions))  # newest first
         namespace: str | None
         if key == ("", "Secret"):
-            namespace = own_namespace or own_pod_namespace()
+            # BGPPeer passwordSecret: where the BGPPeers are, as MetalLB keeps them.
+            namespace = metallb_namespace or own_namespace or own_pod_namespace()
         else:
             namespace = metallb_namespace if group == "metallb.io" else None
         return cls(group, kind, PLURALS[key], versions, namespace)
@@ -588,7 +589,10 @@ class KubeSource(Source):
             if obj is not None:
                 parsed[_item_key(item)] = obj
         ordered = sorted((_key(ref_of(obj)), obj) for obj in parsed.values())
+        listed = {(res, _item_key(item)) for item in items}
         with self._lock:
+            for gone in [k for k in self._errors if k[0] == res and k not in listed]:
+                del self._errors[gone]  # relisted without it: deleted meanwhile
             if api_version is None:
                 self._missing.add(res)
             else:
@@ -607,17 +611,26 @@ class KubeSource(Source):
         try:
             obj = parse_object(doc)
         except ModelError as exc:
-            if self._errors.get(key) != str(exc):
+            with self._lock:
+                known, self._errors[key] = self._errors.get(key), str(exc)
+            if known != str(exc):
                 log.warning("skipped %s", exc)
-                self._errors[key] = str(exc)
             return None
-        self._errors.pop(key, None)
+        with self._lock:
+            self._errors.pop(key, None)
         return obj
+
+    def refusals(self) -> tuple[str, ...]:
+        """The objects skipped because they cannot be used, one line each
+        ("BGPPeer metallb-system/x: spec.peerASN: ..."), as logged."""
+        with self._lock:
+            return tuple(sorted(self._errors.values()))
 
     def _on_event(self, res: Resource, kind: str, raw: Any) -> None:
         key = _item_key(raw)
         if kind == "DELETED":
-            self._errors.pop((res, key), None)
+            with self._lock:
+                self._errors.pop((res, key), None)
             self._apply(res, key, None)
         else:
             self._apply(res, key, self._parse(res, self._version[res], raw))
