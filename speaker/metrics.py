@@ -36,11 +36,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
+from foundation import metrics as metrics_server
 from speaker.api.events import Observation
 from speaker.api.peer_status import BGP, MEMBER, PeerStatus
-from speaker.controller.metrics import parse_listen_address
 from speaker.plan import Announcement
 
 if TYPE_CHECKING:
@@ -78,10 +78,7 @@ class SpeakerMetrics:
 
 def serve(address: str) -> tuple[str, int]:
     """Serve /metrics on `address` ("HOST:PORT", port 0: any free one); the bound address."""
-    host, port = parse_listen_address(address)
-    server, _thread = start_http_server(port, host)
-    bound = server.server_address
-    return str(bound[0]), int(bound[1])
+    return metrics_server.serve(address)
 
 
 # -- MetalLB's names and meanings, so its dashboards and alerts work unchanged --------------

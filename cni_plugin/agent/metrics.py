@@ -19,11 +19,9 @@ process and platform collectors added by `serve`.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from foundation.addresses import parse_listen_address
+from foundation import metrics as metrics_server
 
 # Seconds: a fast-path ADD takes milliseconds; the long tail is a request that
 # waited for another one on the same attachment, or for the IPAM lock.
@@ -58,9 +56,4 @@ class AgentMetrics:
 
 def serve(metrics: AgentMetrics, address: str) -> tuple[str, int]:
     """Serve /metrics on `address` (port 0: any free one); the bound host and port."""
-    host, port = parse_listen_address(address)
-    ProcessCollector(registry=metrics.registry)
-    PlatformCollector(registry=metrics.registry)
-    server, _thread = start_http_server(port, host, registry=metrics.registry)
-    bound = server.server_address
-    return str(bound[0]), int(bound[1])
+    return metrics_server.serve(address, metrics.registry)

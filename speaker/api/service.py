@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from speaker.controller.metrics import parse_listen_address
+from foundation.addresses import parse_listen_address
 
 if TYPE_CHECKING:
     from speaker.api.server import ApiServer

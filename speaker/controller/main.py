@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from foundation.addresses import parse_listen_address
 from foundation.kube.cli import (
     CONTEXT_SETTINGS,
     Args,
@@ -26,7 +27,7 @@ from foundation.kube.cli import (
 )
 from foundation.kube.sources.base import Source
 from speaker.controller.controller import Controller
-from speaker.controller.metrics import ControllerMetrics, parse_listen_address, serve
+from speaker.controller.metrics import ControllerMetrics, serve
 from speaker.controller.writers import ManifestsWriter, StatusWriter
 
 log = logging.getLogger("skein-controller")

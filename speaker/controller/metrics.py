@@ -13,10 +13,9 @@ this controller knows (plus the process collectors added by `serve`).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from foundation import metrics as metrics_server
 from ipam.pools import Allocator, capacity
 
 
@@ -44,20 +43,6 @@ class ControllerMetrics:
         self._pools = set(allocator.pools)
 
 
-def parse_listen_address(text: str) -> tuple[str, int]:
-    """"HOST:PORT", "[V6]:PORT" or ":PORT" (all addresses); ValueError if malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
-
-
 def serve(metrics: ControllerMetrics, address: str) -> tuple[str, int]:
     """Serve /metrics on `address` (port 0: any free one); the bound host and port."""
-    host, port = parse_listen_address(address)
-    ProcessCollector(registry=metrics.registry)
-    PlatformCollector(registry=metrics.registry)
-    server, _thread = start_http_server(port, host, registry=metrics.registry)
-    bound = server.server_address
-    return str(bound[0]), int(bound[1])
+    return metrics_server.serve(address, metrics.registry)
