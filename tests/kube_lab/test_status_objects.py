@@ -7,7 +7,6 @@ client, and the objects gone when the Service is."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from lab.kube.cluster import SKEIN_NAMESPACE, KubeLab
@@ -15,20 +14,15 @@ from lab.netns import Netns
 from tests.kube_lab.conftest import client_get, wait_for
 from tests.kube_lab.test_cluster import NS, _lb_service, apply, lb_address, whoami_pods
 
-METALLB_CRDS = Path("/work/shared/metallb/crds")
-KINDS = {"servicel2statuses": "crd_servicel2statuses.yaml",
-         "servicebgpstatuses": "crd_servicebgpstatuses.yaml"}
+KINDS = ("servicel2statuses", "servicebgpstatuses")
 SERVICE_NAME, SERVICE_NAMESPACE, NODE = (
     "metallb.io/service-name", "metallb.io/service-namespace", "metallb.io/node")
 
 
 def ensure_status_crds(kube: KubeLab) -> None:
-    """Where install/manifests/10-crds.yaml does not define the two kinds yet, MetalLB's
-    own CRDs stand in (the speaker relies on the kinds being served, not on whose)."""
-    for plural, crd in KINDS.items():
+    """install/manifests/10-crds.yaml serves MetalLB's two status kinds."""
+    for plural in KINDS:
         name = f"{plural}.metallb.io"
-        if kube.kubectl("get", "crd", name, check=False).returncode != 0:
-            kube.kubectl("apply", "-f", str(METALLB_CRDS / crd))
         wait_for(lambda n=name: kube.kubectl("get", "crd", n, "-o",
                                              "jsonpath={.status.acceptedNames.kind}",
                                              check=False).stdout.strip(), 60,
@@ -141,3 +135,53 @@ def test_l2_status_event_and_metrics_name_the_announcing_node(kube: KubeLab) -> 
     wait_for(lambda: not statuses(kube, "servicel2statuses", "st-l2")
              and not statuses(kube, "servicebgpstatuses", "st-bgp"), 60,
              "the status objects removed with their Services")
+
+
+REFUSED = """apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: refused-peer
+  namespace: metallb-system
+spec:
+  myASN: 64512
+  peerASN: 65000
+  peerAddress: 192.168.56.250
+  bfdProfile: no-such-profile
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: refused-pool
+  namespace: metallb-system
+spec:
+  autoAssign: false
+  addresses:
+  - not-an-address
+"""
+
+
+def refusals(kube: KubeLab, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube.kubectl_json(
+        "-n", "metallb-system", "get", "events", "--field-selector",
+        f"reason=ConfigRefused,involvedObject.name={name}")["items"]
+    return items
+
+
+def test_refused_objects_get_a_warning_event_naming_the_field(kube: KubeLab) -> None:
+    """What the API server accepts (MetalLB's CRDs allow it) but a speaker cannot act
+    on: an Event on that object, naming the field, from every node."""
+    nodes = {n.name for n in kube.node_specs()}
+    apply(kube, REFUSED)
+    try:
+        for name, field in (("refused-peer", "spec.bfdProfile"),
+                            ("refused-pool", "spec.addresses")):
+            events = wait_for(lambda n=name: (found := refusals(kube, n))
+                              and {e["source"].get("host") for e in found} == nodes
+                              and found, 60, f"a ConfigRefused Event on {name} from every node")
+            for event in events:
+                assert event["type"] == "Warning"
+                assert event["involvedObject"]["kind"] in ("BGPPeer", "IPAddressPool")
+                assert event["message"].startswith(field), event["message"]
+    finally:
+        kube.kubectl("-n", "metallb-system", "delete", "bgppeer/refused-peer",
+                     "ipaddresspool/refused-pool", "--ignore-not-found", check=False)
