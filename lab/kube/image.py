@@ -278,44 +278,60 @@ def ensure_base_tar(cache: str | os.PathLike[str] | None = None, log: Log = prin
     """A tar of a debootstrapped Debian SUITE holding the Containerfile's packages, made once."""
     root = cache_root(cache)
     mirror, packages = debian_mirror(), containerfile_packages(repo / CONTAINERFILE)
-    key = base_key(mirror, packages)
-    final = root / "base" / f"debian-{SUITE}-{key[:12]}.tar"
+    final = root / "base" / f"debian-{SUITE}-{base_key(mirror, packages)[:12]}.tar"
+    return _debootstrap_tar(root, "skein-base", final, f"debian-{SUITE}-*.tar", packages, (),
+                            mirror, "base", "into the cache", log)
+
+
+def _debootstrap_tar(root: Path, lock: str, final: Path, pattern: str,
+                     packages: Sequence[str], trim: Sequence[str], mirror: str, what: str,
+                     where: str, log: Log) -> Path:
+    """`final`, a tar of a debootstrapped Debian SUITE (minbase + `packages`, without
+    what is under the directories `trim`), made once under the lock `lock`; older
+    tars beside it matching `pattern` are removed."""
     if final.is_file():
         return final
-    with _locked(root, "skein-base"):
+    with _locked(root, lock):
         if final.is_file():
             return final
         debootstrap = _tool("debootstrap", "debootstrap")
         unshare = _tool("unshare", "util-linux")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in final.parent.glob(".tmp-*"):
+        directory = final.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
         start = time.monotonic()
         try:
             target = tmp / "root"
-            log(f"debootstrap {SUITE} (minbase + {', '.join(packages)}) from {mirror} "
-                "into the cache; a few minutes, once")
+            log(f"debootstrap {SUITE} (minbase + {', '.join(sorted(packages))}) from {mirror} "
+                f"{where}; a few minutes, once")
             # Its own mount namespace: the /proc and /sys that debootstrap mounts in the
             # target go away with it, even when it is killed.
             _run([unshare, "--mount", "--propagation", "private", debootstrap,
-                  "--variant=minbase", f"--include={','.join(packages)}", SUITE,
+                  "--variant=minbase", f"--include={','.join(sorted(packages))}", SUITE,
                   str(target), mirror], "debootstrap", tmp / "debootstrap.log")
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 for path in (target / junk).glob("*"):
                     if path.is_file():
                         path.unlink()
-            tar = tmp / "base.tar"
+            for directory_ in trim:
+                for path in (target / directory_).glob("*"):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+            tar = tmp / "root.tar"
             _run(["tar", "--numeric-owner", "--xattrs", "-C", str(target),
                   "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
                   "-cf", str(tar), "."], "tar of the debootstrap root")
             _replace(tar, final)
-            for old in final.parent.glob(f"debian-{SUITE}-*.tar"):
+            for old in directory.glob(pattern):
                 if old != final:
                     old.unlink()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        log(f"base root: {final} ({_size(final)}) in {elapsed_text(start)}")
+        log(f"{what} root: {final} ({_size(final)}) in {elapsed_text(start)}")
     return final
 
 
@@ -638,51 +654,10 @@ def ensure_debian_tar(slug: str, packages: Sequence[str], trim: Sequence[str] = 
     the directories `trim`), made once under <cache>/`slug`/ (its own directory and lock:
     it never touches the Skein base)."""
     root = cache_root(cache)
-    mirror = debian_mirror()
-    key = debian_tar_key(packages, trim)
     directory = root / slug
-    final = directory / f"{slug}-{SUITE}-{key[:12]}.tar"
-    if final.is_file():
-        return final
-    with _locked(root, slug):
-        if final.is_file():
-            return final
-        debootstrap = _tool("debootstrap", "debootstrap")
-        unshare = _tool("unshare", "util-linux")
-        directory.mkdir(parents=True, exist_ok=True)
-        for leftover in directory.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-        start = time.monotonic()
-        try:
-            target = tmp / "root"
-            log(f"debootstrap {SUITE} (minbase + {', '.join(sorted(packages))}) from {mirror} "
-                f"into {directory}; a few minutes, once")
-            _run([unshare, "--mount", "--propagation", "private", debootstrap,
-                  "--variant=minbase", f"--include={','.join(sorted(packages))}", SUITE,
-                  str(target), mirror], "debootstrap", tmp / "debootstrap.log")
-            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-                for path in (target / junk).glob("*"):
-                    if path.is_file():
-                        path.unlink()
-            for directory_ in trim:
-                for path in (target / directory_).glob("*"):
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink()
-            tar = tmp / "root.tar"
-            _run(["tar", "--numeric-owner", "--xattrs", "-C", str(target),
-                  "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
-                  "-cf", str(tar), "."], "tar of the debootstrap root")
-            _replace(tar, final)
-            for old in directory.glob(f"{slug}-{SUITE}-*.tar"):
-                if old != final:
-                    old.unlink()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log(f"{slug} root: {final} ({_size(final)}) in {elapsed_text(start)}")
-    return final
+    final = directory / f"{slug}-{SUITE}-{debian_tar_key(packages, trim)[:12]}.tar"
+    return _debootstrap_tar(root, slug, final, f"{slug}-{SUITE}-*.tar", packages, trim,
+                            debian_mirror(), slug, f"into {directory}", log)
 
 
 def ensure_e2e_base(podman: Podman, cache: str | os.PathLike[str] | None = None,
