@@ -158,18 +158,17 @@ _V1_1_INTERFACE_KEYS = ("mtu", "socketPath", "pciID")
 _V1_1_ROUTE_KEYS = ("mtu", "advmss", "priority", "table", "scope")
 
 
+def _without(entries: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Copies of `entries` (None: none) without `keys` (what an older version lacks)."""
+    return [{k: v for k, v in entry.items() if k not in keys} for entry in entries or []]
+
+
 def result_for_version(result: dict[str, Any], version: str) -> dict[str, Any]:
     """Render an internal result in the format of `version`."""
     legacy = not at_least(version, "1.0.0")
     pre_1_1 = not at_least(version, "1.1.0")
     out: dict[str, Any] = {"cniVersion": version}
-    interfaces = []
-    for iface in result.get("interfaces") or []:
-        entry = dict(iface)
-        if pre_1_1:
-            for key in _V1_1_INTERFACE_KEYS:
-                entry.pop(key, None)
-        interfaces.append(entry)
+    interfaces = _without(result.get("interfaces"), _V1_1_INTERFACE_KEYS if pre_1_1 else ())
     if interfaces:
         out["interfaces"] = interfaces
     ips = []
@@ -179,13 +178,7 @@ def result_for_version(result: dict[str, Any], version: str) -> dict[str, Any]:
             entry = {"version": str(ip_family(ip["address"])), **entry}
         ips.append(entry)
     out["ips"] = ips
-    routes = []
-    for route in result.get("routes") or []:
-        entry = dict(route)
-        if pre_1_1:
-            for key in _V1_1_ROUTE_KEYS:
-                entry.pop(key, None)
-        routes.append(entry)
+    routes = _without(result.get("routes"), _V1_1_ROUTE_KEYS if pre_1_1 else ())
     if routes:
         out["routes"] = routes
     out["dns"] = result.get("dns") or {}
