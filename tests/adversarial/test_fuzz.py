@@ -45,6 +45,7 @@ from speaker.l2.responder import Responder
 from tests.bgp.test_fuzz import VALID as BGP_VALID
 from tests.bgp.test_fuzz import decode_or_bgp_error
 from tests.bgp.test_fuzz import mutated as bgp_mutated
+from tests.fuzzing import mutate
 
 T = TypeVar("T")
 BUDGET = float(os.environ.get("SKEIN_FUZZ_SECONDS", "4"))
@@ -73,19 +74,7 @@ def mutations(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
 
     @st.composite
     def build(draw: st.DrawFn) -> bytes:
-        raw = bytearray(draw(st.sampled_from(seeds)))
-        for _ in range(draw(st.integers(1, 5))):
-            kind = draw(st.sampled_from(["flip", "set", "cut", "insert"]))
-            pos = draw(st.integers(0, max(len(raw) - 1, 0)))
-            if kind == "flip" and raw:
-                raw[pos] ^= 1 << draw(st.integers(0, 7))
-            elif kind == "set" and raw:
-                raw[pos] = draw(st.integers(0, 255))
-            elif kind == "cut":
-                del raw[pos:pos + draw(st.integers(1, 8))]
-            else:
-                raw[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        return bytes(raw)
+        return bytes(mutate(draw, draw(st.sampled_from(seeds)), 5))
 
     return build()
 

@@ -28,6 +28,7 @@ from speaker.bgp.notification import Notification
 from speaker.bgp.open import Open
 from speaker.bgp.route_refresh import RouteRefresh
 from speaker.bgp.update import Update, end_of_rib
+from tests.fuzzing import mutate
 
 net = ipaddress.ip_network
 
@@ -77,19 +78,7 @@ def test_random_bodies_with_a_valid_header(body: bytes, msg_type: int, four_octe
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    raw = bytearray(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["flip", "set", "cut", "insert"]))
-        # Mutations past the header keep it plausible so the body decoders get exercised.
-        pos = draw(st.integers(0, max(len(raw) - 1, 0)))
-        if kind == "flip" and raw:
-            raw[pos] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "set" and raw:
-            raw[pos] = draw(st.integers(0, 255))
-        elif kind == "cut":
-            del raw[pos:pos + draw(st.integers(1, 8))]
-        else:
-            raw[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+    raw = mutate(draw, draw(st.sampled_from(VALID)), 6)
     if draw(st.booleans()) and len(raw) >= 19:
         raw[16:18] = len(raw).to_bytes(2, "big")  # keep the length consistent
     return bytes(raw)
