@@ -24,7 +24,23 @@ from foundation.kube.model import parse_go_duration
 from foundation.kube.sources import yaml_documents
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "metallb"
+
+
+def _shared() -> Path:
+    """../shared/metallb beside the checkout; a clone elsewhere names it with
+    SKEIN_METALLB_DATA or finds the project's copy at /work/shared.  Missing, the
+    tests fail here rather than pass over an empty directory."""
+    import os
+
+    for candidate in (os.environ.get("SKEIN_METALLB_DATA"), REPO.parent / "shared" / "metallb",
+                      "/work/shared/metallb"):
+        if candidate and (Path(candidate) / "crds").is_dir():
+            return Path(candidate)
+    raise FileNotFoundError("MetalLB's samples and CRDs (../shared/metallb) not found: "
+                            "set SKEIN_METALLB_DATA to their directory")
+
+
+SHARED = _shared()
 METALLB_CRDS = SHARED / "crds"
 OUR_CRDS = REPO / "install" / "manifests" / "10-crds.yaml"
 
