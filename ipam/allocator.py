@@ -19,19 +19,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from foundation.addresses import IPAddress
 from foundation.cni.spec import Attachment
 from ipam.ranges import RangeSet
-from ipam.store import LeaseIndex
-
-
-class Store(Protocol):
-    def reserve(self, att: Attachment, address: IPAddress, range_id: int) -> bool: ...
-    def release(self, address: IPAddress) -> bool: ...
-    def index(self) -> LeaseIndex: ...
-    def last_reserved(self, range_id: int) -> IPAddress | None: ...
+from ipam.store import LeaseIndex, Store
 
 
 class AllocationError(Exception):

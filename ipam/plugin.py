@@ -15,6 +15,7 @@ every failure into the CNI code a runtime can act on:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -33,7 +34,7 @@ from ipam.allocator import (
     allocate,
 )
 from ipam.config import IpamConfig, parse_config, parse_resolv_conf
-from ipam.store import DiskStore, LockTimeout
+from ipam.store import DiskStore, LockTimeout, OpenStore, Store
 
 if TYPE_CHECKING:
     from ipam.leasecache import LeaseCache
@@ -57,13 +58,12 @@ def _lock_timeout(environ: dict[str, str]) -> float:
 
 
 @contextmanager
-def _locked_store(req: Request, cfg: IpamConfig, spares: Spares | None = None,
-                  cache: LeaseCache | None = None) -> Iterator[DiskStore]:
-    """The network's store under its lock; filesystem trouble becomes CNI errors."""
+def _locked_store(req: Request, cfg: IpamConfig, open_store: OpenStore) -> Iterator[Store]:
+    """The network's store under its lock; storage trouble becomes CNI errors."""
     where = os.path.join(cfg.data_dir, cfg.network)
     timeout = _lock_timeout(req.environ)
     try:
-        with DiskStore.open(cfg.data_dir, cfg.network, timeout, spares, cache) as store:
+        with open_store(cfg.data_dir, cfg.network, timeout) as store:
             yield store
     except LockTimeout:
         raise CniError(spec.ERR_TRY_AGAIN_LATER,
@@ -95,16 +95,18 @@ def _allocation_error(err: AllocationError, cfg: IpamConfig) -> CniError:
 
 
 class HostLocalIpam:
-    """The `Plugin` of foundation.cni.skel for skein-ipam.  Inside skein-agent,
+    """The `Plugin` of foundation.cni.skel for skein-ipam, on host-local's disk
+    store (ipam/store.py) unless `open_store` gives another.  Inside skein-agent,
     `spares` writes new leases into files made ahead of time (ipam/spare.py)
     and `cache` reads only the leases that changed (ipam/leasecache.py)."""
 
-    def __init__(self, spares: Spares | None = None, cache: LeaseCache | None = None) -> None:
-        self.spares = spares
-        self.cache = cache
+    def __init__(self, spares: Spares | None = None, cache: LeaseCache | None = None,
+                 open_store: OpenStore | None = None) -> None:
+        self.open_store: OpenStore = open_store or functools.partial(
+            DiskStore.open, spares=spares, cache=cache)
 
-    def _store(self, req: Request, cfg: IpamConfig) -> AbstractContextManager[DiskStore]:
-        return _locked_store(req, cfg, self.spares, self.cache)
+    def _store(self, req: Request, cfg: IpamConfig) -> AbstractContextManager[Store]:
+        return _locked_store(req, cfg, self.open_store)
 
     def add(self, req: Request) -> dict[str, Any]:
         cfg = parse_config(req.config, req.args)

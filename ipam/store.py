@@ -21,9 +21,11 @@ so one temporary name suffices, and a leftover one is stale by definition.
 Inside skein-agent the file is instead an unnamed one made ahead of time
 (ipam/spare.py), fsynced and linked the same way.
 
-The interface (reserve / release / release_by_id / get_by_id / last_reserved /
-leases / index) is what the allocator and the plugin need and nothing more,
-so a different backend can replace this one.
+The interface (`Store`: reserve / release / release_by_id / get_by_id /
+last_reserved / leases / index / remove_stale_temp, and `OpenStore` to hold a
+network's lock) is what the allocator and the plugin need and nothing more, so
+a different backend can replace this one, as the reference's backend.Store
+does; tests/ipam/fake_store.py is the in-memory one.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Any, NamedTuple
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from foundation.addresses import IPAddress
 from foundation.cni.spec import Attachment
@@ -54,6 +56,28 @@ LAST_RESERVED_PREFIX = "last_reserved_ip."
 LINE_BREAK = "\r\n"
 # Dot-prefixed so that it can never be taken for an address; host-local ignores it.
 TEMP_FILE = ".skein-ipam.tmp"
+
+
+class Store(Protocol):
+    """The leases of one network, while its lock is held."""
+
+    def reserve(self, att: Attachment, address: IPAddress, range_id: int) -> bool: ...
+    def release(self, address: IPAddress) -> bool: ...
+    def index(self) -> LeaseIndex: ...
+    def last_reserved(self, range_id: int) -> IPAddress | None: ...
+    def leases(self) -> dict[IPAddress, Lease]: ...
+    def get_by_id(self, att: Attachment) -> list[IPAddress]: ...
+    def release_by_id(self, att: Attachment) -> list[IPAddress]: ...
+    def remove_stale_temp(self) -> bool: ...
+
+
+class OpenStore(Protocol):
+    """Holds network `network`'s lock for a block and yields its `Store`
+    (raises LockTimeout when not granted within `timeout` seconds, OSError on
+    storage failures); `DiskStore.open` binds its own extras with partial."""
+
+    def __call__(self, data_dir: str, network: str,
+                 timeout: float | None = None) -> AbstractContextManager[Store]: ...
 
 
 class LockTimeout(Exception):
