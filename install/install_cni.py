@@ -88,7 +88,7 @@ def write_into(data: bytes, out: BinaryIO) -> None:
     os.fsync(out.fileno())
 
 
-def write_synced(data: bytes, dst: Path, mode: int) -> None:
+def write_new_file(data: bytes, dst: Path, mode: int) -> None:
     with open(dst, "xb") as out:
         write_into(data, out)
     os.chmod(dst, mode)
@@ -150,7 +150,7 @@ def install_directory(files: dict[str, tuple[bytes, int]], version: Path) -> Pat
             if target.parent not in directories:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 directories.update([target.parent, *target.parent.parents])
-            write_synced(data, target, mode)
+            write_new_file(data, target, mode)
         for directory in sorted(d for d in directories if d.is_relative_to(tmp)):
             os.chmod(directory, 0o755)
             fsync_dir(directory)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -45,11 +44,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from foundation.files import write_atomically
+from lab.kube.cache import cache_lock
 
 KUBERNETES_VERSION = "v1.34.4"
 # What kubeadm v1.34 deploys (build/dependencies.yaml "coredns-kubeadm"); builds with go1.26.
@@ -604,18 +604,8 @@ def _smoke(bin_dir: Path, names: Sequence[str], log: Log) -> dict[str, str]:
 # --------------------------------------------------------------------------- the cache
 
 
-@contextlib.contextmanager
-def _locked(root: Path, name: str) -> Iterator[None]:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise BuildError(f"cache {root} is not writable: {e.strerror}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _locked(root: Path, name: str) -> contextlib.AbstractContextManager[None]:
+    return cache_lock(root, name, BuildError)
 
 
 def _remove_leftovers(root: Path, name: str) -> None:

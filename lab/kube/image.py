@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -40,9 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from foundation.files import write_atomically
+from lab.kube.cache import cache_lock
 
 CACHE_ENV = "SKEIN_LAB_CACHE"
 DEFAULT_CACHE = "/var/cache/skein-lab"
@@ -100,18 +102,8 @@ def _size(path: Path) -> str:
     return f"{path.stat().st_size / 2**20:.1f} MiB"
 
 
-@contextlib.contextmanager
-def _locked(root: Path, name: str) -> Iterator[None]:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise ImageError(f"cache {root} is not writable: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _locked(root: Path, name: str) -> contextlib.AbstractContextManager[None]:
+    return cache_lock(root, name, ImageError)
 
 
 def _tool(name: str, package: str) -> str:
@@ -153,10 +145,7 @@ def _read_stamp(archive: Path) -> str | None:
 
 
 def _write_stamp(archive: Path, key: str) -> None:
-    stamp = Path(f"{archive}.key")
-    tmp = stamp.with_name(f".{stamp.name}.tmp")
-    tmp.write_text(key + "\n")
-    os.replace(tmp, stamp)
+    write_atomically(f"{archive}.key", key + "\n")
 
 
 # --------------------------------------------------------------------------- podman
@@ -410,14 +399,9 @@ def ensure_skein_image(cache: str | os.PathLike[str] | None = None, log: Log = p
     mirror, packages = debian_mirror(), containerfile_packages(repo / CONTAINERFILE)
     key = _key({"schema": SCHEMA, "sources": source_digest(repo), "name": name,
                 "base": base_key(mirror, packages)})
-    if _read_stamp(archive) == key:
-        return archive
-    with _locked(root, "skein-image"):
-        if _read_stamp(archive) == key:
-            return archive
-        podman = Podman(root)
+
+    def make(podman: Podman) -> str:
         base = ensure_base(podman, root, log, repo)
-        start = time.monotonic()
         context = root / "images" / ".context-skein"
         _stage_context(repo, context)
         log_file = root / "images" / "skein.build.log"
@@ -429,10 +413,45 @@ def ensure_skein_image(cache: str | os.PathLike[str] | None = None, log: Log = p
                          build_args={"BASE": base}, secrets={"ca-bundle": ca} if ca else None)
         finally:
             shutil.rmtree(context, ignore_errors=True)
+        return ""
+
+    return _saved_image(root, "skein-image", archive, key, name, make, log)
+
+
+def _saved_image(root: Path, lock: str, archive: Path, key: str, name: str,
+                 make: Callable[[Podman], str], log: Log) -> Path:
+    """`archive`, image `name` saved by podman after `make` built it (returning
+    what to log about it), unless the archive's stamp already says `key`; made
+    under the cache lock `lock`, checked again once it is held."""
+    if _read_stamp(archive) == key:
+        return archive
+    with _locked(root, lock):
+        if _read_stamp(archive) == key:
+            return archive
+        podman = Podman(root)
+        start = time.monotonic()
+        how = make(podman)
         podman.save(name, archive)
         _write_stamp(archive, key)
-        log(f"{name}: {archive} ({_size(archive)}) in {elapsed_text(start)}")
+        log(f"{name}: {archive} ({_size(archive)}) {how or ''}in {elapsed_text(start)}")
     return archive
+
+
+def _build_staged(podman: Podman, root: Path, slug: str, name: str,
+                  stage: Callable[[Path], str], log: Log, on: str) -> None:
+    """podman build of the context `stage` fills (returning its Containerfile);
+    RUN steps get no network."""
+    context = root / "images" / f".context-{slug}"
+    if context.exists():
+        shutil.rmtree(context)
+    context.mkdir(parents=True)
+    try:
+        (context / "Containerfile").write_text(stage(context))
+        log(f"podman build {name} {on}")
+        podman.build(context, name, context / "Containerfile",
+                     root / "images" / f"{slug}.build.log", network="none")
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- static images
@@ -467,30 +486,14 @@ def _ensure_scratch(root: Path, slug: str, name: str, inputs: Mapping[str, Any],
                     stage: Callable[[Path], str], log: Log) -> Path:
     """Build and save a FROM-scratch image whose context `stage` fills (and whose
     Containerfile it returns), unless the archive's stamp matches `inputs`."""
-    archive = root / "images" / f"{slug}.oci.tar"
     key = _key({"schema": SCHEMA, "name": name, **inputs})
-    if _read_stamp(archive) == key:
-        return archive
-    with _locked(root, f"{slug}-image"):
-        if _read_stamp(archive) == key:
-            return archive
-        podman = Podman(root)
-        start = time.monotonic()
-        context = root / "images" / f".context-{slug}"
-        if context.exists():
-            shutil.rmtree(context)
-        context.mkdir(parents=True)
-        try:
-            (context / "Containerfile").write_text(stage(context))
-            log(f"podman build {name} FROM scratch")
-            podman.build(context, name, context / "Containerfile",
-                         root / "images" / f"{slug}.build.log", network="none")
-        finally:
-            shutil.rmtree(context, ignore_errors=True)
-        podman.save(name, archive)
-        _write_stamp(archive, key)
-        log(f"{name}: {archive} ({_size(archive)}) in {elapsed_text(start)}")
-    return archive
+
+    def make(podman: Podman) -> str:
+        _build_staged(podman, root, slug, name, stage, log, "FROM scratch")
+        return ""
+
+    return _saved_image(root, f"{slug}-image", root / "images" / f"{slug}.oci.tar", key,
+                        name, make, log)
 
 
 def _file_digest(path: Path) -> str:
@@ -677,34 +680,19 @@ def _ensure_built(root: Path, slug: str, name: str, inputs: Mapping[str, Any],
     """Build and save an image whose context `stage` fills (returning its Containerfile),
     on E2E_BASE_IMAGE when `base` (else FROM scratch), unless the archive's stamp
     matches `inputs`.  RUN steps get no network."""
-    archive = root / "images" / f"{slug}.oci.tar"
     base_inputs = {"base": debian_tar_key(E2E_BASE_PACKAGES, E2E_BASE_TRIM)} if base else {}
     key = _key({"schema": SCHEMA, "e2e_schema": E2E_SCHEMA, "name": name, **base_inputs,
                 **inputs})
-    if _read_stamp(archive) == key:
-        return archive
-    with _locked(root, f"{slug}-image"):
-        if _read_stamp(archive) == key:
-            return archive
-        podman = Podman(root)
+
+    def make(podman: Podman) -> str:
         if base:
             ensure_e2e_base(podman, root, log)
-        start = time.monotonic()
-        context = root / "images" / f".context-{slug}"
-        if context.exists():
-            shutil.rmtree(context)
-        context.mkdir(parents=True)
-        try:
-            (context / "Containerfile").write_text(stage(context))
-            log(f"podman build {name} " + (f"on {E2E_BASE_IMAGE}" if base else "FROM scratch"))
-            podman.build(context, name, context / "Containerfile",
-                         root / "images" / f"{slug}.build.log", network="none")
-        finally:
-            shutil.rmtree(context, ignore_errors=True)
-        podman.save(name, archive)
-        _write_stamp(archive, key)
-        log(f"{name}: {archive} ({_size(archive)}) in {elapsed_text(start)}")
-    return archive
+        _build_staged(podman, root, slug, name, stage, log,
+                      f"on {E2E_BASE_IMAGE}" if base else "FROM scratch")
+        return ""
+
+    return _saved_image(root, f"{slug}-image", root / "images" / f"{slug}.oci.tar", key,
+                        name, make, log)
 
 
 def _copy_exe(src: Path, dst: Path) -> None:
@@ -838,21 +826,16 @@ def ensure_alias_image(source: Path, source_name: str, name: str, slug: str,
                        cache: str | os.PathLike[str] | None = None, log: Log = print) -> Path:
     """The image of the OCI archive `source` (named `source_name`) saved again as `name`."""
     root = cache_root(cache)
-    archive = root / "images" / f"{slug}.oci.tar"
     key = _key({"schema": SCHEMA, "e2e_schema": E2E_SCHEMA, "name": name,
                 "source": _read_stamp(source) or _file_digest(source)})
-    if _read_stamp(archive) == key:
-        return archive
-    with _locked(root, f"{slug}-image"):
-        if _read_stamp(archive) == key:
-            return archive
-        podman = Podman(root)
+
+    def make(podman: Podman) -> str:
         podman.run("load", "-i", str(source), what=f"podman load {source.name}")
         podman.run("tag", source_name, name, what=f"podman tag {source_name} {name}")
-        podman.save(name, archive)
-        _write_stamp(archive, key)
-        log(f"{name}: {archive} (the image of {source_name})")
-    return archive
+        return f"(the image of {source_name}) "
+
+    return _saved_image(root, f"{slug}-image", root / "images" / f"{slug}.oci.tar", key,
+                        name, make, log)
 
 
 def ensure_e2e_images(e2e_bin: str | os.PathLike[str], agnhost_source: str | os.PathLike[str],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from foundation.addresses import IPNetwork
 from speaker.bgp.errors import INVALID_NETWORK_FIELD, update_error
 
 AFI_IPV4 = 1
@@ -21,7 +22,7 @@ Family = tuple[int, int]
 IPV4_UNICAST: Family = (AFI_IPV4, SAFI_UNICAST)
 IPV6_UNICAST: Family = (AFI_IPV6, SAFI_UNICAST)
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = IPNetwork  # the one alias (foundation.addresses), under the codec's name
 
 _ADDR_LEN = {AFI_IPV4: 4, AFI_IPV6: 16}
 
