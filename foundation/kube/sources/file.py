@@ -17,8 +17,8 @@ daemons run:
   writer that has not written yet): logged, and the last good state kept, as
   for a missing or unparsable file.  To withdraw everything on purpose, write
   a file with no objects in it but not empty: `---`, or a comment;
-- nesting deeper than MAX_DEPTH levels is refused as invalid YAML before any
-  node is built, whatever libyaml the node has (see `check_depth`);
+- nesting deeper than MAX_DEPTH levels is refused as invalid YAML, without
+  recursion, whatever libyaml the node has (see `yaml_documents`, `check_depth`);
 - kinds Skein does not use are ignored (logged at debug).
 
 Change detection polls os.stat (device, inode, size, mtime in ns) every
@@ -228,10 +228,36 @@ class ParsedFile:
 def yaml_documents(text: str, budget: list[int] | None = None) -> list[tuple[int, Any]]:
     """(1-based start line, decoded document) for every document; YAMLError if any is bad.
 
+    Documents are built straight from libyaml's events (`_build_documents`), in
+    one loop that also bounds the nesting; anything that loop leaves to PyYAML
+    (an error, a rare tag or merge, see `_build_documents`) sends the whole text
+    through PyYAML's composer and constructor (`_composed_documents`), so the
+    result and the error are always PyYAML's.  `budget` (a one-element list) is
+    the merge-key allowance to draw from and update, when several texts share
+    one (`ManifestParser`).
+    """
+    allowance = (budget[0] if budget is not None
+                 else MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(text))
+    try:
+        built: tuple[list[tuple[int, Any]], int] | None = _build_documents(text, allowance)
+    except NestingTooDeep:
+        raise  # check_depth, first thing in the composing path, raises it at this event
+    except Exception:  # noqa: BLE001 - whatever it was, PyYAML decides and words it
+        built = None
+    if built is None:  # (outside the handler: PyYAML's error is not chained to it)
+        return _composed_documents(text, budget)
+    documents, left = built
+    if budget is not None:
+        budget[0] = left
+    return documents
+
+
+def _composed_documents(text: str, budget: list[int] | None = None) -> list[tuple[int, Any]]:
+    """`yaml_documents` by PyYAML's composer and constructor: the reference.
+
     Composing node by node (rather than yaml.safe_load_all) keeps each
     document's line number for the messages.  Nesting is bounded first
-    (`check_depth`).  `budget` (a one-element list) is the merge-key allowance
-    to draw from and update, when several texts share one (`ManifestParser`).
+    (`check_depth`).
     """
     check_depth(text)
     loader = _ManifestLoader(text)
@@ -252,6 +278,276 @@ def yaml_documents(text: str, budget: list[int] | None = None) -> list[tuple[int
         if budget is not None:
             budget[0] = loader._merge_budget
         loader.dispose()
+
+
+# -- documents from libyaml's events --------------------------------------------------------
+#
+# PyYAML's composer builds a node per scalar, its resolver and constructor then
+# visit each in Python: most of a parse.  `_build_documents` makes the same
+# objects from the events in one loop (no recursion, so it bounds the nesting as
+# it goes).  It builds what ordinary manifests hold: the implicit scalars
+# (through the same resolvers and constructors as `_ManifestLoader`, cached by
+# text), the core scalar tags, quoted and block scalars, mappings and sequences
+# (untagged, `!` or !!map / !!seq), anchors and aliases, duplicate keys (the last
+# wins) and merge keys in the one form every PyYAML merges alike.  Everything
+# else raises _Fallback and the whole text goes through PyYAML
+# (`_composed_documents`): any error (so that its message and line are PyYAML's),
+# !!set, !!omap, !!pairs, an unknown tag, a collection or an unhashable alias as a
+# key, a duplicate or recursive anchor, `<<` or `=` anywhere but as a plain key,
+# a merge of a list of several mappings, or of a mapping with a key that is not a
+# string or that repeats a merged key (PyYAML versions differ there: 6.0 lets the
+# last of a merged list win, the venv's lets the first win but only over a key
+# whose text is the very same str object, which CPython's string caching
+# decides), and a merge over the budget (so that the mapping named is the one
+# PyYAML names).
+
+class _Fallback(Exception):
+    """What `_build_documents` leaves to PyYAML's composer and constructor."""
+
+
+_NOKEY: Any = object()  # a mapping waiting for its next key
+_MERGE: Any = object()  # the plain key `<<`: its value is merged
+_VALUE: Any = object()  # the plain scalar `=` (a str as a key, an error elsewhere)
+_PENDING: Any = object()  # an anchored collection that is not complete yet
+_MISS: Any = object()
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAGS = (None, "!", "tag:yaml.org,2002:map")
+_SEQ_TAGS = (None, "!", "tag:yaml.org,2002:seq")
+_SPECIAL_TAGS = {"tag:yaml.org,2002:merge": _MERGE, "tag:yaml.org,2002:value": _VALUE}
+_SCALAR_CONSTRUCTORS = {
+    tag: _ManifestLoader.yaml_constructors[tag]
+    for tag in (f"tag:yaml.org,2002:{name}"
+                for name in ("null", "bool", "int", "float", "binary", "timestamp"))
+    if tag in _ManifestLoader.yaml_constructors
+}
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()  # scalar constructors keep no state
+# The events alone (a loader would also set up a constructor and a resolver);
+# without libyaml, PyYAML's Python parser, whose events are the same.
+_EventParser: Any = getattr(getattr(yaml, "cyaml", None), "CParser", yaml.SafeLoader)
+_RESOLVERS: dict[Any, list[tuple[str, Any]]] = _ManifestLoader.yaml_implicit_resolvers
+_WILDCARD = _RESOLVERS.get(None, [])
+
+
+class _AnyText:
+    """Every first character, when some resolver is not keyed by one."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+# A plain scalar whose first character no resolver is keyed by is a str as it is.
+_RESOLVED_FIRST: Any = (_AnyText() if _WILDCARD
+                        else frozenset(k for k in _RESOLVERS if k is not None))
+# Plain scalars that some resolver may claim, by text, with what they make: the
+# same few numbers, addresses and words recur in every document.  The objects
+# are immutable; the cache is emptied when full.
+_PLAIN: dict[str, Any] = {}
+_PLAIN_MAX = 1 << 16
+
+
+def _scalar(tag: str, value: str) -> Any:
+    """What _ManifestLoader constructs of a scalar node with this (resolved) tag."""
+    if tag == _STR_TAG:
+        return value
+    special = _SPECIAL_TAGS.get(tag)
+    if special is not None:
+        return special
+    construct = _SCALAR_CONSTRUCTORS.get(tag)
+    if construct is None:
+        raise _Fallback(tag)
+    try:
+        return construct(_CONSTRUCTOR, yaml.ScalarNode(tag, value))
+    except Exception as exc:  # PyYAML's error, or a ValueError it lets through
+        raise _Fallback(tag) from exc
+
+
+def _plain(value: str) -> Any:
+    """A plain untagged scalar as the resolver and constructor make it (cached)."""
+    for tag, regexp in _RESOLVERS.get(value[:1], []) + _WILDCARD:
+        if regexp.match(value):
+            result = _scalar(tag, value)
+            break
+    else:
+        result = value
+    if result is not _MERGE and result is not _VALUE:
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        _PLAIN[value] = result
+    return result
+
+
+def _merged(own: dict[Any, Any], pairs: int, merges: list[list[tuple[dict[Any, Any], int]]],
+            budget: int) -> tuple[dict[Any, Any], int, int]:
+    """A mapping with merge keys as SafeConstructor.flatten_mapping makes it: the
+    merged pairs first, then its own.  `pairs` counts its own pairs (not the
+    `<<` ones), `merges` holds per `<<` key the mappings it merges, each with its
+    pair count as flattened.  Returns the mapping, its flattened pair count and
+    what is left of the budget, which counts what flatten_mapping adds."""
+    out: dict[Any, Any] = {}
+    total = 0
+    for group in merges:
+        for source, count in group:
+            out.update(source)
+            total += count
+    if len(out) != total or any(k.__class__ is not str for k in out):
+        raise _Fallback("a merged key repeats or is no string")
+    budget -= max(0, total - len(merges))
+    if budget < 0:
+        raise _Fallback("merge budget")
+    out.update(own)
+    return out, total + pairs, budget
+
+
+# The kinds of collection being built.
+_DOC, _MAP, _SEQ, _MERGE_SEQ = 0, 1, 2, 3
+
+
+def _build_documents(text: str, budget: int) -> tuple[list[tuple[int, Any]], int]:
+    """What `_composed_documents` returns, and the merge budget left; _Fallback
+    (or PyYAML's parse error) where it leaves the text to PyYAML; NestingTooDeep
+    at the collection that check_depth refuses."""
+    parser = _EventParser(text)
+    try:
+        return _from_events(parser.get_event, budget)
+    finally:
+        parser.dispose()
+
+
+def _from_events(get_event: Any, budget: int) -> tuple[list[tuple[int, Any]], int]:
+    scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+    map_start, map_end = yaml.MappingStartEvent, yaml.MappingEndEvent
+    seq_start, seq_end = yaml.SequenceStartEvent, yaml.SequenceEndEvent
+    doc_start, stream_end = yaml.DocumentStartEvent, yaml.StreamEndEvent
+    plain, resolved_first = _PLAIN, _RESOLVED_FIRST
+    out: list[tuple[int, Any]] = []
+    # The collection being built (its kind, the object, the key waiting for its
+    # value, the pairs so far, the merges, its anchor), and those it is inside.
+    kind, key, pairs, anchor = _DOC, _NOKEY, 0, None
+    cur: Any = None
+    merges: Any = None
+    stack: list[tuple[Any, ...]] = []
+    anchors: dict[str, Any] = {}  # this document's anchors: the object, or _PENDING
+    flat: dict[str, int] = {}  # an anchored mapping's flattened pair count
+    depth = line = count = 0
+    v: Any = None
+    while True:
+        event = get_event()
+        cls = event.__class__
+        if cls is scalar_event:
+            value = event.value
+            tag = event.tag
+            if tag is not None and tag != "!":
+                v = _scalar(tag, value)
+                if v is _MERGE or v is _VALUE:
+                    raise _Fallback(tag)
+            elif not event.implicit[0]:  # quoted, block, or `!` on a non-plain scalar
+                v = value
+            elif value[:1] not in resolved_first:
+                v = value
+            else:
+                v = plain.get(value, _MISS)
+                if v is _MISS:
+                    v = _plain(value)
+                    if v is _MERGE or v is _VALUE:
+                        if kind != _MAP or key is not _NOKEY or event.anchor is not None:
+                            raise _Fallback(value)
+                        key = _MERGE if v is _MERGE else value
+                        continue
+            if event.anchor is not None:
+                if event.anchor in anchors:
+                    raise _Fallback("duplicate anchor")
+                anchors[event.anchor] = v
+        elif cls is map_start or cls is seq_start:
+            if (kind == _MAP and key is _NOKEY) or kind == _MERGE_SEQ and cls is seq_start:
+                raise _Fallback("a collection as a key, or a list in a merged list")
+            if event.tag not in (_MAP_TAGS if cls is map_start else _SEQ_TAGS):
+                raise _Fallback(event.tag)
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NestingTooDeep(event.start_mark.line + 1)
+            if kind == _DOC:
+                line = event.start_mark.line + 1
+            stack.append((kind, cur, key, pairs, merges, anchor))
+            anchor = event.anchor
+            if anchor is not None:
+                if anchor in anchors:
+                    raise _Fallback("duplicate anchor")
+                anchors[anchor] = _PENDING
+            if cls is map_start:
+                kind, cur, key, pairs, merges = _MAP, {}, _NOKEY, 0, None
+            else:
+                if kind == _MAP and key is _MERGE:
+                    if anchor is not None:
+                        raise _Fallback("an anchored list of merged mappings")
+                    kind = _MERGE_SEQ
+                else:
+                    kind = _SEQ
+                cur = []
+            continue
+        elif cls is map_end:
+            v, count = cur, pairs
+            if merges is not None:
+                v, count, budget = _merged(cur, pairs, merges, budget)
+            if anchor is not None:
+                anchors[anchor] = v
+                flat[anchor] = count
+            kind, cur, key, pairs, merges, anchor = stack.pop()
+            depth -= 1
+        elif cls is seq_end:
+            v = cur
+            if kind == _MERGE_SEQ:
+                if len(v) > 1:
+                    raise _Fallback("a list of several merged mappings")
+                kind, cur, key, pairs, merges, anchor = stack.pop()
+                depth -= 1
+                if merges is None:
+                    merges = []
+                merges.append(v)
+                key = _NOKEY
+                continue
+            if anchor is not None:
+                anchors[anchor] = v
+            kind, cur, key, pairs, merges, anchor = stack.pop()
+            depth -= 1
+        elif cls is alias_event:
+            v = anchors.get(event.anchor, _PENDING)
+            if v is _PENDING:
+                raise _Fallback("undefined or recursive alias")
+            if kind == _MAP and key is _NOKEY and v.__class__ in (dict, list):
+                raise _Fallback("an unhashable key")
+            count = flat.get(event.anchor, -1)
+        elif cls is doc_start:
+            if anchors:
+                anchors, flat = {}, {}
+            line = 0
+            continue
+        elif cls is stream_end:
+            return out, budget
+        else:  # StreamStart, DocumentEnd
+            continue
+        # v is complete: put it where it goes.
+        if kind == _MAP:
+            if key is _NOKEY:
+                key = v
+            elif key is _MERGE:
+                if cls is scalar_event or count < 0:
+                    raise _Fallback("a merge of something else than a mapping")
+                if merges is None:
+                    merges = []
+                merges.append([(v, count)])
+                key = _NOKEY
+            else:
+                cur[key] = v
+                pairs += 1
+                key = _NOKEY
+        elif kind == _SEQ:
+            cur.append(v)
+        elif kind == _MERGE_SEQ:
+            if cls is scalar_event or count < 0:
+                raise _Fallback("a merge of something else than a mapping")
+            cur.append((v, count))
+        else:
+            out.append((line or event.start_mark.line + 1, v))
 
 
 # A line that starts a new document (a marker, possibly with content after it) or
