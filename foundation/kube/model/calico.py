@@ -18,7 +18,7 @@ from foundation.kube.model.meta import open_object
 DEFAULT_NAME = "default"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPConfiguration:
     name: str
     as_number: int | None = None

@@ -27,7 +27,7 @@ from foundation.kube.model.communities import (
 )
 from foundation.kube.model.endpoints import EndpointSlice, parse_endpoint_slice
 from foundation.kube.model.errors import ModelError, ObjectRef
-from foundation.kube.model.fields import Cursor, IPAddress, show
+from foundation.kube.model.fields import Cursor, IPAddress, Irregular, show
 from foundation.kube.model.meta import Namespace, parse_namespace
 from foundation.kube.model.metallb import (
     BFDProfile,
@@ -52,7 +52,7 @@ ModelObject = (Node | Service | Namespace | EndpointSlice | IPAddressPool | L2Ad
                | BFDProfile | Secret)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Kind:
     versions: tuple[str, ...]
     parse: Callable[[Any], ModelObject]
@@ -114,6 +114,27 @@ def object_ref(doc: Any) -> ObjectRef | None:
 
 def parse_object(doc: Any) -> ModelObject | None:
     """One Kubernetes object; None for kinds Skein does not use; ModelError if bad."""
+    try:
+        spec = _quick_kind(doc)
+    except Irregular:
+        return _checked_parse_object(doc)
+    return None if spec is None else spec.parse(doc)
+
+
+def _quick_kind(doc: Any) -> Kind | None:
+    """The parser of a document whose kind and apiVersion are plain and known, None
+    for a kind Skein does not use; Irregular for anything else (fields.Irregular)."""
+    if type(doc) is dict:
+        kind, api_version = doc.get("kind"), doc.get("apiVersion")
+        if type(kind) is str and kind and type(api_version) is str and api_version:
+            group, _, version = api_version.rpartition("/")
+            spec = KINDS.get((group, kind))
+            if spec is None or version in spec.versions:
+                return spec
+    raise Irregular
+
+
+def _checked_parse_object(doc: Any) -> ModelObject | None:
     if not isinstance(doc, dict):
         raise ModelError(None, "", f"expected a Kubernetes object (a mapping), got {show(doc)}")
     top = Cursor(object_ref(doc), doc)

@@ -40,7 +40,7 @@ from foundation.kube.model.meta import open_object
 LARGE = "large"  # the marker of a large community, as MetalLB spells it (lower case)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class BGPCommunity:
     """Two 16-bit halves (standard) or three 32-bit parts (large)."""
 
@@ -103,7 +103,7 @@ def parse_community_entry(cur: Cursor) -> BGPCommunity | str:
         cur.fail(f"{exc}, got {show(text)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommunityAliases:
     """metallb.io/v1beta1 Community: names for community values."""
 

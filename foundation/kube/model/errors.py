@@ -21,7 +21,7 @@ def printable(text: str) -> str:
     return text.translate(_CONTROL)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectRef:
     """Kind plus name (and namespace for namespaced kinds); the identity of an object."""
 

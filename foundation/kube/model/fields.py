@@ -13,7 +13,9 @@ is an error, and a YAML `yes` (which PyYAML reads as a boolean) is not a string.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+import re
+import socket
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from foundation.addresses import IPAddress, IPNetwork
@@ -21,7 +23,6 @@ from foundation.kube.model.durations import parse_go_duration
 from foundation.kube.model.errors import ModelError, ObjectRef, printable
 
 T = TypeVar("T")
-
 
 
 def show(value: Any) -> str:
@@ -79,7 +80,9 @@ class Cursor:
 
     def at(self, key: str) -> Cursor:
         """The child `key`; an absent child (or a null parent) is a cursor on None."""
-        return self._child(self.mapping().get(key), key)
+        value = self.value
+        return self._child(value.get(key) if type(value) is dict else self.mapping().get(key),
+                           key)
 
     def items(self) -> Iterator[Cursor]:
         """The elements of a list (none when absent), each with its index in the path."""
@@ -210,9 +213,202 @@ class Cursor:
 def ip_address(cur: Cursor, text: str) -> IPAddress:
     """`text` as an address; errors are reported at `cur`."""
     try:
-        return ipaddress.ip_address(text.strip())
+        return parse_ip(text)
     except ValueError:
         cur.fail(f"expected an IPv4 or IPv6 address, got {show(text)}")
+
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# Exactly the dotted quads ipaddress accepts (no leading zeros, ASCII digits only).
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+is_dotted_quad = _DOTTED_QUAD.fullmatch
+_IPv4Address = ipaddress.IPv4Address
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+
+
+def parse_ip(text: str) -> IPAddress:
+    """ipaddress.ip_address(text.strip()), ValueError and all; a plain dotted quad
+    (most addresses a cluster holds) skips ipaddress's parser written in Python."""
+    if is_dotted_quad(text):
+        return _IPv4Address(_inet_pton(_AF_INET, text))
+    return ipaddress.ip_address(text.strip())
+
+
+# -- quick paths --------------------------------------------------------------------
+#
+# A parser first tries its quick path, which reads plain dicts, lists and
+# scalars directly (no cursors, no field paths) and raises Irregular at
+# anything but the ordinary well-formed shape: a value of the wrong type, out
+# of range, or merely unusual (a str subclass, a non-string key).  The caller
+# then parses the same document with its checked path, which either accepts it
+# or reports the error; so every message comes from the checked path, and the
+# quick path only has to accept nothing the checked path refuses and to build
+# the same objects (tests/model/test_parse_speed_equivalence.py holds them to it).
+
+class Irregular(Exception):
+    """The quick path gives up on this document; the checked path decides."""
+
+
+# Read-only stand-in for an absent mapping (never returned to a caller to keep).
+_NO_MAPPING: dict[str, Any] = {}
+
+
+def quick_mapping(value: Any) -> dict[str, Any]:
+    """Cursor.mapping: a dict, or the empty mapping for None (not to be kept or changed)."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return _NO_MAPPING
+    raise Irregular
+
+
+def quick_list(value: Any) -> Sequence[Any]:
+    """Cursor.items' elements: a list, or none for None."""
+    if type(value) is list:
+        return value
+    if value is None:
+        return ()
+    raise Irregular
+
+
+def quick_opt_string(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise Irregular
+
+
+def quick_string(value: Any) -> str:
+    """Cursor.string without a default: a non-empty string."""
+    if type(value) is str and value:
+        return value
+    raise Irregular
+
+
+def quick_choice(value: Any, allowed: dict[str, str], default: str | None = None) -> str:
+    """Cursor.choice, `allowed` mapping each choice to itself: the result is the
+    module's constant, so objects share it rather than each keeping the document's copy."""
+    if type(value) is str:
+        got = allowed.get(value)
+        if got is not None:
+            return got
+        if value == "" and default is not None:
+            return default
+    elif value is None and default is not None:
+        return default
+    raise Irregular
+
+
+def choices(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The `allowed` of quick_choice."""
+    return {a: a for a in allowed}
+
+
+def quick_opt_integer(value: Any, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if type(value) is int and low <= value <= high:
+        return value
+    raise Irregular
+
+
+def quick_integer(value: Any, low: int, high: int) -> int:
+    """Cursor.integer without a default."""
+    if type(value) is int and low <= value <= high:
+        return value
+    raise Irregular
+
+
+def quick_boolean(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if type(value) is bool:
+        return value
+    raise Irregular
+
+
+def quick_opt_ip(value: Any) -> IPAddress | None:
+    """Cursor.opt_ip: None for null or empty."""
+    if value is None or value == "":
+        return None
+    return quick_ip(value)
+
+
+def quick_ip(value: Any) -> IPAddress:
+    """Cursor.ip: an address, required."""
+    if type(value) is str and value:
+        try:
+            return parse_ip(value)
+        except ValueError:
+            pass
+    raise Irregular
+
+
+def quick_network(value: Any) -> IPNetwork:
+    """Cursor.network."""
+    if type(value) is str and value:
+        try:
+            return ipaddress.ip_network(value.strip())
+        except ValueError:
+            pass
+    raise Irregular
+
+
+class _EmptyMap(dict[str, str]):
+    """An empty dict that refuses to change, so that every object without labels
+    (or annotations) can share one rather than each holding its own."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a parsed object's labels and annotations are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
+EMPTY_MAP: dict[str, str] = _EmptyMap()
+
+
+def quick_string_map(value: Any) -> dict[str, str]:
+    """Cursor.string_map: a new dict (never the document's own, which writers edit)."""
+    if not value:
+        if value is None or type(value) is dict:
+            return EMPTY_MAP
+        raise Irregular
+    if type(value) is not dict:
+        raise Irregular
+    out: dict[str, str] = {}
+    for key, text in value.items():
+        if type(key) is not str:
+            raise Irregular
+        if type(text) is not str:
+            if text is not None:
+                raise Irregular
+            text = ""
+        out[shared(key)] = text
+    return out
+
+
+SHARED_MAX = 4096
+_SHARED: dict[str, str] = {}
+
+
+def shared_value(cache: dict[Any, T], key: Any, make: Callable[[], T]) -> T:
+    """One copy of an immutable value many objects repeat (`make` builds it the
+    first time `key` is seen): each document would have its own.  Bounded:
+    emptied when full, which only costs sharing."""
+    got = cache.get(key)
+    if got is None:
+        if len(cache) >= SHARED_MAX:
+            cache.clear()
+        cache[key] = got = make()
+    return got
+
+
+def shared(text: str) -> str:
+    """One copy of a string many objects repeat (namespaces, label keys)."""
+    return shared_value(_SHARED, text, lambda: text)
 
 
 def unannounceable(address: IPAddress) -> str | None:

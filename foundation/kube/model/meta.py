@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundation.kube.model.errors import ModelError, ObjectRef
-from foundation.kube.model.fields import Cursor, show
+from foundation.kube.model.fields import (
+    Cursor,
+    Irregular,
+    quick_mapping,
+    quick_string_map,
+    shared,
+    show,
+)
 
 # Objects in a manifests file without a namespace land where `kubectl apply`
 # would put them with no context set.
@@ -20,9 +27,10 @@ DEFAULT_NAMESPACE = "default"
 
 # RFC 1123 subdomain: what the API server accepts for most object names.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_name = _NAME.fullmatch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectMeta:
     name: str
     namespace: str = ""
@@ -50,7 +58,28 @@ def open_object(doc: Any, kind: str, namespaced: bool) -> tuple[Cursor, ObjectMe
     return obj, ObjectMeta(name, namespace, labels, annotations)
 
 
-@dataclass(frozen=True)
+def quick_meta(doc: Any, namespaced: bool) -> ObjectMeta:
+    """open_object's metadata on the quick path (see fields.Irregular)."""
+    if type(doc) is not dict:
+        raise Irregular
+    meta = quick_mapping(doc.get("metadata"))
+    name = meta.get("name")
+    if type(name) is not str or len(name) > 253 or not _name(name):
+        raise Irregular
+    namespace = ""
+    if namespaced:
+        written = meta.get("namespace")
+        if written is None or written == "":
+            namespace = DEFAULT_NAMESPACE
+        elif type(written) is str:
+            namespace = shared(written)
+        else:
+            raise Irregular
+    return ObjectMeta(name, namespace, quick_string_map(meta.get("labels")),
+                      quick_string_map(meta.get("annotations")))
+
+
+@dataclass(frozen=True, slots=True)
 class Namespace:
     """Only for its labels: MetalLB pools can select services by namespace labels."""
 
@@ -59,5 +88,13 @@ class Namespace:
 
 
 def parse_namespace(doc: Any) -> Namespace:
-    _, meta = open_object(doc, "Namespace", namespaced=False)
+    try:
+        return _quick_namespace(doc)
+    except Irregular:
+        _, meta = open_object(doc, "Namespace", namespaced=False)
+        return Namespace(meta.name, meta.labels)
+
+
+def _quick_namespace(doc: Any) -> Namespace:
+    meta = quick_meta(doc, namespaced=False)
     return Namespace(meta.name, meta.labels)

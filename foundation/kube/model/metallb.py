@@ -61,7 +61,7 @@ def parse_address_range(cur: Cursor) -> AddressRange:
     return AddressRange(net.network_address, net.broadcast_address)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceAllocation:
     priority: int | None = None
     namespaces: tuple[str, ...] = ()
@@ -81,7 +81,7 @@ def _selectors(cur: Cursor) -> tuple[LabelSelector, ...]:
     return tuple(cur.parse(parse_label_selector))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IPAddressPool:
     namespace: str
     name: str
@@ -131,7 +131,7 @@ def parse_ip_address_pool(doc: Any) -> IPAddressPool:
                          allocation, meta.labels)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolSelection:
     """Which pools, nodes and Services an advertisement covers; shared by L2 and BGP."""
 
@@ -162,7 +162,7 @@ def _pool_selection(spec: Cursor) -> PoolSelection:
                          _selectors(spec.at("serviceSelectors")))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PreferredNodeSelector:
     """A soft preference for the L2 announcer (Kubernetes' PreferredSchedulingTerm)."""
 
@@ -175,7 +175,7 @@ def _preferred(cur: Cursor) -> PreferredNodeSelector:
                                  parse_label_selector(cur.at("preference")))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class L2Advertisement:
     namespace: str
     name: str
@@ -210,7 +210,7 @@ def parse_l2_advertisement(doc: Any) -> L2Advertisement:
                            tuple(spec.at("preferredNodeSelectors").parse(_preferred)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPAdvertisement:
     namespace: str
     name: str
@@ -257,7 +257,7 @@ def parse_bgp_advertisement(doc: Any) -> BGPAdvertisement:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BFDProfile:
     """MetalLB's BFDProfile (RFC 5880 session parameters); defaults are MetalLB's."""
 
@@ -288,7 +288,7 @@ def parse_bfd_profile(doc: Any) -> BFDProfile:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPPeer:
     namespace: str
     name: str

@@ -18,8 +18,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from foundation.kube.model.fields import IPAddress, IPNetwork, show
-from foundation.kube.model.meta import open_object
+from foundation.kube.model.fields import (
+    IPAddress,
+    IPNetwork,
+    Irregular,
+    quick_choice,
+    quick_ip,
+    quick_list,
+    quick_mapping,
+    quick_network,
+    quick_string,
+    show,
+)
+from foundation.kube.model.meta import open_object, quick_meta
 from foundation.netlink.mac import vtep_mac_for_ip
 
 VTEP_MAC_ANNOTATION = "skein.io/vtep-mac"
@@ -28,7 +39,8 @@ EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Node:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -68,6 +80,13 @@ class Node:
 
 
 def parse_node(doc: Any) -> Node:
+    try:
+        return _quick_node(doc)
+    except Irregular:
+        return _checked_node(doc)
+
+
+def _checked_node(doc: Any) -> Node:
     obj, meta = open_object(doc, "Node", namespaced=False)
     spec, status = obj.at("spec"), obj.at("status")
 
@@ -104,6 +123,47 @@ def parse_node(doc: Any) -> Node:
     for cond in status.at("conditions").items():
         if cond.at("type").string() == "Ready":
             ready = cond.at("status").choice(("True", "False", "Unknown")) == "True"
+
+    return Node(meta.name, meta.labels, meta.annotations, tuple(internal), tuple(cidrs),
+                mac, ready)
+
+
+# -- the quick path (see fields.Irregular) -----------------------------------------
+
+_CONDITION_STATUS = {s: s for s in ("True", "False", "Unknown")}
+
+
+def _quick_node(doc: Any) -> Node:
+    meta = quick_meta(doc, namespaced=False)
+    spec, status = quick_mapping(doc.get("spec")), quick_mapping(doc.get("status"))
+
+    internal: list[IPAddress] = []
+    for entry in map(quick_mapping, quick_list(status.get("addresses"))):
+        if quick_string(entry.get("type")) == "InternalIP":
+            address = quick_ip(entry.get("address"))
+            if address not in internal:
+                internal.append(address)
+
+    cidrs = [quick_network(v) for v in quick_list(spec.get("podCIDRs"))]
+    single = spec.get("podCIDR")
+    if single is not None:
+        first = quick_network(single)
+        if cidrs and cidrs[0] != first:
+            raise Irregular
+        cidrs = cidrs or [first]
+    if len({c.version for c in cidrs}) != len(cidrs):
+        raise Irregular
+
+    mac: str | None = None
+    if VTEP_MAC_ANNOTATION in meta.annotations:
+        mac = meta.annotations[VTEP_MAC_ANNOTATION].strip().lower()
+        if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
+            raise Irregular
+
+    ready: bool | None = None
+    for cond in map(quick_mapping, quick_list(status.get("conditions"))):
+        if quick_string(cond.get("type")) == "Ready":
+            ready = quick_choice(cond.get("status"), _CONDITION_STATUS) == "True"
 
     return Node(meta.name, meta.labels, meta.annotations, tuple(internal), tuple(cidrs),
                 mac, ready)

@@ -19,7 +19,7 @@ from foundation.kube.model.meta import open_object
 BASIC_AUTH = "kubernetes.io/basic-auth"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     namespace: str
     name: str

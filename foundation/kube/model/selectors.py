@@ -15,7 +15,7 @@ from foundation.kube.model.fields import Cursor
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Requirement:
     key: str
     operator: str
@@ -31,7 +31,7 @@ class Requirement:
         return inside if self.operator == "In" else not inside
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelSelector:
     match_labels: Mapping[str, str] = field(default_factory=dict)
     match_expressions: tuple[Requirement, ...] = ()

@@ -11,11 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
-from foundation.kube.model.fields import Cursor, IPAddress, ip_address, show
-from foundation.kube.model.meta import open_object
+from foundation.kube.model.fields import (
+    Cursor,
+    IPAddress,
+    Irregular,
+    choices,
+    ip_address,
+    parse_ip,
+    quick_choice,
+    quick_integer,
+    quick_ip,
+    quick_list,
+    quick_mapping,
+    quick_opt_integer,
+    quick_opt_ip,
+    quick_opt_string,
+    shared_value,
+    show,
+)
+from foundation.kube.model.meta import open_object, quick_meta
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -28,7 +44,7 @@ ADDRESS_POOL = "address-pool"
 ALLOW_SHARED_IP = "allow-shared-ip"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     port: int
     protocol: str = "TCP"
@@ -37,8 +53,16 @@ class ServicePort:
     target_port: int | str | None = None
 
 
-@dataclass(frozen=True)
-class Service:
+class _KeyCache:
+    """Room for Service.key, made on first use: with slots there is no __dict__
+    for a cached_property.  Not a field, so neither compared, shown nor pickled."""
+
+    __slots__ = ("_key",)
+    _key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Service(_KeyCache):
     namespace: str
     name: str
     type: str = "ClusterIP"
@@ -57,11 +81,16 @@ class Service:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
-    @cached_property
+    @property
     def key(self) -> str:
         """namespace/name, the way MetalLB and kubectl name a service (made once: plans
         ask for it per address and per route)."""
-        return f"{self.namespace}/{self.name}"
+        try:
+            return self._key
+        except AttributeError:
+            key = f"{self.namespace}/{self.name}"
+            object.__setattr__(self, "_key", key)
+            return key
 
     @property
     def is_load_balancer(self) -> bool:
@@ -132,6 +161,13 @@ def _cluster_ips(spec: Cursor) -> tuple[IPAddress, ...]:
 
 
 def parse_service(doc: Any) -> Service:
+    try:
+        return _quick_service(doc)
+    except Irregular:
+        return _checked_service(doc)
+
+
+def _checked_service(doc: Any) -> Service:
     obj, meta = open_object(doc, "Service", namespaced=True)
     spec = obj.at("spec")
     notes = obj.at("metadata").at("annotations")
@@ -163,4 +199,124 @@ def parse_service(doc: Any) -> Service:
         ip_family_policy=policy,
         labels=meta.labels,
         annotations=meta.annotations,
+    )
+
+
+# -- the quick path (see fields.Irregular) -----------------------------------------
+
+_SERVICE_TYPES = choices(SERVICE_TYPES)
+_PROTOCOLS = choices(PROTOCOLS)
+_IP_FAMILIES = choices(IP_FAMILIES)
+_POLICIES = choices(("SingleStack", "PreferDualStack", "RequireDualStack"))
+_TRAFFIC_POLICIES = choices(("Cluster", "Local"))
+_NEW, _OLD = ANNOTATION_PREFIXES
+
+# Ports as written -> the ServicePorts, shared: most Services of a cluster
+# repeat a few port lists, and the objects are immutable.  Emptied when full.
+_PORTS: dict[tuple[Any, ...], tuple[ServicePort, ...]] = {}
+
+
+def _quick_ports(value: Any) -> tuple[ServicePort, ...]:
+    items = quick_list(value)
+    if not items:
+        return ()
+    written = []
+    for port in items:
+        if type(port) is not dict:
+            raise Irregular
+        target = port.get("targetPort")
+        if type(target) is str:
+            if not target:
+                raise Irregular
+        elif target is not None:
+            target = quick_integer(target, 1, 65535)
+        written.append((quick_integer(port.get("port"), 1, 65535),
+                        quick_choice(port.get("protocol"), _PROTOCOLS, "TCP"),
+                        quick_opt_string(port.get("name")) or "",
+                        quick_opt_integer(port.get("nodePort"), 1, 65535),
+                        target))
+    key = tuple(written)
+    return shared_value(_PORTS, key, lambda: tuple(ServicePort(*p) for p in written))
+
+
+def _quick_annotation(annotations: Mapping[str, str], suffix: str) -> str | None:
+    """metallb_annotation; Irregular where it would fail."""
+    new, old = annotations.get(_NEW + suffix), annotations.get(_OLD + suffix)
+    if new is None:
+        return None if old is None else (old.strip() or None)
+    new = new.strip()
+    if old is not None and old.strip() != new:
+        raise Irregular
+    return new or None
+
+
+def _quick_cluster_ip(value: Any) -> IPAddress | None:
+    return None if value == "None" or value == "" else quick_ip(value)
+
+
+def _quick_service(doc: Any) -> Service:
+    meta = quick_meta(doc, namespaced=True)
+    spec = quick_mapping(doc.get("spec"))
+    service_type = quick_choice(spec.get("type"), _SERVICE_TYPES, "ClusterIP")
+    ingress = []
+    for entry in quick_list(quick_mapping(quick_mapping(doc.get("status"))
+                                          .get("loadBalancer")).get("ingress")):
+        address = quick_opt_ip(quick_mapping(entry).get("ip"))
+        if address is not None:
+            ingress.append(address)
+    families = tuple(quick_choice(v, _IP_FAMILIES) for v in quick_list(spec.get("ipFamilies")))
+    policy = spec.get("ipFamilyPolicy")
+    if policy is not None:
+        policy = quick_choice(policy, _POLICIES)
+
+    texts = quick_list(spec.get("clusterIPs"))
+    many = [ip for ip in map(_quick_cluster_ip, texts) if ip is not None]
+    single = spec.get("clusterIP")
+    # The API server writes clusterIP again as clusterIPs[0]: that text is known good.
+    if single is not None and not (many and single == texts[0]):
+        single = _quick_cluster_ip(single)
+    else:
+        single = None
+    if single is not None and many and many[0] != single:
+        raise Irregular
+    cluster_ips = tuple(many) if many else ((single,) if single else ())
+
+    annotations = meta.annotations
+    legacy = quick_opt_ip(spec.get("loadBalancerIP"))
+    if annotations:
+        listed = _quick_annotation(annotations, LB_IPS)
+        pool = _quick_annotation(annotations, ADDRESS_POOL)
+        shared_ip = _quick_annotation(annotations, ALLOW_SHARED_IP)
+    else:
+        listed = pool = shared_ip = None
+    if listed is None:
+        requested: tuple[IPAddress, ...] = (legacy,) if legacy else ()
+    else:
+        if legacy:
+            raise Irregular
+        try:
+            requested = tuple(parse_ip(part) for part in listed.split(",") if part.strip())
+        except ValueError:
+            raise Irregular from None
+        if len({ip.version for ip in requested}) != len(requested):
+            raise Irregular
+
+    return Service(
+        namespace=meta.namespace,
+        name=meta.name,
+        type=service_type,
+        cluster_ips=cluster_ips,
+        ports=_quick_ports(spec.get("ports")),
+        external_traffic_policy=quick_choice(spec.get("externalTrafficPolicy"),
+                                             _TRAFFIC_POLICIES, "Cluster"),
+        requested_ips=requested,
+        address_pool=pool,
+        allow_shared_ip=shared_ip,
+        load_balancer_class=quick_opt_string(spec.get("loadBalancerClass")) or None,
+        ingress_ips=tuple(ingress),
+        external_ips=tuple(map(quick_ip, quick_list(spec.get("externalIPs")))),
+        ip_families=families,
+        ip_family_policy=policy,
+        labels=meta.labels,
+        annotations=annotations,
     )
