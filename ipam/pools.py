@@ -38,7 +38,7 @@ Semantics, following MetalLB's allocator:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -157,6 +157,14 @@ class Allocator:
     _free_from: dict[tuple[str, int], int] = field(default_factory=dict)
     _held_from: dict[str, dict[IPAddress, int]] = field(default_factory=dict)
     _by_key: dict[str, dict[IPAddress, int]] = field(default_factory=dict)
+    # Bumped whenever the pools change.  An assignment recorded (validated or
+    # chosen) under the current pools, whose request is equal to what the service
+    # asks now, is still valid: the rest of what `_validate` checks is the
+    # co-sharers, and a conflict between two services is symmetric, so it is
+    # found by whichever of them changed.  Lets a resync, or a status read
+    # back, keep N assignments without validating each one again.
+    _generation: int = 0
+    _valid_at: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def with_pools(cls, pools: Iterable[PoolSpec]) -> Allocator:
@@ -167,11 +175,14 @@ class Allocator:
     def set_pools(self, pools: Iterable[PoolSpec]) -> None:
         """Replace the pools; assignments stay until `check` finds them invalid."""
         new = {p.name: p for p in pools}
+        if new == self.pools:
+            return
         for name in [n for n, _ in self._free_from]:
             if name not in new or new[name] != self.pools.get(name):
                 self._free_from.pop((name, 4), None)
                 self._free_from.pop((name, 6), None)
         self.pools = new
+        self._generation += 1
 
     # -- reading -----------------------------------------------------------------
 
@@ -204,6 +215,7 @@ class Allocator:
         asg = self._by_service.pop(service, None)
         if asg is None:
             return None
+        del self._valid_at[service]
         freed = []
         for address, pool in zip(asg.addresses, asg.pools, strict=True):
             users = self._by_address[address]
@@ -231,6 +243,8 @@ class Allocator:
         asg = self._by_service.get(service)
         if asg is None:
             return "no assignment"
+        if self._still_valid(service, asg, request):
+            return None
         problem = self._validate(service, asg.addresses, request)
         if problem is None:
             self._record(service, asg.addresses, request, asg.pools)
@@ -254,6 +268,8 @@ class Allocator:
         previous = tuple(prefer)
         asg = self._by_service.get(service)
         if asg is not None:
+            if self._still_valid(service, asg, request):
+                return asg.addresses
             if self._validate(service, asg.addresses, request) is None:
                 # Keep the addresses, but remember the new ports and keys: later
                 # services are checked against them.
@@ -268,16 +284,25 @@ class Allocator:
 
     # -- internals -----------------------------------------------------------------
 
+    def _still_valid(self, service: str, asg: Assignment, request: Request) -> bool:
+        """Known valid without looking (see `_generation`)."""
+        return (self._valid_at.get(service) == self._generation
+                and (asg.request is request or asg.request == request))
+
     def _record(self, service: str, addresses: tuple[IPAddress, ...], request: Request,
-                pools: tuple[str, ...] | None = None) -> None:
+                pools: tuple[str, ...] | None = None, chosen: bool = False) -> None:
+        """`chosen`: `pools` are where `_allocate` just took the addresses from."""
         freed = self._drop(service) or []
-        # The pool each address came from, as long as it still holds it (pools change).
-        given = pools or ("",) * len(addresses)
-        pools = tuple(p if p in self.pools and usable(self.pools[p], a)
-                      else self._pool_for(a, request.pool) or ""
-                      for a, p in zip(addresses, given, strict=True))
+        if not chosen:
+            # The pool each address came from, as long as it still holds it (pools change).
+            given = pools or ("",) * len(addresses)
+            pools = tuple(p if p in self.pools and usable(self.pools[p], a)
+                          else self._pool_for(a, request.pool) or ""
+                          for a, p in zip(addresses, given, strict=True))
+        assert pools is not None
         asg = Assignment(service, addresses, pools, request)
         self._by_service[service] = asg
+        self._valid_at[service] = self._generation
         for address, pool in zip(addresses, pools, strict=True):
             self._by_address.setdefault(address, {})[service] = asg
             _count(self._held_from, pool, address)
@@ -354,14 +379,16 @@ class Allocator:
                 raise AllocationError(f"pool {request.pool} does not exist")
             names: tuple[str, ...] = (request.pool,)
         else:
-            names = tuple(n for n in request.auto_pools if n in self.pools)
+            names = request.auto_pools
+            if not all(n in self.pools for n in names):
+                names = tuple(n for n in names if n in self.pools)
             if not names:
                 raise AllocationError("no IPAddressPool is available for automatic assignment "
                                       "to this service")
         for name in names:
             chosen = self._from_pool(service, self.pools[name], request, previous)
             if chosen:
-                self._record(service, chosen, request, (name,) * len(chosen))
+                self._record(service, chosen, request, (name,) * len(chosen), chosen=True)
                 return chosen
         wanted = " and ".join(f"IPv{f}" for f in request.families)
         where = "pool " + names[0] if len(names) == 1 else "pools " + ", ".join(names)
@@ -384,26 +411,34 @@ class Allocator:
 
     def _first_fit(self, service: str, pool: PoolSpec, family: int, request: Request,
                    previous: tuple[IPAddress, ...]) -> IPAddress | None:
-        def fits(address: IPAddress) -> bool:
-            return (address.version == family and usable(pool, address)
-                    and self._sharing_problem(service, address, request) is None)
-
         # Stability first (an update keeps its address), then sharing (services
         # with one key end up on one address), then the first free address.
         keyed = self._by_key.get(request.sharing_key, {}) if request.sharing_key else {}
-        shared = sorted((a for a in keyed if a.version == family), key=int)
-        for address in (*previous, *shared):
-            if fits(address):
-                return address
+        if previous or keyed:
+            shared = sorted((a for a in keyed if a.version == family), key=int)
+            for address in (*previous, *shared):
+                if (address.version == family and usable(pool, address)
+                        and self._sharing_problem(service, address, request) is None):
+                    return address
         # Every address before `start` in the pool's order is held or unusable,
         # and a free usable address always fits (nobody to share it with).
-        start = end = self._free_from.get((pool.name, family), 0)
-        for position, address in _walk(pool, family, start):
-            if address not in self._by_address and usable(pool, address):
-                self._free_from[pool.name, family] = position
-                return address
-            end = position + 1
-        self._free_from[pool.name, family] = end
+        start = self._free_from.get((pool.name, family), 0)
+        held = self._by_address
+        avoid = pool.avoid_buggy_ips
+        offset = 0
+        for span in pool.addresses:
+            if span.version != family:
+                continue
+            size = span.size
+            if start < offset + size:
+                first = int(span.first)
+                for value in range(first + max(0, start - offset), first + size):
+                    address = address_at(family, value)
+                    if address not in held and not (avoid and is_buggy(address)):
+                        self._free_from[pool.name, family] = offset + value - first
+                        return address
+            offset += size
+        self._free_from[pool.name, family] = max(start, offset)
         return None
 
 
@@ -433,16 +468,3 @@ def _position(pool: PoolSpec, address: IPAddress) -> int | None:
             return offset + int(address) - int(span.first)
         offset += span.size
     return None
-
-
-def _walk(pool: PoolSpec, family: int, start: int) -> Iterator[tuple[int, IPAddress]]:
-    """(position, address) of the pool's addresses of `family` in order, from `start`."""
-    offset = 0
-    for span in pool.addresses:
-        if span.version != family:
-            continue
-        if start < offset + span.size:
-            first = int(span.first) + max(0, start - offset)
-            for value in range(first, int(span.last) + 1):
-                yield offset + value - int(span.first), address_at(family, value)
-        offset += span.size

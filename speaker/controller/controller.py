@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.fields import IPAddress
+from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source
 from ipam.pools import Allocator
 from speaker.controller.metrics import ControllerMetrics
-from speaker.controller.reconcile import Plan, reconcile
+from speaker.controller.reconcile import Plan, Requests, reconcile
 from speaker.controller.writers import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -33,35 +35,42 @@ class Controller:
         self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.lb_class = lb_class
         self.allocator = Allocator()
+        self.requests = Requests()
         # Every service of ours -> its desired ingress (what a whole reconcile returns).
         self.desired: dict[str, tuple[IPAddress, ...]] = {}
         self._reported: dict[str, str] = {}
         self._last: ClusterState | None = None
         self._pending: set[str] = set()  # statuses written, not yet seen in a state
 
-    def _touched(self, state: ClusterState) -> set[str] | None:
-        """Keys to reconcile, or None for all of them."""
+    def _touched(self, state: ClusterState) -> dict[str, Service | None] | None:
+        """Keys to reconcile with their Service in `state` (None: not there), or None
+        for all of them."""
         last = self._last
         if (last is None or last.ip_address_pools != state.ip_address_pools
                 or last.namespaces != state.namespaces):
             return None
-        keys = set(self._reported) | self._pending
+        touched: dict[str, Service | None] = {}
         if state.services is not last.services:
             # Sources keep an unchanged object as the same object: only the others
-            # are compared (an equal copy is not a change).
-            before_ids = set(map(id, last.services))
-            after_ids = set(map(id, state.services))
-            old = {s.key: s for s in last.services if id(s) not in after_ids}
-            new = {s.key: s for s in state.services if id(s) not in before_ids}
-            keys.update(k for k in (*old, *new) if old.get(k) != new.get(k))
-        return keys
+            # are compared (an equal copy is not a change).  Past the common start
+            # and end, the maps by id are built in C; only the objects that differ
+            # are looked at.
+            before, after = (dict(zip(map(id, part), part, strict=True))
+                             for part in _middles(last.services, state.services))
+            old = {s.key: s for s in map(before.__getitem__, before.keys() - after.keys())}
+            new = {s.key: s for s in map(after.__getitem__, after.keys() - before.keys())}
+            touched = {k: new.get(k) for k in (*old, *new) if old.get(k) != new.get(k)}
+        for key in (*self._reported, *self._pending):
+            if key not in touched:
+                touched[key] = state.service(*key.split("/", 1))
+        return touched
 
     def step(self, state: ClusterState, full: bool = False) -> tuple[Plan, bool]:
         """Reconcile one state (`full`: every service, else by what changed); the plan
         (of the services looked at) and whether every status write succeeded."""
         keys = None if full else self._touched(state)
         plan = reconcile(self.allocator, state, self.lb_class, keys,
-                         self.writer.annotates)
+                         self.writer.annotates, self.requests)
         self._last = state
         if keys is None:
             self.desired = dict(plan.desired)
@@ -101,3 +110,28 @@ class Controller:
                     state, full = newer, False
                     break
                 waited += 0.5
+
+
+def _middles(before: tuple[Service, ...], after: tuple[Service, ...]
+             ) -> tuple[tuple[Service, ...], tuple[Service, ...]]:
+    """`before` and `after` without their longest common start and end.
+
+    Found by bisection with tuple comparisons, which run in C and take an element
+    that is the same object as equal at once: O(log N) passes over the Services,
+    none of them in Python, where one changed Service among N is the usual case."""
+    n = min(len(before), len(after))
+    head = _longest(lambda k: before[:k] == after[:k], n)
+    tail = _longest(lambda k: before[len(before) - k:] == after[len(after) - k:], n - head)
+    return before[head:len(before) - tail], after[head:len(after) - tail]
+
+
+def _longest(same: Callable[[int], bool], most: int) -> int:
+    """The largest k <= most with same(k), for a `same` true up to some k and false after."""
+    low, high = 0, most
+    while low < high:
+        mid = (low + high + 1) // 2
+        if same(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
