@@ -14,9 +14,11 @@ routes go to which of them; this class hands that to the speaker:
     `ipaddress` networks.  The first apply, and any after the peers changed,
     hands every peer its whole table (`BgpSpeaker.set_routes`); the others work
     from the entries that came or went since the apply before (the plan keeps
-    an unchanged entry's identity) and hand each peer only the routes those
-    touch (`BgpSpeaker.update_routes`), so a change costs its size, not the
-    table's.  The peer works out what to withdraw and announce and says so,
+    an unchanged entry's identity; `apply_change` is told them by the daemon)
+    and hand each peer only the routes those touch (`BgpSpeaker.update_routes`),
+    so a change costs its size, not the table's.  The same list again (a
+    resync) changes no table, and puts lo right with `assign_to_lo`.  The
+    peer works out what to withdraw and announce and says so,
     and this class logs it; the speaker flushes after its 20 ms batching delay,
     grouped by attributes;
   - `reassert()`: every peer gets its whole table again, the peer diffing it;
@@ -55,7 +57,7 @@ from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp_plan import BgpSession
 from speaker.loopback import LoopbackAddresses
-from speaker.plan import BGP, Announcement
+from speaker.plan import BGP, Announcement, identity_delta
 
 log = logging.getLogger("speaker.bgp")
 
@@ -114,10 +116,11 @@ class BgpAnnouncer:
         # Accept an address already on lo: the L2 announcer may hold the same one.
         self._lo = LoopbackAddresses(LO_ADDRESS_PROTO)
         # What the last apply was given and made of it, for the next one's delta:
-        # its entries by identity (None: rebuild everything), the peer names and peers
-        # it saw, per peer the votes of the entries for each prefix (attributes ->
-        # how many entries want them) and the resulting table, entries per lo address.
-        self._entries: dict[int, Announcement] | None = None
+        # its list (None: rebuild everything), the peer names and peers it saw, per
+        # peer the votes of the entries for each prefix (attributes -> how many
+        # entries want them) and the resulting table, entries per lo address (kept
+        # with `assign_to_lo` only).
+        self._desired: Sequence[Announcement] | None = None
         self._names: dict[str, str] = {}
         self._peers: dict[str, Peer] = {}
         self._votes: dict[str, dict[Network, dict[RouteAttrs, int]]] = {}
@@ -180,20 +183,39 @@ class BgpAnnouncer:
     # -- the Announcer protocol ---------------------------------------------------------
 
     async def apply(self, desired: Sequence[Announcement]) -> None:
+        await self._apply(desired, None)
+
+    async def apply_change(self, desired: Sequence[Announcement],
+                           before: Sequence[Announcement], added: Sequence[Announcement],
+                           removed: Sequence[Announcement]) -> None:
+        """`apply(desired)`, from the entries the daemon says came and went since
+        `before`, when `before` is what this announcer last applied."""
+        await self._apply(desired, (before, added, removed))
+
+    async def _apply(self, desired: Sequence[Announcement],
+                     change: tuple[Sequence[Announcement], Sequence[Announcement],
+                                   Sequence[Announcement]] | None) -> None:
         await self._start()
-        entries = {id(a): a for a in desired}
-        peers = dict(self.speaker.peers)
-        before = self._entries
+        peers = self.speaker.peers
+        before = self._desired
         whole = (before is None or self.peer_names != self._names
                  or peers.keys() != self._peers.keys()
                  or any(p is not self._peers[k] for k, p in peers.items()))
         # Until this apply is through, a failure leaves the tables to rebuild.
-        self._entries, self._names, self._peers = None, dict(self.peer_names), peers
+        self._desired, self._names, self._peers = None, dict(self.peer_names), dict(peers)
         if before is None or whole:
             await self._apply_whole(desired)
+        elif desired is before:
+            # Nothing new (a resync): the tables stand; lo is put right, as the
+            # resync is there to repair what changed under us.
+            if self.assign_to_lo:
+                await self._lo.sync(set(self._lo_count))
+        elif change is not None and change[0] is before:
+            await self._apply_delta(change[1], change[2])
         else:
-            await self._apply_delta(before, entries)
-        self._entries = entries
+            added, removed = identity_delta(before, desired)
+            await self._apply_delta(added, removed)
+        self._desired = desired
 
     async def _apply_whole(self, desired: Sequence[Announcement]) -> None:
         """Every table from scratch, each handed whole to its peer (`Peer.set`)."""
@@ -212,18 +234,17 @@ class BgpAnnouncer:
         for key in self.speaker.peers:
             _log_change(key, self.speaker.set_routes(key, self._tables[key]))
 
-    async def _apply_delta(self, before: dict[int, Announcement],
-                           entries: dict[int, Announcement]) -> None:
+    async def _apply_delta(self, added: Sequence[Announcement],
+                           removed: Sequence[Announcement]) -> None:
         """Only the entries that came or went since the last apply (the plan keeps an
         unchanged entry's identity), handed to each peer as a delta (`Peer.update`).
-        Entries are told apart by identity (both dicts hold them, so no id is reused):
-        an equal entry made anew counts as one gone and one come, which cancel."""
+        An equal entry made anew counts as one gone and one come, which cancel."""
         touched: dict[str, set[Network]] = {}
         lo_changed = False
-        for i in before.keys() - entries.keys():
-            lo_changed |= self._count(before[i], -1, touched)
-        for i in entries.keys() - before.keys():
-            lo_changed |= self._count(entries[i], 1, touched)
+        for ann in removed:
+            lo_changed |= self._count(ann, -1, touched)
+        for ann in added:
+            lo_changed |= self._count(ann, 1, touched)
         if self.assign_to_lo and lo_changed:
             await self._lo.sync(set(self._lo_count))
         for key, prefixes in touched.items():
@@ -231,15 +252,15 @@ class BgpAnnouncer:
             votes = self._votes.get(key, {})
             announce: dict[Network, RouteAttrs] = {}
             withdraw: list[Network] = []
+            # What goes out is the session's to decide (`Peer.update` drops what its
+            # Adj-RIB-Out already holds): the table only follows the votes.
             for prefix in prefixes:
                 counted = votes.get(prefix)
                 if counted:
-                    attrs = _merged(counted)
-                    if table.get(prefix) != attrs:
-                        table[prefix] = announce[prefix] = attrs
-                elif table.pop(prefix, None) is not None:
+                    table[prefix] = announce[prefix] = _merged(counted)
+                else:
+                    table.pop(prefix, None)
                     withdraw.append(prefix)
-                if not counted:
                     votes.pop(prefix, None)
             if announce or withdraw:
                 _log_change(key, self.speaker.update_routes(key, announce, withdraw))
@@ -265,7 +286,7 @@ class BgpAnnouncer:
                 del counted[attrs]
             if touched is not None:
                 touched.setdefault(key, set()).add(prefix)
-        if not ann.services:
+        if not ann.services or not self.assign_to_lo:
             return False
         n = self._lo_count.get(ann.address, 0) + sign
         if n:
@@ -290,7 +311,7 @@ class BgpAnnouncer:
         """Each peer gets its whole table again (`Peer.set`): the session diffs it, so a
         table that drifted from the deltas is put right; a session keeps its routes,
         and a new one gets the whole table anyway."""
-        if self._entries is None:
+        if self._desired is None:
             return  # the last apply failed: the next one hands over whole tables
         for key in self.speaker.peers:
             _log_change(key, self.speaker.set_routes(key, self._tables.get(key, {})))

@@ -59,7 +59,7 @@ from foundation.kube.model.secret import BASIC_AUTH
 from foundation.kube.model.service import Service
 from speaker.bgp.nlri import IPV4_UNICAST, IPV6_UNICAST, Family
 from speaker.bgp.peer import PeerConfig
-from speaker.plan import BGP, Announcement, node_can_announce, serves
+from speaker.plan import BGP, Announcement, distinct, node_can_announce, serves
 
 
 @dataclass(frozen=True)
@@ -215,15 +215,21 @@ def _carrying(sessions: Iterable[BgpSession], version: int) -> tuple[str, ...]:
 def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
                     lb_class: str | None, problems: list[str]) -> list[Announcement]:
     peers_of = {4: _carrying(sessions, 4), 6: _carrying(sessions, 6)}
+    # Addresses and prefixes are keyed by integers here (an ipaddress object hashes
+    # through a hex string, which dominates a plan of many Services): an address is
+    # (version, value), a prefix (version, network value, length), each object kept
+    # once beside.
     # (address, prefix, peer) -> services; (prefix, peer) -> merged attributes
-    served: dict[tuple[IPAddress, IPNetwork, str], set[str]] = {}
-    attrs: dict[tuple[IPNetwork, str], _Route] = {}
+    served: dict[tuple[tuple[int, int], tuple[int, int, int], str], set[str]] = {}
+    attrs: dict[tuple[tuple[int, int, int], str], _Route] = {}
+    addresses: dict[tuple[int, int], IPAddress] = {}
+    networks: dict[tuple[int, int, int], IPNetwork] = {}
     bad_ads: set[str] = set()
     # Within one plan the advertisements depend on the pool and, only through
     # serviceSelectors, on the Service's labels; the communities on the advertisement.
     ads_of: dict[tuple[int, tuple[tuple[str, str], ...]],
                  tuple[BGPAdvertisement, ...]] = {}
-    pool_ads: dict[int, tuple[BGPAdvertisement, ...]] = {}
+    pool_ads: dict[int, tuple[tuple[BGPAdvertisement, ...], bool]] = {}
     communities_of: dict[int, tuple[BGPCommunity, ...] | None] = {}
     for service in state.services:
         if not serves(service, lb_class):
@@ -231,18 +237,22 @@ def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
         local = service.local_traffic_policy
         if local and node.name not in state.ready_nodes(service):
             continue
-        for address in dict.fromkeys(service.ingress_ips):
+        for address in distinct(service.ingress_ips):
             pool = state.pool_of(address)
             if pool is None:
                 continue
-            peer_names = peers_of[address.version]
+            version: int = address.version
+            peer_names = peers_of[version]
             ads = _advertisements(state, pool, node, service, pool_ads, ads_of)
             if ads and not peer_names:
                 problems.append(f"Service {service.key}: {address}: no BGP session of this node "
-                                f"carries IPv{address.version} (set "
+                                f"carries IPv{version} (set "
                                 "spec.dualStackAddressFamily: true on a BGPPeer, or add a "
-                                f"BGPPeer with an IPv{address.version} peerAddress)")
+                                f"BGPPeer with an IPv{version} peerAddress)")
                 continue
+            value = int(address)
+            akey = (version, value)
+            addresses[akey] = address
             for adv in ads:
                 if id(adv) not in communities_of:
                     try:
@@ -258,43 +268,59 @@ def _service_routes(state: ClusterState, node: Node, sessions: list[BgpSession],
                 communities = communities_of[id(adv)]
                 if communities is None:
                     continue
-                prefix = aggregate(address, adv)
+                length = adv.aggregation_length if version == 4 else adv.aggregation_length_v6
+                host_bits = address.max_prefixlen - length
+                pkey = (version, value >> host_bits << host_bits, length)
+                if pkey not in networks:
+                    networks[pkey] = aggregate(address, adv)
                 for peer in peer_names:
                     if not adv.selects_peer(peer):
                         continue
-                    served.setdefault((address, prefix, peer), set()).add(service.key)
-                    attrs.setdefault((prefix, peer), _Route()).merge(adv.local_pref,
-                                                                     communities)
-    for (prefix, peer), route in sorted(attrs.items(), key=lambda kv: (
-            kv[0][0].version, int(kv[0][0].network_address), kv[0][0].prefixlen, kv[0][1])):
+                    key = (akey, pkey, peer)
+                    keys = served.get(key)
+                    if keys is None:
+                        keys = served[key] = set()
+                    keys.add(service.key)
+                    route = attrs.get((pkey, peer))
+                    if route is None:
+                        route = attrs[(pkey, peer)] = _Route()
+                    route.merge(adv.local_pref, communities)
+    # Sorted as (version, network value, length, peer): prefix order, then the peer.
+    for (pkey, peer), route in sorted(attrs.items(), key=lambda kv: kv[0]):
         if route.conflict:
-            problems.append(f"BGPAdvertisements give {prefix} different localPref towards "
-                            f"BGPPeer {peer}; sending the highest, {route.local_pref}")
+            problems.append(f"BGPAdvertisements give {networks[pkey]} different localPref "
+                            f"towards BGPPeer {peer}; sending the highest, {route.local_pref}")
     # Group peers that get the same (address, prefix, services, attributes).
-    grouped: dict[tuple[IPAddress, IPNetwork, tuple[str, ...], int | None,
+    grouped: dict[tuple[tuple[int, int], tuple[int, int, int], tuple[str, ...], int | None,
                         tuple[BGPCommunity, ...]], list[str]] = {}
-    for (address, prefix, peer), services in served.items():
-        route = attrs[(prefix, peer)]
-        key = (address, prefix, tuple(sorted(services)), route.local_pref,
-               tuple(sorted(route.communities)))
-        grouped.setdefault(key, []).append(peer)
-    return [Announcement(address, BGP, services=services, prefix=prefix, local_pref=pref,
-                         communities=communities, peers=tuple(sorted(peers)))
-            for (address, prefix, services, pref, communities), peers in grouped.items()]
+    for (akey, pkey, peer), services in served.items():
+        route = attrs[(pkey, peer)]
+        group = (akey, pkey,
+                 tuple(services) if len(services) == 1 else tuple(sorted(services)),
+                 route.local_pref,
+                 tuple(sorted(route.communities)) if route.communities else ())
+        grouped.setdefault(group, []).append(peer)
+    return [Announcement(addresses[akey], BGP, services=services, prefix=networks[pkey],
+                         local_pref=pref, communities=communities,
+                         peers=tuple(peers) if len(peers) == 1 else tuple(sorted(peers)))
+            for (akey, pkey, services, pref, communities), peers in grouped.items()]
 
 
 def _advertisements(state: ClusterState, pool: IPAddressPool, node: Node, service: Service,
-                    pool_ads: dict[int, tuple[BGPAdvertisement, ...]],
+                    pool_ads: dict[int, tuple[tuple[BGPAdvertisement, ...], bool]],
                     ads_of: dict[tuple[int, tuple[tuple[str, str], ...]],
                                  tuple[BGPAdvertisement, ...]]
                     ) -> tuple[BGPAdvertisement, ...]:
     """`state.bgp_advertisements_for(pool, node, service)`, remembered in the two
     dicts for one plan (one node): per pool, and per (pool, labels) only when some
     advertisement of the pool has serviceSelectors."""
-    base = pool_ads.get(id(pool))  # the state holds its pools: no id is reused
-    if base is None:
-        base = pool_ads[id(pool)] = state.bgp_advertisements_for(pool, node)
-    if not any(a.selection.service_selectors for a in base):
+    known = pool_ads.get(id(pool))  # the state holds its pools: no id is reused
+    if known is None:
+        found = state.bgp_advertisements_for(pool, node)
+        known = pool_ads[id(pool)] = (found, any(a.selection.service_selectors
+                                                 for a in found))
+    base, selective = known
+    if not selective:
         return base
     key = (id(pool), tuple(sorted(service.labels.items())))
     ads = ads_of.get(key)

@@ -6,8 +6,13 @@
 
 The seam for announcement mechanisms is `Announcer`: anything with a `kind`,
 `apply(announcements)`, `reassert()` and `close()`.  `apply` receives the
-node's whole desired list every time (idempotent, the announcer diffs) and
-takes the entries of its own `kind`:
+node's whole desired list (idempotent, the announcer diffs) and takes the
+entries of its own `kind`.  When the plan changed, an announcer that also
+implements `Incremental.apply_change` gets the change instead: the entries
+added and removed (by identity) since the list it was given last, so that a
+change of one Service costs its size, not the plan's; with nothing new (a
+resync), `apply` runs with the whole list, for the announcer to repair what
+changed under it:
   - "l2": `speaker.l2.announcer.L2Announcer`, one elected owner per address
     (speaker.plan);
   - "bgp": `speaker.bgp_announcer.BgpAnnouncer`, every eligible node announces
@@ -22,7 +27,8 @@ plan, sessions and members are exactly what it last applied (`_unchanged_for`).
 `Planner` keeps the last plan: a state with nothing new is not planned again,
 and a change of a few Services re-plans the addresses they touch, not all of
 them (see its docstring for when that is exact, and when everything is
-planned).  A plan change is logged as what it adds and removes.  When a peer
+planned).  A plan change is logged as what it adds and removes, and handed to
+the event bus the same way (`last_change`).  When a peer
 comes back (a restart, or a healed partition) the announcers `reassert()`:
 whoever owns an address now says so again, so neighbours that followed the
 other side of a partition come back.
@@ -48,6 +54,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import heapq
 import logging
 import signal
 from bisect import bisect_left, bisect_right
@@ -65,7 +73,15 @@ from speaker.api.events import CONFLICT, Event, EventBus
 from speaker.api.manual import ManualAddresses
 from speaker.bgp_plan import BgpSession, plan_bgp
 from speaker.membership import Liveness
-from speaker.plan import BGP, L2, Announcement, l2_owners, plan_node, service_problems
+from speaker.plan import (
+    BGP,
+    L2,
+    Announcement,
+    identity_delta,
+    l2_owners,
+    plan_node,
+    service_problems,
+)
 
 if TYPE_CHECKING:
     from speaker.l2.announcer import Conflict
@@ -93,6 +109,17 @@ class Peering(Protocol):
 
 
 @runtime_checkable
+class Incremental(Protocol):
+    async def apply_change(self, desired: Sequence[Announcement],
+                           before: Sequence[Announcement], added: Sequence[Announcement],
+                           removed: Sequence[Announcement]) -> None:
+        """`apply(desired)`, told that `desired` is `before` (the list the daemon gave
+        last) with `removed` taken out and `added` put in, entries told apart by
+        identity.  An announcer that last applied `before` works from the change alone
+        (a change costs its size, not the plan's); otherwise it applies `desired`."""
+
+
+@runtime_checkable
 class Members(Protocol):
     def set_members(self, members: Mapping[str, Sequence[IPAddress]]) -> None:
         """The other speakers, node -> InternalIPs (called before each `apply`)."""
@@ -111,25 +138,30 @@ def log_plan_change(before: Sequence[Announcement], after: Sequence[Announcement
                     delta: tuple[Sequence[Announcement], Sequence[Announcement]] | None = None
                     ) -> None:
     """One line: the entries added and removed (not the whole plan, which may be
-    thousands of addresses): `delta` (added, removed) when the caller knows it, else
-    found by identity first (a plan keeps unchanged entries as the same objects),
-    then by value."""
+    thousands of addresses; the first in plan order): `delta` (added, removed) when
+    the caller knows it, else found by identity first (a plan keeps unchanged entries
+    as the same objects), then by value."""
     if delta is not None:
         added, removed = list(delta[0]), list(delta[1])
     else:
-        old_ids = {id(a) for a in before}
-        new_ids = {id(a) for a in after}
-        added = [a for a in after if id(a) not in old_ids]
-        removed = [a for a in before if id(a) not in new_ids]
+        added, removed = identity_delta(before, after)
     if added and removed:
-        common = set(added) & set(removed)
-        added = [a for a in added if a not in common]
-        removed = [a for a in removed if a not in common]
+        # An entry made anew but equal is no change.  Compared within one sort key
+        # (hashing whole entries, addresses and all, costs more than comparing).
+        added_at: dict[object, list[Announcement]] = {}
+        removed_at: dict[object, list[Announcement]] = {}
+        for a in added:
+            added_at.setdefault(a.sort_key, []).append(a)
+        for a in removed:
+            removed_at.setdefault(a.sort_key, []).append(a)
+        added = [a for a in added if a not in removed_at.get(a.sort_key, ())]
+        removed = [a for a in removed if a not in added_at.get(a.sort_key, ())]
     if not added and not removed:
         return
 
     def some(entries: list[Announcement], sign: str) -> str:
-        shown = ", ".join(sign + a.describe() for a in entries[:LOGGED_CHANGES])
+        first = heapq.nsmallest(LOGGED_CHANGES, entries, key=lambda a: a.sort_key)
+        shown = ", ".join(sign + a.describe() for a in first)
         more = len(entries) - LOGGED_CHANGES
         return shown + (f" and {more} more" if more > 0 else "")
 
@@ -239,10 +271,9 @@ class Planner:
         old: dict[str, Service] = {}
         services: dict[str, Service] = {}
         if state.services is not self._state.services:
-            before_ids = set(map(id, self._state.services))
-            after_ids = set(map(id, state.services))
-            old = {s.key: s for s in self._state.services if id(s) not in after_ids}
-            services = {s.key: s for s in state.services if id(s) not in before_ids}
+            came, went = identity_delta(self._state.services, state.services)
+            old = {s.key: s for s in went}
+            services = {s.key: s for s in came}
         changed = {key for key in (*old, *services) if old.get(key) != services.get(key)}
         if state.endpoint_slices != self._state.endpoint_slices:
             earlier = {(s.namespace, s.name): s for s in self._state.endpoint_slices}
@@ -359,9 +390,14 @@ class Daemon:
         self.manual = ManualAddresses(self._wake.set)
         self.events = EventBus()
         self._planner = Planner(node, lb_class, advertise_pod_cidrs)
-        # What was shown last, and the plan it came from (for the change log line).
-        self._shown: tuple[Announcement, ...] = ()
+        # The plan `desired` came from (whose delta the planner knows), and the change
+        # from the `desired` before: (before, after, added, removed), entries by identity.
         self._planner_before: tuple[Announcement, ...] = ()
+        self.last_change: tuple[Sequence[Announcement], Sequence[Announcement],
+                                Sequence[Announcement], Sequence[Announcement]] | None = None
+        # The other speakers, and the Nodes they were read from.
+        self._members: dict[str, tuple[IPAddress, ...]] = {}
+        self._members_of: object = None
         # What each announcer (by id) last applied without error.
         self._applied: dict[int, tuple[object, ...]] = {}
         for announcer in self.announcers:  # foreign claims to our addresses: events
@@ -446,16 +482,27 @@ class Daemon:
                 if problem not in known:
                     log.warning("%s", problem)
             self._problems = problems
-        if desired != self.desired:
-            # The planner's delta holds while the plan before is what was shown last.
-            delta = planned.delta if (desired is planned.desired
-                                      and self._shown is self._planner_before) else None
-            log_plan_change(self.desired, desired, delta)
+        previous = self.desired
+        added: Sequence[Announcement] = ()
+        removed: Sequence[Announcement] = ()
+        if desired is not previous:
+            # The planner's delta holds while the plan before is what was given last.
+            if (planned.delta is not None and desired is planned.desired
+                    and previous is self._planner_before):
+                added, removed = planned.delta
+            else:
+                added, removed = identity_delta(previous, desired)
+            log_plan_change(previous, desired, (added, removed))
             self.desired = desired
-        self._shown, self._planner_before = desired, planned.desired
+            self.last_change = (previous, desired, added, removed)
+        self._planner_before = planned.desired
         self.bgp_sessions = bgp_sessions
         reassert, self._reassert = self._reassert, False
-        members = {name: ips for name, ips in members_of(self.state).items() if name != self.node}
+        if self.state.nodes is not self._members_of:
+            self._members_of = self.state.nodes
+            self._members = {name: ips for name, ips in members_of(self.state).items()
+                             if name != self.node}
+        members = self._members
         for announcer in self.announcers:
             inputs = (desired, bgp_sessions, members)
             if not reassert and self._unchanged_for(announcer, inputs):
@@ -465,7 +512,12 @@ class Daemon:
                     announcer.set_members(members)
                 if isinstance(announcer, Peering):
                     await announcer.set_sessions(bgp_sessions)
-                await announcer.apply(desired)
+                if desired is not previous and isinstance(announcer, Incremental):
+                    await announcer.apply_change(desired, previous, added, removed)
+                else:
+                    # Nothing new (a resync: an interface that appeared, lo to repair),
+                    # or an announcer that diffs the whole list itself.
+                    await announcer.apply(desired)
                 if reassert:
                     await announcer.reassert()
                 self._applied[id(announcer)] = inputs
@@ -483,8 +535,10 @@ class Daemon:
         await self.liveness.start(self._on_liveness)
         self.state = self.source.snapshot()
         self.liveness.set_members(members_of(self.state))
+        gc.freeze()  # the first state: out of the collector's way, as after the first plan
         tasks = [asyncio.create_task(c) for c in
                  (self._follow_source(), self._ticker(), self._wait_ready())]
+        first = True
         try:
             while not self._stopping.is_set():
                 waiter = asyncio.create_task(self._wake.wait())
@@ -496,6 +550,14 @@ class Daemon:
                     break
                 self._wake.clear()
                 await self.reconcile()
+                if first:
+                    # The first state and plan (many thousand objects with many
+                    # Services) live until they change: out of the collector's way,
+                    # so that full collections, then and on each change, do not
+                    # traverse them all again.  They are freed as usual once unused;
+                    # only a reference cycle among them would stay.
+                    gc.freeze()
+                    first = False
         finally:
             for task in tasks:
                 task.cancel()

@@ -37,17 +37,23 @@ service stays reachable rather than none.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, count
+from operator import is_not
+from typing import TypeVar
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.communities import BGPCommunity
 from foundation.kube.model.fields import IPAddress, IPNetwork, unannounceable
+from foundation.kube.model.metallb import BGPAdvertisement, L2Advertisement
 from foundation.kube.model.node import Node
 from foundation.kube.model.service import Service
 
 L2 = "l2"
 BGP = "bgp"  # planned by speaker.bgp_plan: every eligible node announces, no election
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,16 @@ class Announcement:
     communities: tuple[BGPCommunity, ...] = ()
     peers: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Made once: a plan sorts and bisects by it several times per entry.
+        address = self.address
+        length = address.max_prefixlen if self.prefix is None else self.prefix.prefixlen
+        object.__setattr__(self, "_sort_key", (self.kind, address.version, int(address),
+                                               length, self.peers))
+
     @property
     def sort_key(self) -> tuple[str, int, int, int, tuple[str, ...]]:
-        length = self.address.max_prefixlen if self.prefix is None else self.prefix.prefixlen
-        return (self.kind, self.address.version, int(self.address), length, self.peers)
+        return self._sort_key  # type: ignore[attr-defined]
 
     def describe(self) -> str:
         """For logs: "192.0.2.1 (l2)", "192.0.2.0/24 for 192.0.2.1 (bgp to tor-a)"."""
@@ -88,6 +100,35 @@ class Announcement:
         if self.services and self.prefix.num_addresses > 1:
             route += f" for {self.address}"  # an aggregated LoadBalancer address
         return f"{route} ({self.kind} to {', '.join(self.peers)})"
+
+
+def distinct(addresses: tuple[IPAddress, ...]) -> Iterable[IPAddress]:
+    """`addresses` without repeats, in order; one address (the common case) as it is,
+    without hashing it (an ipaddress hashes through a hex string)."""
+    return addresses if len(addresses) < 2 else dict.fromkeys(addresses)
+
+
+def identity_delta(before: Sequence[T], after: Sequence[T]) -> tuple[list[T], list[T]]:
+    """(added, removed): the entries of `after` that are not in `before` and the other way
+    round, told apart by identity (plans and sources keep an unchanged entry as the same
+    object; an equal entry made anew is one removed and one added).  The identical head
+    and tail are skipped, then the rest compared through dicts and set operations: all
+    of it runs in C, so a list of many thousand entries costs well under a millisecond,
+    not a Python loop over every entry.  Both lists are alive here: no id is reused."""
+    if before is after:
+        return [], []
+    shortest = min(len(before), len(after))
+    head = next(compress(count(), map(is_not, before, after)), shortest)
+    tail = next(compress(count(), map(is_not, reversed(before), reversed(after))), shortest)
+    tail = min(tail, shortest - head)
+    old_part = before[head:len(before) - tail]
+    new_part = after[head:len(after) - tail]
+    if not old_part or not new_part:
+        return list(new_part), list(old_part)
+    old = dict(zip(map(id, old_part), old_part, strict=True))
+    new = dict(zip(map(id, new_part), new_part, strict=True))
+    return ([new[i] for i in new.keys() - old.keys()],
+            [old[i] for i in old.keys() - new.keys()])
 
 
 def election_key(node: str, address: IPAddress) -> bytes:
@@ -165,16 +206,31 @@ class AddressView:
         return elect(self.address, (n for n in self.eligible if n in alive), self.scores)
 
 
-def l2_addresses(state: ClusterState, lb_class: str | None = None) -> list[AddressView]:
-    """Every L2-announceable address with its services and eligible nodes."""
+def l2_addresses(state: ClusterState, lb_class: str | None = None, *,
+                 electable_only: bool = False) -> list[AddressView]:
+    """Every L2-announceable address with its services and eligible nodes; with
+    `electable_only`, only those whose pool some L2Advertisement selects (the others
+    have no eligible node, hence no owner: what plan_node needs)."""
     per_address: dict[IPAddress, list[tuple[str, dict[str, tuple[str, ...]]]]] = {}
     per_score: dict[IPAddress, dict[str, int]] = {}
+    if electable_only and not state.l2_advertisements:
+        return []
+    selected: dict[int, bool] = {}  # id(pool) -> some L2Advertisement selects it
     for service in state.services:
         if not serves(service, lb_class):
             continue
-        for address in dict.fromkeys(service.ingress_ips):
-            if state.pool_of(address) is None or unannounceable(address):
+        for address in distinct(service.ingress_ips):
+            pool = state.pool_of(address)
+            if pool is None or unannounceable(address):
                 continue
+            if electable_only:
+                # Every Service of one address has its pool: all or none are skipped.
+                electable = selected.get(id(pool))
+                if electable is None:
+                    electable = selected[id(pool)] = any(
+                        a.selects_pool(pool) for a in state.l2_advertisements)
+                if not electable:
+                    continue
             eligible, scores = l2_candidates(state, service, address)
             per_address.setdefault(address, []).append((service.key, eligible))
             # Sharing Services may weigh a node differently (serviceSelectors):
@@ -215,7 +271,7 @@ def plan_node(state: ClusterState, me: str, live: Iterable[str],
     when this speaker is up (a node never announces while it thinks itself dead)."""
     alive = set(live)
     out = []
-    for view in l2_addresses(state, lb_class):
+    for view in l2_addresses(state, lb_class, electable_only=True):
         if view.owner(alive) == me:
             out.append(Announcement(view.address, L2, view.eligible[me], view.services))
     return tuple(sorted(out, key=lambda a: a.sort_key))
@@ -227,32 +283,42 @@ def service_problems(state: ClusterState, lb_class: str | None = None) -> tuple[
     plans above drop or merge them silently.  Same inputs, same lines, so the
     daemon can log them once per change."""
     out: list[str] = []
-    users: dict[IPAddress, list[Service]] = {}
+    # (version, value) -> the address and its Services: integers hash cheaply.
+    users: dict[tuple[int, int], tuple[IPAddress, list[Service]]] = {}
+    ads: tuple[L2Advertisement | BGPAdvertisement, ...] = (*state.l2_advertisements,
+                                                            *state.bgp_advertisements)
+    # Per pool (the state holds its pools: no id is reused): the advertisements
+    # selecting it, and whether one of them has serviceSelectors at all.
+    of_pool: dict[int, tuple[tuple[L2Advertisement | BGPAdvertisement, ...], bool]] = {}
     for service in state.services:
         if not serves(service, lb_class):
             continue
-        for address in dict.fromkeys(service.ingress_ips):
+        for address in distinct(service.ingress_ips):
             pool = state.pool_of(address)
             reason = unannounceable(address)
+            if reason is None and pool is not None:
+                known = of_pool.get(id(pool))
+                if known is None:
+                    selecting = tuple(a for a in ads if a.selects_pool(pool))
+                    known = of_pool[id(pool)] = (selecting, any(
+                        a.selection.service_selectors for a in selecting))
+                selecting, selective = known
             if reason is not None:
                 out.append(f"Service {service.key}: {address} is {reason}: not announced")
             elif pool is None:
                 out.append(f"Service {service.key}: {address} is in no IPAddressPool: not "
                            "announced (only addresses of a pool are)")
-            elif not (any(a.selects_pool(pool) for a in state.l2_advertisements)
-                      or any(a.selects_pool(pool) for a in state.bgp_advertisements)):
+            elif not selecting:
                 out.append(f"Service {service.key}: {address} is in IPAddressPool {pool.name}, "
                            "which no L2Advertisement or BGPAdvertisement selects: not announced")
-            elif not (any(a.selects_pool(pool) and a.selects_service(service.labels)
-                          for a in state.l2_advertisements)
-                      or any(a.selects_pool(pool) and a.selects_service(service.labels)
-                             for a in state.bgp_advertisements)):
+            elif selective and not any(a.selects_service(service.labels) for a in selecting):
                 out.append(f"Service {service.key}: {address} is in IPAddressPool {pool.name}, "
                            "whose advertisements' spec.serviceSelectors do not select this "
                            "Service's labels: not announced")
             else:
-                users.setdefault(address, []).append(service)
-    for address, services in users.items():
+                users.setdefault((address.version, int(address)),
+                                 (address, []))[1].append(service)
+    for address, services in users.values():
         if len(services) > 1:
             out.extend(_sharing_problem(address, services))
     return tuple(out)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from speaker.api import view
 from speaker.api.peer_status import PeerStatus
 from speaker.api.view import RouteView
+from speaker.plan import identity_delta
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon
@@ -146,19 +147,26 @@ class EventBus:
             del self.alive_since[name]
         peers = {p.key: p for p in view.peers(daemon, self.alive_since)}
         routes: list[RouteView] | None = view.routes(daemon) if with_owners else None
-        return Observation(peers, self._local_announcements(daemon.desired),
+        return Observation(peers, self._local_announcements(daemon.desired,
+                                                            daemon.last_change),
                            None if routes is None else view.owners(routes))
 
-    def _local_announcements(self, desired: Sequence[Announcement]) -> frozenset[tuple[str, str]]:
+    def _local_announcements(self, desired: Sequence[Announcement],
+                             change: tuple[Sequence[Announcement], Sequence[Announcement],
+                                           Sequence[Announcement], Sequence[Announcement]]
+                             | None = None) -> frozenset[tuple[str, str]]:
         """view.local_announcements, updated by the entries that changed since the last
         call (the daemon's plans keep unchanged entries as the same objects): this runs
-        every second, and converting every address to text would cost a plan's worth."""
+        every second, and converting every address to text would cost a plan's worth.
+        `change` (before, after, added, removed), the daemon's last, is used when it
+        leads from the list seen last to `desired`; else the two lists are compared."""
         if desired is self._desired:
             return self._local
-        before = {id(a): a for a in self._desired}
-        after_ids = {id(a) for a in desired}
-        for sign, entries in ((1, (a for a in desired if id(a) not in before)),
-                              (-1, (a for i, a in before.items() if i not in after_ids))):
+        if change is not None and change[0] is self._desired and change[1] is desired:
+            added, removed = change[2], change[3]
+        else:
+            added, removed = identity_delta(self._desired, desired)
+        for sign, entries in ((1, added), (-1, removed)):
             for a in entries:
                 key = (str(a.address), a.kind)
                 count = self._counts.get(key, 0) + sign

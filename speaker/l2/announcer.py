@@ -132,17 +132,39 @@ class L2Announcer:
         self._members: dict[bytes, str] = {}  # packed InternalIP -> the other speakers' nodes
         self._peer_macs: dict[bytes, str] = {}  # their MACs, as learnt
         self.conflict_listeners: list[Callable[[Conflict], None]] = []
+        # The list the last apply went through with (None: none did, or one failed),
+        # and the members it saw: what `apply_change` may skip from.
+        self._applied: Sequence[Announcement] | None = None
+        self._members_seen: dict[bytes, str] | None = None
 
     def set_members(self, members: Mapping[str, Sequence[IPAddress]]) -> None:
         """The other speakers (node -> InternalIPs): a claim from one of them is a
         handover or a partition, not a foreign host (called before each `apply`)."""
-        self._members = {ip.packed: name for name, ips in members.items() for ip in ips}
+        known = {ip.packed: name for name, ips in members.items() for ip in ips}
+        if known != self._members:  # kept otherwise: `apply_change` tells by identity
+            self._members = known
         self._peer_macs = {mac: name for mac, name in self._peer_macs.items()
                            if name in members}
 
     # -- the Announcer protocol ----------------------------------------------------------
 
+    async def apply_change(self, desired: Sequence[Announcement],
+                           before: Sequence[Announcement], added: Sequence[Announcement],
+                           removed: Sequence[Announcement]) -> None:
+        """`apply(desired)`, skipped when it cannot change anything: the last apply was
+        given `before` and went through, no layer-2 entry came or went, and nothing is
+        waiting to be retried (an interface that failed, an address without a route),
+        nor did the other speakers change.  The resync applies everything again."""
+        if (before is self._applied and not self._failed_ifaces and not self._unresolved
+                and self._members_seen is self._members
+                and not any(a.kind == L2 for a in added)
+                and not any(a.kind == L2 for a in removed)):
+            self._applied = desired
+            return
+        await self.apply(desired)
+
     async def apply(self, desired: Sequence[Announcement]) -> None:
+        self._applied = None
         wanted: dict[str, dict[IPAddress, tuple[str, ...]]] = {}
         mine = [a for a in desired if a.kind == L2]
         for ann in mine:
@@ -162,6 +184,7 @@ class L2Announcer:
                 self._update_port(port, addresses)
         if self._refresher is None and self.refresh > 0:
             self._refresher = asyncio.create_task(self._refresh_loop(), name="l2-refresh")
+        self._applied, self._members_seen = desired, self._members
 
     async def reassert(self) -> None:
         for port in self._ports.values():
@@ -175,6 +198,7 @@ class L2Announcer:
         for port in self._ports.values():
             self._close_port(port)
         self._ports.clear()
+        self._applied = None
         if self.assign_to_lo:
             await self._lo.sync(set())
 
