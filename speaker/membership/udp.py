@@ -172,6 +172,10 @@ class UdpMembership:
         self._on_change: OnChange | None = None
         self._started_at = 0.0
         self._ignored = 0
+        # Alone (nobody to tell, nobody alive to watch) the loops sleep on these
+        # instead of waking 60 times a second for nothing.
+        self._has_targets = asyncio.Event()
+        self._someone_alive = asyncio.Event()
 
     # -- Liveness -------------------------------------------------------------------------
 
@@ -195,6 +199,8 @@ class UdpMembership:
             address = min(addresses, key=lambda a: a.version)
             targets.append((_socket_address(address), self.port))
         self._targets = targets
+        if targets:
+            self._has_targets.set()
         after = self.view.live()
         if after != before:
             self._notify(after - before, before - after)
@@ -244,6 +250,9 @@ class UdpMembership:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            if not self._targets:
+                self._has_targets.clear()
+                await self._has_targets.wait()
             self._send(ALIVE)
             await asyncio.sleep(self.interval)
 
@@ -252,6 +261,10 @@ class UdpMembership:
         tick = self.interval / 2
         last = time.monotonic()
         while True:
+            if not any(peer.alive for peer in self.view.peers.values()):
+                self._someone_alive.clear()
+                await self._someone_alive.wait()
+                last = time.monotonic()  # asleep on purpose: not a stall to forgive
             await asyncio.sleep(tick)
             now = time.monotonic()
             late = now - last - tick
@@ -276,7 +289,9 @@ class UdpMembership:
                                 f"one of that Node's InternalIPs")
             return
         before = self.view.live()
-        if self.view.receive(msg, time.monotonic()):
+        changed = self.view.receive(msg, time.monotonic())
+        self._someone_alive.set()
+        if changed:
             after = self.view.live()
             joined, left = after - before, before - after
             if left:
