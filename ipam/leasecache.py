@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from ipam import inotify
+from foundation import inotify
 from ipam.store import LeaseIndex
 
 if TYPE_CHECKING:

@@ -30,7 +30,9 @@ FOUNDATION_ALLOWED: dict[str, set[str]] = {
     "files": set(),
     "cni": set(),
     "netlink": {"cni"},
-    "kube": {"addresses", "netlink", "files"},
+    "inotify": set(),
+    "metrics": {"addresses"},
+    "kube": {"addresses", "netlink", "files", "inotify"},
 }
 OURS = set(ALLOWED) | {"tests", "install", "bench"}
 

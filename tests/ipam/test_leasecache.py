@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from foundation import inotify
 from foundation.cni.spec import Attachment
-from ipam import inotify, store
+from ipam import store
 from ipam import store as store_module
 from ipam.leasecache import LeaseCache
 from ipam.ranges import RangeSet, SubnetRange

@@ -396,3 +396,41 @@ def test_bad_yaml_in_one_document_names_its_line_in_the_file() -> None:
 def test_the_racy_window_follows_the_mtime_granularity() -> None:
     assert racy_window_ns(1_700_000_000 * 1_000_000_000) == 2_000_000_000
     assert racy_window_ns(1_700_000_000 * 1_000_000_000 + 4_000_000) == 100_000_000
+
+
+@pytest.mark.parametrize("how", ["in place", "renamed over", "configmap symlink swap"])
+def test_a_change_wakes_the_source_without_waiting_for_a_poll(tmp_path: Path, how: str) -> None:
+    """inotify on the file's directory: with polling and the backstop both an hour
+    apart, only the change itself can wake the source."""
+    if how == "configmap symlink swap":
+        # A ConfigMap volume: cluster.yaml -> ..data/cluster.yaml, ..data -> a
+        # timestamped directory, swapped by renaming a new symlink over ..data.
+        first = tmp_path / "..2026_01"
+        first.mkdir()
+        (first / "cluster.yaml").write_text(docs(node("n1", "10.0.0.1")))
+        (tmp_path / "..data").symlink_to(first.name)
+        path = tmp_path / "cluster.yaml"
+        path.symlink_to("..data/cluster.yaml")
+    else:
+        path = tmp_path / "cluster.yaml"
+        path.write_text(docs(node("n1", "10.0.0.1")))
+    src = FileSource(str(path), poll_interval=3600, backstop_interval=3600)
+    src.start()
+    try:
+        before = src.snapshot()
+        assert names(before) == ["n1"]
+        time.sleep(0.2)  # past the racy window, so that only the change wakes it
+        text = docs(node("n1", "10.0.0.1"), node("n2", "10.0.0.2"))
+        if how == "in place":
+            path.write_text(text)
+        elif how == "renamed over":
+            atomic_write(path, text)
+        else:
+            second = tmp_path / "..2026_02"
+            second.mkdir()
+            (second / "cluster.yaml").write_text(text)
+            (tmp_path / "..data_tmp").symlink_to(second.name)
+            os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        assert names(next_state(src, before)) == ["n1", "n2"]
+    finally:
+        src.close()

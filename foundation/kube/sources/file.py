@@ -21,11 +21,14 @@ daemons run:
   recursion, whatever libyaml the node has (see `yaml_documents`, `check_depth`);
 - kinds Skein does not use are ignored (logged at debug).
 
-Change detection polls os.stat (device, inode, size, mtime in ns) every
-`poll_interval` seconds (default 50 ms, so that a Service added to or removed
-from the file is announced or withdrawn within the 100 ms the speaker
-promises): cheap, and it sees in-place writes and atomic rename-replacement
-alike.  As git does for its index ("racy git"), a file whose
+Change detection looks at os.stat (device, inode, size, mtime in ns) when
+inotify says something in the file's directory changed (any name: a
+ConfigMap volume swaps a `..data` symlink, not the file), and every
+`backstop_interval` seconds besides; without inotify (limits reached, another
+OS) it polls every `poll_interval` seconds (default 50 ms, so that a Service
+added to or removed from the file is announced or withdrawn within the 100 ms
+the speaker promises).  Either way it sees in-place writes and atomic
+rename-replacement alike.  As git does for its index ("racy git"), a file whose
 mtime is too recent to be trusted is re-read on the next poll as well: a second
 write within the filesystem's timestamp granularity that keeps the size would
 otherwise go unseen (too recent: 2 s on a filesystem with whole-second mtimes,
@@ -39,6 +42,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import threading
 import time
 from bisect import bisect_left
@@ -47,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from foundation import inotify
 from foundation.kube.model.cluster import (
     ClusterState,
     ModelObject,
@@ -791,10 +796,13 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 class FileSource(Source):
     """Follows a manifests file; see the module docstring for the rules."""
 
-    def __init__(self, path: str, poll_interval: float = 0.05) -> None:
+    def __init__(self, path: str, poll_interval: float = 0.05,
+                 backstop_interval: float = 1.0) -> None:
         super().__init__()
         self.path = path
         self.poll_interval = poll_interval
+        self.backstop_interval = backstop_interval
+        self._wake_r, self._wake_w = -1, -1
         self._signature: tuple[int, int, int, int] | None = None
         self._racy = False
         self._content: bytes | None = None
@@ -811,22 +819,70 @@ class FileSource(Source):
             return
         self.poll()
         self._stop.clear()
+        self._wake_r, self._wake_w = os.pipe()  # close() wakes the thread through it
         self._thread = threading.Thread(target=self._run, name=f"FileSource({self.path})",
                                         daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._wake_r >= 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r, self._wake_w = -1, -1
+
+    def _watch(self) -> inotify.Inotify | None:
+        """An inotify instance on the file's directory, or None (then: polling)."""
+        try:
+            watcher = inotify.Inotify()
+        except OSError as exc:
+            log.info("%s: no inotify (%s); polling every %g s", self.path, exc,
+                     self.poll_interval)
+            return None
+        try:
+            watcher.add_watch(os.path.dirname(os.path.abspath(self.path)) or "/",
+                              inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO
+                              | inotify.IN_MOVED_FROM | inotify.IN_CREATE
+                              | inotify.IN_DELETE | inotify.IN_ATTRIB
+                              | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF)
+        except OSError as exc:
+            log.info("%s: cannot watch its directory (%s); polling every %g s", self.path,
+                     exc, self.poll_interval)
+            watcher.close()
+            return None
+        return watcher
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_interval):
-            try:
-                self.poll()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
-                log.exception("%s: unexpected error while reloading", self.path)
+        watcher = self._watch()
+        try:
+            while not self._stop.is_set():
+                if watcher is None or self._racy:
+                    # A racy mtime needs another look whatever inotify says.
+                    timeout = self.poll_interval
+                else:
+                    timeout = self.backstop_interval
+                ready = select.select([self._wake_r] + ([watcher.fd] if watcher else []),
+                                      [], [], timeout)[0]
+                if self._stop.is_set():
+                    break
+                if watcher is not None and watcher.fd in ready:
+                    events = watcher.read()
+                    if any(e.mask & (inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF
+                                     | inotify.IN_IGNORED) for e in events):
+                        watcher.close()  # the directory went: look for it again later
+                        watcher = self._watch()
+                try:
+                    self.poll()
+                except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                    log.exception("%s: unexpected error while reloading", self.path)
+        finally:
+            if watcher is not None:
+                watcher.close()
 
     def poll(self) -> bool:
         """Look at the file once; True if a new state was published."""

@@ -1,7 +1,8 @@
 """A thin inotify(7) wrapper: one non-blocking instance, watches, drained events.
 
 The standard library has no inotify; three libc calls through ctypes are all
-ipam/leasecache.py needs, which is less than a dependency is worth.
+ipam/leasecache.py and the manifests file source need, which is less than a
+dependency is worth.
 """
 
 from __future__ import annotations
