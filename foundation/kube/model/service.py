@@ -81,11 +81,14 @@ class Service(_KeyCache):
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Made with the object: plans ask for the key per address and per route.
+        object.__setattr__(self, "_key", f"{self.namespace}/{self.name}")
+
     @property
     def key(self) -> str:
-        """namespace/name, the way MetalLB and kubectl name a service (made once: plans
-        ask for it per address and per route)."""
-        try:
+        """namespace/name, the way MetalLB and kubectl name a service."""
+        try:  # an unpickled Service has no _key: __post_init__ did not run
             return self._key
         except AttributeError:
             key = f"{self.namespace}/{self.name}"
