@@ -25,6 +25,7 @@ from foundation.kube.sources.file import (
     MAX_DEPTH,
     ManifestParser,
     NestingTooDeep,
+    ParsedFile,
     check_depth,
     depth_bound,
     parse_manifests,
@@ -363,6 +364,41 @@ def test_reparsing_equals_a_fresh_parse(files: list[list[str]]) -> None:
     for pieces in files:
         text = docs(*pieces)
         cached, fresh = parser.parse(text, "F"), parse_manifests(text, "F")
+        same(cached.state, fresh.state)
+        same((cached.errors, cached.ignored, cached.problems),
+             (fresh.errors, fresh.ignored, fresh.problems))
+
+
+
+def _parsed_or_error(parse: Callable[[], object]) -> object:
+    try:
+        return parse()
+    except yaml.YAMLError as exc:
+        return type(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=8),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3),
+                          st.sampled_from(["---\n", "--- \n", "...\n", "-", "\n", " ", "a",
+                                           ""])), min_size=1, max_size=5))
+def test_an_edit_anywhere_reparses_as_a_fresh_parse(
+        pieces: list[str], edits: list[tuple[int, int, str]]) -> None:
+    """The unchanged head and tail are found from the texts' common prefix and
+    suffix: an edit that lands inside a marker, a line or a boundary gives what
+    a fresh parse does."""
+    parser = ManifestParser()
+    text = docs(*pieces)
+    parser.parse(text, "F")
+    for at, cut, insert in edits:
+        at = at % (len(text) + 1)
+        text = text[:at] + insert + text[at + cut:]
+        cached = _parsed_or_error(lambda: parser.parse(text, "F"))  # noqa: B023
+        fresh = _parsed_or_error(lambda: parse_manifests(text, "F"))  # noqa: B023
+        if isinstance(cached, type) or isinstance(fresh, type):
+            assert cached == fresh
+            continue
+        assert isinstance(cached, ParsedFile) and isinstance(fresh, ParsedFile)
         same(cached.state, fresh.state)
         same((cached.errors, cached.ignored, cached.problems),
              (fresh.errors, fresh.ignored, fresh.problems))

@@ -45,8 +45,9 @@ import re
 import select
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
+from itertools import accumulate
 from typing import Any
 
 import yaml
@@ -573,6 +574,44 @@ def _segments(text: str) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix of a and b."""
+    n, lo, block = min(len(a), len(b)), 0, 1 << 15
+    while lo < n:
+        hi = min(lo + block, n)
+        if a[lo:hi] != b[lo:hi]:
+            break
+        lo = hi
+    else:
+        return n
+    while hi - lo > 1:  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """The length of the longest common suffix of a and b, at most `limit`."""
+    la, lb, done, block = len(a), len(b), 0, 1 << 15
+    while done < limit:
+        more = min(done + block, limit)
+        if a[la - more:la - done] != b[lb - more:lb - done]:
+            break
+        done = more
+    else:
+        return limit
+    while more - done > 1:  # the last `done` agree, the last `more` do not
+        mid = (done + more) // 2
+        if a[la - mid:la - done] == b[lb - mid:lb - done]:
+            done = mid
+        else:
+            more = mid
+    return done
+
+
 class ManifestParser:
     """`parse_manifests` that remembers each document's text and what it yielded, so
     that re-reading a file where a few documents changed parses only those: the
@@ -581,6 +620,9 @@ class ManifestParser:
     def __init__(self) -> None:
         # The last text's documents in order: (text, what it yielded, its line breaks).
         self._segments: list[tuple[str, list[_Entry], int]] = []
+        self._text = ""  # their concatenation, their lengths and where each ends in it
+        self._ends: list[int] = []
+        self._lengths: list[int] = []
         # The last state's objects by ref, and each ClusterState field's refs and
         # objects in order, while no ref is defined twice (else None: assembled whole).
         self._objects: dict[_Key, ModelObject] | None = None
@@ -588,27 +630,36 @@ class ManifestParser:
         self._noisy = False  # some document yielded an error or an ignored kind
 
     def parse(self, text: str, origin: str = "<manifests>") -> ParsedFile:
-        if (any(ch in text for ch in "\r\x85\u2028\u2029") or text.startswith("%")
-                or "\n%" in text):
-            self._segments = []  # line breaks or directives the cutting does not follow
-            return parse_manifests(text, origin)
-        old = self._segments
+        old, old_text, ends = self._segments, self._text, self._ends
         # The documents the new text starts and ends with as the last one did are
-        # found by comparing in place (no copy, no parse); only the middle is cut.
-        pos, head = 0, 0
-        while head < len(old):
-            end = pos + len(old[head][0])
-            if not text.startswith(old[head][0], pos) or (
-                    end < len(text) and not _SEGMENT_START.match(text, end)):
+        # found from the two texts' common prefix and suffix (compared in blocks,
+        # at memcmp speed), then checked at the one boundary each; only the middle
+        # is cut.  A Python loop over every document was most of a change's cost.
+        same_head = _common_prefix(old_text, text)
+        same_tail = _common_suffix(old_text, text, min(len(old_text), len(text)) - same_head)
+        # The last text passed this check, so only what is new needs it.
+        window = text[max(0, same_head - 1):len(text) - same_tail + 1]
+        if (any(ch in window for ch in "\r\x85\u2028\u2029") or text.startswith("%")
+                or "\n%" in window):
+            self._forget()  # line breaks or directives the cutting does not follow
+            return parse_manifests(text, origin)
+        head = bisect_right(ends, same_head)
+        while head and ends[head - 1] < len(text) and not _SEGMENT_START.match(
+                text, ends[head - 1]):
+            head -= 1
+        pos = ends[head - 1] if head else 0
+        shift = len(text) - len(old_text)
+        # old[k] starts at ends[k - 1]; the tail kept is the first k from which
+        # on all lie in the common suffix, at or after pos, with a document
+        # starting where old[k] now does.
+        suffix_start = len(old_text) - same_tail
+        tail = max(head, bisect_left(ends, suffix_start) + 1 if suffix_start > 0 else 0)
+        while tail < len(old):
+            start = (ends[tail - 1] if tail else 0) + shift
+            if start == pos or (start > pos and _SEGMENT_START.match(text, start)):
                 break
-            pos, head = end, head + 1
-        end, tail = len(text), len(old)
-        while tail > head:
-            start = end - len(old[tail - 1][0])
-            if start < pos or not text.startswith(old[tail - 1][0], start) or (
-                    start > pos and not _SEGMENT_START.match(text, start)):
-                break
-            end, tail = start, tail - 1
+            tail += 1
+        end = (ends[tail - 1] if tail else 0) + shift if tail < len(old) else len(text)
         known = {seg: (entries, lines) for seg, entries, lines in old[head:tail]}
         budget = [MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(text)]
         middle: list[tuple[str, list[_Entry], int]] = []
@@ -620,15 +671,21 @@ class ManifestParser:
                 except yaml.YAMLError:
                     # Whatever the cut did, the whole text decides (and its error
                     # names the right line).
-                    self._segments = []
+                    self._forget()
                     return parse_manifests(text, origin)
             middle.append((segment, *hit))
         self._segments = [*old[:head], *middle, *old[tail:]]
+        self._text = text
+        self._lengths[head:tail] = [len(seg) for seg, _, _ in middle]
+        self._ends = list(accumulate(self._lengths))
         if self._objects is not None and old:
             result = self._update(old[head:tail], middle, origin)
             if result is not None:
                 return result
         return self._assemble(origin)
+
+    def _forget(self) -> None:
+        self._segments, self._text, self._ends, self._lengths = [], "", [], []
 
     def _parts(self) -> list[tuple[int, list[_Entry]]]:
         parts: list[tuple[int, list[_Entry]]] = []
