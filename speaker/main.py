@@ -239,9 +239,11 @@ def speaker(args: Args) -> int:
 def _status_writer(args: Args, source: Source) -> Any:
     """speaker.kube_status.StatusWriter with the API, owned by this speaker's Pod when
     the downward API names it (POD_NAME, POD_UID); None without the API."""
+    if not args.status_objects or args.manifests is not None:
+        return None  # before the import: the client library is most of a file-fed speaker
     from foundation.kube.sources.kube import KubeSource
 
-    if not args.status_objects or not isinstance(source, KubeSource):
+    if not isinstance(source, KubeSource):
         return None
     from speaker.kube_status import StatusWriter
 

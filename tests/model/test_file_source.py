@@ -65,8 +65,12 @@ def names(state: ClusterState) -> list[str]:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -171,6 +175,24 @@ def test_missing_file_keeps_state_and_recovers(
     assert names(next_state(source, first)) == ["n5"]
     missing = [r for r in caplog.records if "missing;" in r.getMessage()]
     assert len(missing) == 1  # said once, not every poll
+
+
+def test_a_file_that_is_not_utf8_is_reported_once_and_the_last_state_kept(
+        manifests: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    src = FileSource(str(manifests))
+    assert src.poll()
+    good = src.snapshot()
+    bad = docs(node("n1", "10.0.0.1")).encode() + b"# caf\xe9\n"
+    atomic_write_bytes(manifests, bad)
+    assert not src.poll() and src.snapshot() is good
+    atomic_write_bytes(manifests, bad)  # the same bytes again: a new inode, no new line
+    assert not src.poll()
+    lines = [r for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        f"{manifests}: not UTF-8 (byte {len(bad) - 2}); keeping the last good state"]
+    atomic_write(manifests, docs(node("n2", "10.0.0.2")))
+    assert src.poll() and names(src.snapshot()) == ["n2"]
 
 
 def test_rewriting_identical_content_publishes_nothing(manifests: Path) -> None:

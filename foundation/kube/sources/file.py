@@ -618,9 +618,10 @@ class ManifestParser:
     other objects are the very same objects as before (cheap to compare)."""
 
     def __init__(self) -> None:
-        # The last text's documents in order: (text, what it yielded, its line breaks).
-        self._segments: list[tuple[str, list[_Entry], int]] = []
-        self._text = ""  # their concatenation, their lengths and where each ends in it
+        # The last text, and its documents in order: what each yielded and its line
+        # breaks, each one's length and where each ends in the text.
+        self._text = ""
+        self._segments: list[tuple[list[_Entry], int]] = []
         self._ends: list[int] = []
         self._lengths: list[int] = []
         # The last state's objects by ref, and each ClusterState field's refs and
@@ -660,9 +661,10 @@ class ManifestParser:
                 break
             tail += 1
         end = (ends[tail - 1] if tail else 0) + shift if tail < len(old) else len(text)
-        known = {seg: (entries, lines) for seg, entries, lines in old[head:tail]}
+        known = {old_text[(ends[k - 1] if k else 0):ends[k]]: old[k] for k in range(head, tail)}
         budget = [MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(text)]
-        middle: list[tuple[str, list[_Entry], int]] = []
+        middle: list[tuple[list[_Entry], int]] = []
+        lengths: list[int] = []
         for segment in _segments(text[pos:end]):
             hit = known.get(segment)
             if hit is None:
@@ -673,10 +675,11 @@ class ManifestParser:
                     # names the right line).
                     self._forget()
                     return parse_manifests(text, origin)
-            middle.append((segment, *hit))
+            middle.append(hit)
+            lengths.append(len(segment))
         self._segments = [*old[:head], *middle, *old[tail:]]
         self._text = text
-        self._lengths[head:tail] = [len(seg) for seg, _, _ in middle]
+        self._lengths[head:tail] = lengths
         self._ends = list(accumulate(self._lengths))
         if self._objects is not None and old:
             result = self._update(old[head:tail], middle, origin)
@@ -690,7 +693,7 @@ class ManifestParser:
     def _parts(self) -> list[tuple[int, list[_Entry]]]:
         parts: list[tuple[int, list[_Entry]]] = []
         line = 0
-        for _segment, entries, lines in self._segments:
+        for entries, lines in self._segments:
             parts.append((line, entries))
             line += lines
         return parts
@@ -713,15 +716,15 @@ class ManifestParser:
             self._objects = objects
         return result
 
-    def _update(self, removed: list[tuple[str, list[_Entry], int]],
-                added: list[tuple[str, list[_Entry], int]], origin: str) -> ParsedFile | None:
+    def _update(self, removed: list[tuple[list[_Entry], int]],
+                added: list[tuple[list[_Entry], int]], origin: str) -> ParsedFile | None:
         """The new state from the last one by the documents that went and came; None
         when that cannot be done exactly (a ref defined twice, a kind not known)."""
         objects = self._objects
         assert objects is not None
-        gone = [(_key(ref), obj) for _, entries, _ in removed
+        gone = [(_key(ref), obj) for entries, _ in removed
                 for _, what, obj, ref in entries if what == "object"]
-        new = [(_key(ref), obj) for _, entries, _ in added
+        new = [(_key(ref), obj) for entries, _ in added
                for _, what, obj, ref in entries if what == "object"]
         left = {key for key, _ in gone}
         seen: set[_Key] = set()
@@ -747,7 +750,7 @@ class ManifestParser:
             touched.add(name)
         kinds: dict[str, Any] = {name: tuple(objs) for name, (_, objs) in self._kinds.items()}
         result = ParsedFile(ClusterState(**kinds))
-        self._noisy = self._noisy or any(what != "object" for _, entries, _ in added
+        self._noisy = self._noisy or any(what != "object" for entries, _ in added
                                          for _, what, _, _ in entries)
         if self._noisy:
             for offset, entries in self._parts():
@@ -862,7 +865,10 @@ class FileSource(Source):
         self._wake_r, self._wake_w = -1, -1
         self._signature: tuple[int, int, int, int] | None = None
         self._racy = False
-        self._content: bytes | None = None
+        # The text last read (the parser holds the same string: one copy of the
+        # file), and bytes that were not UTF-8 (not reported twice).
+        self._text: str | None = None
+        self._undecodable: bytes | None = None
         self._missing_reported = False
         self._had_content = False  # a file with content was read: emptying it is no edit
         self._empty_reported = False
@@ -945,10 +951,20 @@ class FileSource(Source):
         """Look at the file once; True if a new state was published."""
         with self._poll_lock:
             content = self._read_if_changed()
-            if content is None or content == self._content:
+            if content is None or content == self._undecodable:
                 return False
-            self._content = content
-            return self._load(content)
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self._undecodable = content
+                log.error("%s: not UTF-8 (byte %d); keeping the last good state",
+                          self.path, exc.start)
+                return False
+            self._undecodable = None
+            if text == self._text:
+                return False
+            self._text = text
+            return self._load(text)
 
     def _read_if_changed(self) -> bytes | None:
         """The file's bytes if it may have changed since the last look, else None."""
@@ -977,15 +993,11 @@ class FileSource(Source):
         self._racy = time.time_ns() - st.st_mtime_ns < racy_window_ns(st.st_mtime_ns)
         return content
 
-    def _load(self, content: bytes) -> bool:
-        if not content.strip():
+    def _load(self, text: str) -> bool:
+        if not text.strip():
             return self._load_empty()
         try:
-            parsed = self._parser.parse(content.decode("utf-8"), self.path)
-        except UnicodeDecodeError as exc:
-            log.error("%s: not UTF-8 (byte %d); keeping the last good state",
-                      self.path, exc.start)
-            return False
+            parsed = self._parser.parse(text, self.path)
         except yaml.YAMLError as exc:
             log.error("%s: not valid YAML (%s); keeping the last good state",
                       self.path, _yaml_problem(exc))
