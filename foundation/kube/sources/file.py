@@ -994,7 +994,7 @@ class FileSource(Source):
         return content
 
     def _load(self, text: str) -> bool:
-        if not text.strip():
+        if not text or text.isspace():  # isspace stops at the first other character
             return self._load_empty()
         try:
             parsed = self._parser.parse(text, self.path)
