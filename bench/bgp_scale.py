@@ -224,15 +224,20 @@ class Failed(Exception):
     pass
 
 
-def vm_hwm_mb(pid: int) -> float:
+def status_mb(pid: int, field: str) -> float:
+    """A /proc/PID/status size in MB (VmHWM: peak RSS, VmRSS: now); nan if gone."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def vm_hwm_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
 
 
 class Bench:

@@ -69,7 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bgp_scale import BirdControl, vm_hwm_mb  # noqa: E402
+from bgp_scale import BirdControl, status_mb, vm_hwm_mb  # noqa: E402
 
 from lab.kube.cluster import (  # noqa: E402
     BGP_POOL,
@@ -188,14 +188,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def vm_rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return status_mb(pid, "VmRSS")
 
 
 def cpu_of(procs: Iterable[Proc]) -> dict[int, float]:
