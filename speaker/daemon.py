@@ -202,9 +202,10 @@ class Planner:
     address's announcements and problems depend only on the Services holding
     that address.  So the plans are computed for a state holding just the
     Services on the addresses a change touched (old and new addresses), and
-    their entries replace those of these addresses.  Anything else (the first
-    state, a configuration change, a liveness change, aggregation) plans
-    everything, as before.
+    their entries replace those of these addresses.  A liveness change alone
+    moves only layer 2 owners (`plan_bgp` does not depend on who is alive):
+    the L2 entries are planned again and the BGP routes kept.  Anything else
+    (the first state, a configuration change, aggregation) plans everything.
     """
 
     def __init__(self, node: str, lb_class: str | None, advertise_pod_cidrs: bool) -> None:
@@ -225,10 +226,16 @@ class Planner:
         if state is self._state and live == self._live:
             return self._result  # a resync with nothing new
         context = replace(state, services=(), endpoint_slices=())
-        if (self._state is None or live != self._live or context != self._context
+        if (self._state is None or context != self._context
                 or any(a.aggregation_length != 32 or a.aggregation_length_v6 != 128
                        for a in state.bgp_advertisements)):
             self._plan_all(state, live)
+        elif live != self._live:
+            # A heartbeat that lapsed under load must not cost a plan of every
+            # Service: the changed Services as usual, then the L2 owners.
+            self._live = live
+            self._plan_changed(state)
+            self._plan_layer2(state)
         else:
             self._plan_changed(state)
         self._state, self._context, self._live = state, context, live
@@ -261,6 +268,23 @@ class Planner:
         self._sorted = desired
         self._keys = [a.sort_key for a in desired]
         self._result = Planned(tuple(desired), bgp.sessions, problems)
+
+    # -- the L2 owners, after a liveness change ---------------------------------------------
+
+    def _plan_layer2(self, state: ClusterState) -> None:
+        l2 = [a for a in plan_node(state, self.node, self._live, self.lb_class)
+              if not (a.services and unannounceable(a.address))]
+        # The sort key starts with the kind: BGP and L2 entries never tie, so this
+        # is the order a whole plan gives.
+        desired = sorted((*(a for a in self._sorted if a.kind != L2), *l2),
+                         key=lambda a: a.sort_key)
+        self._entries = {}
+        for a in desired:
+            if a.services:
+                self._entries.setdefault(a.address, []).append(a)
+        self._sorted = desired
+        self._keys = [a.sort_key for a in desired]
+        self._result = Planned(tuple(desired), self._result.sessions, self._result.problems)
 
     # -- the Services that changed -----------------------------------------------------
 

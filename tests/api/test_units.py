@@ -205,19 +205,25 @@ def _state(config: list[dict[str, Any]], services: dict[str, dict[str, Any]],
     return (parser.parse(text) if parser else parse_manifests(text)).state
 
 
-@settings(max_examples=150, deadline=None)
+LIVE = [frozenset({"n1", "n2"}), frozenset({"n1"}), frozenset({"n2"}), frozenset()]
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.booleans(), st.lists(st.tuples(st.sampled_from(["s1", "s2", "s3", "s4"]),
-                                         st.one_of(st.none(), service_specs)),
+                                         st.one_of(st.none(), service_specs),
+                                         st.sampled_from(LIVE)),
                                min_size=1, max_size=12))
 def test_planning_the_changed_services_equals_planning_everything(
-        aggregate: bool, steps: list[tuple[str, dict[str, Any] | None]]) -> None:
+        aggregate: bool,
+        steps: list[tuple[str, dict[str, Any] | None, frozenset[str]]]) -> None:
+    """Services, their EndpointSlices and the live speakers change from step to
+    step (a liveness change re-plans only the L2 owners)."""
     config = _config(aggregate)
-    live = frozenset({"n1", "n2"})
     planner = Planner("n1", None, False)
     parser = ManifestParser()
     services: dict[str, dict[str, Any]] = {}
     previous: tuple[Announcement, ...] = ()
-    for name, spec in steps:
+    for name, spec, live in steps:
         if spec is None:
             services.pop(name, None)
         else:
