@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.fields import IPAddress
@@ -19,6 +18,7 @@ from ipam.pools import Allocator
 from speaker.controller.metrics import ControllerMetrics
 from speaker.controller.reconcile import Plan, Requests, reconcile
 from speaker.controller.writers import StatusWriter
+from speaker.plan import identity_delta
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,10 @@ class Controller:
         touched: dict[str, Service | None] = {}
         if state.services is not last.services:
             # Sources keep an unchanged object as the same object: only the others
-            # are compared (an equal copy is not a change).  Past the common start
-            # and end, the maps by id are built in C; only the objects that differ
-            # are looked at.
-            before, after = (dict(zip(map(id, part), part, strict=True))
-                             for part in _middles(last.services, state.services))
-            old = {s.key: s for s in map(before.__getitem__, before.keys() - after.keys())}
-            new = {s.key: s for s in map(after.__getitem__, after.keys() - before.keys())}
+            # are compared (an equal copy is not a change).
+            came, went = identity_delta(last.services, state.services)
+            old = {s.key: s for s in went}
+            new = {s.key: s for s in came}
             touched = {k: new.get(k) for k in (*old, *new) if old.get(k) != new.get(k)}
         for key in (*self._reported, *self._pending):
             if key not in touched:
@@ -110,28 +107,3 @@ class Controller:
                     state, full = newer, False
                     break
                 waited += 0.5
-
-
-def _middles(before: tuple[Service, ...], after: tuple[Service, ...]
-             ) -> tuple[tuple[Service, ...], tuple[Service, ...]]:
-    """`before` and `after` without their longest common start and end.
-
-    Found by bisection with tuple comparisons, which run in C and take an element
-    that is the same object as equal at once: O(log N) passes over the Services,
-    none of them in Python, where one changed Service among N is the usual case."""
-    n = min(len(before), len(after))
-    head = _longest(lambda k: before[:k] == after[:k], n)
-    tail = _longest(lambda k: before[len(before) - k:] == after[len(after) - k:], n - head)
-    return before[head:len(before) - tail], after[head:len(after) - tail]
-
-
-def _longest(same: Callable[[int], bool], most: int) -> int:
-    """The largest k <= most with same(k), for a `same` true up to some k and false after."""
-    low, high = 0, most
-    while low < high:
-        mid = (low + high + 1) // 2
-        if same(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low
