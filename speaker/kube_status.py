@@ -369,8 +369,11 @@ class StatusWriter:
         existing: dict[str, list[Any]] = {}
         try:
             for kind in KINDS:
-                existing[kind.plural], _ = self.client.list_all(self._collection(kind),
-                                                                timeout=timeout)
+                # Another node's objects matter only for layer 2 (a dead owner's are
+                # deleted): BGP lists this node's alone, not every node's N.
+                mine = None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
+                existing[kind.plural], _ = self.client.list_all(
+                    self._collection(kind), label_selector=mine, timeout=timeout)
             for write in plan_writes(self.node, statuses, existing, live):
                 self._write(write, timeout)
         except ApiException as exc:

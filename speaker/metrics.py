@@ -132,6 +132,7 @@ class MetalLBMetrics:
     def __init__(self) -> None:
         self._peers: dict[str, int] = {}  # label -> UPDATEs counted so far
         self._announced: set[tuple[str, str, str, str]] = set()
+        self._desired: object = None  # the plan `_announced` was made from
 
     def observe(self, daemon: Daemon) -> None:
         from speaker.api.view import bgp_peers
@@ -139,8 +140,12 @@ class MetalLBMetrics:
         bgp = daemon.announcer("bgp")
         sessions = getattr(getattr(bgp, "speaker", None), "peers", None) or {}
         updates = {str(k): _updates_out(p) for k, p in dict(sessions).items()}
-        self.record(peer_samples(bgp_peers(daemon), updates),
-                    announced_samples(daemon.node, daemon.desired))
+        # Every second with the same plan: the address series are left as they are.
+        desired = daemon.desired
+        announced = (self._announced if desired is self._desired
+                     else announced_samples(daemon.node, desired))
+        self._desired = desired
+        self.record(peer_samples(bgp_peers(daemon), updates), announced)
 
     def record(self, samples: Sequence[PeerSample],
                announced: set[tuple[str, str, str, str]]) -> None:
@@ -163,12 +168,15 @@ class MetalLBMetrics:
             for metric in (BGP_SESSION_UP, BGP_UPDATES, BGP_ANNOUNCED, BGP_PENDING):
                 with contextlib.suppress(KeyError):
                     metric.remove(label)
+        if announced is self._announced:
+            return
         for labels in self._announced - announced:
             with contextlib.suppress(KeyError):
                 ANNOUNCED.remove(*labels)
-        for labels in announced:
+        # A series keeps its value until removed: only the new ones are set.
+        for labels in announced - self._announced:
             ANNOUNCED.labels(*labels).set(1)
-        self._announced = set(announced)
+        self._announced = announced
 
 
 def _updates_out(peer: Any) -> int | None:
