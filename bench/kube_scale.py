@@ -32,7 +32,8 @@ beside it (three kubelets and kube-proxies, the speakers' status objects).
   every daemon is quiet again (its status objects and Events written too; at
   most 10 s), as measured and net of its idle rate over that time.
 - How often each speaker found a peer dead by its heartbeats (from its log):
-  a change of liveness makes a speaker plan every Service again.
+  a change of liveness makes a speaker elect the owner of every layer 2
+  address again and give each announcer its whole plan.
 - kube-proxy's sync_proxy_rules duration (its metrics, in each node's network
   namespace) over the bulk and over the changes, as it has to program every
   Service too.
@@ -718,8 +719,9 @@ def report(count: int, nodes: int, bulk: Bulk, changes: Changes, idle0: dict[int
         print(f"\nkube-proxy sync_proxy_rules, bulk: {sync_text(sync[0], sync[1])}")
         print(f"kube-proxy sync_proxy_rules, changes: {sync_text(sync[1], sync[2])}")
     if bulk.flaps or changes.flaps:
-        print("\npeers the speakers found dead by heartbeats (liveness changes, each a "
-              f"full re-plan): bulk {bulk.flaps}, idle and changes {changes.flaps}")
+        print("\npeers the speakers found dead by heartbeats (liveness changes, each an "
+              f"L2 election and a whole apply): bulk {bulk.flaps}, idle and changes "
+              f"{changes.flaps}")
     if restarts:
         print("\nrestarts in " + SKEIN_NAMESPACE + ": " + "; ".join(restarts))
     speakers = [p for p in procs if p.role == "skein-speaker"]
