@@ -271,6 +271,7 @@ class StatusWriter:
         self._observed = False
         self._stopping = False
         self._announced: set[Key] = set()
+        self._seen: tuple[object, frozenset[str]] | None = None  # the last observe's inputs
         self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
@@ -279,6 +280,11 @@ class StatusWriter:
 
     def observe(self, desired: Sequence[Announcement], live: frozenset[str]) -> None:
         """What this node announces now; cheap, never blocks."""
+        # The event bus calls this every second: the same plan (the daemon keeps an
+        # unchanged one as the same object) needs no look at all N of it again.
+        if self._seen is not None and self._seen[0] is desired and self._seen[1] == live:
+            return
+        self._seen = (desired, live)
         statuses = desired_statuses(self.node, desired)
         events = [Note("v1", "Service", namespace, name, REASON, message, warning=False)
                   for namespace, name, message in

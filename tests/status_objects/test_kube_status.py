@@ -229,3 +229,28 @@ def test_each_problem_is_reported_once_and_again_after_it_went_away() -> None:
     writer.observe_problems([peer])
     writer._record(writer._wanted.events)
     assert [b["involvedObject"]["name"] for b in client.posted] == ["router", "router"]
+
+
+def test_the_same_plan_observed_again_is_not_looked_at_again(monkeypatch: Any) -> None:
+    """The event bus hands the writer the plan every second; only a new plan (or a
+    new set of live nodes) is turned into statuses and Events."""
+    import speaker.kube_status as kube_status
+
+    calls: list[int] = []
+    real = kube_status.desired_statuses
+
+    def counted(node: str, desired: Any) -> Any:
+        calls.append(len(desired))
+        return real(node, desired)
+
+    monkeypatch.setattr(kube_status, "desired_statuses", counted)
+    writer = StatusWriter(_Client(), "node1", "skein-system")  # type: ignore[arg-type]
+    plan = (l2("10.0.0.1", "d/web", interfaces=("eth0",)),)
+    writer.observe(plan, frozenset({"node1"}))
+    writer.observe(plan, frozenset({"node1"}))
+    assert calls == [1]
+    writer.observe(plan, frozenset({"node1", "node2"}))  # another node came: looked at
+    writer.observe((*plan, l2("10.0.0.2", "d/db")), frozenset({"node1", "node2"}))
+    assert calls == [1, 1, 2]
+    assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("l2", "d", "db")}
+    assert [n.name for n in writer._wanted.events] == ["web", "db"]
