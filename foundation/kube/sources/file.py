@@ -47,7 +47,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any
 
 import yaml
@@ -619,11 +619,10 @@ class ManifestParser:
 
     def __init__(self) -> None:
         # The last text, and its documents in order: what each yielded and its line
-        # breaks, each one's length and where each ends in the text.
+        # breaks, and where each ends in the text.
         self._text = ""
         self._segments: list[tuple[list[_Entry], int]] = []
         self._ends: list[int] = []
-        self._lengths: list[int] = []
         # The last state's objects by ref, and each ClusterState field's refs and
         # objects in order, while no ref is defined twice (else None: assembled whole).
         self._objects: dict[_Key, ModelObject] | None = None
@@ -679,8 +678,9 @@ class ManifestParser:
             lengths.append(len(segment))
         self._segments = [*old[:head], *middle, *old[tail:]]
         self._text = text
-        self._lengths[head:tail] = lengths
-        self._ends = list(accumulate(self._lengths))
+        # The head's ends stay, the middle's follow from pos, the tail's move by shift.
+        self._ends = [*ends[:head], *islice(accumulate(lengths, initial=pos), 1, None),
+                      *map(shift.__add__, ends[tail:])]
         if self._objects is not None and old:
             result = self._update(old[head:tail], middle, origin)
             if result is not None:
@@ -688,7 +688,7 @@ class ManifestParser:
         return self._assemble(origin)
 
     def _forget(self) -> None:
-        self._segments, self._text, self._ends, self._lengths = [], "", [], []
+        self._segments, self._text, self._ends = [], "", []
 
     def _parts(self) -> list[tuple[int, list[_Entry]]]:
         parts: list[tuple[int, list[_Entry]]] = []
