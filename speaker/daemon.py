@@ -59,7 +59,7 @@ import heapq
 import logging
 import signal
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -179,6 +179,12 @@ class Planned:
     delta: tuple[tuple[Announcement, ...], tuple[Announcement, ...]] | None = None
 
 
+def _announceable(entry: Announcement) -> bool:
+    """A Service's address that can never be announced (multicast, loopback, ...) is
+    dropped from every plan, whatever mechanism planned it."""
+    return not (entry.services and unannounceable(entry.address))
+
+
 def _problem_address(line: str) -> IPAddress | None:
     """The address a plan problem is about ("Service K: ADDR ...", "ADDR: ..."), if any."""
     text = line.removeprefix("BGP: ")
@@ -246,44 +252,38 @@ class Planner:
     def _plan_all(self, state: ClusterState, live: frozenset[str]) -> None:
         bgp = plan_bgp(state, self.node, self.lb_class,
                        advertise_pod_cidrs=self.advertise_pod_cidrs)
-        # A Service's address that can never be announced (multicast, loopback, ...)
-        # is dropped here for every mechanism, whatever planned it.
-        desired = sorted((a for a in (*plan_node(state, self.node, live, self.lb_class),
-                                      *bgp.routes)
-                          if not (a.services and unannounceable(a.address))),
-                         key=lambda a: a.sort_key)
+        desired = self._adopt(a for a in (*plan_node(state, self.node, live, self.lb_class),
+                                          *bgp.routes) if _announceable(a))
         problems = (*service_problems(state, self.lb_class),
                     *(f"BGP: {p}" for p in bgp.problems))
         self._holders = {}
         for service in state.services:
             for address in service.ingress_ips:
                 self._holders.setdefault(address, set()).add(service.key)
+        self._problems = {}
+        for line in problems:
+            self._problems.setdefault(_problem_address(line), []).append(line)
+        self._result = Planned(tuple(desired), bgp.sessions, problems)
+
+    def _adopt(self, entries: Iterable[Announcement]) -> list[Announcement]:
+        """`entries` sorted as the whole plan, with its indexes by address and key."""
+        desired = sorted(entries, key=lambda a: a.sort_key)
         self._entries = {}
         for a in desired:
             if a.services:
                 self._entries.setdefault(a.address, []).append(a)
-        self._problems = {}
-        for line in problems:
-            self._problems.setdefault(_problem_address(line), []).append(line)
         self._sorted = desired
         self._keys = [a.sort_key for a in desired]
-        self._result = Planned(tuple(desired), bgp.sessions, problems)
+        return desired
 
     # -- the L2 owners, after a liveness change ---------------------------------------------
 
     def _plan_layer2(self, state: ClusterState) -> None:
         l2 = [a for a in plan_node(state, self.node, self._live, self.lb_class)
-              if not (a.services and unannounceable(a.address))]
+              if _announceable(a)]
         # The sort key starts with the kind: BGP and L2 entries never tie, so this
         # is the order a whole plan gives.
-        desired = sorted((*(a for a in self._sorted if a.kind != L2), *l2),
-                         key=lambda a: a.sort_key)
-        self._entries = {}
-        for a in desired:
-            if a.services:
-                self._entries.setdefault(a.address, []).append(a)
-        self._sorted = desired
-        self._keys = [a.sort_key for a in desired]
+        desired = self._adopt((*(a for a in self._sorted if a.kind != L2), *l2))
         self._result = Planned(tuple(desired), self._result.sessions, self._result.problems)
 
     # -- the Services that changed -----------------------------------------------------
@@ -344,7 +344,7 @@ class Planner:
                        advertise_pod_cidrs=self.advertise_pod_cidrs)
         fresh: dict[IPAddress, list[Announcement]] = {}
         for a in (*plan_node(sub, self.node, live, self.lb_class), *bgp.routes):
-            if a.services and a.address in addresses and not unannounceable(a.address):
+            if a.services and a.address in addresses and _announceable(a):
                 fresh.setdefault(a.address, []).append(a)
         added: list[Announcement] = []
         removed: list[Announcement] = []
