@@ -54,7 +54,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -71,6 +70,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bgp_scale import BirdControl, status_mb, vm_hwm_mb  # noqa: E402
+from scale import loadavg, median  # noqa: E402
 
 from lab.kube.cluster import (  # noqa: E402
     BGP_POOL,
@@ -102,15 +102,6 @@ _COUNT = re.compile(r"(\d+) of (\d+) routes for (\d+) networks")
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as fh:
-        return " ".join(fh.read().split()[:3])
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def ms(value: float) -> str:

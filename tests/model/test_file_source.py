@@ -391,7 +391,6 @@ def test_reparsing_equals_a_fresh_parse(files: list[list[str]]) -> None:
              (fresh.errors, fresh.ignored, fresh.problems))
 
 
-
 def _parsed_or_error(parse: Callable[[], object]) -> object:
     try:
         return parse()
