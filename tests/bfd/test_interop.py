@@ -94,6 +94,36 @@ def test_bfd_up_with_bird_and_frr_and_paths_go_when_a_node_dies(
     assert bfd_states(speakers[2]) == {ROUTER_V4: "Up", FRR_V4: "Up"}
 
 
+def freeze_while_up(speaker: SpeakerProc, frr: Frr, bfdd: int) -> int:
+    """SIGSTOP FRR's bfdd while our BFD session to it is Up, and wait until that session
+    times out; returns where in our speaker's log the freeze began.
+
+    A session start may flap once (FRR re-registers its BFD session when BGP comes up):
+    a freeze that lands after bfdd sent its Down, or while ours is not Up, shows no
+    timeout, so bfdd is thawed and frozen again once both ends are Up."""
+    down = f"BFD peer {FRR_V4}: Up -> Down ("
+    for _ in range(3):
+        wait_for(lambda: frr.bfd_peers() == {node_v4(0): "up"}, DEADLINE, what="BFD up at FRR")
+        wait_for(lambda: bfd_states(speaker) == {FRR_V4: "Up"}, DEADLINE, what="BFD Up")
+        wait_for(lambda: speaker.status()[FRR_V4]["state"] == "Established", DEADLINE,
+                 what="BGP up")
+        seen = len(speaker.logs())
+        os.kill(bfdd, signal.SIGSTOP)
+        try:
+            if bfd_states(speaker) == {FRR_V4: "Up"}:
+                # Frozen, bfdd sends nothing more: our session goes down now, and only
+                # a Down that bfdd sent before the freeze names another reason.
+                wait_for(lambda: down in speaker.logs()[seen:], DEADLINE,  # noqa: B023
+                         what="our BFD session to go down")
+                if f"{down}control detection time expired)" in speaker.logs()[seen:]:
+                    return seen
+        except BaseException:
+            os.kill(bfdd, signal.SIGCONT)
+            raise
+        os.kill(bfdd, signal.SIGCONT)
+    raise AssertionError(f"no freeze of bfdd caught our BFD session Up:\n{speaker.logs()}")
+
+
 def test_router_bfd_silent_takes_our_bgp_session_down(
         lab: Lab, netns_factory: Callable[[str], Netns], frr_dir: Path) -> None:
     """The other direction: FRR's bfdd frozen (SIGSTOP), its bgpd still up.  Our BFD
@@ -103,17 +133,9 @@ def test_router_bfd_silent_takes_our_bgp_session_down(
               frr_config([node_v4(0)], hold=HOLD))
     peer = peers()[1]
     speaker = SpeakerProc(lab, lab.nodes[0], speaker_config(0, [peer]), "n0")
-    wait_for(lambda: frr.bfd_peers() == {node_v4(0): "up"}, what="BFD up at FRR")
-    wait_for(lambda: speaker.status()[FRR_V4]["state"] == "Established", what="BGP up")
     bfdd = int((frr_dir / "bfdd.pid").read_text())
-    # Only what happens from here counts: a session start may flap once (FRR
-    # re-registers its BFD session when TCP comes up).
-    seen = len(speaker.logs())
-    os.kill(bfdd, signal.SIGSTOP)
+    seen = freeze_while_up(speaker, frr, bfdd)
     try:
-        wait_for(lambda: f"BFD peer {FRR_V4}: Up -> Down (control detection time expired)"
-                 in speaker.logs()[seen:], DEADLINE,
-                 what="our BFD session to time out")
         wait_for(lambda: "BFD session down" in speaker.logs()[seen:], DEADLINE,
                  what="our speaker to take the session down on BFD")
         # FRR's bgpd got our NOTIFICATION: Cease / BFD Down.
