@@ -234,7 +234,8 @@ class ParsedFile:
 def yaml_documents(text: str, budget: list[int] | None = None) -> list[tuple[int, Any]]:
     """(1-based start line, decoded document) for every document; YAMLError if any is bad.
 
-    Documents are built straight from libyaml's events (`_build_documents`), in
+    A document of the plain block style is read from its lines (`_block_document`);
+    others are built straight from libyaml's events (`_build_documents`), in
     one loop that also bounds the nesting; anything that loop leaves to PyYAML
     (an error, a rare tag or merge, see `_build_documents`) sends the whole text
     through PyYAML's composer and constructor (`_composed_documents`), so the
@@ -242,6 +243,10 @@ def yaml_documents(text: str, budget: list[int] | None = None) -> list[tuple[int
     the merge-key allowance to draw from and update, when several texts share
     one (`ManifestParser`).
     """
+    try:
+        return _block_document(text)
+    except _Fallback:
+        pass
     allowance = (budget[0] if budget is not None
                  else MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(text))
     try:
@@ -555,6 +560,139 @@ def _from_events(get_event: Any, budget: int) -> tuple[list[tuple[int, Any]], in
         else:
             out.append((line or event.start_mark.line + 1, v))
 
+
+# -- plain block documents from their lines -------------------------------------------------
+#
+# Most manifests are written in one plain block style: `key: value` lines, `- `
+# entries, nesting by indentation, unquoted words.  libyaml's events for them
+# cost more than reading their lines: `_block_document` builds such a document
+# from its lines, with the same scalars as `_from_events` (`_plain`).  Anything
+# the lines alone do not tell for certain raises _Fallback and the text goes to
+# libyaml: a character that quotes, flows, comments, tags, anchors, starts a
+# block scalar, a complex key or a directive, or that libyaml refuses; a
+# scalar that starts with an indicator or holds ": "; a line deeper or
+# shallower than its place; a second document; a long key; `<<` and `=`.
+
+_BLOCK_UNSAFE = re.compile("[\"'\\[\\]{}#&*!|>%@`?\\\\\t\r\x00-\x08\x0b-\x1f\x7f-\x9f"
+                           "\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+_BLOCK_DEPTH = 32  # deeper: libyaml's path, which bounds the nesting
+_KEY_MAX = 1024  # libyaml refuses a longer implicit key
+_BLOCK_MARKER = re.compile(r"\n(?:---|\.\.\.)")
+_BLOCK_KEYS: dict[str, Any] = {}  # key text -> key: the same few keys recur
+_Row = tuple[int, str, int]  # (indent, content, line number from 0)
+
+
+def _block_document(text: str) -> list[tuple[int, Any]]:
+    """`_from_events`'s documents for a text of one plain block mapping (or
+    sequence), optionally after a `---` line; _Fallback for anything else."""
+    start = 4 if text.startswith("---\n") else 0
+    if _BLOCK_UNSAFE.search(text) is not None or _BLOCK_MARKER.search(text, start - 1) \
+            or text.startswith(("---", "...")) and not start:
+        raise _Fallback("not plain block style")
+    lines = text[start:].split("\n")
+    if " \n" in text or text[-1:] == " ":
+        lines = [line.rstrip(" ") for line in lines]
+    rows = [(len(line) - len(content), content, number)
+            for number, line in enumerate(lines, 1 if start else 0)
+            if (content := line.lstrip(" "))]
+    if not rows or rows[0][0]:
+        raise _Fallback("an indented or empty document")
+    value, end = _block_node(rows, 0, 0, 1)
+    if end != len(rows):
+        raise _Fallback("a line out of place")
+    return [(rows[0][2] + 1, value)]
+
+
+def _block_scalar(text: str) -> Any:
+    """A plain scalar that cannot mean more than its text says, as `_plain` makes it."""
+    if text[0] in "-:," or text[-1] == ":" or ": " in text:
+        raise _Fallback(text)
+    if text[0] not in _RESOLVED_FIRST:
+        return text
+    value = _PLAIN.get(text, _MISS)
+    if value is _MISS:
+        value = _plain(text)
+    if value is _MERGE or value is _VALUE:
+        raise _Fallback(text)
+    return value
+
+
+def _block_node(rows: list[_Row], i: int, indent: int, depth: int) -> tuple[Any, int]:
+    """The collection whose first line is rows[i], at `indent`; and the row after it."""
+    if depth > _BLOCK_DEPTH:
+        raise _Fallback("deep")
+    content = rows[i][1]
+    if content[0] == "-" and content[1:2] in ("", " "):
+        return _block_sequence(rows, i, indent, depth)
+    return _block_mapping(rows, i, indent, depth)
+
+
+def _block_mapping(rows: list[_Row], i: int, indent: int,
+                   depth: int) -> tuple[dict[Any, Any], int]:
+    out: dict[Any, Any] = {}
+    count = len(rows)
+    keys = _BLOCK_KEYS
+    while i < count:
+        at, content, _ = rows[i]
+        if at != indent:
+            if at > indent:
+                raise _Fallback("a line deeper than its place")
+            break
+        text, colon, value = content.partition(": ")
+        if not colon:
+            if content[-1] != ":":
+                raise _Fallback("a line that is no key")
+            text = content[:-1]
+        key = keys.get(text, _MISS)
+        if key is _MISS:
+            if not text or text[-1] == " " or len(text) > _KEY_MAX:
+                raise _Fallback("a key")
+            key = _block_scalar(text)
+            if len(keys) >= _PLAIN_MAX:
+                keys.clear()
+            keys[text] = key
+        i += 1
+        if value:
+            out[key] = _block_scalar(value.lstrip(" "))
+            continue
+        if i < count:
+            at, content, _ = rows[i]
+            if at > indent or at == indent and content[0] == "-" and content[1:2] in ("", " "):
+                out[key], i = _block_node(rows, i, at, depth + 1)
+                continue
+        out[key] = None
+    return out, i
+
+
+def _block_sequence(rows: list[_Row], i: int, indent: int,
+                    depth: int) -> tuple[list[Any], int]:
+    out: list[Any] = []
+    count = len(rows)
+    while i < count:
+        at, content, number = rows[i]
+        if at != indent or content[0] != "-" or content[1:2] not in ("", " "):
+            if at > indent:
+                raise _Fallback("a line deeper than its place")
+            break
+        body = content[1:].lstrip(" ")
+        if not body:
+            i += 1
+            if i < count and rows[i][0] > indent:
+                value, i = _block_node(rows, i, rows[i][0], depth + 1)
+            else:
+                value = None
+        elif body[0] == "-" and body[1:2] in ("", " "):
+            raise _Fallback("a compact nested sequence")
+        elif ": " in body or body[-1] == ":":
+            # A mapping that starts on the entry's line, at the column of its first key.
+            column = at + len(content) - len(body)
+            rows[i] = (column, body, number)
+            value, i = _block_mapping(rows, i, column, depth + 1)
+        else:
+            value = _block_scalar(body)
+            i += 1
+        out.append(value)
+    return out, i
 
 # A line that starts a new document (a marker, possibly with content after it) or
 # ends one.  YAML forbids such a line inside any scalar, so cutting before it is
