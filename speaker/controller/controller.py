@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.fields import IPAddress
 from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source
 from ipam.pools import Allocator
-from speaker.controller.metrics import ControllerMetrics
 from speaker.controller.reconcile import Plan, Requests, reconcile
 from speaker.controller.writers import StatusWriter
 from speaker.plan import identity_delta
+
+if TYPE_CHECKING:
+    from speaker.controller.metrics import ControllerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class Controller:
     def __init__(self, writer: StatusWriter, metrics: ControllerMetrics | None = None,
                  lb_class: str | None = None) -> None:
         self.writer = writer
-        self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.metrics = metrics  # None: not served, not kept
         self.lb_class = lb_class
         self.allocator = Allocator()
         self.requests = Requests()
@@ -80,13 +83,15 @@ class Controller:
             failures.update(plan.failures)
         for key, message in sorted(plan.failures.items()):
             if self._reported.get(key) != message:
-                self.metrics.failures.inc()
+                if self.metrics is not None:
+                    self.metrics.failures.inc()
                 namespace, _, name = key.partition("/")
                 self.writer.report_failure(namespace, name, message)
         self._reported = failures
         written = self.writer.write(plan.changes)
         self._pending = {c.key for c in plan.changes}
-        self.metrics.observe(self.allocator)
+        if self.metrics is not None:
+            self.metrics.observe(self.allocator)
         return plan, written
 
     def run(self, source: Source, stop: threading.Event, resync: float = 30.0,

@@ -31,13 +31,20 @@ from foundation.kube.model.fields import (
     show,
 )
 from foundation.kube.model.meta import open_object, quick_meta
-from foundation.netlink.mac import vtep_mac_for_ip
 
 VTEP_MAC_ANNOTATION = "skein.io/vtep-mac"
 # Kubernetes' well-known label: the node must not carry LoadBalancer traffic.
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def vtep_mac_for_ip(address: IPAddress | str) -> str:
+    """foundation.netlink.mac.vtep_mac_for_ip, imported at the first call: the netlink
+    package is the datapath's, which most daemons reading Nodes never touch."""
+    from foundation.netlink.mac import vtep_mac_for_ip as derive
+
+    return derive(address)
 
 
 @dataclass(frozen=True, slots=True)

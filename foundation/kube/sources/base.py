@@ -17,7 +17,6 @@ own thread and must only hand the state off.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -133,6 +132,8 @@ async def changes(source: Source, since_revision: int = 0) -> AsyncGenerator[Clu
     States published faster than the consumer reads are coalesced: it always
     gets the newest, never a backlog.
     """
+    import asyncio  # here: the controller and the agent, which never call this, skip it
+
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
 
