@@ -330,6 +330,68 @@ def _children(text: str, block: _Block) -> tuple[dict[str, _Block], int] | None:
     return None if keys is None else (keys, indent)
 
 
+# -- the commonest Service document, by a few regular expressions -------------------
+#
+# What a first assignment meets in every document: a Service in the plain block
+# style with no comments, blank lines or trailing spaces, its metadata's keys two
+# spaces in and without annotations, and no status.  `_quick_edit` recognises
+# exactly that and edits it as `_edit_text`'s general way would; anything else
+# is left to the general way (_SLOW).
+
+_SLOW: Any = object()
+# A top-level key with a one-line value, or with no value and indented or "-" lines.
+_ENTRY = r"[A-Za-z0-9_][A-Za-z0-9_./-]*:(?: [^ \n][^\n]*\n|\n(?:[ -][^\n]*\n)+)"
+_QUICK_SHAPE = re.compile(rf"(?:{_ENTRY})*?metadata:\n(?P<meta>  [^ \n][^\n]*\n(?:  [^\n]*\n)*)"
+                          rf"(?:{_ENTRY})*\Z")
+# Searched for in "\n" + body: a literal line break is found much faster than "^".
+_TOP_KEY = re.compile(r"\n([A-Za-z0-9_][A-Za-z0-9_./-]*):")
+_KIND_SERVICE = re.compile(r"\nkind: Service\n(?![ -])")
+_KEY_VALUE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +([^\n]*))?\Z")
+
+
+def _quick_edit(header: str, body: str, wanted: Wanted) -> str | None:
+    """`_edit_text` of the commonest Service document (see above), or _SLOW."""
+    if "#" in body or " \n" in body or "\n\n" in body or body[-1:] != "\n":
+        return _SLOW
+    shape = _QUICK_SHAPE.match(body)
+    if shape is None:
+        return _SLOW
+    lined = "\n" + body
+    keys = _TOP_KEY.findall(lined)
+    if len(set(keys)) != len(keys) or "status" in keys or _KIND_SERVICE.search(lined) is None:
+        return _SLOW
+    children: dict[str, str] = {}
+    deeper: set[str] = set()  # keys with lines below them: not one-line values
+    key = ""
+    for line in shape["meta"][:-1].split("\n"):
+        if line[2] == " ":
+            deeper.add(key)
+            continue
+        pair = _KEY_VALUE.match(line, 2)
+        if pair is None or pair[1] in children:
+            return _SLOW
+        key = pair[1]
+        children[key] = (pair[2] or "").rstrip(" ")
+    if "name" not in children or "annotations" in children or any(
+            k in deeper or not _plain(children[k]) for k in ("name", "namespace")
+            if k in children):
+        return _SLOW  # the name and namespace must be one-line plain strings
+    found = wanted.get((children.get("namespace", DEFAULT_NAMESPACE), children["name"]))
+    if found is None:
+        return None
+    ips, pool = found
+    if not ips and pool is None:
+        return None
+    end = shape.end("meta")
+    out = [header, body[:end]]
+    if pool is not None:
+        out.append(f"  annotations:\n    {POOL_ANNOTATION}: {_scalar(pool)}\n")
+    out.append(body[end:])
+    if ips:
+        out.append(_status_text(ips))
+    return "".join(out)
+
+
 def _edit_text(segment: str, wanted: Wanted) -> str | None:
     """`_rewrite` by editing the text, or _COMPLEX if the document is not one it reads
     for certain (then nothing is assumed of it)."""
@@ -343,6 +405,9 @@ def _edit_text(segment: str, wanted: Wanted) -> str | None:
         return _COMPLEX
     if _unsafe(body):
         return _COMPLEX
+    quick = _quick_edit(header, body, wanted)
+    if quick is not _SLOW:
+        return quick
     # A line break before the first line (searches match from one), and after the
     # last (the last document of a file may lack one).
     body = "\n" + body + ("" if body.endswith("\n") else "\n")

@@ -9,11 +9,13 @@ import ipaddress
 from bisect import bisect_right
 from typing import Any
 
+import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from foundation.kube.sources.file import parse_manifests, yaml_documents
+from speaker.controller import writers
 from speaker.controller.reconcile import POOL_ANNOTATION, StatusChange
 from speaker.controller.writers import (
     _COMPLEX,
@@ -216,3 +218,93 @@ def test_the_document_around_a_position_is_the_one_cut_at(
     bounds = [0, *[c for c in _cuts(text) if c > 0], len(text)]
     k = bisect_right(bounds, at) - 1
     assert _document_around(text, at) == (bounds[k], bounds[k + 1])
+
+
+# -- the commonest document, read by `_quick_edit` ----------------------------------------
+
+@st.composite
+def plain_documents(draw: st.DrawFn) -> str:
+    """Service documents of the shape `_quick_edit` reads, and near misses (each
+    drawn now and then): other indentations, keys in other orders, a key twice,
+    annotations, a status, deeper lines, blank lines, trailing spaces, a name that
+    is no plain string, a character put in anywhere."""
+    def rarely(common: Any, *others: Any) -> Any:
+        return draw(st.sampled_from([common] * 3 * len(others) + list(others)))
+
+    pad = rarely("  ", "   ", "    ")
+    meta = [f"{pad}name: {rarely('web', 'svc-1', '123', 'a b', 'x:')}"]
+    if draw(st.booleans()):
+        meta.append(f"{pad}namespace: {rarely('default', 'infra', 'yes')}")
+    extra = rarely(None, "labels:\n{pad}  app: x", "labels:\n{pad}{pad}app: x",
+                   "annotations:\n{pad}  a.io/x: one", "uid: abc", "name: again",
+                   "finalizers:\n{pad}- a", "x", "{pad}deeper: line")
+    if extra is not None:
+        meta.insert(draw(st.integers(0, len(meta))), pad + extra.format(pad=pad))
+    kind = rarely("kind: Service", "kind: ConfigMap", "kind:  Service", "kind: Service\n  x: 1",
+                  "kind: ServiceList")
+    parts = draw(st.permutations([
+        "apiVersion: v1", kind, "metadata:\n" + "\n".join(meta),
+        "spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n    protocol: TCP"]))
+    more = rarely(None, "status:\n  loadBalancer: {}",
+                  "status:\n  loadBalancer:\n    ingress:\n    - ip: 10.0.0.9", "kind: Service",
+                  "spec: x", "ports:\n- 80", "x:", "- stray", "metadata:\n  name: web")
+    if more is not None:
+        parts.insert(draw(st.integers(0, len(parts))), more)
+    text = "\n".join(parts) + rarely("\n", "", "\n\n", " \n")
+    if rarely(False, True):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from([" ", "\n", "-", ":", "#", "\n\n"])) + text[at:]
+    return draw(st.sampled_from(["", "---\n"])) + text
+
+
+def general_edit(segment: str, wanted: Wanted, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as patch:
+        patch.setattr(writers, "_quick_edit", lambda *_: writers._SLOW)
+        return _edit_text(segment, wanted)
+
+
+@settings(max_examples=600, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plain_documents(), wanted_ips, st.sampled_from([None, "lab"]),
+       st.sampled_from(["default", "infra", "yes"]), st.sampled_from(["web", "svc-1", "x"]))
+def test_the_quick_edit_is_the_general_edit(
+        monkeypatch: pytest.MonkeyPatch, segment: str, ips: list[str], pool: str | None,
+        namespace: str, name: str) -> None:
+    wanted: Wanted = {(namespace, name): (ips, pool)}
+    expected = general_edit(segment, wanted, monkeypatch)
+    assert _edit_text(segment, wanted) == expected, segment
+    if expected is _COMPLEX or expected is None:
+        return
+    try:
+        decoded(segment)
+    except yaml.YAMLError:
+        return  # not YAML: neither way reads it the same as a decoder
+    assert same_as_reserialised(segment, wanted) == expected
+
+
+def test_the_quick_edit_reads_the_commonest_documents() -> None:
+    """It is taken for what a first assignment meets."""
+    wanted: Wanted = {("default", "web"): (["10.0.0.1"], "lab")}
+    body = ("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels:\n    app: x\n"
+            "spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n")
+    edited = writers._quick_edit("---\n", body, wanted)
+    assert edited == ("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n"
+                      "  labels:\n    app: x\n  annotations:\n"
+                      f"    {POOL_ANNOTATION}: lab\n"
+                      "spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n"
+                      "status:\n  loadBalancer:\n    ingress:\n    - ip: 10.0.0.1\n")
+
+
+def test_the_generator_reaches_the_quick_edit() -> None:
+    wanted: Wanted = {("default", "web"): (["10.0.0.1"], "lab")}
+    taken: list[bool] = []
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(plain_documents())
+    def count(segment: str) -> None:
+        header = "---\n" if segment.startswith("---\n") else ""
+        quick = writers._quick_edit(header, segment[len(header):], wanted)
+        taken.append(quick is not writers._SLOW)
+
+    count()
+    assert sum(taken) > 30
