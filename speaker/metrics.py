@@ -69,8 +69,7 @@ class SpeakerMetrics:
         for kind, count in up.items():
             SESSIONS_UP.labels(kind).set(count)
         counts = dict.fromkeys(self.modes, 0)
-        for _address, mode in obs.local:
-            counts[mode] = counts.get(mode, 0) + 1
+        counts.update(obs.modes)
         self.modes |= counts.keys()
         for mode, count in counts.items():
             PREFIXES_ANNOUNCED.labels(mode).set(count)

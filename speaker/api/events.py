@@ -59,8 +59,11 @@ class Event:
 @dataclass(frozen=True)
 class Observation:
     peers: dict[tuple[str, str], PeerStatus]
-    local: frozenset[tuple[str, str]]  # (address, mode) announced by this node
+    # (address, mode) announced by this node; None when nobody watches (a set of
+    # every announced address for each change costs a plan's worth at scale).
+    local: frozenset[tuple[str, str]] | None
     owners: dict[str, str] | None  # L2 address -> owner; None when nobody watches
+    modes: dict[str, int] = field(default_factory=dict)  # announced addresses per mode
 
 
 class Subscription:
@@ -96,7 +99,8 @@ class EventBus:
         # What `local` was made from, to update it by the entries that changed.
         self._desired: Sequence[Announcement] = ()
         self._counts: dict[tuple[str, str], int] = {}
-        self._local: frozenset[tuple[str, str]] = frozenset()
+        self._modes: dict[str, int] = {}  # distinct (address, mode) keys per mode
+        self._local: frozenset[tuple[str, str]] | None = frozenset()  # None: not made yet
 
     def subscribe(self, daemon: Daemon) -> Subscription:
         sub = Subscription(self, self.queue_size)
@@ -119,7 +123,7 @@ class EventBus:
             yield Event(PEER, peer=peer, initial=True)
         for address, owner in (obs.owners or {}).items():
             yield Event(OWNER, address=address, mode="l2", owner=owner, initial=True)
-        for address, mode in sorted(obs.local):
+        for address, mode in sorted(obs.local or ()):
             yield Event(ANNOUNCE, address=address, mode=mode, owner=daemon.node, initial=True)
 
     def observe(self, daemon: Daemon) -> None:
@@ -147,35 +151,49 @@ class EventBus:
             del self.alive_since[name]
         peers = {p.key: p for p in view.peers(daemon, self.alive_since)}
         routes: list[RouteView] | None = view.routes(daemon) if with_owners else None
-        return Observation(peers, self._local_announcements(daemon.desired,
-                                                            daemon.last_change),
-                           None if routes is None else view.owners(routes))
+        self._follow(daemon.desired, daemon.last_change)
+        return Observation(peers, self._local_announcements() if with_owners else None,
+                           None if routes is None else view.owners(routes), dict(self._modes))
 
-    def _local_announcements(self, desired: Sequence[Announcement],
-                             change: tuple[Sequence[Announcement], Sequence[Announcement],
-                                           Sequence[Announcement], Sequence[Announcement]]
-                             | None = None) -> frozenset[tuple[str, str]]:
-        """view.local_announcements, updated by the entries that changed since the last
-        call (the daemon's plans keep unchanged entries as the same objects): this runs
-        every second, and converting every address to text would cost a plan's worth.
-        `change` (before, after, added, removed), the daemon's last, is used when it
-        leads from the list seen last to `desired`; else the two lists are compared."""
+    def _follow(self, desired: Sequence[Announcement],
+                change: tuple[Sequence[Announcement], Sequence[Announcement],
+                              Sequence[Announcement], Sequence[Announcement]]
+                | None = None) -> None:
+        """Count what `desired` announces, updated by the entries that changed since
+        the last call (the daemon's plans keep unchanged entries as the same
+        objects): this runs every second, and converting every address to text
+        would cost a plan's worth.  `change` (before, after, added, removed), the
+        daemon's last, is used when it leads from the list seen last to `desired`;
+        else the two lists are compared."""
         if desired is self._desired:
-            return self._local
+            return
         if change is not None and change[0] is self._desired and change[1] is desired:
             added, removed = change[2], change[3]
         else:
             added, removed = identity_delta(self._desired, desired)
+        counts, modes = self._counts, self._modes
         for sign, entries in ((1, added), (-1, removed)):
             for a in entries:
                 key = (str(a.address), a.kind)
-                count = self._counts.get(key, 0) + sign
+                count = counts.get(key, 0) + sign
                 if count:
-                    self._counts[key] = count
+                    counts[key] = count
                 else:
-                    del self._counts[key]
+                    del counts[key]
+                if count == (1 if sign > 0 else 0):  # the key came or went
+                    modes[a.kind] = modes.get(a.kind, 0) + sign
+                    if not modes[a.kind]:
+                        del modes[a.kind]
         self._desired = desired
-        self._local = frozenset(self._counts)
+        self._local = None
+
+    def _local_announcements(self, desired: Sequence[Announcement] | None = None
+                             ) -> frozenset[tuple[str, str]]:
+        """view.local_announcements: what is counted (after following `desired`)."""
+        if desired is not None:
+            self._follow(desired)
+        if self._local is None:
+            self._local = frozenset(self._counts)
         return self._local
 
 
@@ -195,8 +213,9 @@ def diff(old: Observation, new: Observation, node: str) -> list[Event]:
             if was != now:
                 events.append(Event(OWNER, address=address, mode="l2", owner=now,
                                     previous_owner=was))
-    for address, mode in sorted(old.local - new.local):
-        events.append(Event(WITHDRAW, address=address, mode=mode, owner=node))
-    for address, mode in sorted(new.local - old.local):
-        events.append(Event(ANNOUNCE, address=address, mode=mode, owner=node))
+    if old.local is not None and new.local is not None:
+        for address, mode in sorted(old.local - new.local):
+            events.append(Event(WITHDRAW, address=address, mode=mode, owner=node))
+        for address, mode in sorted(new.local - old.local):
+            events.append(Event(ANNOUNCE, address=address, mode=mode, owner=node))
     return events

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -211,7 +212,8 @@ def test_the_daemon_hands_each_change_to_announcers_and_the_bus(
                 assert follower.whole == wholes + 1
             elif had:  # a change: handed as one
                 assert (follower.whole, follower.changes) == (wholes, changes + 1)
-            assert daemon.events._local == frozenset(
-                (str(a.address), a.kind) for a in daemon.desired)
+            local = frozenset((str(a.address), a.kind) for a in daemon.desired)
+            assert daemon.events._local_announcements() == local
+            assert daemon.events._modes == Counter(kind for _, kind in local)
 
     asyncio.run(run())
