@@ -10,8 +10,9 @@ compares what it sees with the last observation and publishes:
     conflict             another host claimed an address this node announces
                          (published by the daemon as it happens, not observed)
 
-Owners are worked out only while someone watches (it costs a plan's worth of
-work); listeners (the metrics) get every `Observation` regardless.  A
+Owners, and the set of announced addresses, are worked out only while someone
+watches (each costs a plan's worth of work); listeners (the metrics) get every
+`Observation` regardless, with the announced addresses counted per mode.  A
 subscriber that does not keep up (`queue_size` events behind) is dropped with
 `lost` set, rather than holding memory or blocking the daemon.
 """
