@@ -88,6 +88,21 @@ def bgp_since(bird: Bird) -> dict[str, str]:
     return out
 
 
+def settled_since(bird: Bird) -> dict[str, str]:
+    """`bgp_since` once two reads a poll apart agree: BIRD may stamp a session that
+    has just come up once more, a millisecond after its first stamp."""
+    seen: list[dict[str, str]] = []
+
+    def settled() -> dict[str, str] | None:
+        now = bgp_since(bird)
+        agreed = now if seen and seen[-1] == now else None
+        seen.append(now)
+        return agreed
+
+    settled_value: dict[str, str] = poll(settled, 10, "BIRD's session times to settle")
+    return settled_value
+
+
 def all_up(bird: Bird) -> bool:
     return (bird.established() == 3
             and bird_bfd_sessions(bird) == dict.fromkeys(NODES4, "Up")
@@ -121,7 +136,7 @@ def test_missing_profile_no_session_then_bfd_up_and_profile_change(lab: BgpLab) 
     # The profile's intervals change: BIRD learns the new ones (its transmit interval
     # follows our Required Min RX, its detection time our Detect Mult x Desired Min
     # TX) and the BGP sessions stay up, paths and all.
-    since = bgp_since(bird)
+    since = settled_since(bird)
     assert set(since) == NODES4, bird.birdc("show protocols all")
     lab.write(*objects("fast", bfd_profile("fast", interval_ms=500, multiplier=5)))
     poll(lambda: bfd_timers(bird) == dict.fromkeys(NODES4, ("0.500", "2.500")), 20,
