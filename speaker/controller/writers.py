@@ -232,13 +232,17 @@ def _status_text(ips: list[str]) -> str:
         f"    - ip: {_scalar(ip)}\n" for ip in ips)
 
 
+# A key the text edits read: plain, and nothing YAML would read otherwise.
+_KEY_TEXT = r"[A-Za-z0-9_][A-Za-z0-9_./-]*"
+
+
 # These match from the line break before a line (a literal to search for is
 # much faster than "^" in MULTILINE mode, which is tried at every position).
 @lru_cache(maxsize=64)
 def _lines_at(indent: int) -> re.Pattern[str]:
     """Lines indented by exactly `indent` that are neither blank nor comments: a key
     (1) with its value (2), a sequence entry, or anything else (3)."""
-    return re.compile(rf"\n {{{indent}}}(?:([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +([^\n]*))?(?=\n)"
+    return re.compile(rf"\n {{{indent}}}(?:({_KEY_TEXT}):(?: +([^\n]*))?(?=\n)"
                       rf"|- [^\n]*|-(?=\n)|([^ \n#]))")
 
 
@@ -340,13 +344,13 @@ def _children(text: str, block: _Block) -> tuple[dict[str, _Block], int] | None:
 
 _SLOW: Any = object()
 # A top-level key with a one-line value, or with no value and indented or "-" lines.
-_ENTRY = r"[A-Za-z0-9_][A-Za-z0-9_./-]*:(?: [^ \n][^\n]*\n|\n(?:[ -][^\n]*\n)+)"
+_ENTRY = rf"{_KEY_TEXT}:(?: [^ \n][^\n]*\n|\n(?:[ -][^\n]*\n)+)"
 _QUICK_SHAPE = re.compile(rf"(?:{_ENTRY})*?metadata:\n(?P<meta>  [^ \n][^\n]*\n(?:  [^\n]*\n)*)"
                           rf"(?:{_ENTRY})*\Z")
 # Searched for in "\n" + body: a literal line break is found much faster than "^".
-_TOP_KEY = re.compile(r"\n([A-Za-z0-9_][A-Za-z0-9_./-]*):")
+_TOP_KEY = re.compile(rf"\n({_KEY_TEXT}):")
 _KIND_SERVICE = re.compile(r"\nkind: Service\n(?![ -])")
-_KEY_VALUE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +([^\n]*))?\Z")
+_KEY_VALUE = re.compile(rf"({_KEY_TEXT}):(?: +([^\n]*))?\Z")
 
 
 def _quick_edit(header: str, body: str, wanted: Wanted) -> str | None:
