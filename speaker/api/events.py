@@ -106,7 +106,7 @@ class EventBus:
     def subscribe(self, daemon: Daemon) -> Subscription:
         sub = Subscription(self, self.queue_size)
         if not self._subscribers:
-            self._last = self._observe(daemon, with_owners=True)
+            self._last = self._observe(daemon, watched=True)
         self._subscribers.add(sub)
         return sub
 
@@ -119,7 +119,7 @@ class EventBus:
 
     def current(self, daemon: Daemon) -> Iterator[Event]:
         """The present state as events (initial=True): members, sessions, owners, announcements."""
-        obs = self._observe(daemon, with_owners=True)
+        obs = self._observe(daemon, watched=True)
         for peer in obs.peers.values():
             yield Event(PEER, peer=peer, initial=True)
         for address, owner in (obs.owners or {}).items():
@@ -135,7 +135,7 @@ class EventBus:
             log.exception("event bus: cannot observe the daemon")
 
     def _publish_changes(self, daemon: Daemon) -> None:
-        obs = self._observe(daemon, with_owners=bool(self._subscribers))
+        obs = self._observe(daemon, watched=bool(self._subscribers))
         if self._subscribers and self._last is not None:
             for event in diff(self._last, obs, daemon.node):
                 self.publish(event)
@@ -143,7 +143,8 @@ class EventBus:
         for listener in self.listeners:
             listener(obs)
 
-    def _observe(self, daemon: Daemon, with_owners: bool) -> Observation:
+    def _observe(self, daemon: Daemon, watched: bool) -> Observation:
+        """What the daemon does now; owners and the announced set only when `watched`."""
         alive = view.live(daemon) - {daemon.node}
         now = time.monotonic()
         for name in alive - self.alive_since.keys():
@@ -151,9 +152,9 @@ class EventBus:
         for name in self.alive_since.keys() - alive:
             del self.alive_since[name]
         peers = {p.key: p for p in view.peers(daemon, self.alive_since)}
-        routes: list[RouteView] | None = view.routes(daemon) if with_owners else None
+        routes: list[RouteView] | None = view.routes(daemon) if watched else None
         self._follow(daemon.desired, daemon.last_change)
-        return Observation(peers, self._local_announcements() if with_owners else None,
+        return Observation(peers, self._local_announcements() if watched else None,
                            None if routes is None else view.owners(routes), dict(self._modes))
 
     def _follow(self, desired: Sequence[Announcement],
@@ -188,11 +189,8 @@ class EventBus:
         self._desired = desired
         self._local = None
 
-    def _local_announcements(self, desired: Sequence[Announcement] | None = None
-                             ) -> frozenset[tuple[str, str]]:
-        """view.local_announcements: what is counted (after following `desired`)."""
-        if desired is not None:
-            self._follow(desired)
+    def _local_announcements(self) -> frozenset[tuple[str, str]]:
+        """view.local_announcements: the keys counted, as a set made once per change."""
         if self._local is None:
             self._local = frozenset(self._counts)
         return self._local

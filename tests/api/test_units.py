@@ -268,9 +268,10 @@ def test_the_bus_updates_what_is_announced_by_the_entries_that_changed() -> None
     plans: list[tuple[Announcement, ...]] = [
         (one,), (one, two), (one, two, again), (two, again), (again,), (), (one,)]
     for plan in plans:
-        assert bus._local_announcements(plan) == frozenset(
+        bus._follow(plan)
+        assert bus._local_announcements() == frozenset(
             (str(a.address), a.kind) for a in plan)
-        assert bus._local_announcements(plan) is bus._local_announcements(plan)
+        assert bus._local_announcements() is bus._local_announcements()
 
 
 class FakeAnnouncer:
