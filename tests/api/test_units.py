@@ -202,7 +202,7 @@ def _state(config: list[dict[str, Any]], services: dict[str, dict[str, Any]],
                              spec["labels"]))
         docs.append(endpoint_slice(name, spec["ready_on"]))
     text = yaml.safe_dump_all(docs)
-    return (parser.parse(text) if parser else parse_manifests(text)).state
+    return (parser.parse(text.encode()) if parser else parse_manifests(text)).state
 
 
 LIVE = [frozenset({"n1", "n2"}), frozenset({"n1"}), frozenset({"n2"}), frozenset()]

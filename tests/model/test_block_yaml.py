@@ -157,7 +157,7 @@ def test_edge_cases_are_read_as_pyyaml_reads_them(text: str) -> None:
 def test_a_manifest_is_read_by_lines() -> None:
     text = ("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n"
             "spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n    protocol: TCP\n")
-    for segment in _segments(text):
+    for segment in map(bytes.decode, _segments(text.encode())):
         assert read_by_lines(segment) is not None
         assert_same(segment)
     assert yaml_documents(text)[0][0] == 2

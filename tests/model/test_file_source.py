@@ -370,6 +370,8 @@ PIECES = [
     + service("c", "10.1.0.4").replace("\n", "\n  ").rstrip(" "),
     "{apiVersion: v1, kind: Service, metadata: {name: d}}\n...\n",
     "key: |\n  a block scalar\n  --- not a marker here\n",
+    "# caf\u00e9: not ASCII, in a comment\n" + service("e", "10.1.0.5"),
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: \"a\u2028b\"}\n",
 ]
 
 
@@ -385,7 +387,7 @@ def test_reparsing_equals_a_fresh_parse(files: list[list[str]]) -> None:
     parser = ManifestParser()
     for pieces in files:
         text = docs(*pieces)
-        cached, fresh = parser.parse(text, "F"), parse_manifests(text, "F")
+        cached, fresh = parser.parse(text.encode(), "F"), parse_manifests(text, "F")
         same(cached.state, fresh.state)
         same((cached.errors, cached.ignored, cached.problems),
              (fresh.errors, fresh.ignored, fresh.problems))
@@ -402,7 +404,7 @@ def _parsed_or_error(parse: Callable[[], object]) -> object:
 @given(st.lists(st.sampled_from(PIECES), max_size=8),
        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3),
                           st.sampled_from(["---\n", "--- \n", "...\n", "-", "\n", " ", "a",
-                                           ""])), min_size=1, max_size=5))
+                                           "\u00e9", "\r\n", ""])), min_size=1, max_size=5))
 def test_an_edit_anywhere_reparses_as_a_fresh_parse(
         pieces: list[str], edits: list[tuple[int, int, str]]) -> None:
     """The unchanged head and tail are found from the texts' common prefix and
@@ -410,11 +412,11 @@ def test_an_edit_anywhere_reparses_as_a_fresh_parse(
     a fresh parse does."""
     parser = ManifestParser()
     text = docs(*pieces)
-    parser.parse(text, "F")
+    parser.parse(text.encode(), "F")
     for at, cut, insert in edits:
         at = at % (len(text) + 1)
         text = text[:at] + insert + text[at + cut:]
-        cached = _parsed_or_error(lambda: parser.parse(text, "F"))  # noqa: B023
+        cached = _parsed_or_error(lambda: parser.parse(text.encode(), "F"))  # noqa: B023
         fresh = _parsed_or_error(lambda: parse_manifests(text, "F"))  # noqa: B023
         if isinstance(cached, type) or isinstance(fresh, type):
             assert cached == fresh
@@ -428,10 +430,10 @@ def test_an_edit_anywhere_reparses_as_a_fresh_parse(
 def test_unchanged_documents_are_not_parsed_again() -> None:
     parser = ManifestParser()
     services = [service(f"s{i}", f"10.1.{i // 200}.{i % 200}") for i in range(300)]
-    first = parser.parse(docs(pool("p", "10.1.0.0/16"), *services)).state
+    first = parser.parse(docs(pool("p", "10.1.0.0/16"), *services).encode()).state
     services[150] = service("s150", "10.1.9.9")
     second = parser.parse(docs(pool("p", "10.1.0.0/16"), *services,
-                               service("new", "10.1.9.10"))).state
+                               service("new", "10.1.9.10")).encode()).state
     before = {s.key: s for s in first.services}
     after = {s.key: s for s in second.services}
     assert [k for k in after if before.get(k) is not after[k]] == ["default/new",
@@ -443,11 +445,24 @@ def test_unchanged_documents_are_not_parsed_again() -> None:
 def test_bad_yaml_in_one_document_names_its_line_in_the_file() -> None:
     parser = ManifestParser()
     good = docs(node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"))
-    parser.parse(good)
+    parser.parse(good.encode())
     with pytest.raises(yaml.YAMLError) as caught:
-        parser.parse(docs(node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"), "a: [b\n"))
+        parser.parse(docs(node("n1", "10.0.0.1"), pool("p", "10.1.0.0/24"),
+                          "a: [b\n").encode())
     mark = getattr(caught.value, "problem_mark", None)
     assert mark is not None and mark.line + 1 >= good.count("\n") + 2
+
+
+def test_bytes_that_are_not_utf8_name_their_byte_and_leave_the_parser_as_it_was() -> None:
+    parser = ManifestParser()
+    good = docs(pool("p", "10.1.0.0/24"), service("a", "10.1.0.1")).encode()
+    first = parser.parse(good)
+    bad = good + b"---\n# \xff\n"
+    with pytest.raises(UnicodeDecodeError) as caught:
+        parser.parse(bad)
+    assert caught.value.start == len(good) + 6
+    again = parser.parse(good + b"---\n# fixed\n")
+    assert again.state.services[0] is first.state.services[0]
 
 
 def test_the_racy_window_follows_the_mtime_granularity() -> None:

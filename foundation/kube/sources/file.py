@@ -29,12 +29,13 @@ OS) it polls every `poll_interval` seconds (default 50 ms, so that a Service
 added to or removed from the file is announced or withdrawn within the 100 ms
 the speaker promises).  Either way it sees in-place writes and atomic
 rename-replacement alike.  As git does for its index ("racy git"), a file whose
-mtime is too recent to be trusted is re-read on the next poll as well: a second
-write within the filesystem's timestamp granularity that keeps the size would
-otherwise go unseen (too recent: 2 s on a filesystem with whole-second mtimes,
-100 ms on one with finer ones, see `racy_window_ns`).  Re-reading costs a read
-and a byte comparison, and parses only when the bytes differ; a parse re-parses
-only the documents whose text changed (`ManifestParser`).
+mtime was too recent to be trusted when it was read is read once more when its
+mtime is old enough (on every poll when polling): a second write within the
+filesystem's timestamp granularity that keeps the size would otherwise go
+unseen (too recent: 2 s on a filesystem with whole-second mtimes, 100 ms on one
+with finer ones, see `racy_window_ns`).  Re-reading costs a read and a byte
+comparison, and parses only when the bytes differ; a parse decodes and parses
+only the documents whose bytes changed (`ManifestParser`).
 """
 
 from __future__ import annotations
@@ -698,67 +699,86 @@ def _block_sequence(rows: list[_Row], i: int, indent: int,
 # ends one.  YAML forbids such a line inside any scalar, so cutting before it is
 # sound; a directive (%YAML, %TAG) belongs to the document after it, so a text
 # with directives is parsed whole.
-_SEGMENT_START = re.compile(r"^(?:---(?=[ \t\r\n]|$)|\.\.\.(?=[ \t\r\n]|$))", re.M)
+_SEGMENT_START = re.compile(rb"^(?:---(?=[ \t\r\n]|$)|\.\.\.(?=[ \t\r\n]|$))", re.M)
+# Line breaks the cutting does not follow (YAML's besides LF), as UTF-8: CR, NEL,
+# LINE SEPARATOR, PARAGRAPH SEPARATOR.
+_OTHER_BREAKS = (b"\r", "\x85".encode(), "\u2028".encode(), "\u2029".encode())
 
 # What one document's text yielded: (line within it, "object" | "error" | "ignored",
 # the object | the error | the ignored object's ref, the object's ref).
 _Entry = tuple[int, str, Any, Any]
 
 
-def _segments(text: str) -> list[str]:
-    """`text` cut before each document marker line; "".join(result) == text."""
-    cuts = [m.start() for m in _SEGMENT_START.finditer(text)]
-    bounds = [0, *[c for c in cuts if c > 0], len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+def _segments(data: bytes) -> list[bytes]:
+    """`data` cut before each document marker line; b"".join(result) == data."""
+    cuts = [m.start() for m in _SEGMENT_START.finditer(data)]
+    bounds = [0, *[c for c in cuts if c > 0], len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
-def _common_prefix(a: str, b: str) -> int:
+# The two texts are compared a block at a time through views of one of them, so
+# no block is copied: startswith / endswith compare at memcmp speed.
+_BLOCK = 1 << 20
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
     """The length of the longest common prefix of a and b."""
-    n, lo, block = min(len(a), len(b)), 0, 1 << 15
+    n, lo, view = min(len(a), len(b)), 0, memoryview(a)
     while lo < n:
-        hi = min(lo + block, n)
-        if a[lo:hi] != b[lo:hi]:
+        hi = min(lo + _BLOCK, n)
+        if not b.startswith(view[lo:hi], lo):
             break
         lo = hi
     else:
         return n
     while hi - lo > 1:  # a[:lo] == b[:lo], a[:hi] != b[:hi]
         mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
+        if b.startswith(view[lo:mid], lo):
             lo = mid
         else:
             hi = mid
     return lo
 
 
-def _common_suffix(a: str, b: str, limit: int) -> int:
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """The length of the longest common suffix of a and b, at most `limit`."""
-    la, lb, done, block = len(a), len(b), 0, 1 << 15
+    la, lb, done, view = len(a), len(b), 0, memoryview(a)
     while done < limit:
-        more = min(done + block, limit)
-        if a[la - more:la - done] != b[lb - more:lb - done]:
+        more = min(done + _BLOCK, limit)
+        if not b.endswith(view[la - more:la - done], 0, lb - done):
             break
         done = more
     else:
         return limit
     while more - done > 1:  # the last `done` agree, the last `more` do not
         mid = (done + more) // 2
-        if a[la - mid:la - done] == b[lb - mid:lb - done]:
+        if b.endswith(view[la - mid:la - done], 0, lb - done):
             done = mid
         else:
             more = mid
     return done
 
 
+def _decoded(data: bytes, start: int, whole: bytes) -> str:
+    """`data` (which starts at byte `start` of `whole`) as text; UnicodeDecodeError
+    names the position in `whole`."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnicodeDecodeError("utf-8", whole, start + exc.start, start + exc.end,
+                                 exc.reason) from None
+
+
 class ManifestParser:
-    """`parse_manifests` that remembers each document's text and what it yielded, so
-    that re-reading a file where a few documents changed parses only those: the
-    other objects are the very same objects as before (cheap to compare)."""
+    """`parse_manifests` of a file's bytes that remembers each document's bytes and
+    what they yielded, so that re-reading a file where a few documents changed
+    decodes and parses only those: the other objects are the very same objects as
+    before (cheap to compare)."""
 
     def __init__(self) -> None:
-        # The last text, and its documents in order: what each yielded and its line
-        # breaks, and where each ends in the text.
-        self._text = ""
+        # The last content, and its documents in order: what each yielded and its
+        # line breaks, and where each ends in the content (in bytes).
+        self._content = b""
         self._segments: list[tuple[list[_Entry], int]] = []
         self._ends: list[int] = []
         # The last state's objects by ref, and each ClusterState field's refs and
@@ -767,55 +787,63 @@ class ManifestParser:
         self._kinds: dict[str, tuple[list[_Key], list[ModelObject]]] = {}
         self._noisy = False  # some document yielded an error or an ignored kind
 
-    def parse(self, text: str, origin: str = "<manifests>") -> ParsedFile:
-        old, old_text, ends = self._segments, self._text, self._ends
-        # The documents the new text starts and ends with as the last one did are
-        # found from the two texts' common prefix and suffix (compared in blocks,
-        # at memcmp speed), then checked at the one boundary each; only the middle
-        # is cut.  A Python loop over every document was most of a change's cost.
-        same_head = _common_prefix(old_text, text)
-        same_tail = _common_suffix(old_text, text, min(len(old_text), len(text)) - same_head)
-        # The last text passed this check, so only what is new needs it.
-        window = text[max(0, same_head - 1):len(text) - same_tail + 1]
-        if (any(ch in window for ch in "\r\x85\u2028\u2029") or text.startswith("%")
-                or "\n%" in window):
+    def parse(self, content: bytes, origin: str = "<manifests>") -> ParsedFile:
+        """As parse_manifests(content.decode()); UnicodeDecodeError (at its byte in
+        `content`) for bytes that are not UTF-8, yaml.YAMLError as parse_manifests."""
+        old, old_content, ends = self._segments, self._content, self._ends
+        # The documents the new content starts and ends with as the last one did
+        # are found from the two contents' common prefix and suffix (compared in
+        # blocks, at memcmp speed), then checked at the one boundary each; only the
+        # middle is cut and decoded.  A Python loop over every document, or
+        # decoding the whole file, was most of a change's cost.
+        same_head = _common_prefix(old_content, content)
+        same_tail = _common_suffix(old_content, content,
+                                   min(len(old_content), len(content)) - same_head)
+        # The last content passed this check, so only what is new needs it.
+        window = content[max(0, same_head - 1):len(content) - same_tail + 1]
+        if (any(brk in window for brk in _OTHER_BREAKS) or content.startswith(b"%")
+                or b"\n%" in window):
             self._forget()  # line breaks or directives the cutting does not follow
-            return parse_manifests(text, origin)
+            return parse_manifests(_decoded(content, 0, content), origin)
         head = bisect_right(ends, same_head)
-        while head and ends[head - 1] < len(text) and not _SEGMENT_START.match(
-                text, ends[head - 1]):
+        while head and ends[head - 1] < len(content) and not _SEGMENT_START.match(
+                content, ends[head - 1]):
             head -= 1
         pos = ends[head - 1] if head else 0
-        shift = len(text) - len(old_text)
+        shift = len(content) - len(old_content)
         # old[k] starts at ends[k - 1]; the tail kept is the first k from which
         # on all lie in the common suffix, at or after pos, with a document
         # starting where old[k] now does.
-        suffix_start = len(old_text) - same_tail
+        suffix_start = len(old_content) - same_tail
         tail = max(head, bisect_left(ends, suffix_start) + 1 if suffix_start > 0 else 0)
         while tail < len(old):
             start = (ends[tail - 1] if tail else 0) + shift
-            if start == pos or (start > pos and _SEGMENT_START.match(text, start)):
+            if start == pos or (start > pos and _SEGMENT_START.match(content, start)):
                 break
             tail += 1
-        end = (ends[tail - 1] if tail else 0) + shift if tail < len(old) else len(text)
-        known = {old_text[(ends[k - 1] if k else 0):ends[k]]: old[k] for k in range(head, tail)}
-        budget = [MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(text)]
+        end = (ends[tail - 1] if tail else 0) + shift if tail < len(old) else len(content)
+        known = {old_content[(ends[k - 1] if k else 0):ends[k]]: old[k]
+                 for k in range(head, tail)}
+        budget = [MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(content)]
         middle: list[tuple[list[_Entry], int]] = []
         lengths: list[int] = []
-        for segment in _segments(text[pos:end]):
+        at = pos
+        for segment in _segments(content[pos:end]):
             hit = known.get(segment)
             if hit is None:
+                text = _decoded(segment, at, content)
                 try:
-                    hit = _entries(yaml_documents(segment, budget)), segment.count("\n")
+                    hit = _entries(yaml_documents(text, budget)), segment.count(b"\n")
                 except yaml.YAMLError:
                     # Whatever the cut did, the whole text decides (and its error
                     # names the right line).
                     self._forget()
-                    return parse_manifests(text, origin)
+                    return parse_manifests(_decoded(content, 0, content), origin)
             middle.append(hit)
             lengths.append(len(segment))
+            at += len(segment)
         self._segments = [*old[:head], *middle, *old[tail:]]
-        self._text = text
+        self._content = content
         # The head's ends stay, the middle's follow from pos, the tail's move by shift.
         self._ends = [*ends[:head], *islice(accumulate(lengths, initial=pos), 1, None),
                       *map(shift.__add__, ends[tail:])]
@@ -826,7 +854,7 @@ class ManifestParser:
         return self._assemble(origin)
 
     def _forget(self) -> None:
-        self._segments, self._text, self._ends = [], "", []
+        self._segments, self._content, self._ends = [], b"", []
 
     def _parts(self) -> list[tuple[int, list[_Entry]]]:
         parts: list[tuple[int, list[_Entry]]] = []
@@ -991,6 +1019,21 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return str(problem)
 
 
+_ASCII_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c]*")
+
+
+def _blank(content: bytes) -> bool:
+    """Whether `content` is nothing but whitespace (str.isspace's, which YAML reads as
+    no document): ASCII whitespace is looked at in the bytes, the rest decoded only
+    from the first other byte on when that byte starts a non-ASCII character."""
+    end = _ASCII_SPACE.match(content).end()  # type: ignore[union-attr]
+    if end == len(content):
+        return True
+    if content[end] < 0x80:
+        return False
+    return content[end:].decode("utf-8", "replace").isspace()
+
+
 class FileSource(Source):
     """Follows a manifests file; see the module docstring for the rules."""
 
@@ -1003,9 +1046,10 @@ class FileSource(Source):
         self._wake_r, self._wake_w = -1, -1
         self._signature: tuple[int, int, int, int] | None = None
         self._racy = False
-        # The text last read (the parser holds the same string: one copy of the
+        self._racy_until = 0  # time.time_ns() from which the file read is no longer racy
+        # The bytes last read (the parser holds the same object: one copy of the
         # file), and bytes that were not UTF-8 (not reported twice).
-        self._text: str | None = None
+        self._content: bytes | None = None
         self._undecodable: bytes | None = None
         self._missing_reported = False
         self._had_content = False  # a file with content was read: emptying it is no edit
@@ -1062,9 +1106,12 @@ class FileSource(Source):
         watcher = self._watch()
         try:
             while not self._stop.is_set():
-                if watcher is None or self._racy:
-                    # A racy mtime needs another look whatever inotify says.
+                if watcher is None:
                     timeout = self.poll_interval
+                elif self._racy:
+                    # A racy mtime needs one more look whatever inotify says: once
+                    # it is old enough that a later write must change it.
+                    timeout = max(0.0, (self._racy_until - time.time_ns()) / 1e9) + 0.001
                 else:
                     timeout = self.backstop_interval
                 ready = select.select([self._wake_r] + ([watcher.fd] if watcher else []),
@@ -1089,24 +1136,24 @@ class FileSource(Source):
         """Look at the file once; True if a new state was published."""
         with self._poll_lock:
             content = self._read_if_changed()
-            if content is None or content == self._undecodable:
+            if content is None or content == self._content or content == self._undecodable:
                 return False
             try:
-                text = content.decode("utf-8")
+                changed = self._load(content)
             except UnicodeDecodeError as exc:
                 self._undecodable = content
                 log.error("%s: not UTF-8 (byte %d); keeping the last good state",
                           self.path, exc.start)
                 return False
             self._undecodable = None
-            if text == self._text:
-                return False
-            self._text = text
-            return self._load(text)
+            self._content = content
+            return changed
 
     def _read_if_changed(self) -> bytes | None:
         """The file's bytes if it may have changed since the last look, else None."""
         try:
+            # Taken before the read: a write after it stamps a later mtime.
+            read_at = time.time_ns()
             st = os.stat(self.path)
             signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if signature == self._signature and not self._racy:
@@ -1128,14 +1175,16 @@ class FileSource(Source):
             log.info("%s: present again", self.path)
             self._missing_reported = False
         self._signature = signature
-        self._racy = time.time_ns() - st.st_mtime_ns < racy_window_ns(st.st_mtime_ns)
+        self._racy_until = st.st_mtime_ns + racy_window_ns(st.st_mtime_ns)
+        self._racy = read_at < self._racy_until
         return content
 
-    def _load(self, text: str) -> bool:
-        if not text or text.isspace():  # isspace stops at the first other character
+    def _load(self, content: bytes) -> bool:
+        """UnicodeDecodeError for content that is not UTF-8."""
+        if _blank(content):
             return self._load_empty()
         try:
-            parsed = self._parser.parse(text, self.path)
+            parsed = self._parser.parse(content, self.path)
         except yaml.YAMLError as exc:
             log.error("%s: not valid YAML (%s); keeping the last good state",
                       self.path, _yaml_problem(exc))
