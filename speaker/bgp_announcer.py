@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from foundation.kube.model.communities import BGPCommunity
 from foundation.kube.model.fields import IPAddress
 from foundation.kube.model.metallb import BFDProfile
+from foundation.sequences import identity_delta
 from speaker.bfd.endpoint import BfdConfig
 from speaker.bfd.profile import bfd_config
 from speaker.bgp.nlri import Network
@@ -57,7 +58,7 @@ from speaker.bgp.sockopts import unmap
 from speaker.bgp.speaker import BgpSpeaker
 from speaker.bgp_plan import BgpSession
 from speaker.loopback import LoopbackAddresses
-from speaker.plan import BGP, Announcement, identity_delta
+from speaker.plan import BGP, Announcement
 
 log = logging.getLogger("speaker.bgp")
 

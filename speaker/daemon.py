@@ -69,6 +69,7 @@ from foundation.kube.model.endpoints import EndpointSlice
 from foundation.kube.model.fields import IPAddress, unannounceable
 from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source, changes
+from foundation.sequences import identity_delta
 from speaker.api.events import CONFLICT, Event, EventBus
 from speaker.api.manual import ManualAddresses
 from speaker.bgp_plan import BgpSession, plan_bgp
@@ -77,7 +78,6 @@ from speaker.plan import (
     BGP,
     L2,
     Announcement,
-    identity_delta,
     l2_owners,
     plan_node,
     service_problems,
@@ -295,7 +295,7 @@ class Planner:
         old: dict[str, Service] = {}
         services: dict[str, Service] = {}
         if state.services is not self._state.services:
-            came, went = identity_delta(self._state.services, state.services)
+            came, went = state.services_since(self._state)
             old = {s.key: s for s in went}
             services = {s.key: s for s in came}
         changed = {key for key in (*old, *services) if old.get(key) != services.get(key)}

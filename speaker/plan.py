@@ -37,11 +37,8 @@ service stays reachable rather than none.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import compress, count
-from operator import is_not
-from typing import TypeVar
 
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.communities import BGPCommunity
@@ -53,7 +50,6 @@ from foundation.kube.model.service import Service
 L2 = "l2"
 BGP = "bgp"  # planned by speaker.bgp_plan: every eligible node announces, no election
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,29 +102,6 @@ def distinct(addresses: tuple[IPAddress, ...]) -> Iterable[IPAddress]:
     """`addresses` without repeats, in order; one address (the common case) as it is,
     without hashing it (an ipaddress hashes through a hex string)."""
     return addresses if len(addresses) < 2 else dict.fromkeys(addresses)
-
-
-def identity_delta(before: Sequence[T], after: Sequence[T]) -> tuple[list[T], list[T]]:
-    """(added, removed): the entries of `after` that are not in `before` and the other way
-    round, told apart by identity (plans and sources keep an unchanged entry as the same
-    object; an equal entry made anew is one removed and one added).  The identical head
-    and tail are skipped, then the rest compared through dicts and set operations: all
-    of it runs in C, so a list of many thousand entries costs well under a millisecond,
-    not a Python loop over every entry.  Both lists are alive here: no id is reused."""
-    if before is after:
-        return [], []
-    shortest = min(len(before), len(after))
-    head = next(compress(count(), map(is_not, before, after)), shortest)
-    tail = next(compress(count(), map(is_not, reversed(before), reversed(after))), shortest)
-    tail = min(tail, shortest - head)
-    old_part = before[head:len(before) - tail]
-    new_part = after[head:len(after) - tail]
-    if not old_part or not new_part:
-        return list(new_part), list(old_part)
-    old = dict(zip(map(id, old_part), old_part, strict=True))
-    new = dict(zip(map(id, new_part), new_part, strict=True))
-    return ([new[i] for i in new.keys() - old.keys()],
-            [old[i] for i in old.keys() - new.keys()])
 
 
 def election_key(node: str, address: IPAddress) -> bytes:

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from foundation.sequences import identity_delta
 from speaker.api import view
 from speaker.api.peer_status import PeerStatus
 from speaker.api.view import RouteView
-from speaker.plan import identity_delta
 
 if TYPE_CHECKING:
     from speaker.daemon import Daemon

@@ -18,7 +18,6 @@ from foundation.kube.sources.base import Source
 from ipam.pools import Allocator
 from speaker.controller.reconcile import Plan, Requests, reconcile
 from speaker.controller.writers import StatusWriter
-from speaker.plan import identity_delta
 
 if TYPE_CHECKING:
     from speaker.controller.metrics import ControllerMetrics
@@ -56,7 +55,7 @@ class Controller:
         if state.services is not last.services:
             # Sources keep an unchanged object as the same object: only the others
             # are compared (an equal copy is not a change).
-            came, went = identity_delta(last.services, state.services)
+            came, went = state.services_since(last)
             old = {s.key: s for s in went}
             new = {s.key: s for s in came}
             touched = {k: new.get(k) for k in (*old, *new) if old.get(k) != new.get(k)}

@@ -15,12 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.kube.sources.file import ManifestParser
+from foundation.sequences import identity_delta
 from speaker.bgp.nlri import Network
 from speaker.bgp.peer import RouteAttrs
 from speaker.bgp_announcer import BgpAnnouncer
 from speaker.bgp_plan import BgpSession
 from speaker.daemon import Daemon, Incremental
-from speaker.plan import BGP, L2, Announcement, identity_delta
+from speaker.plan import BGP, L2, Announcement
 from tests.api.test_units import _config, _state, service_specs
 from tests.bgp_daemon.test_announcer import session
 

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from foundation.kube.sources.file import (
     parse_manifests,
     racy_window_ns,
 )
+from foundation.sequences import identity_delta
 from lab.speakers import poll
 
 LOGGER = "foundation.kube.sources.file"
@@ -412,7 +414,7 @@ def test_an_edit_anywhere_reparses_as_a_fresh_parse(
     a fresh parse does."""
     parser = ManifestParser()
     text = docs(*pieces)
-    parser.parse(text.encode(), "F")
+    before = parser.parse(text.encode(), "F").state
     for at, cut, insert in edits:
         at = at % (len(text) + 1)
         text = text[:at] + insert + text[at + cut:]
@@ -425,6 +427,13 @@ def test_an_edit_anywhere_reparses_as_a_fresh_parse(
         same(cached.state, fresh.state)
         same((cached.errors, cached.ignored, cached.problems),
              (fresh.errors, fresh.ignored, fresh.problems))
+        # The Services that came and went, as the parser recorded them (or found by
+        # comparing, when it parsed whole), are the difference by identity.
+        came, went = cached.state.services_since(before)
+        expected = identity_delta(before.services, cached.state.services)
+        assert sorted(map(id, came)) == sorted(map(id, expected[0]))
+        assert sorted(map(id, went)) == sorted(map(id, expected[1]))
+        before = cached.state
 
 
 def test_unchanged_documents_are_not_parsed_again() -> None:
@@ -438,7 +447,15 @@ def test_unchanged_documents_are_not_parsed_again() -> None:
     after = {s.key: s for s in second.services}
     assert [k for k in after if before.get(k) is not after[k]] == ["default/new",
                                                                    "default/s150"]
-    assert first.ip_address_pools[0] is second.ip_address_pools[0]
+    assert first.ip_address_pools is second.ip_address_pools  # untouched: the same tuple
+    changes = second.service_changes
+    assert changes is not None and changes.before is first.services
+    came, went = second.services_since(first)
+    assert sorted(s.name for s in came) == ["new", "s150"]
+    assert [s.name for s in went] == ["s150"]
+    # Against any other state the record does not apply: the tuples are compared.
+    other = replace(first, services=first.services[1:])
+    assert [s.name for s in second.services_since(other)[1]] == ["s150"]
     assert [str(i) for i in after["default/s150"].ingress_ips] == ["10.1.9.9"]
 
 

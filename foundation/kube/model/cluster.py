@@ -14,7 +14,7 @@ source tells a real change from a rewrite of the same content.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -46,6 +46,7 @@ from foundation.kube.model.metallb import (
 from foundation.kube.model.node import Node, parse_node
 from foundation.kube.model.secret import Secret, parse_secret
 from foundation.kube.model.service import Service, parse_service
+from foundation.sequences import identity_delta
 
 ModelObject = (Node | Service | Namespace | EndpointSlice | IPAddressPool | L2Advertisement
                | BGPAdvertisement | BGPPeer | CommunityAliases | BGPConfiguration
@@ -157,6 +158,19 @@ def ref_of(obj: ModelObject) -> ObjectRef:
     return ObjectRef(kind, getattr(obj, "namespace", ""), obj.name)
 
 
+@dataclass(frozen=True, eq=False)
+class ServiceChanges:
+    """How a source made one Services tuple from another: the Services that came
+    and went, by identity (an unchanged Service is the same object in both).  It
+    lets a consumer that holds `before` see a change without comparing every
+    Service."""
+
+    before: tuple[Service, ...]
+    after: tuple[Service, ...]
+    came: tuple[Service, ...]
+    went: tuple[Service, ...]
+
+
 @dataclass(frozen=True)
 class ClusterState:
     nodes: tuple[Node, ...] = ()
@@ -175,6 +189,9 @@ class ClusterState:
     # After `revision`, so that positional construction stays as it was.
     bfd_profiles: tuple[BFDProfile, ...] = ()
     secrets: tuple[Secret, ...] = ()
+    # What the source knows of how `services` differs from its last state's; see
+    # `services_since`.
+    service_changes: ServiceChanges | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_objects(cls, objects: Iterable[ModelObject], revision: int = 0) -> ClusterState:
@@ -191,6 +208,19 @@ class ClusterState:
         return cls(of(Node), of(Service), of(Namespace), of(EndpointSlice), of(IPAddressPool),
                    of(L2Advertisement), of(BGPAdvertisement), of(BGPPeer), of(CommunityAliases),
                    of(BGPConfiguration), revision, of(BFDProfile), of(Secret))
+
+    def services_since(self, before: ClusterState) -> tuple[Sequence[Service],
+                                                            Sequence[Service]]:
+        """(came, went): this state's Services that are not in `before` and the other
+        way round, by identity; from the source's record when it made these Services
+        from `before`'s, else by comparing the two tuples."""
+        if self.services is before.services:
+            return (), ()
+        changes = self.service_changes
+        if (changes is not None and changes.before is before.services
+                and changes.after is self.services):
+            return changes.came, changes.went
+        return identity_delta(before.services, self.services)
 
     # -- indexes (built on first use; the snapshot never changes) ---------------
 

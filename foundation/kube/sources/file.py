@@ -47,6 +47,7 @@ import select
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from itertools import accumulate, islice
 from typing import Any
@@ -57,12 +58,14 @@ from foundation import inotify
 from foundation.kube.model.cluster import (
     ClusterState,
     ModelObject,
+    ServiceChanges,
     expand_document,
     object_ref,
     parse_object,
     ref_of,
 )
 from foundation.kube.model.errors import ModelError, ObjectRef
+from foundation.kube.model.service import Service
 from foundation.kube.sources.base import STATE_FIELDS, Source, state_field
 
 log = logging.getLogger(__name__)
@@ -786,6 +789,7 @@ class ManifestParser:
         self._objects: dict[_Key, ModelObject] | None = None
         self._kinds: dict[str, tuple[list[_Key], list[ModelObject]]] = {}
         self._noisy = False  # some document yielded an error or an ignored kind
+        self._last: ClusterState | None = None  # the state the last parse returned
 
     def parse(self, content: bytes, origin: str = "<manifests>") -> ParsedFile:
         """As parse_manifests(content.decode()); UnicodeDecodeError (at its byte in
@@ -868,7 +872,7 @@ class ManifestParser:
         parts = self._parts()
         result = _assemble(parts, origin)
         self._noisy = bool(result.errors or result.ignored)
-        self._objects, self._kinds = None, {}
+        self._objects, self._kinds, self._last = None, {}, result.state
         if any(" defined again " in p for p in result.problems):
             return result
         objects = {_key(ref): obj for _, entries in parts
@@ -888,6 +892,23 @@ class ManifestParser:
         when that cannot be done exactly (a ref defined twice, a kind not known)."""
         objects = self._objects
         assert objects is not None
+        # A document cut again but unchanged brought back the very entries it had:
+        # it neither went nor came.
+        unmatched = Counter(id(entries) for entries, _ in removed)
+        back: Counter[int] = Counter()
+        came = []
+        for segment in added:
+            if unmatched[id(segment[0])] > back[id(segment[0])]:
+                back[id(segment[0])] += 1
+            else:
+                came.append(segment)
+        went = []
+        for segment in removed:
+            if back[id(segment[0])]:
+                back[id(segment[0])] -= 1
+            else:
+                went.append(segment)
+        removed, added = went, came
         gone = [(_key(ref), obj) for entries, _ in removed
                 for _, what, obj, ref in entries if what == "object"]
         new = [(_key(ref), obj) for entries, _ in added
@@ -914,8 +935,19 @@ class ManifestParser:
             keys.insert(i, key)
             objs.insert(i, obj)
             touched.add(name)
-        kinds: dict[str, Any] = {name: tuple(objs) for name, (_, objs) in self._kinds.items()}
+        last = self._last
+        assert last is not None
+        # A kind no document of the change touched keeps its tuple: consumers see
+        # it unchanged by identity, without comparing.
+        kinds: dict[str, Any] = {name: tuple(objs) if name in touched else getattr(last, name)
+                                 for name, (_, objs) in self._kinds.items()}
+        if "services" in touched:
+            kinds["service_changes"] = ServiceChanges(
+                last.services, kinds.get("services", ()),
+                tuple(obj for _, obj in new if isinstance(obj, Service)),
+                tuple(obj for _, obj in gone if isinstance(obj, Service)))
         result = ParsedFile(ClusterState(**kinds))
+        self._last = result.state
         self._noisy = self._noisy or any(what != "object" for entries, _ in added
                                          for _, what, _, _ in entries)
         if self._noisy:
