@@ -492,7 +492,8 @@ class Peer:
             self._wake.clear()
             refresh, self._refresh = self._refresh & afis, set()
             dirty, self._dirty = self._dirty, {}
-            keys = [n for n in self.rib if afi_of(n) in refresh]
+            # The whole RIB only for a route refresh: a change is its dirty keys.
+            keys = [n for n in self.rib if afi_of(n) in refresh] if refresh else []
             keys += [n for n in dirty if afi_of(n) in afis - refresh]
             self._send(conn, keys, negotiated, exported)
             await conn.drain()

@@ -49,6 +49,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from io import FileIO
 from itertools import accumulate, islice
 from typing import Any
 
@@ -846,13 +847,16 @@ class ManifestParser:
             middle.append(hit)
             lengths.append(len(segment))
             at += len(segment)
-        self._segments = [*old[:head], *middle, *old[tail:]]
+        # In place: a list rebuilt whole touches every document's entries, which at
+        # many thousand documents costs more than the rest of a change.
+        had, removed = bool(old), old[head:tail]
+        old[head:tail] = middle
         self._content = content
         # The head's ends stay, the middle's follow from pos, the tail's move by shift.
-        self._ends = [*ends[:head], *islice(accumulate(lengths, initial=pos), 1, None),
-                      *map(shift.__add__, ends[tail:])]
-        if self._objects is not None and old:
-            result = self._update(old[head:tail], middle, origin)
+        ends[head:] = [*islice(accumulate(lengths, initial=pos), 1, None),
+                       *(map(shift.__add__, ends[tail:]) if shift else ends[tail:])]
+        if self._objects is not None and had:
+            result = self._update(removed, middle, origin)
             if result is not None:
                 return result
         return self._assemble(origin)
@@ -1066,6 +1070,20 @@ def _blank(content: bytes) -> bool:
     return content[end:].decode("utf-8", "replace").isspace()
 
 
+_COMPARE_BLOCK = 1 << 18
+
+
+def _reads_as(f: FileIO, content: bytes) -> bool:
+    """Whether what is left to read of `f` is exactly `content`."""
+    block = memoryview(bytearray(min(_COMPARE_BLOCK, len(content) + 1)))
+    at = 0
+    while n := f.readinto(block):
+        if not content.startswith(block[:n], at):
+            return False
+        at += n
+    return at == len(content)
+
+
 class FileSource(Source):
     """Follows a manifests file; see the module docstring for the rules."""
 
@@ -1190,8 +1208,15 @@ class FileSource(Source):
             signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if signature == self._signature and not self._racy:
                 return None
-            with open(self.path, "rb") as f:
-                content = f.read()
+            with open(self.path, "rb", buffering=0) as f:
+                # A racy file looked at again is most often unchanged: compared a
+                # block at a time, not read into a new copy of the file.
+                if (signature == self._signature and self._content is not None
+                        and _reads_as(f, self._content)):
+                    content = None
+                else:
+                    f.seek(0)
+                    content = f.read()
         except FileNotFoundError:
             if not self._missing_reported:
                 log.warning("%s: missing; keeping the last state until it reappears",
