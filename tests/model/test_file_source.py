@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from foundation.kube.model import ClusterState
 from foundation.kube.sources import FileSource, changes, yaml_documents
+from foundation.kube.sources import file as file_source
 from foundation.kube.sources.file import (
     MAX_DEPTH,
     ManifestParser,
@@ -225,6 +227,66 @@ def test_same_size_rewrite_within_timestamp_granularity_is_seen(manifests: Path)
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
         before.st_ino, before.st_size, before.st_mtime_ns)
     assert src.poll() and names(src.snapshot()) == ["n9"]
+
+
+def _racy_now(path: Path) -> None:
+    """The file's mtime made a whole second from now (as a coarse filesystem stamps
+    it): racy for the next 2 s."""
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    os.utime(path, ns=(now, now))
+
+
+def test_a_racy_write_not_yet_closed_is_read_when_the_mtime_is_old_enough(
+        manifests: Path) -> None:
+    """A writer that holds the file open sends IN_MODIFY only: not read while it
+    writes, but the racy file's second read still comes, and finds the change."""
+    _racy_now(manifests)
+    src = FileSource(str(manifests), poll_interval=3600, backstop_interval=3600)
+    src.start()
+    try:
+        assert names(src.snapshot()) == ["n1"] and src._racy  # noqa: SLF001
+        text = manifests.read_text().replace("n1", "n9")
+        with open(manifests, "r+") as f:
+            f.write(text)
+            f.flush()
+            state = src.wait_for_change(1, timeout=DEADLINE)
+            assert state is not None and names(state) == ["n9"]
+    finally:
+        src.close()
+
+
+def test_a_racy_file_nobody_wrote_is_not_read_again(
+        manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With inotify, no event since the racy read means nothing was written: the
+    second read is skipped (at many thousand Services it is a read of the file)."""
+    compared: list[int] = []
+    original = file_source._reads_as
+
+    def counted(f: Any, content: bytes) -> bool:
+        compared.append(len(content))
+        return original(f, content)
+
+    monkeypatch.setattr(file_source, "_reads_as", counted)
+    src = FileSource(str(manifests), poll_interval=3600, backstop_interval=3600)
+    src.start()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while src._racy and time.monotonic() < deadline:  # noqa: SLF001 - under test
+            time.sleep(0.05)
+        compared.clear()  # the first read came before the watch: it is read again once
+        atomic_write(manifests, docs(node("n2", "10.0.0.2")))
+        state = src.wait_for_change(1, timeout=DEADLINE)
+        assert state is not None and names(state) == ["n2"]
+        assert src._racy  # noqa: SLF001 - a fresh mtime
+        while src._racy and time.monotonic() < deadline:  # noqa: SLF001
+            time.sleep(0.05)
+        assert not src._racy and compared == []  # noqa: SLF001
+        # Written again now, it is still seen.
+        atomic_write(manifests, docs(node("n3", "10.0.0.3")))
+        state = src.wait_for_change(2, timeout=DEADLINE)
+        assert state is not None and names(state) == ["n3"]
+    finally:
+        src.close()
 
 
 def test_missing_at_start_is_empty_then_loaded(tmp_path: Path) -> None:

@@ -33,9 +33,13 @@ mtime was too recent to be trusted when it was read is read once more when its
 mtime is old enough (on every poll when polling): a second write within the
 filesystem's timestamp granularity that keeps the size would otherwise go
 unseen (too recent: 2 s on a filesystem with whole-second mtimes, 100 ms on one
-with finer ones, see `racy_window_ns`).  Re-reading costs a read and a byte
-comparison, and parses only when the bytes differ; a parse decodes and parses
-only the documents whose bytes changed (`ManifestParser`).
+with finer ones, see `racy_window_ns`).  With inotify that second read is
+skipped when no event (a write included: IN_MODIFY, which alone never triggers
+a read of a file still being written) came since the first, unless the path is
+a symlink to another directory, whose writes the watch does not see.
+Re-reading costs a read and a byte comparison, and parses only when the bytes
+differ; a parse decodes and parses only the documents whose bytes changed
+(`ManifestParser`).
 """
 
 from __future__ import annotations
@@ -1097,6 +1101,7 @@ class FileSource(Source):
         self._signature: tuple[int, int, int, int] | None = None
         self._racy = False
         self._racy_until = 0  # time.time_ns() from which the file read is no longer racy
+        self._written = True  # an inotify event came since the last read
         # The bytes last read (the parser holds the same object: one copy of the
         # file), and bytes that were not UTF-8 (not reported twice).
         self._content: bytes | None = None
@@ -1133,6 +1138,7 @@ class FileSource(Source):
 
     def _watch(self) -> inotify.Inotify | None:
         """An inotify instance on the file's directory, or None (then: polling)."""
+        self._written = True  # whatever happened before the watch was not seen
         try:
             watcher = inotify.Inotify()
         except OSError as exc:
@@ -1141,7 +1147,7 @@ class FileSource(Source):
             return None
         try:
             watcher.add_watch(os.path.dirname(os.path.abspath(self.path)) or "/",
-                              inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO
+                              inotify.IN_MODIFY | inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO
                               | inotify.IN_MOVED_FROM | inotify.IN_CREATE
                               | inotify.IN_DELETE | inotify.IN_ATTRIB
                               | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF)
@@ -1151,6 +1157,12 @@ class FileSource(Source):
             watcher.close()
             return None
         return watcher
+
+    def _watched_directly(self) -> bool:
+        """Whether a write to the file shows up as an event of the watch on the path's
+        directory: not when the path is a symlink to a file elsewhere."""
+        directory, name = os.path.split(os.path.abspath(self.path))
+        return os.path.realpath(self.path) == os.path.join(os.path.realpath(directory), name)
 
     def _run(self) -> None:
         watcher = self._watch()
@@ -1170,10 +1182,19 @@ class FileSource(Source):
                     break
                 if watcher is not None and watcher.fd in ready:
                     events = watcher.read()
+                    self._written = True
                     if any(e.mask & (inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF
                                      | inotify.IN_IGNORED) for e in events):
                         watcher.close()  # the directory went: look for it again later
                         watcher = self._watch()
+                    elif all(e.mask == inotify.IN_MODIFY for e in events):
+                        continue  # a write under way: read once it is closed or renamed
+                elif (watcher is not None and self._racy and not self._written
+                      and self._watched_directly()):
+                    # Nothing was written in the directory since the racy read, so
+                    # what was read is what the file holds: no second read.
+                    self._racy = False
+                    continue
                 try:
                     self.poll()
                 except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
@@ -1202,7 +1223,9 @@ class FileSource(Source):
     def _read_if_changed(self) -> bytes | None:
         """The file's bytes if it may have changed since the last look, else None."""
         try:
-            # Taken before the read: a write after it stamps a later mtime.
+            # Taken before the read: a write after it stamps a later mtime, and
+            # shows up as an inotify event.
+            self._written = False
             read_at = time.time_ns()
             st = os.stat(self.path)
             signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
