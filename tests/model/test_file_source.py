@@ -274,12 +274,16 @@ def test_a_racy_file_nobody_wrote_is_not_read_again(
         while src._racy and time.monotonic() < deadline:  # noqa: SLF001 - under test
             time.sleep(0.05)
         compared.clear()  # the first read came before the watch: it is read again once
+        (manifests.parent / "other.log").touch()
         atomic_write(manifests, docs(node("n2", "10.0.0.2")))
         state = src.wait_for_change(1, timeout=DEADLINE)
         assert state is not None and names(state) == ["n2"]
         assert src._racy  # noqa: SLF001 - a fresh mtime
-        while src._racy and time.monotonic() < deadline:  # noqa: SLF001
-            time.sleep(0.05)
+        with open(manifests.parent / "other.log", "a") as log:  # a neighbour's writes
+            while src._racy and time.monotonic() < deadline:  # noqa: SLF001
+                log.write("a line\n")
+                log.flush()
+                time.sleep(0.01)
         assert not src._racy and compared == []  # noqa: SLF001
         # Written again now, it is still seen.
         atomic_write(manifests, docs(node("n3", "10.0.0.3")))

@@ -1165,6 +1165,7 @@ class FileSource(Source):
         return os.path.realpath(self.path) == os.path.join(os.path.realpath(directory), name)
 
     def _run(self) -> None:
+        name = os.path.basename(self.path)
         watcher = self._watch()
         try:
             while not self._stop.is_set():
@@ -1182,7 +1183,10 @@ class FileSource(Source):
                     break
                 if watcher is not None and watcher.fd in ready:
                     events = watcher.read()
-                    self._written = True
+                    # What another file of the directory writes (a log) is no write
+                    # to this one; anything else may be.
+                    if any(e.mask != inotify.IN_MODIFY or e.name == name for e in events):
+                        self._written = True
                     if any(e.mask & (inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF
                                      | inotify.IN_IGNORED) for e in events):
                         watcher.close()  # the directory went: look for it again later
