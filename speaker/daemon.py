@@ -529,7 +529,8 @@ class Daemon:
         members = self._members
         for announcer in self.announcers:
             inputs = (desired, bgp_sessions, members)
-            if not reassert and self._unchanged_for(announcer, inputs):
+            # A new plan is a change: comparing it with the last would only cost.
+            if not reassert and desired is previous and self._unchanged_for(announcer, inputs):
                 continue
             try:
                 if isinstance(announcer, Members):
