@@ -299,12 +299,16 @@ class Planner:
             old = {s.key: s for s in went}
             services = {s.key: s for s in came}
         changed = {key for key in (*old, *services) if old.get(key) != services.get(key)}
-        if state.endpoint_slices != self._state.endpoint_slices:
-            earlier = {(s.namespace, s.name): s for s in self._state.endpoint_slices}
+        if state.endpoint_slices is not self._state.endpoint_slices:
+            # As for Services: only the slices that are not the same objects are looked
+            # at (a Python loop over every slice was O(N) per change in a cluster).
+            came_slices, went_slices = identity_delta(self._state.endpoint_slices,
+                                                      state.endpoint_slices)
+            earlier = {(s.namespace, s.name): s for s in went_slices}
             moved: list[EndpointSlice] = []
-            for sl in state.endpoint_slices:
+            for sl in came_slices:
                 was = earlier.pop((sl.namespace, sl.name), None)
-                if was is None or (was is not sl and was != sl):
+                if was is None or was != sl:
                     moved.append(sl)
                     if was is not None:
                         moved.append(was)
