@@ -10,6 +10,7 @@ against a deadline; nothing asserts on durations.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import pytest
 
 from foundation.kube.model import ClusterState
 from foundation.kube.sources.kube import CONTROLLER_KINDS, KubeClient, KubeSource
+from foundation.sequences import identity_delta
 from tests.controller.helpers import DEADLINE, wait_until
 from tests.kube import apiserver
 from tests.kube.apiserver import FakeApiServer
@@ -324,6 +326,8 @@ def test_a_change_replaces_only_the_objects_it_names(
         api.put(service(f"s{i:02}", 80 + i))
     src = source_factory()
     before = src.snapshot()
+    published = [before]
+    src.subscribe(published.append)
     assert len(before.services) == 21
     api.put(service("s07", 9999))
     api.delete("v1", "Service", "default", "s11")
@@ -337,6 +341,16 @@ def test_a_change_replaces_only_the_objects_it_names(
     assert replaced == ["default/new", "default/s07"]
     assert after.ip_address_pools is before.ip_address_pools  # an unchanged kind: same tuple
     assert after == ClusterState.from_objects([*after.services, *after.ip_address_pools])
+    # Each state published records the Services that came and went since the one
+    # before it: what comparing the two would find.
+    changed = [(a, b) for a, b in itertools.pairwise(published) if b.services is not a.services]
+    assert changed
+    for earlier, later in changed:
+        changes = later.service_changes
+        assert changes is not None and changes.before is earlier.services
+        expected = identity_delta(earlier.services, later.services)
+        assert sorted(map(id, changes.came)) == sorted(map(id, expected[0]))
+        assert sorted(map(id, changes.went)) == sorted(map(id, expected[1]))
 
 
 def test_refused_objects_are_listed_until_fixed_or_deleted(

@@ -59,18 +59,26 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import kubernetes.client
 import kubernetes.config
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from foundation.kube.model.cluster import KINDS, ClusterState, ModelObject, parse_object, ref_of
+from foundation.kube.model.cluster import (
+    KINDS,
+    ClusterState,
+    ModelObject,
+    ServiceChanges,
+    parse_object,
+    ref_of,
+)
 from foundation.kube.model.errors import ModelError, ObjectRef
 from foundation.kube.model.fields import IPAddress
+from foundation.kube.model.service import Service
 from foundation.kube.sources.base import Source, state_field
 
 log = logging.getLogger(__name__)
@@ -471,6 +479,9 @@ class KubeSource(Source):
         self._order: dict[Resource, tuple[list[_Key], list[ModelObject]]] = {}
         self._tuples: dict[Resource, tuple[ModelObject, ...]] = {}
         self._changed: set[Resource] = set()
+        # The Services that came and went since the last publish, by id (None: not
+        # known, after a relist), for the state's ServiceChanges.
+        self._service_record: tuple[dict[int, Service], dict[int, Service]] | None = ({}, {})
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._watchers: list[ListWatch] = []
@@ -543,11 +554,23 @@ class KubeSource(Source):
 
     def _publish_now(self) -> None:
         with self._lock:
+            service_changes = None
             for res in self._changed:
+                before = self._tuples.get(res)
                 self._tuples[res] = tuple(self._order.get(res, ((), ()))[1])
+                if (res.kind == "Service" and res.group == "" and before is not None
+                        and self._service_record is not None):
+                    came, went = self._service_record
+                    service_changes = ServiceChanges(
+                        cast(tuple[Service, ...], before),
+                        cast(tuple[Service, ...], self._tuples[res]),
+                        tuple(came.values()), tuple(went.values()))
             self._changed.clear()
+            self._service_record = ({}, {})
             tuples = {res: self._tuples[res] for res in self.resources if res in self._tuples}
         state = _state_of(tuples)
+        if service_changes is not None and service_changes.after is state.services:
+            state = replace(state, service_changes=service_changes)
         problems = [str(p) for p in state.problems()]
         if problems != self._problems:
             for line in problems:
@@ -599,6 +622,8 @@ class KubeSource(Source):
                 self._missing.discard(res)
             self._objects[res] = parsed
             self._order[res] = ([k for k, _ in ordered], [o for _, o in ordered])
+            if res.kind == "Service":
+                self._service_record = None  # relisted: compared whole
             self._changed.add(res)
             self._synced.add(res)
             self._synced_cond.notify_all()
@@ -640,9 +665,14 @@ class KubeSource(Source):
             per_kind = self._objects.setdefault(res, {})
             keys, objs = self._order.setdefault(res, ([], []))
             old = per_kind.pop(key, None) if obj is None else per_kind.get(key)
+            record = self._service_record if res.kind == "Service" else None
             if old is not None:
                 i = bisect_left(keys, _key(ref_of(old)))
                 del keys[i], objs[i]
+                if record is not None and isinstance(old, Service):
+                    # Came and went before anyone saw it: neither.
+                    if record[0].pop(id(old), None) is None:
+                        record[1][id(old)] = old
             elif obj is None:
                 return
             if obj is not None:
@@ -651,6 +681,8 @@ class KubeSource(Source):
                 i = bisect_left(keys, ref)
                 keys.insert(i, ref)
                 objs.insert(i, obj)
+                if record is not None and isinstance(obj, Service):
+                    record[0][id(obj)] = obj
             self._changed.add(res)
         self._dirty.set()
 
