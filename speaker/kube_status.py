@@ -23,7 +23,12 @@ liveness says is dead, which has nobody left to remove it.
 `plan_writes` is pure (existing objects + what should exist -> operations);
 `StatusWriter` runs them in one thread, since the Kubernetes client blocks:
 after each change of what is announced, and every `resync` seconds to repair
-drift.  A failure is logged as one line (again only when it changes) and
+drift.  The objects are listed from the API for the first run, each resync,
+after a failure and when the live nodes changed (a dead node's ServiceL2Status
+is then deleted); in between, a change is planned against what the last list
+and this writer's own writes since then say exists (listing every status
+object of the cluster on each change cost O(N) in the speaker and the API
+server both).  A failure is logged as one line (again only when it changes) and
 retried with back-off; nothing here raises into the daemon.  When the API does
 not serve the kinds (their CRDs are not installed) the writer says so once and
 tries again every `resync`.
@@ -275,6 +280,10 @@ class StatusWriter:
         self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
+        # The objects as listed (plural -> name -> object) and changed by this writer's
+        # writes since, and the live nodes then; None: list before the next sync.
+        self._existing: dict[str, dict[str, Mapping[str, Any]]] | None = None
+        self._listed_live: frozenset[str] = frozenset()
 
     # -- on the daemon's loop -------------------------------------------------------------------
 
@@ -339,6 +348,8 @@ class StatusWriter:
                     self._lock.wait()  # nothing is known before the daemon's first plan
                 if not self._dirty:
                     self._lock.wait(self.resync)
+                    if not self._dirty:
+                        self._existing = None  # a resync: what the API holds decides
                 stopping = self._stopping
                 statuses, live = dict(self._wanted.statuses), self._wanted.live
                 events, self._wanted.events = self._wanted.events, []
@@ -372,17 +383,23 @@ class StatusWriter:
         from kubernetes.client.exceptions import ApiException
 
         timeout = (2, 5) if stopping else (2, 10)
-        existing: dict[str, list[Any]] = {}
         try:
-            for kind in KINDS:
-                # Another node's objects matter only for layer 2 (a dead owner's are
-                # deleted): BGP lists this node's alone, not every node's N.
-                mine = None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
-                existing[kind.plural], _ = self.client.list_all(
-                    self._collection(kind), label_selector=mine, timeout=timeout)
+            if self._existing is None or stopping or live != self._listed_live:
+                self._existing = None
+                listed: dict[str, dict[str, Mapping[str, Any]]] = {}
+                for kind in KINDS:
+                    # Another node's objects matter only for layer 2 (a dead owner's
+                    # are deleted): BGP lists this node's alone, not every node's N.
+                    mine = None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
+                    items, _ = self.client.list_all(
+                        self._collection(kind), label_selector=mine, timeout=timeout)
+                    listed[kind.plural] = {_name(o): o for o in items}
+                self._existing, self._listed_live = listed, live
+            existing = {plural: list(objs.values()) for plural, objs in self._existing.items()}
             for write in plan_writes(self.node, statuses, existing, live):
                 self._write(write, timeout)
         except ApiException as exc:
+            self._existing = None  # what was written before the failure is not known
             if exc.status == 404:
                 self._problem_now("the API does not serve ServiceL2Status/ServiceBGPStatus "
                                   "(metallb.io/v1beta1): install the CRDs of "
@@ -391,6 +408,7 @@ class StatusWriter:
                 self._problem_now(f"HTTP {exc.status} {exc.reason}")
             return False
         except Exception as exc:  # noqa: BLE001 - the API may be unreachable: retry
+            self._existing = None
             self._problem_now(one_line(exc))
             return False
         self._problem_now(None)
@@ -407,6 +425,7 @@ class StatusWriter:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+            self._known(write.kind).pop(write.name, None)
             log.info("%s %s of Service %s deleted: %s", write.kind.kind, write.name, service,
                      write.why)
             return
@@ -423,10 +442,18 @@ class StatusWriter:
             name = _name(created)
             if created.get("status") != write.status:  # dropped: a status subresource
                 self._patch_status(collection, name, write.status, timeout)
+            self._known(write.kind)[name] = {**created, "status": write.status}
             log.info("%s %s: Service %s announced from %s", write.kind.kind, name, service,
                      self.node)
             return
         self._patch_status(collection, write.name, write.status, timeout)
+        known = self._known(write.kind)
+        known[write.name] = {**known.get(write.name, {}), "status": write.status}
+
+    def _known(self, kind: Kind) -> dict[str, Mapping[str, Any]]:
+        """The objects of `kind` this writer knows of (written into as it writes)."""
+        assert self._existing is not None  # set by _sync before any write
+        return self._existing.setdefault(kind.plural, {})
 
     def _patch_status(self, collection: str, name: str, status: Mapping[str, Any],
                       timeout: Any) -> None:

@@ -254,3 +254,77 @@ def test_the_same_plan_observed_again_is_not_looked_at_again(monkeypatch: Any) -
     assert calls == [1, 1, 2]
     assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("l2", "d", "db")}
     assert [n.name for n in writer._wanted.events] == ["web", "db"]
+
+
+class _Store:
+    """The API's side of the status objects: list (with the node label selector),
+    create with a generated name, status patch, delete; every list counted."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {}
+        self.lists: list[str] = []
+        self.serial = 0
+
+    def list_all(self, path: str, label_selector: str | None = None,
+                 **_kw: Any) -> tuple[list[Any], str]:
+        plural = path.rsplit("/", 1)[1]
+        self.lists.append(plural)
+        items = list(self.objects.get(plural, {}).values())
+        if label_selector is not None:
+            key, _, value = label_selector.partition("=")
+            items = [o for o in items if o["metadata"]["labels"].get(key) == value]
+        return [dict(o) for o in items], "1"
+
+    def request(self, method: str, path: str, body: Any = None, **_kw: Any) -> Any:
+        parts = path.split("/")
+        if method == "POST" and path.endswith("/events"):
+            return {}
+        if method == "POST":
+            self.serial += 1
+            name = f"{body['metadata']['generateName']}{self.serial}"
+            created = {**body, "metadata": {**body["metadata"], "name": name}}
+            self.objects.setdefault(parts[-1], {})[name] = created
+            return dict(created)
+        if method == "PATCH":
+            plural, name = parts[-3], parts[-2]
+            self.objects[plural][name] = {**self.objects[plural][name],
+                                          "status": {k: v for k, v in body["status"].items()
+                                                     if v is not None}}
+            return {}
+        assert method == "DELETE"
+        self.objects[parts[-2]].pop(parts[-1])
+        return {}
+
+    def statuses(self, node: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(plural, o["metadata"]["labels"][LABEL_SERVICE_NAME]): o["status"]
+                for plural, objs in self.objects.items() for o in objs.values()
+                if o["metadata"]["labels"][LABEL_NODE] == node}
+
+
+def test_a_change_is_written_without_listing_every_status_object_again() -> None:
+    """The objects are listed once; a change is planned against what that list and
+    the writer's own writes say exists.  A change of the live nodes (a dead owner's
+    objects to delete) and a failure list again."""
+    store = _Store()
+    writer = StatusWriter(store, "node1", "skein-system")  # type: ignore[arg-type]
+    live = frozenset({"node1"})
+    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.2", "d/db", peers=("router",)))
+    assert writer._sync(desired_statuses("node1", plan), live, False)
+    assert len(store.lists) == len(KIND_OF)
+    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.3", "d/api", peers=("router",)))
+    assert writer._sync(desired_statuses("node1", plan), live, False)
+    plan = (bgp("10.0.0.3", "d/api", peers=("router", "other")),)
+    assert writer._sync(desired_statuses("node1", plan), live, False)
+    assert len(store.lists) == len(KIND_OF)  # no list for the two changes
+    assert store.statuses("node1") == {
+        ("servicebgpstatuses", "api"): {"node": "node1", "serviceName": "api",
+                                        "serviceNamespace": "d", "peers": ["other", "router"]}}
+    # Another node's ServiceL2Status, and that node dying: listed again, deleted.
+    store.objects["servicel2statuses"]["l2-x"] = obj("l2-x", "node2", "d", "web",
+                                                     {"node": "node2"})
+    plan = (l2("10.0.0.1", "d/web"),)
+    assert writer._sync(desired_statuses("node1", plan), frozenset({"node1"}), False)
+    assert "l2-x" in store.objects["servicel2statuses"]  # not listed: not known yet
+    assert writer._sync(desired_statuses("node1", plan), frozenset({"node1", "node3"}), False)
+    assert "l2-x" not in store.objects["servicel2statuses"]
+    assert len(store.lists) == 2 * len(KIND_OF)
