@@ -13,8 +13,9 @@ its control socket every few ms):
               (the router), a BGPAdvertisement and N Services of type
               LoadBalancer whose status already carries their address:
                 cold start   exec until BIRD has imported all N /32s
-                add / delete one Service written into FILE (atomic rename)
-                             until BIRD holds / no longer holds its /32
+                add / delete one Service written into FILE (atomic rename),
+                             from just before the rename until BIRD holds /
+                             no longer holds its /32
                              (median of --changes, default 10)
                 CPU/change   the daemon's CPU time (all its threads, from
                              /proc/PID/task/*/schedstat) from the write until
@@ -126,11 +127,15 @@ def service_doc(name: str, ip: str | None) -> str:
             f"{status}")
 
 
-def write_file(path: Path, text: str) -> None:
-    """Atomically, as an editor or a script would; returns once renamed."""
+def write_file(path: Path, text: str) -> float:
+    """Atomically, as an editor or a script would; returns once renamed, with the
+    monotonic time just before the rename: when the change becomes visible (taken
+    after it, a bench descheduled while the daemon wakes would start late)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
+    visible = time.monotonic()
     os.replace(tmp, path)
+    return visible
 
 
 # --- what a process spends ----------------------------------------------------------------
@@ -243,8 +248,7 @@ class Scale:
                 for kind, text, want in (("add", base + extra, count + 1),
                                          ("delete", base, count)):
                     before = cpu_seconds(proc.pid)
-                    write_file(manifests, text)
-                    t1 = time.monotonic()
+                    t1 = write_file(manifests, text)
                     held = self.wait(f"{kind} of extra-{i} at BIRD",
                                      lambda: imported() == want,  # noqa: B023 - called at once
                                      proc, log, 120)
@@ -284,8 +288,7 @@ class Scale:
             base = manifests.read_text()
             for i in range(self.controller_changes):
                 before = cpu_seconds(proc.pid)
-                write_file(manifests, base + service_doc(f"extra-{i}", None))
-                t1 = time.monotonic()
+                t1 = write_file(manifests, base + service_doc(f"extra-{i}", None))
                 done = self.wait(f"extra-{i} assigned", lambda: assigned() == count + 1,
                                  proc, log, 120)
                 result.add.append(done - t1)
