@@ -197,6 +197,10 @@ def _problem_address(line: str) -> IPAddress | None:
         return None
 
 
+def _slice_order(sl: EndpointSlice) -> tuple[str, str]:
+    return (sl.namespace, sl.name)
+
+
 class Planner:
     """`plan_node` + `plan_bgp` + `service_problems` of a state, re-planning only the
     Services that changed when that is sure to give the same result.
@@ -222,6 +226,10 @@ class Planner:
         self._context: ClusterState | None = None
         self._live: frozenset[str] = frozenset()
         self._holders: dict[IPAddress, set[str]] = {}  # address -> keys of its Services
+        # The last state's Services and EndpointSlices by Service key, kept up to date
+        # by the changes: a state's own indexes would be built anew for each state.
+        self._by_key: dict[str, Service] = {}
+        self._slices_of: dict[str, list[EndpointSlice]] = {}
         self._entries: dict[IPAddress, list[Announcement]] = {}  # Service entries by address
         self._problems: dict[IPAddress | None, list[str]] = {}
         self._keys: list[tuple[object, ...]] = []  # sort keys of `_sorted`, in order
@@ -260,6 +268,11 @@ class Planner:
         for service in state.services:
             for address in service.ingress_ips:
                 self._holders.setdefault(address, set()).add(service.key)
+        self._by_key = {s.key: s for s in state.services}
+        self._slices_of = {}
+        for sl in state.endpoint_slices:
+            if sl.service_name:
+                self._slices_of.setdefault(f"{sl.namespace}/{sl.service_name}", []).append(sl)
         self._problems = {}
         for line in problems:
             self._problems.setdefault(_problem_address(line), []).append(line)
@@ -298,12 +311,16 @@ class Planner:
             came, went = state.services_since(self._state)
             old = {s.key: s for s in went}
             services = {s.key: s for s in came}
+            for key in old.keys() - services.keys():
+                self._by_key.pop(key, None)
+            self._by_key.update(services)
         changed = {key for key in (*old, *services) if old.get(key) != services.get(key)}
         if state.endpoint_slices is not self._state.endpoint_slices:
             # As for Services: only the slices that are not the same objects are looked
             # at (a Python loop over every slice was O(N) per change in a cluster).
             came_slices, went_slices = identity_delta(self._state.endpoint_slices,
                                                       state.endpoint_slices)
+            self._follow_slices(came_slices, went_slices)
             earlier = {(s.namespace, s.name): s for s in went_slices}
             moved: list[EndpointSlice] = []
             for sl in came_slices:
@@ -323,7 +340,7 @@ class Planner:
             if key in old or key in services:
                 versions = (old.get(key), services.get(key))
             else:  # the same Service, its EndpointSlices changed
-                versions = (self._service(state, key),)
+                versions = (self._by_key.get(key),)
             for svc in versions:
                 if svc is not None:
                     addresses.update(svc.ingress_ips)
@@ -340,8 +357,8 @@ class Planner:
             for address in after.ingress_ips if after is not None else ():
                 self._holders.setdefault(address, set()).add(key)
         keys = sorted({k for a in addresses for k in self._holders.get(a, ())})
-        subset = [svc for k in keys if (svc := services.get(k) or self._service(state, k))]
-        slices = tuple(sl for svc in subset for sl in state.endpoint_slices_for(svc))
+        subset = [svc for k in keys if (svc := services.get(k) or self._by_key.get(k))]
+        slices = tuple(sl for svc in subset for sl in self._slices_of.get(svc.key, ()))
         sub = replace(state, services=tuple(subset), endpoint_slices=slices)
         live = self._live
         bgp = plan_bgp(sub, self.node, self.lb_class,
@@ -372,10 +389,26 @@ class Planner:
         self._result = Planned(tuple(self._sorted), self._result.sessions, problems,
                                (tuple(added), tuple(removed)))
 
-    @staticmethod
-    def _service(state: ClusterState, key: str) -> Service | None:
-        namespace, _, name = key.partition("/")
-        return state.service(namespace, name)
+    def _follow_slices(self, came: Sequence[EndpointSlice],
+                       went: Sequence[EndpointSlice]) -> None:
+        """`_slices_of` after these slices came and went (each Service's in the
+        state's order, as ClusterState.endpoint_slices_for gives them)."""
+        touched: set[str] = set()
+        for sl in went:
+            if sl.service_name:
+                key = f"{sl.namespace}/{sl.service_name}"
+                self._slices_of[key] = [s for s in self._slices_of.get(key, ()) if s is not sl]
+                touched.add(key)
+        for sl in came:
+            if sl.service_name:
+                key = f"{sl.namespace}/{sl.service_name}"
+                self._slices_of.setdefault(key, []).append(sl)
+                touched.add(key)
+        for key in touched:
+            if self._slices_of[key]:
+                self._slices_of[key].sort(key=_slice_order)
+            else:
+                del self._slices_of[key]
 
     def _remove(self, entry: Announcement) -> None:
         key = entry.sort_key
