@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -36,6 +35,7 @@ from foundation.kube.sources.file import (
 )
 from foundation.sequences import identity_delta
 from lab.speakers import poll
+from tests.calls import record_calls
 
 LOGGER = "foundation.kube.sources.file"
 DEADLINE = 10.0
@@ -259,14 +259,7 @@ def test_a_racy_file_nobody_wrote_is_not_read_again(
         manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With inotify, no event since the racy read means nothing was written: the
     second read is skipped (at many thousand Services it is a read of the file)."""
-    compared: list[int] = []
-    original = file_source._reads_as
-
-    def counted(f: Any, content: bytes) -> bool:
-        compared.append(len(content))
-        return original(f, content)
-
-    monkeypatch.setattr(file_source, "_reads_as", counted)
+    compared = record_calls(monkeypatch, file_source, "_reads_as")
     src = FileSource(str(manifests), poll_interval=3600, backstop_interval=3600)
     src.start()
     try:

@@ -32,6 +32,7 @@ from speaker.kube_status import (
 from speaker.metrics import MetalLBMetrics, announced_samples, peer_samples
 from speaker.plan import BGP as BGP_MODE
 from speaker.plan import L2, Announcement
+from tests.calls import record_calls
 
 A = ipaddress.ip_address
 
@@ -236,22 +237,15 @@ def test_the_same_plan_observed_again_is_not_looked_at_again(monkeypatch: Any) -
     new set of live nodes) is turned into statuses and Events."""
     import speaker.kube_status as kube_status
 
-    calls: list[int] = []
-    real = kube_status.desired_statuses
-
-    def counted(node: str, desired: Any) -> Any:
-        calls.append(len(desired))
-        return real(node, desired)
-
-    monkeypatch.setattr(kube_status, "desired_statuses", counted)
+    calls = record_calls(monkeypatch, kube_status, "desired_statuses")
     writer = StatusWriter(_Client(), "node1", "skein-system")  # type: ignore[arg-type]
     plan = (l2("10.0.0.1", "d/web", interfaces=("eth0",)),)
     writer.observe(plan, frozenset({"node1"}))
     writer.observe(plan, frozenset({"node1"}))
-    assert calls == [1]
+    assert [len(desired) for _node, desired in calls] == [1]
     writer.observe(plan, frozenset({"node1", "node2"}))  # another node came: looked at
     writer.observe((*plan, l2("10.0.0.2", "d/db")), frozenset({"node1", "node2"}))
-    assert calls == [1, 1, 2]
+    assert [len(desired) for _node, desired in calls] == [1, 1, 2]
     assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("l2", "d", "db")}
     assert [n.name for n in writer._wanted.events] == ["web", "db"]
 
