@@ -270,9 +270,7 @@ class Planner:
                 self._holders.setdefault(address, set()).add(service.key)
         self._by_key = {s.key: s for s in state.services}
         self._slices_of = {}
-        for sl in state.endpoint_slices:
-            if sl.service_name:
-                self._slices_of.setdefault(f"{sl.namespace}/{sl.service_name}", []).append(sl)
+        self._follow_slices(state.endpoint_slices, ())
         self._problems = {}
         for line in problems:
             self._problems.setdefault(_problem_address(line), []).append(line)
@@ -330,8 +328,7 @@ class Planner:
                     if was is not None:
                         moved.append(was)
             moved.extend(earlier.values())
-            changed.update(f"{sl.namespace}/{sl.service_name}" for sl in moved
-                           if sl.service_name)
+            changed.update(filter(None, (sl.service_key for sl in moved)))
         if not changed:
             return
         addresses: set[IPAddress] = set()
@@ -395,13 +392,11 @@ class Planner:
         state's order, as ClusterState.endpoint_slices_for gives them)."""
         touched: set[str] = set()
         for sl in went:
-            if sl.service_name:
-                key = f"{sl.namespace}/{sl.service_name}"
+            if key := sl.service_key:
                 self._slices_of[key] = [s for s in self._slices_of.get(key, ()) if s is not sl]
                 touched.add(key)
         for sl in came:
-            if sl.service_name:
-                key = f"{sl.namespace}/{sl.service_name}"
+            if key := sl.service_key:
                 self._slices_of.setdefault(key, []).append(sl)
                 touched.add(key)
         for key in touched:

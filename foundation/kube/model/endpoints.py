@@ -64,6 +64,11 @@ class EndpointSlice:
     def ready_nodes(self) -> frozenset[str]:
         return frozenset(e.node_name for e in self.endpoints if e.ready and e.node_name)
 
+    @property
+    def service_key(self) -> str | None:
+        """namespace/name of the Service it belongs to (Service.key), if labelled."""
+        return f"{self.namespace}/{self.service_name}" if self.service_name else None
+
 
 def nodes_with_ready_endpoints(slices: Iterable[EndpointSlice], namespace: str,
                                service_name: str) -> frozenset[str]:
