@@ -51,7 +51,6 @@ import select
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from dataclasses import dataclass, field, fields
 from io import FileIO
 from itertools import accumulate, islice
@@ -831,15 +830,24 @@ class ManifestParser:
                 break
             tail += 1
         end = (ends[tail - 1] if tail else 0) + shift if tail < len(old) else len(content)
-        known = {old_content[(ends[k - 1] if k else 0):ends[k]]: old[k]
-                 for k in range(head, tail)}
+        # The old documents of the middle by their bytes: one cut again unchanged is
+        # taken back as it was (each once), and so neither goes nor comes.
+        known: dict[bytes, list[int]] = {}
+        for k in range(head, tail):
+            known.setdefault(old_content[(ends[k - 1] if k else 0):ends[k]], []).append(k)
         budget = [MERGE_BUDGET_BASE + MERGE_BUDGET_PER_CHAR * len(content)]
         middle: list[tuple[list[_Entry], int]] = []
+        fresh: list[tuple[list[_Entry], int]] = []
+        taken_back: set[int] = set()
         lengths: list[int] = []
         at = pos
         for segment in _segments(content[pos:end]):
-            hit = known.get(segment)
-            if hit is None:
+            again = known.get(segment)
+            if again:
+                k = again.pop()
+                taken_back.add(k)
+                hit = old[k]
+            else:
                 text = _decoded(segment, at, content)
                 try:
                     hit = _entries(yaml_documents(text, budget)), segment.count(b"\n")
@@ -848,19 +856,21 @@ class ManifestParser:
                     # names the right line).
                     self._forget()
                     return parse_manifests(_decoded(content, 0, content), origin)
+                fresh.append(hit)
             middle.append(hit)
             lengths.append(len(segment))
             at += len(segment)
         # In place: a list rebuilt whole touches every document's entries, which at
         # many thousand documents costs more than the rest of a change.
-        had, removed = bool(old), old[head:tail]
+        had = bool(old)
+        removed = [old[k] for k in range(head, tail) if k not in taken_back]
         old[head:tail] = middle
         self._content = content
         # The head's ends stay, the middle's follow from pos, the tail's move by shift.
         ends[head:] = [*islice(accumulate(lengths, initial=pos), 1, None),
                        *(map(shift.__add__, ends[tail:]) if shift else ends[tail:])]
         if self._objects is not None and had:
-            result = self._update(removed, middle, origin)
+            result = self._update(removed, fresh, origin)
             if result is not None:
                 return result
         return self._assemble(origin)
@@ -900,23 +910,6 @@ class ManifestParser:
         when that cannot be done exactly (a ref defined twice, a kind not known)."""
         objects = self._objects
         assert objects is not None
-        # A document cut again but unchanged brought back the very entries it had:
-        # it neither went nor came.
-        unmatched = Counter(id(entries) for entries, _ in removed)
-        back: Counter[int] = Counter()
-        came = []
-        for segment in added:
-            if unmatched[id(segment[0])] > back[id(segment[0])]:
-                back[id(segment[0])] += 1
-            else:
-                came.append(segment)
-        went = []
-        for segment in removed:
-            if back[id(segment[0])]:
-                back[id(segment[0])] -= 1
-            else:
-                went.append(segment)
-        removed, added = went, came
         gone = [(_key(ref), obj) for entries, _ in removed
                 for _, what, obj, ref in entries if what == "object"]
         new = [(_key(ref), obj) for entries, _ in added
