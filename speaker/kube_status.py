@@ -385,7 +385,6 @@ class StatusWriter:
         timeout = (2, 5) if stopping else (2, 10)
         try:
             if self._existing is None or stopping or live != self._listed_live:
-                self._existing = None
                 listed: dict[str, dict[str, Mapping[str, Any]]] = {}
                 for kind in KINDS:
                     # Another node's objects matter only for layer 2 (a dead owner's

@@ -51,7 +51,6 @@ L2 = "l2"
 BGP = "bgp"  # planned by speaker.bgp_plan: every eligible node announces, no election
 
 
-
 @dataclass(frozen=True)
 class Announcement:
     """One address this node must make reachable, by one mechanism (`kind`).

@@ -558,7 +558,7 @@ class KubeSource(Source):
             for res in self._changed:
                 before = self._tuples.get(res)
                 self._tuples[res] = tuple(self._order.get(res, ((), ()))[1])
-                if (res.kind == "Service" and res.group == "" and before is not None
+                if (res.kind == "Service" and before is not None
                         and self._service_record is not None):
                     came, went = self._service_record
                     service_changes = ServiceChanges(
