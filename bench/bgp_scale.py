@@ -31,6 +31,10 @@ Measured per run, on the monotonic clock, polling BIRD's control socket directly
   peak RSS     VmHWM of the speaker process (/proc/PID/status) when all are held
                (ExaBGP's API helper process is not included)
 
+Our packages are compiled to bytecode first (their __pycache__, as Python
+writes it by default, and as pip does for the image): with
+PYTHONDONTWRITEBYTECODE set, every start would compile every module again.
+
 Everything lives in two namespaces named bgs<tag>r / bgs<tag>s (random tag), with
 configs, logs and control sockets in a temp dir; all daemons are killed and the
 namespaces deleted at the end, also on Ctrl-C or failure.  Run as root:
@@ -40,6 +44,7 @@ namespaces deleted at the end, also on Ctrl-C or failure.  Run as root:
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import json
 import os
@@ -64,6 +69,7 @@ from lab.netns import Netns, new_tag, veth_between  # noqa: E402
 from tests.bgp.lab import Lab  # noqa: E402
 
 IMPLS = ("ours", "bird", "exabgp")
+PACKAGES = ("foundation", "speaker", "ipam", "cni_plugin")
 ROUTER_IP = "10.97.0.1"
 SPEAKER_IP = "10.97.0.2"
 ROUTER_AS = 65112
@@ -240,6 +246,15 @@ def vm_hwm_mb(pid: int) -> float:
     return status_mb(pid, "VmHWM")
 
 
+def compiled_env() -> dict[str, str]:
+    """os.environ for processes that load our packages from bytecode, compiled now."""
+    for package in PACKAGES:
+        compileall.compile_dir(REPO / package, quiet=1)
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 class Bench:
     def __init__(self, tag: str, tmp: Path, exabgp_mode: str) -> None:
         self.tag = tag
@@ -250,6 +265,7 @@ class Bench:
         self.lab = Lab(self.router, [self.speaker], tmp)  # its stop_all kills what we start
         self.files: list[IO[Any]] = []
         self.runs = 0
+        self.env = compiled_env()
 
     # lab -------------------------------------------------------------------------------
 
@@ -279,6 +295,7 @@ class Bench:
 
     def popen(self, ns: Netns, argv: list[str], log: str, **kw: Any) -> subprocess.Popen[Any]:
         out = self.log(log)
+        kw.setdefault("env", self.env)
         proc = ns.popen(*argv, stdout=kw.pop("stdout", out), stderr=out, **kw)
         self.lab.procs.append(proc)
         return proc
@@ -305,7 +322,7 @@ class Bench:
 
     def prepare(self, impl: str, count: int, run: str) -> tuple[list[str], dict[str, str]]:
         """argv and env of the speaker process; files are written before the clock starts."""
-        env = dict(os.environ)
+        env = dict(self.env)
         if impl == "ours":
             cfg = self.tmp / f"{run}.json"
             cfg.write_text(json.dumps({

@@ -440,6 +440,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reassert = False
         self._stopping = asyncio.Event()
+        # Set once the first plan has been applied: what may wait (the API) waits for it.
+        self.first_applied = asyncio.Event()
         self._warned_not_a_node = False
         # For speaker.api: addresses announced by hand (merged into the plan), and the
         # event bus told after every reconcile.
@@ -615,6 +617,7 @@ class Daemon:
                     # only a reference cycle among them would stay.
                     gc.freeze()
                     first = False
+                    self.first_applied.set()
         finally:
             for task in tasks:
                 task.cancel()

@@ -26,6 +26,7 @@ run with, each explained in one line on stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from typing import Any
@@ -49,6 +50,7 @@ from speaker.membership import Liveness
 from speaker.membership.udp import DEFAULT_PORT
 
 PROG = "skein-speaker"
+API_WAIT = 2.0  # seconds the API waits for the first plan, at most
 HEARTBEAT, LEASE, BOTH = "heartbeat", "lease", "heartbeat+lease"
 LIVENESS = (BOTH, LEASE, HEARTBEAT)
 
@@ -207,7 +209,6 @@ def speaker(args: Args) -> int:
                         resync=args.resync, lb_class=args.lb_class,
                         advertise_pod_cidrs=args.advertise_pod_cidr)
         daemon.install_signals()
-        services = await api.start(daemon, args)
         status = _status_writer(args, source)
         if status is not None:
             status.start()
@@ -222,10 +223,28 @@ def speaker(args: Args) -> int:
 
             metallb = MetalLBMetrics()
             daemon.events.listeners.append(lambda _obs: metallb.observe(daemon))
+        running = asyncio.create_task(daemon.run())
+        services = None
         try:
-            await daemon.run()
+            # The API and the metrics start once the first plan is applied: loading
+            # grpc is a fifth of a start with many Services, and the routes matter
+            # more.  A source still without its first state after API_WAIT seconds
+            # (an unreachable API server) does not keep them waiting longer.
+            applied = asyncio.create_task(daemon.first_applied.wait())
+            await asyncio.wait({running, applied}, timeout=API_WAIT,
+                               return_when=asyncio.FIRST_COMPLETED)
+            applied.cancel()
+            if not running.done():
+                services = await api.start(daemon, args)
+                daemon.events.observe(daemon)  # the metrics' first figures, now
+            await running
         finally:
-            await services.stop()
+            if not running.done():  # the API failed to start: withdraw, then report it
+                daemon.stop()
+                with contextlib.suppress(Exception):
+                    await running
+            if services is not None:
+                await services.stop()
             if status is not None:
                 await asyncio.to_thread(status.close)
 

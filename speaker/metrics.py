@@ -1,12 +1,13 @@
 """The speaker's Prometheus metrics, served with `--metrics-address HOST:PORT`.
 
-They live in prometheus_client's default registry, where the L2 announcer's
-counters already are (skein_speaker_l2_replies_total{interface,family}: ARP
-replies and Neighbor Advertisements sent; skein_speaker_l2_gratuitous_total;
-skein_speaker_l2_rate_limited_total; skein_speaker_l2_conflicts_total
+They live in prometheus_client's default registry, with the process and
+platform collectors.  The L2 announcer's counts, read at each scrape
+(L2Counters): skein_speaker_l2_replies_total{interface,family}: ARP replies and
+Neighbor Advertisements sent; skein_speaker_l2_gratuitous_total;
+skein_speaker_l2_rate_limited_total{interface}; skein_speaker_l2_conflicts_total
 {interface,family}: frames in which another host claimed an address this node
-announces), with the process and platform collectors.  Added here, set from
-the daemon's event bus after every reconcile and every second:
+announces.  Set from the daemon's event bus after every reconcile and every
+second:
 
 - skein_speaker_sessions_up{kind}: established BGP sessions (kind="bgp") and
   other speakers alive in the liveness protocol (kind="member");
@@ -32,19 +33,22 @@ removed loses its series, as in MetalLB.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from foundation import metrics as metrics_server
 from speaker.api.events import Observation
 from speaker.api.peer_status import BGP, MEMBER, PeerStatus
+from speaker.l2.announcer import CONFLICTS, GRATUITOUS, RATE_LIMITED, REPLIES, L2Announcer
 from speaker.plan import Announcement
 
 if TYPE_CHECKING:
-    from speaker.daemon import Daemon
+    from speaker.daemon import Announcer, Daemon
 
 SESSIONS_UP = Gauge("skein_speaker_sessions_up", "BGP sessions established (kind=bgp) and "
                     "other speakers alive (kind=member)", ["kind"])
@@ -52,11 +56,41 @@ PREFIXES_ANNOUNCED = Gauge("skein_speaker_prefixes_announced", "Addresses this n
                            "announces, by mechanism", ["mode"])
 
 
+_L2_COUNTERS = {  # L2Announcer.counts' counters: help, label names
+    REPLIES: ("ARP replies and Neighbor Advertisements sent in answer to requests",
+              ("interface", "family")),
+    GRATUITOUS: ("Gratuitous ARPs and unsolicited Neighbor Advertisements sent",
+                 ("interface", "family")),
+    RATE_LIMITED: ("Requests left unanswered by the per-source rate limit", ("interface",)),
+    CONFLICTS: ("Frames in which another host claimed an address this node announces",
+                ("interface", "family")),
+}
+
+
+class L2Counters(Collector):
+    """An L2 announcer's counts, as counters read at each scrape."""
+
+    def __init__(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        families = {name: CounterMetricFamily(f"skein_speaker_l2_{name}", text, labels=labels)
+                    for name, (text, labels) in _L2_COUNTERS.items()}
+        # A copy made in C, so whole under the GIL: the loop's thread counts on.
+        for (name, interface, family), value in dict(self.counts).items():
+            families[name].add_metric([interface, family] if family else [interface], value)
+        yield from families.values()
+
+
 class SpeakerMetrics:
     """Listener of the daemon's event bus: `daemon.events.listeners.append(metrics.observe)`."""
 
-    def __init__(self, modes: Iterable[str]) -> None:
-        self.modes = set(modes)
+    def __init__(self, announcers: Iterable[Announcer]) -> None:
+        announcers = list(announcers)
+        self.modes = {a.kind for a in announcers}
+        for announcer in announcers:
+            if isinstance(announcer, L2Announcer):
+                REGISTRY.register(L2Counters(announcer.counts))
         for kind in (BGP, MEMBER):
             SESSIONS_UP.labels(kind).set(0)
         for mode in self.modes:

@@ -8,14 +8,15 @@
     --metrics-address HOST:PORT     serve Prometheus metrics on http://HOST:PORT/metrics
 
 speaker.main takes `@api_options` (click), calls `check_arguments(args)` (a
-usage error in one line, or None) and, on the daemon's loop before
-`daemon.run()`, `services = await start(daemon, args)` ... `await services.stop()`.
+usage error in one line, or None) and, on the daemon's loop once its first plan
+is applied, `services = await start(daemon, args)` ... `await services.stop()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -129,6 +130,8 @@ async def start(daemon: Daemon, args: Any) -> Services:
     api = None
     socket_path = None if args.api_socket in ("", "none") else args.api_socket
     if socket_path is not None or args.api_address is not None:
+        # Loaded in a thread: the loop meanwhile serves the first BGP sessions.
+        await asyncio.to_thread(importlib.import_module, "speaker.api.server")
         from speaker.api.server import ApiServer, TlsFiles
 
         tls = None
@@ -141,7 +144,7 @@ async def start(daemon: Daemon, args: Any) -> Services:
     if args.metrics_address is not None:
         from speaker.metrics import SpeakerMetrics, serve
 
-        metrics = SpeakerMetrics(a.kind for a in daemon.announcers)
+        metrics = SpeakerMetrics(daemon.announcers)
         daemon.events.listeners.append(metrics.observe)
         host, port = serve(args.metrics_address)
         log.info("metrics on http://%s:%d/metrics", host, port)

@@ -48,10 +48,9 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-from prometheus_client import Counter
 
 from foundation.kube.model.fields import IPAddress
 from foundation.netlink.mac import mac_bytes, mac_text
@@ -67,14 +66,13 @@ ADDRESS_PROTO = 83  # IFA_PROTO on lo addresses we add: "ours", found again afte
 DEFAULT_BURST = (0.0, 0.05, 0.15, 0.5, 1.0, 2.0)
 READ_BUDGET = 64  # frames per wake-up: a flood must not starve heartbeats on the same loop
 
-REPLIES = Counter("skein_speaker_l2_replies", "ARP replies and Neighbor Advertisements sent "
-                  "in answer to requests", ["interface", "family"])
-GRATUITOUS = Counter("skein_speaker_l2_gratuitous", "Gratuitous ARPs and unsolicited Neighbor "
-                     "Advertisements sent", ["interface", "family"])
-RATE_LIMITED = Counter("skein_speaker_l2_rate_limited", "Requests left unanswered by the "
-                       "per-source rate limit", ["interface"])
-CONFLICTS = Counter("skein_speaker_l2_conflicts", "Frames in which another host claimed an "
-                    "address this node announces", ["interface", "family"])
+# What `L2Announcer.counts` counts, by (counter, interface, family); family "" for
+# RATE_LIMITED.  speaker.metrics exports them as skein_speaker_l2_<counter>_total
+# (prometheus_client is loaded only when metrics are served).
+REPLIES = "replies"  # ARP replies and Neighbor Advertisements sent in answer to requests
+GRATUITOUS = "gratuitous"  # gratuitous ARPs and unsolicited Neighbor Advertisements sent
+RATE_LIMITED = "rate_limited"  # requests left unanswered by the per-source rate limit
+CONFLICTS = "conflicts"  # frames in which another host claimed an address announced here
 
 DEFEND_BURST = 3.0  # defences of one address at once (claims answered)...
 DEFEND_RATE = 1.0  # ...then this many a second
@@ -132,6 +130,7 @@ class L2Announcer:
         self._members: dict[bytes, str] = {}  # packed InternalIP -> the other speakers' nodes
         self._peer_macs: dict[bytes, str] = {}  # their MACs, as learnt
         self.conflict_listeners: list[Callable[[Conflict], None]] = []
+        self.counts: Counter[tuple[str, str, str]] = Counter()
         # The list the last apply went through with (None: none did, or one failed),
         # and the members it saw: what `apply_change` may skip from.
         self._applied: Sequence[Announcement] | None = None
@@ -266,10 +265,10 @@ class L2Announcer:
         if address.version == 4:
             for frame in frames.gratuitous_arps(port.sock.mac, address.packed):
                 port.sock.send(frame)
-            GRATUITOUS.labels(ifname, "ipv4").inc(2)
+            self.counts[GRATUITOUS, ifname, "ipv4"] += 2
         else:
             port.sock.send(frames.unsolicited_advertisement(port.sock.mac, address.packed))
-            GRATUITOUS.labels(ifname, "ipv6").inc()
+            self.counts[GRATUITOUS, ifname, "ipv6"] += 1
 
     def _on_readable(self, port: _Port) -> None:
         now = time.monotonic()
@@ -290,11 +289,11 @@ class L2Announcer:
         arp, na, limited = (counters.arp_replies - before[0], counters.na_replies - before[1],
                             counters.rate_limited - before[2])
         if arp:
-            REPLIES.labels(port.ifname, "ipv4").inc(arp)
+            self.counts[REPLIES, port.ifname, "ipv4"] += arp
         if na:
-            REPLIES.labels(port.ifname, "ipv6").inc(na)
+            self.counts[REPLIES, port.ifname, "ipv6"] += na
         if limited:
-            RATE_LIMITED.labels(port.ifname).inc(limited)
+            self.counts[RATE_LIMITED, port.ifname, ""] += limited
             if now - port.last_limit_log > 10:
                 port.last_limit_log = now
                 log.warning("%s: rate-limiting ARP/NDP requests (%d unanswered so far); a "
@@ -316,7 +315,7 @@ class L2Announcer:
                          "or the speakers cannot hear each other; the election settles it",
                          port.ifname, address, peer, mac, claim.how)
             return
-        CONFLICTS.labels(port.ifname, f"ipv{address.version}").inc()
+        self.counts[CONFLICTS, port.ifname, f"ipv{address.version}"] += 1
         if self._defense.allow(claim.address, now):
             self._announce(port.ifname, address)
             loop = asyncio.get_running_loop()
