@@ -589,42 +589,56 @@ class Daemon:
 
     async def run(self) -> None:
         """Until `stop()` (or SIGTERM / SIGINT when installed via `install_signals`)."""
-        # A Kubernetes source lists every kind before returning: not on the loop.
-        await asyncio.to_thread(self.source.start)
-        await self.liveness.start(self._on_liveness)
-        self.state = self.source.snapshot()
-        self.liveness.set_members(members_of(self.state))
-        gc.freeze()  # the first state: out of the collector's way, as after the first plan
+        # Until the first plan is applied the collector is off: the first state and
+        # plan are many thousand objects made at once and kept, which it would
+        # traverse again and again as they grow (a tenth of a start at 10,000
+        # Services).  Then they are frozen out of its way.
+        gc.disable()
+        try:
+            # A Kubernetes source lists every kind before returning: not on the loop.
+            await asyncio.to_thread(self.source.start)
+            await self.liveness.start(self._on_liveness)
+            self.state = self.source.snapshot()
+            self.liveness.set_members(members_of(self.state))
+            gc.freeze()  # the first state, as the first plan below
+        except BaseException:
+            gc.enable()
+            raise
         tasks = [asyncio.create_task(c) for c in
                  (self._follow_source(), self._ticker(), self._wait_ready())]
-        first = True
         try:
-            while not self._stopping.is_set():
-                waiter = asyncio.create_task(self._wake.wait())
-                stopper = asyncio.create_task(self._stopping.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                if self._stopping.is_set():
-                    break
-                self._wake.clear()
-                await self.reconcile()
-                if first:
-                    # The first state and plan (many thousand objects with many
-                    # Services) live until they change: out of the collector's way,
-                    # so that full collections, then and on each change, do not
-                    # traverse them all again.  They are freed as usual once unused;
-                    # only a reference cycle among them would stay.
-                    gc.freeze()
-                    first = False
-                    self.first_applied.set()
+            await self._serve()
         finally:
+            gc.enable()
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._shutdown()
+
+    async def _serve(self) -> None:
+        first = True
+        while not self._stopping.is_set():
+            waiter = asyncio.create_task(self._wake.wait())
+            stopper = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self._stopping.is_set():
+                break
+            self._wake.clear()
+            await self.reconcile()
+            if first:
+                # The first state and plan (many thousand objects with many
+                # Services) live until they change: out of the collector's way,
+                # so that full collections, then and on each change, do not
+                # traverse them all again.  They are freed as usual once unused;
+                # only a reference cycle among them would stay.
+                gc.freeze()
+                gc.enable()
+                first = False
+                self.first_applied.set()
 
     async def _shutdown(self) -> None:
         # Withdraw first, then tell the peers: by the time they send their
