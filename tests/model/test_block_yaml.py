@@ -2,7 +2,10 @@
 composer and constructor (`_composed_documents`) are the reference, object for
 object, line for line, error for error.  Generated block-style texts, and the
 same texts with characters put in or taken out anywhere, must come out the same
-whichever path reads them; most of the unedited ones must be read by lines."""
+whichever path reads them; most of the unedited ones must be read by lines.  A
+document whose shape came before (the same text but for the values after
+"key: ") is built from a template of that shape: generated texts and their
+siblings with other values, read again and again, come out the same too."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.kube.sources import file as source_file
 from foundation.kube.sources.file import (
+    _SLOT,
     _block_document,
     _composed_documents,
     _Fallback,
@@ -129,6 +134,48 @@ def test_edited_block_yaml_is_read_as_pyyaml_reads_it(seed: int, data: st.DataOb
         else:
             text = text[:at] + text[at + data.draw(st.integers(1, 3)):]
     assert_same(text)
+
+
+def untrailed(seed: int) -> str:
+    """A generated text without trailing blanks (which keep a text on the line path)."""
+    return "\n".join(line.rstrip(" ") for line in generated(seed).split("\n"))
+
+
+def sibling(text: str, rng: random.Random) -> str:
+    """`text` with other values after its "key: "s: the same shape."""
+    return _SLOT.sub(lambda _m: ": " + rng.choice(WORDS), text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32))
+def test_documents_of_a_known_shape_are_read_as_pyyaml_reads_them(seed: int) -> None:
+    rng = random.Random(seed)
+    text = untrailed(seed)
+    for _ in range(2):  # the second time, the shape's template is made
+        assert_same(text)
+    for _ in range(3):
+        other = sibling(text, rng)
+        assert _SLOT.sub(": ", other) == _SLOT.sub(": ", text)
+        assert_same(other)
+        assert_same(other)
+
+
+def test_most_generated_shapes_get_a_template() -> None:
+    made = 0
+    for seed in range(300):
+        text = untrailed(seed)
+        rng = random.Random(seed)
+        for value in (text, text, sibling(text, rng)):
+            assert_same(value)
+        made += source_file._SHAPES.get(_SLOT.sub(": ", text)) is not None
+    assert made > 150  # as most are read by lines
+
+
+def test_a_value_that_a_later_key_overrides_still_counts() -> None:
+    """`a: 1` then `a: 2` keeps the second; a first value the lines refuse sends
+    the text to PyYAML on the template as on the line path."""
+    for text in ("a: 1\na: 2\n", "a: 1\na: 2\n", "a: -x\na: 2\n", "a: x: y\na: 2\n"):
+        assert_same(text)
 
 
 @pytest.mark.parametrize("text", [

@@ -597,6 +597,33 @@ def _block_document(text: str) -> list[tuple[int, Any]]:
     if _BLOCK_UNSAFE.search(text) is not None or _BLOCK_MARKER.search(text, start - 1) \
             or text.startswith(("---", "...")) and not start:
         raise _Fallback("not plain block style")
+    if " \n" in text or text[-1:] == " " or len(text) > _SHAPE_MAX_TEXT:
+        return [_block_lines(text, start)]
+    shape = _SLOT.sub(": ", text)
+    template = _SHAPES.get(shape, _MISS)
+    if template is _MISS:
+        if shape not in _SHAPES_SEEN:  # a template pays from a shape's second document on
+            if len(_SHAPES_SEEN) >= _SHAPES_MAX:
+                _SHAPES_SEEN.clear()
+            _SHAPES_SEEN.add(shape)
+            return [_block_lines(text, start)]
+        try:
+            template = _template(text, start)
+        except _Fallback:
+            template = None
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[shape] = template
+    if template is None:
+        raise _Fallback("a shape the lines do not tell for certain")
+    line, build = template
+    # Every value is made a scalar, also one a later key of the same name
+    # overrides: its _Fallback counts as on the line path.
+    return [(line, build(list(map(_block_scalar, _SLOT.findall(text)))))]
+
+
+def _block_lines(text: str, start: int) -> tuple[int, Any]:
+    """The document of a text `_block_document` found safe, read from its lines."""
     lines = text[start:].split("\n")
     if " \n" in text or text[-1:] == " ":
         lines = [line.rstrip(" ") for line in lines]
@@ -608,7 +635,51 @@ def _block_document(text: str) -> list[tuple[int, Any]]:
     value, end = _block_node(rows, 0, 0, 1)
     if end != len(rows):
         raise _Fallback("a line out of place")
-    return [(rows[0][2] + 1, value)]
+    return rows[0][2] + 1, value
+
+
+# Documents of one shape.  Most of a large file is objects written alike (the
+# Services of one chart, say) that differ only in the values after "key: ": the
+# slots.  Once a shape comes a second time, its text with a marker in each slot
+# is read from its lines, and the structure compiled into a function that builds
+# it again from the slots' scalars; every later document of the shape is built
+# from its slots alone, at a third of the cost.  The shape (the text with the
+# slots emptied) holds everything else the lines decide by: indentation, keys,
+# "- " entries and their scalars, blank lines.  A slot's value cannot hold ": "
+# (_block_scalar refuses it), so the first ": " of a line starts its slot, as
+# `_block_mapping`'s partition; trailing blanks (which the lines strip first)
+# and long texts take the line path.
+_SLOT = re.compile(r": +([^\n]*)")
+_SLOT_MARK = "\x00"  # never in a text that reaches here (_BLOCK_UNSAFE)
+_SHAPES: dict[str, tuple[int, Any] | None] = {}  # shape -> (line, builder); None: _Fallback
+_SHAPES_SEEN: set[str] = set()
+_SHAPES_MAX = 1024
+_SHAPE_MAX_TEXT = 4096
+
+
+def _template(text: str, start: int) -> tuple[int, Any]:
+    """(first line, builder of the document from its slots' scalars) for `text`'s shape."""
+    slots = iter(range(1 << 30))
+    marked = _SLOT.sub(lambda _m: f": {_SLOT_MARK}{next(slots)}", text)
+    line, value = _block_lines(marked, start)
+    constants: list[Any] = []
+
+    def constant(obj: Any) -> str:
+        constants.append(obj)
+        return f"c[{len(constants) - 1}]"
+
+    def source(node: Any) -> str:
+        # Only indexes and brackets: no text of the document goes into the code.
+        if type(node) is dict:
+            return "{" + ", ".join(f"{constant(k)}: {source(v)}" for k, v in node.items()) + "}"
+        if type(node) is list:
+            return "[" + ", ".join(map(source, node)) + "]"
+        if type(node) is str and node.startswith(_SLOT_MARK):
+            return f"v[{int(node[1:])}]"
+        return constant(node)  # a scalar the shape holds: immutable, shared
+
+    code = f"lambda v: {source(value)}"
+    return line, eval(code, {"__builtins__": {}, "c": tuple(constants)})  # noqa: S307
 
 
 def _block_scalar(text: str) -> Any:
