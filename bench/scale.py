@@ -8,11 +8,14 @@ its control socket every few ms):
 
   direct      bench/bgp_scale.py's `ours`: `python3 -m speaker.bgp.runner`
               announcing N /32s, the reference the daemon is printed beside
+              (the median of --starts runs, default 3)
   speaker     `skein-speaker --node n1 --manifests FILE` in the speaker
               namespace, FILE holding the Node, an IPAddressPool, a BGPPeer
               (the router), a BGPAdvertisement and N Services of type
               LoadBalancer whose status already carries their address:
-                cold start   exec until BIRD has imported all N /32s
+                cold start   exec until BIRD has imported all N /32s (the
+                             median of --starts, default 3, each against a
+                             fresh router; the last speaker stays for the rest)
                 add / delete one Service written into FILE (atomic rename),
                              from just before the rename until BIRD holds /
                              no longer holds its /32
@@ -174,7 +177,8 @@ def loadavg() -> str:
 
 @dataclass
 class SpeakerResult:
-    cold: float = float("nan")
+    cold: float = float("nan")  # the median of colds
+    colds: list[float] = field(default_factory=list)
     add: list[float] = field(default_factory=list)
     delete: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
@@ -199,8 +203,9 @@ def median(values: list[float]) -> float:
 
 class Scale:
     def __init__(self, bench: bgp_scale.Bench, tmp: Path, changes: int,
-                 controller_changes: int, idle: float) -> None:
+                 controller_changes: int, idle: float, starts: int) -> None:
         self.bench = bench
+        self.starts = starts
         self.tmp = tmp
         self.changes = changes
         self.controller_changes = controller_changes
@@ -227,40 +232,46 @@ class Scale:
         services = "".join(service_doc(f"svc-{i}", address(i)) for i in range(count))
         base = head_docs() + services
         write_file(manifests, base)
-        ctl = self.bench.start_router(run)
         argv = [os.path.join(scripts_dir(), "skein-speaker"), "--node", "n1",
                 "--manifests", str(manifests), "--api-socket", str(self.tmp / f"{run}.sock")]
+        for start in range(self.starts):
+            # Each start against a fresh router; the last speaker stays for the changes.
+            ctl = self.bench.start_router(f"{run}-{start}")
 
-        def imported() -> int:
-            text = ctl.cmd("show protocols all spk")
-            match = bgp_scale._IMPORTED.search(text)
-            return int(match.group(1)) if match else 0
+            def imported() -> int:
+                text = ctl.cmd("show protocols all spk")  # noqa: B023 - called in this pass
+                match = bgp_scale._IMPORTED.search(text)
+                return int(match.group(1)) if match else 0
 
-        try:
-            t0 = time.monotonic()
-            proc = self.bench.popen(self.bench.speaker, argv, f"{run}.log", cwd=str(REPO))
-            log = f"{run}.log"
-            result.cold = self.wait(f"{count} routes at BIRD", lambda: imported() >= count,
-                                    proc, log, 60 + count / 500) - t0
-            wait_quiet(proc.pid)
-            for i in range(self.changes):
-                extra = service_doc(f"extra-{i}", address(count + i))
-                for kind, text, want in (("add", base + extra, count + 1),
-                                         ("delete", base, count)):
-                    before = cpu_seconds(proc.pid)
-                    t1 = write_file(manifests, text)
-                    held = self.wait(f"{kind} of extra-{i} at BIRD",
-                                     lambda: imported() == want,  # noqa: B023 - called at once
-                                     proc, log, 120)
-                    (result.add if kind == "add" else result.delete).append(held - t1)
-                    result.cpu.append(wait_quiet(proc.pid) - before)
-            start = cpu_seconds(proc.pid)
-            time.sleep(self.idle)
-            result.idle = (cpu_seconds(proc.pid) - start) / self.idle
-            result.rss_mb = vm_hwm_mb(proc.pid)
-        finally:
-            ctl.close()
-            self.bench.stop_procs()
+            try:
+                log = f"{run}-{start}.log"
+                t0 = time.monotonic()
+                proc = self.bench.popen(self.bench.speaker, argv, log, cwd=str(REPO))
+                result.colds.append(self.wait(f"{count} routes at BIRD",
+                                              lambda: imported() >= count,
+                                              proc, log, 60 + count / 500) - t0)
+                result.cold = median(result.colds)
+                if start < self.starts - 1:
+                    continue
+                wait_quiet(proc.pid)
+                for i in range(self.changes):
+                    extra = service_doc(f"extra-{i}", address(count + i))
+                    for kind, text, want in (("add", base + extra, count + 1),
+                                             ("delete", base, count)):
+                        before = cpu_seconds(proc.pid)
+                        t1 = write_file(manifests, text)
+                        held = self.wait(f"{kind} of extra-{i} at BIRD",
+                                         lambda: imported() == want,  # noqa: B023 - at once
+                                         proc, log, 120)
+                        (result.add if kind == "add" else result.delete).append(held - t1)
+                        result.cpu.append(wait_quiet(proc.pid) - before)
+                start_cpu = cpu_seconds(proc.pid)
+                time.sleep(self.idle)
+                result.idle = (cpu_seconds(proc.pid) - start_cpu) / self.idle
+                result.rss_mb = vm_hwm_mb(proc.pid)
+            finally:
+                ctl.close()
+                self.bench.stop_procs()
 
     def controller(self, count: int, result: ControllerResult) -> None:
         """Fills `result` as it goes (a failure keeps what was measured)."""
@@ -365,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Services added and deleted per size (default 10)")
     parser.add_argument("--controller-changes", type=int, default=5,
                         help="Services added to the controller's file per size (default 5)")
+    parser.add_argument("--starts", type=int, default=3,
+                        help="cold starts per size, of the speaker and of the direct path; "
+                             "the median is printed (default 3)")
     parser.add_argument("--idle", type=float, default=10.0,
                         help="seconds the idle speaker is watched (default 10)")
     parser.add_argument("--skip-direct", action="store_true", help="no direct-path reference")
@@ -374,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the temp dir with manifests and logs")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    if not sizes or max(sizes) + args.changes > 131_072 or args.changes < 1:
+    if not sizes or max(sizes) + args.changes > 131_072 or args.changes < 1 \
+            or args.starts < 1:
         parser.error("bad --sizes or --changes")
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces)")
@@ -389,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     tag = new_tag()
     tmp = Path(tempfile.mkdtemp(prefix="skein-scale-"))
     bench = bgp_scale.Bench(tag, tmp, "split")
-    scale = Scale(bench, tmp, args.changes, args.controller_changes, args.idle)
+    scale = Scale(bench, tmp, args.changes, args.controller_changes, args.idle,
+                  args.starts)
     print(f"scale benchmark: namespaces bgs{tag}r (router BIRD {ROUTER_IP}) and bgs{tag}s "
           f"(speaker {SPEAKER_IP}, /32s from {FIRST}); {os.cpu_count()} CPUs; load average "
           f"{loadavg()}", flush=True)
@@ -404,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
             # reported and the others still run.
             try:
                 if not args.skip_direct:
-                    direct[size] = bench.measure("ours", size)
+                    direct[size] = bgp_scale.median_result(
+                        [bench.measure("ours", size) for _ in range(args.starts)])
                     print(f"  direct {size}: {direct[size].total:.3f} s", file=sys.stderr,
                           flush=True)
             except Failed as exc:
