@@ -431,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.skip_speaker:
                     speakers[size] = s = SpeakerResult()
                     scale.speaker(size, s)
-                    print(f"  speaker {size}: cold {s.cold:.3f} s, add {ms(median(s.add))} ms, "
+                    colds = ", ".join(f"{c:.3f}" for c in s.colds)
+                    print(f"  speaker {size}: cold {s.cold:.3f} s ({colds}), "
+                          f"add {ms(median(s.add))} ms, "
                           f"delete {ms(median(s.delete))} ms, CPU {ms(median(s.cpu))} ms, "
                           f"idle {s.idle * 100:.2f} %", file=sys.stderr, flush=True)
             except Failed as exc:

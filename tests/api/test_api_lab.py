@@ -297,6 +297,43 @@ def test_a_live_socket_is_never_taken_over_and_a_stale_one_is(cluster: Cluster) 
          and json.loads(p.stdout)["node"] == "node2", 20, "node2 to serve the stale socket")
 
 
+_HOLD_PORT = """
+import socket, sys, time
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+def test_an_api_that_cannot_listen_ends_the_speaker_after_it_withdrew(
+        cluster: Cluster, tmp_path: Any) -> None:
+    """The API starts once the first plan is applied (the routes come first); a TCP
+    address it cannot listen on then ends the speaker in one line, exit status 2,
+    and what it announced meanwhile is withdrawn first."""
+    node1, node2 = cluster.lab.nodes["node1"], cluster.lab.nodes["node2"]
+    server, _, _ = issue(str(tmp_path), "server", ip=node1.underlay_ip, is_ca=True)
+    holder = node1.ns.popen(sys.executable, "-c", _HOLD_PORT, node1.underlay_ip, "50051",
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "listening\n"
+        cluster.start(node2)  # a live peer: node1 elects an owner at once
+        cluster.start(node1, "--api-address", f"tcp://{node1.underlay_ip}:50051",
+                      "--api-tls-cert", server.cert, "--api-tls-key", server.key)
+        assert cluster.speakers["node1"].wait(timeout=30) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    log = speaker_log(node1)
+    assert f"cannot listen on {node1.underlay_ip}:50051 for the API" in log, log
+    assert "Traceback" not in log, log
+    # It had planned, and withdrawn on the way out: node2 answers for LB4 alone.
+    assert f"+{LB4}" in log and f"stopped announcing {LB4}" in log, log
+    assert poll(lambda: set(arping_macs(cluster.client, LB4)) == {node_mac(node2)}, 20,
+                f"node2 alone to answer for {LB4}")
+
+
 def test_tcp_api_with_tls_and_mutual_tls(cluster: Cluster, tmp_path: Any) -> None:
     node1, node2 = cluster.lab.nodes["node1"], cluster.lab.nodes["node2"]
     d = str(tmp_path)
