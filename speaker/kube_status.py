@@ -24,8 +24,8 @@ liveness says is dead, which has nobody left to remove it.
 `StatusWriter` runs them in one thread, since the Kubernetes client blocks:
 after each change of what is announced, and every `resync` seconds to repair
 drift.  The objects are listed from the API for the first run, each resync,
-after a failure and when the live nodes changed (a dead node's ServiceL2Status
-is then deleted); in between, a change is planned against what the last list
+after a failure, and the ServiceL2Statuses again when the live nodes changed (a
+dead node's are then deleted); in between, a change is planned against what the last list
 and this writer's own writes since then say exists (listing every status
 object of the cluster on each change cost O(N) in the speaker and the API
 server both).  A failure is logged as one line (again only when it changes) and
@@ -384,9 +384,16 @@ class StatusWriter:
 
         timeout = (2, 5) if stopping else (2, 10)
         try:
-            if self._existing is None or stopping or live != self._listed_live:
-                listed: dict[str, dict[str, Mapping[str, Any]]] = {}
-                for kind in KINDS:
+            if self._existing is None or stopping:
+                stale: Sequence[Kind] = KINDS
+            else:
+                # Only layer 2 depends on who lives (a dead owner's objects are
+                # deleted): a heartbeat that lapses under load must not cost a list
+                # of every BGP status object of this node.
+                stale = [k for k in KINDS if k.mode == L2] if live != self._listed_live else []
+            if stale:
+                listed = dict(self._existing or {})
+                for kind in stale:
                     # Another node's objects matter only for layer 2 (a dead owner's
                     # are deleted): BGP lists this node's alone, not every node's N.
                     mine = None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
@@ -394,6 +401,7 @@ class StatusWriter:
                         self._collection(kind), label_selector=mine, timeout=timeout)
                     listed[kind.plural] = {_name(o): o for o in items}
                 self._existing, self._listed_live = listed, live
+            assert self._existing is not None
             existing = {plural: list(objs.values()) for plural, objs in self._existing.items()}
             for write in plan_writes(self.node, statuses, existing, live):
                 self._write(write, timeout)

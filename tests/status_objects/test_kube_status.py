@@ -298,7 +298,7 @@ class _Store:
 def test_a_change_is_written_without_listing_every_status_object_again() -> None:
     """The objects are listed once; a change is planned against what that list and
     the writer's own writes say exists.  A change of the live nodes (a dead owner's
-    objects to delete) and a failure list again."""
+    objects to delete) lists the ServiceL2Statuses again, a failure everything."""
     store = _Store()
     writer = StatusWriter(store, "node1", "skein-system")  # type: ignore[arg-type]
     live = frozenset({"node1"})
@@ -321,4 +321,9 @@ def test_a_change_is_written_without_listing_every_status_object_again() -> None
     assert "l2-x" in store.objects["servicel2statuses"]  # not listed: not known yet
     assert writer._sync(desired_statuses("node1", plan), frozenset({"node1", "node3"}), False)
     assert "l2-x" not in store.objects["servicel2statuses"]
-    assert len(store.lists) == 2 * len(KIND_OF)
+    # Only the layer 2 kind: what BGP status objects exist does not depend on who lives.
+    assert store.lists[len(KIND_OF):] == ["servicel2statuses"]
+    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.4", "d/db", peers=("router",)))
+    assert writer._sync(desired_statuses("node1", plan), frozenset({"node1"}), False)
+    assert store.lists[len(KIND_OF):] == ["servicel2statuses"] * 2
+    assert {name for _, name in store.statuses("node1")} == {"web", "db"}
