@@ -242,6 +242,14 @@ def plan_writes(node: str, desired: Mapping[Key, dict[str, Any]],
     return writes
 
 
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What plan_writes reads of a status object: its name, labels and status.  The
+    rest (managedFields above all) was most of the memory of the N objects kept."""
+    meta = obj.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels")},
+            "status": obj.get("status")}
+
+
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name"))
 
@@ -398,7 +406,8 @@ class StatusWriter:
                     # are deleted): BGP lists this node's alone, not every node's N.
                     mine = None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
                     items, _ = self.client.list_all(
-                        self._collection(kind), label_selector=mine, timeout=timeout)
+                        self._collection(kind), label_selector=mine, timeout=timeout,
+                        each=_slim)
                     listed[kind.plural] = {_name(o): o for o in items}
                 self._existing, self._listed_live = listed, live
             assert self._existing is not None
@@ -449,7 +458,7 @@ class StatusWriter:
             name = _name(created)
             if created.get("status") != write.status:  # dropped: a status subresource
                 self._patch_status(collection, name, write.status, timeout)
-            self._known(write.kind)[name] = {**created, "status": write.status}
+            self._known(write.kind)[name] = {**_slim(created), "status": write.status}
             log.info("%s %s: Service %s announced from %s", write.kind.kind, name, service,
                      self.node)
             return

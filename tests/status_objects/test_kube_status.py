@@ -260,14 +260,14 @@ class _Store:
         self.serial = 0
 
     def list_all(self, path: str, label_selector: str | None = None,
-                 **_kw: Any) -> tuple[list[Any], str]:
+                 each: Any = None, **_kw: Any) -> tuple[list[Any], str]:
         plural = path.rsplit("/", 1)[1]
         self.lists.append(plural)
         items = list(self.objects.get(plural, {}).values())
         if label_selector is not None:
             key, _, value = label_selector.partition("=")
             items = [o for o in items if o["metadata"]["labels"].get(key) == value]
-        return [dict(o) for o in items], "1"
+        return [dict(o) if each is None else each(o) for o in items], "1"
 
     def request(self, method: str, path: str, body: Any = None, **_kw: Any) -> Any:
         parts = path.split("/")
@@ -276,7 +276,8 @@ class _Store:
         if method == "POST":
             self.serial += 1
             name = f"{body['metadata']['generateName']}{self.serial}"
-            created = {**body, "metadata": {**body["metadata"], "name": name}}
+            created = {**body, "metadata": {**body["metadata"], "name": name,
+                                            "managedFields": [{"manager": "skein"}]}}
             self.objects.setdefault(parts[-1], {})[name] = created
             return dict(created)
         if method == "PATCH":
@@ -327,3 +328,7 @@ def test_a_change_is_written_without_listing_every_status_object_again() -> None
     assert writer._sync(desired_statuses("node1", plan), frozenset({"node1"}), False)
     assert store.lists[len(KIND_OF):] == ["servicel2statuses"] * 2
     assert {name for _, name in store.statuses("node1")} == {"web", "db"}
+    # What it keeps of each object is what it plans by: name, labels, status.
+    assert writer._existing is not None
+    kept = [o for objs in writer._existing.values() for o in objs.values()]
+    assert kept and all(set(o["metadata"]) == {"name", "labels"} for o in kept)

@@ -216,8 +216,11 @@ class KubeClient:
         return response.response
 
     def list_all(self, path: str, page_size: int = 500, label_selector: str | None = None,
-                 timeout: Any = 30) -> tuple[list[Any], str]:
-        """Every item of a collection (following `continue`) and the list's resourceVersion."""
+                 timeout: Any = 30, each: Callable[[Any], Any] | None = None
+                 ) -> tuple[list[Any], str]:
+        """Every item of a collection (following `continue`) and the list's resourceVersion;
+        with `each`, what it makes of every item, page by page (only a page of the
+        items as sent is held at once)."""
         items: list[Any] = []
         token = ""
         while True:
@@ -227,7 +230,8 @@ class KubeClient:
             if token:
                 query.append(("continue", token))
             body = self.request("GET", path, query, timeout=timeout)
-            items.extend(body.get("items") or [])
+            page = body.get("items") or []
+            items.extend(page if each is None else map(each, page))
             meta = body.get("metadata") or {}
             token = meta.get("continue") or ""
             if not token:
