@@ -593,7 +593,10 @@ class KubeSource(Source):
             if api_version is None:
                 continue
             try:
-                items, rv = self.client.list_all(res.path(api_version), self.page_size)
+                # Parsed page by page: N objects as sent (managedFields and all) are
+                # never held at once beside what is made of them.
+                items, rv = self.client.list_all(res.path(api_version), self.page_size,
+                                                 each=partial(self._parsed, res, api_version))
             except ApiException as exc:
                 if exc.status == 404:
                     continue
@@ -609,14 +612,17 @@ class KubeSource(Source):
         self._replace(res, None, [])
         return None
 
-    def _replace(self, res: Resource, api_version: str | None, items: list[Any]) -> None:
-        parsed: dict[tuple[str, str], ModelObject] = {}
-        for item in items:
-            obj = self._parse(res, api_version or "", item)
-            if obj is not None:
-                parsed[_item_key(item)] = obj
+    def _parsed(self, res: Resource, api_version: str, item: Any
+                ) -> tuple[tuple[str, str], ModelObject | None]:
+        """A listed item's key and what it parses to (None: skipped, logged)."""
+        return _item_key(item), self._parse(res, api_version, item)
+
+    def _replace(self, res: Resource, api_version: str | None,
+                 items: list[tuple[tuple[str, str], ModelObject | None]]) -> None:
+        """`items`: every listed item's key and object (`_parsed`)."""
+        parsed = {key: obj for key, obj in items if obj is not None}
         ordered = sorted((_key(ref_of(obj)), obj) for obj in parsed.values())
-        listed = {(res, _item_key(item)) for item in items}
+        listed = {(res, key) for key, _ in items}
         with self._lock:
             for gone in [k for k in self._errors if k[0] == res and k not in listed]:
                 del self._errors[gone]  # relisted without it: deleted meanwhile
