@@ -39,7 +39,8 @@ a read of a file still being written) came since the first, unless the path is
 a symlink to another directory, whose writes the watch does not see.
 Re-reading costs a read and a byte comparison, and parses only when the bytes
 differ; a parse decodes and parses only the documents whose bytes changed
-(`ManifestParser`).
+(`ManifestParser`), and a plain block document of a shape seen before is built
+from that shape's template (`_block_document`).
 """
 
 from __future__ import annotations
