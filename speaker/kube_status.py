@@ -285,6 +285,7 @@ class StatusWriter:
         self._stopping = False
         self._announced: set[Key] = set()
         self._seen: tuple[object, frozenset[str]] | None = None  # the last observe's inputs
+        self._l2 = False  # whether that plan has this node announce by layer 2
         self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
@@ -299,10 +300,16 @@ class StatusWriter:
         """What this node announces now; cheap, never blocks."""
         # The event bus calls this every second: the same plan (the daemon keeps an
         # unchanged one as the same object) needs no look at all N of it again.
-        if self._seen is not None and self._seen[0] is desired and self._seen[1] == live:
-            return
+        if self._seen is not None and self._seen[0] is desired:
+            # Who lives matters only to layer 2 (a dead owner's ServiceL2Status):
+            # a heartbeat that lapses under load must not cost a look at all N, nor
+            # a sync, when this node announces nothing by layer 2.
+            if self._seen[1] == live or not self._l2:
+                self._seen = (desired, live)
+                return
         self._seen = (desired, live)
         statuses = desired_statuses(self.node, desired)
+        self._l2 = any(key[0] == L2 for key in statuses)
         events = [Note("v1", "Service", namespace, name, REASON, message, warning=False)
                   for namespace, name, message in
                   assigned_messages(self.node, self._announced, statuses)]

@@ -234,7 +234,8 @@ def test_each_problem_is_reported_once_and_again_after_it_went_away() -> None:
 
 def test_the_same_plan_observed_again_is_not_looked_at_again(monkeypatch: Any) -> None:
     """The event bus hands the writer the plan every second; only a new plan (or a
-    new set of live nodes) is turned into statuses and Events."""
+    new set of live nodes, when this node announces by layer 2) is turned into
+    statuses and Events."""
     import speaker.kube_status as kube_status
 
     calls = record_calls(monkeypatch, kube_status, "desired_statuses")
@@ -248,6 +249,14 @@ def test_the_same_plan_observed_again_is_not_looked_at_again(monkeypatch: Any) -
     assert [len(desired) for _node, desired in calls] == [1, 1, 2]
     assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("l2", "d", "db")}
     assert [n.name for n in writer._wanted.events] == ["web", "db"]
+    # Without layer 2 here, who lives does not matter: a heartbeat lapse is no work.
+    bgp_only = (bgp("10.0.0.3", "d/api", peers=("router",)),)
+    writer.observe(bgp_only, frozenset({"node1", "node2"}))
+    writer._dirty = False
+    writer.observe(bgp_only, frozenset({"node1"}))
+    writer.observe(bgp_only, frozenset({"node1", "node2"}))
+    assert len(calls) == 4 and not writer._dirty
+    assert set(writer._wanted.statuses) == {("bgp", "d", "api")}
 
 
 class _Store:
