@@ -592,7 +592,7 @@ class Daemon:
         # Until the first plan is applied the collector is off: the first state and
         # plan are many thousand objects made at once and kept, which it would
         # traverse again and again as they grow (a tenth of a start at 10,000
-        # Services).  Then they are frozen out of its way.
+        # Services).  `_serve` then freezes them out of its way and turns it on.
         gc.disable()
         try:
             # A Kubernetes source lists every kind before returning: not on the loop.
@@ -600,22 +600,19 @@ class Daemon:
             await self.liveness.start(self._on_liveness)
             self.state = self.source.snapshot()
             self.liveness.set_members(members_of(self.state))
-            gc.freeze()  # the first state, as the first plan below
-        except BaseException:
-            gc.enable()
-            raise
-        tasks = [asyncio.create_task(c) for c in
-                 (self._follow_source(), self._ticker(), self._wait_ready())]
-        try:
-            await self._serve()
+            tasks = [asyncio.create_task(c) for c in
+                     (self._follow_source(), self._ticker(), self._wait_ready())]
+            try:
+                await self._serve()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await self._shutdown()
         finally:
             gc.enable()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self._shutdown()
 
     async def _serve(self) -> None:
         first = True
@@ -630,11 +627,10 @@ class Daemon:
             self._wake.clear()
             await self.reconcile()
             if first:
-                # The first state and plan (many thousand objects with many
-                # Services) live until they change: out of the collector's way,
-                # so that full collections, then and on each change, do not
-                # traverse them all again.  They are freed as usual once unused;
-                # only a reference cycle among them would stay.
+                # The first state and plan live until they change: frozen, full
+                # collections then and on each change do not traverse them again.
+                # They are freed as usual once unused; only a reference cycle among
+                # them would stay.
                 gc.freeze()
                 gc.enable()
                 first = False

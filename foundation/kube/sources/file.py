@@ -598,8 +598,9 @@ def _block_document(text: str) -> list[tuple[int, Any]]:
     if _BLOCK_UNSAFE.search(text) is not None or _BLOCK_MARKER.search(text, start - 1) \
             or text.startswith(("---", "...")) and not start:
         raise _Fallback("not plain block style")
-    if " \n" in text or text[-1:] == " " or len(text) > _SHAPE_MAX_TEXT:
-        return [_block_lines(text, start)]
+    trailing = " \n" in text or text[-1:] == " "
+    if trailing or len(text) > _SHAPE_MAX_TEXT:
+        return [_block_lines(text, start, trailing)]
     shape = _SLOT.sub(": ", text)
     template = _SHAPES.get(shape, _MISS)
     if template is _MISS:
@@ -607,7 +608,7 @@ def _block_document(text: str) -> list[tuple[int, Any]]:
             if len(_SHAPES_SEEN) >= _SHAPES_MAX:
                 _SHAPES_SEEN.clear()
             _SHAPES_SEEN.add(shape)
-            return [_block_lines(text, start)]
+            return [_block_lines(text, start, False)]
         try:
             template = _template(text, start)
         except _Fallback:
@@ -623,10 +624,11 @@ def _block_document(text: str) -> list[tuple[int, Any]]:
     return [(line, build(list(map(_block_scalar, _SLOT.findall(text)))))]
 
 
-def _block_lines(text: str, start: int) -> tuple[int, Any]:
-    """The document of a text `_block_document` found safe, read from its lines."""
+def _block_lines(text: str, start: int, trailing: bool) -> tuple[int, Any]:
+    """The document of a text `_block_document` found safe, read from its lines
+    (their trailing blanks stripped first when it has any)."""
     lines = text[start:].split("\n")
-    if " \n" in text or text[-1:] == " ":
+    if trailing:
         lines = [line.rstrip(" ") for line in lines]
     rows = [(len(line) - len(content), content, number)
             for number, line in enumerate(lines, 1 if start else 0)
@@ -660,9 +662,9 @@ _SHAPE_MAX_TEXT = 4096
 
 def _template(text: str, start: int) -> tuple[int, Any]:
     """(first line, builder of the document from its slots' scalars) for `text`'s shape."""
-    slots = iter(range(1 << 30))
+    slots = iter(range(len(text)))  # fewer slots than characters
     marked = _SLOT.sub(lambda _m: f": {_SLOT_MARK}{next(slots)}", text)
-    line, value = _block_lines(marked, start)
+    line, value = _block_lines(marked, start, False)
     constants: list[Any] = []
 
     def constant(obj: Any) -> str:
