@@ -63,6 +63,12 @@ def parse_network(text: object, field: str = "") -> IPNetwork:
     return loose
 
 
+def address_order(address: IPAddress) -> tuple[int, int]:
+    """Sort key: IPv4 before IPv6, then numeric (addresses of both families
+    do not compare with `<`)."""
+    return (address.version, int(address))
+
+
 def address_at(version: int, value: int) -> IPAddress:
     # ip_address(int) guesses the family from the magnitude; a small IPv6 value
     # such as ::5 must stay IPv6, so the family is always explicit.

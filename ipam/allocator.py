@@ -62,10 +62,6 @@ class Allocation(NamedTuple):
     range_id: int
 
 
-def _sorted(addresses: list[IPAddress]) -> list[IPAddress]:
-    return sorted(addresses, key=lambda a: (a.version, int(a)))
-
-
 class Allocator:
     """Hands out the addresses of one range set (index `range_id` in the config)."""
 
@@ -85,7 +81,7 @@ class Allocator:
         held = [a for a in index.held(att) if self.range_set.contains(a)]
         if held:
             raise DuplicateAllocation(
-                f"{att} already holds {', '.join(map(str, _sorted(held)))} in "
+                f"{att} already holds {', '.join(map(str, held))} in "
                 f"{self._describe()}", self.range_id)
         if self.range_set.usable_count() - index.taken(self.range_set) <= 0:
             raise RangeExhausted(f"no free address in {self._describe()}", self.range_id)

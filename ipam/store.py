@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from foundation.addresses import IPAddress
+from foundation.addresses import IPAddress, address_order
 from foundation.cni.spec import Attachment
 
 if TYPE_CHECKING:
@@ -160,18 +160,21 @@ class LeaseIndex:
                 if _counted(range_set, address):
                     self._taken[range_set] += step
 
+    def _of(self, att: Attachment, holds: Callable[[Lease, Attachment], bool]) -> list[IPAddress]:
+        # In address order: a set's order depends on its history, which differs
+        # between a scan and a store kept current, and callers report this list.
+        return sorted((a for a in self._by_container.get(att.container_id.strip(), ())
+                       if holds(self.leases[a], att)), key=address_order)
+
     def held(self, att: Attachment) -> list[IPAddress]:
         """Addresses `att` holds: its own leases and its container's legacy ones."""
-        return [a for a in self._by_container.get(att.container_id.strip(), ())
-                if self.leases[a].held_by(att)]
+        return self._of(att, Lease.held_by)
 
     def exact(self, att: Attachment) -> list[IPAddress]:
-        return [a for a in self._by_container.get(att.container_id.strip(), ())
-                if self.leases[a].exact(att)]
+        return self._of(att, Lease.exact)
 
     def legacy(self, att: Attachment) -> list[IPAddress]:
-        return [a for a in self._by_container.get(att.container_id.strip(), ())
-                if self.leases[a].legacy(att)]
+        return self._of(att, Lease.legacy)
 
     def taken(self, range_set: RangeSet) -> int:
         """How many usable addresses of `range_set` are leased; counted once,
@@ -502,7 +505,7 @@ class DiskStore:
 
     def get_by_id(self, att: Attachment) -> list[IPAddress]:
         """Addresses leased to `att`, counting legacy ID-only leases of its container."""
-        return sorted(self.index().held(att), key=lambda a: (a.version, int(a)))
+        return self.index().held(att)
 
     def release_by_id(self, att: Attachment) -> list[IPAddress]:
         """Release what `att` holds, as the reference does: its exact leases, or

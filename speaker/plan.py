@@ -40,6 +40,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from foundation.addresses import address_order
 from foundation.kube.model.cluster import ClusterState
 from foundation.kube.model.communities import BGPCommunity
 from foundation.kube.model.fields import IPAddress, IPNetwork, unannounceable
@@ -226,7 +227,7 @@ def l2_addresses(state: ClusterState, lb_class: str | None = None, *,
         scores = {n: v for n, v in per_score.get(address, {}).items() if n in merged}
         views.append(AddressView(address, tuple(sorted(k for k, _ in entries)), merged,
                                  scores))
-    views.sort(key=lambda v: (v.address.version, int(v.address)))
+    views.sort(key=lambda v: address_order(v.address))
     return views
 
 

@@ -52,6 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from foundation.addresses import address_order
 from foundation.kube.model.fields import IPAddress
 from foundation.netlink.mac import mac_bytes, mac_text
 from speaker.l2 import frames
@@ -204,7 +205,7 @@ class L2Announcer:
     # -- status -------------------------------------------------------------------------
 
     def owned(self) -> dict[str, list[IPAddress]]:
-        return {p.ifname: sorted(p.owned, key=lambda a: (a.version, int(a)))
+        return {p.ifname: sorted(p.owned, key=address_order)
                 for p in self._ports.values()}
 
     # -- ports ----------------------------------------------------------------------------

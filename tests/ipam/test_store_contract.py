@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from foundation.cni import spec
@@ -51,6 +51,10 @@ def apply(store: Store, op: tuple[Any, ...]) -> object:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operation, max_size=25))
+# Two leases of one attachment: a set's order follows the address's hash, which
+# is a string's, so it changed with the process's hash seed.
+@example([("reserve", ATTACHMENTS[0], ADDRESSES[5], 0),
+          ("reserve", ATTACHMENTS[0], ADDRESSES[4], 0), ("release_by_id", ATTACHMENTS[0])])
 def test_fake_and_disk_agree(ops: list[tuple[Any, ...]]) -> None:
     fake = FakeStore()
     with tempfile.TemporaryDirectory() as tmp, DiskStore.open(tmp, "n") as disk:
