@@ -440,7 +440,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reassert = False
         self._stopping = asyncio.Event()
-        # Set once the first plan has been applied: what may wait (the API) waits for it.
+        # Set once the first plan made with the liveness ready has been applied (one
+        # made before elects no layer 2 owner): what may wait (the API) waits for it.
         self.first_applied = asyncio.Event()
         self._warned_not_a_node = False
         # For speaker.api: addresses announced by hand (merged into the plan), and the
@@ -625,7 +626,10 @@ class Daemon:
             if self._stopping.is_set():
                 break
             self._wake.clear()
+            ready = self.liveness.ready
             await self.reconcile()
+            if ready:
+                self.first_applied.set()
             if first:
                 # The first state and plan live until they change: frozen, full
                 # collections then and on each change do not traverse them again.
@@ -634,7 +638,6 @@ class Daemon:
                 gc.freeze()
                 gc.enable()
                 first = False
-                self.first_applied.set()
 
     async def _shutdown(self) -> None:
         # Withdraw first, then tell the peers: by the time they send their

@@ -324,3 +324,44 @@ def test_a_resync_with_nothing_new_skips_only_what_cannot_need_it(tmp_path: Any)
     asyncio.run(go())
     assert bgp.applied == [2]  # once (one L2 and one BGP entry), then skipped
     assert on_lo.applied == [2, 2, 2] and l2.applied == [2, 2, 2]
+
+
+class NotReadyYet(FakeLiveness):
+    ready = False
+
+    async def start(self, on_change: Any) -> None:
+        self.on_change = on_change
+
+    async def leave(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_first_plan_the_api_waits_for_is_one_made_with_the_liveness_ready(
+        tmp_path: Any) -> None:
+    """A plan made before the liveness is ready elects no layer 2 owner: the API
+    (which may end the speaker when it cannot start) waits for the one after."""
+    from foundation.kube.sources.file import FileSource
+    from speaker.daemon import Daemon
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump_all(
+        [*_config(False), _service("s1", ["198.51.100.1"], 80, None, False, {})]))
+    liveness = NotReadyYet()
+    announcer = FakeAnnouncer("l2", False)
+    daemon = Daemon("n1", FileSource(str(path)), liveness,  # type: ignore[arg-type]
+                    [announcer], resync=0.05)
+
+    async def go() -> None:
+        running = asyncio.create_task(daemon.run())
+        while len(announcer.applied) < 2:  # reconciled (resyncs), not ready yet
+            await asyncio.sleep(0.01)
+        assert not daemon.first_applied.is_set()
+        liveness.ready = True
+        await asyncio.wait_for(daemon.first_applied.wait(), 30)
+        daemon.stop()
+        await running
+
+    asyncio.run(go())

@@ -270,11 +270,13 @@ def test_mutated_documents_agree(data: st.DataObject) -> None:
         target = doc
         for key in path[:-1]:
             target = target[key]
+        # Copied: a drawn [] or {} of NEAR_MISSES is the one object every example
+        # draws, and a second mutation may write into it.
         if isinstance(target, dict) and data.draw(st.booleans()):
             target[data.draw(st.sampled_from([path[-1], "clusterIP", "podCIDR", "ready"]))] = (
-                data.draw(values))
+                copy.deepcopy(data.draw(values)))
         else:
-            target[path[-1]] = data.draw(values)
+            target[path[-1]] = copy.deepcopy(data.draw(values))
     assert_same(doc)
 
 
