@@ -21,20 +21,22 @@ the new owner of an L2 Service also removes the ServiceL2Status of a node its
 liveness says is dead, which has nobody left to remove it.
 
 `plan_writes` is pure (existing objects + what should exist -> operations);
-`StatusWriter` runs them in one thread, since the Kubernetes client blocks:
-after each change of what is announced, and every `resync` seconds to repair
-drift.  The objects are listed from the API for the first run, each resync,
-after a failure, and the ServiceL2Statuses again when the live nodes changed (a
-dead node's are then deleted); in between, a change is planned against what the last list
-and this writer's own writes since then say exists (listing every status
-object of the cluster on each change cost O(N) in the speaker and the API
-server both).  A failure is logged as one line (again only when it changes) and
+`StatusWriter` runs them in one thread, since the Kubernetes client blocks,
+after each change of what is announced.  What exists is kept by a watch of
+each kind (this node's ServiceBGPStatuses; every node's ServiceL2Statuses, as
+a dead node's are deleted) and by this writer's own writes: listed once, then
+followed, as MetalLB's informer cache does.  An event that shows drift (an
+object of ours changed or deleted by someone else, another node's object for
+a Service this node owns by layer 2) makes the writer sync again; the echo of
+its own writes does not.  Listing every status object again on a timer, or
+whenever a heartbeat lapsed, cost O(N) in the speaker and the API server both,
+idle.  A failure is logged as one line (again only when it changes) and
 retried with back-off; nothing here raises into the daemon.  When the API does
 not serve the kinds (their CRDs are not installed) the writer says so once and
-tries again every `resync`.
+their watch looks again every `resync` seconds.
 
 RBAC: in the speaker's namespace, servicel2statuses and servicebgpstatuses
-list/create/patch/delete and their /status patch; events create (any namespace).
+list/watch/create/delete and their /status patch; events create (any namespace).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from foundation.kube.sources.kube import KubeClient, one_line
+from foundation.kube.sources.kube import KubeClient, ListWatch, Position, one_line
 from speaker.plan import BGP, L2, Announcement
 
 log = logging.getLogger("speaker.status")
@@ -242,6 +245,28 @@ def plan_writes(node: str, desired: Mapping[Key, dict[str, Any]],
     return writes
 
 
+def shows_drift(node: str, desired: Mapping[Key, Mapping[str, Any]], live: frozenset[str],
+                kind: Kind, event: str, obj: Mapping[str, Any]) -> bool:
+    """Whether this watch event (ADDED, MODIFIED, DELETED) of a status object may
+    call for a write by `node` (what plan_writes would do about it): one of its
+    objects deleted while its Service is announced, or now other than wanted;
+    another node's ServiceL2Status for a Service this node owns, that node dead.
+    The echo of the node's own writes shows none: that of a create has no status
+    yet (the API drops it; a status patch follows)."""
+    found = _key_of(kind, obj)
+    if found is None:
+        return False
+    owner, key = found
+    wanted = desired.get(key)
+    if owner != node:
+        return (kind.mode == L2 and event != "DELETED" and wanted is not None
+                and owner not in live)
+    if event == "DELETED":
+        return wanted is not None
+    status = obj.get("status")
+    return status != wanted and not (event == "ADDED" and not status and wanted is not None)
+
+
 def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     """What plan_writes reads of a status object: its name, labels and status.  The
     rest (managedFields above all) was most of the memory of the N objects kept."""
@@ -272,12 +297,14 @@ class StatusWriter:
     """Keeps this node's status objects and Events in the API (see the module docstring)."""
 
     def __init__(self, client: KubeClient, node: str, namespace: str, *,
-                 owner: Mapping[str, str] | None = None, resync: float = 30.0) -> None:
+                 owner: Mapping[str, str] | None = None, resync: float = 30.0,
+                 watch_timeout: int = 300) -> None:
         self.client = client
         self.node = node
         self.namespace = namespace
         self.owner = dict(owner) if owner else None  # the speaker's Pod: apiVersion, kind...
         self.resync = resync
+        self.watch_timeout = watch_timeout
         self._lock = threading.Condition()
         self._wanted = _Wanted()
         self._dirty = False
@@ -289,10 +316,15 @@ class StatusWriter:
         self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
-        # The objects as listed (plural -> name -> object) and changed by this writer's
-        # writes since, and the live nodes then; None: list before the next sync.
-        self._existing: dict[str, dict[str, Mapping[str, Any]]] | None = None
-        self._listed_live: frozenset[str] = frozenset()
+        # What the API holds (plural -> name -> object), kept by each kind's watch
+        # and this writer's writes; a kind is planned for once its list arrived, and
+        # one the API does not serve is in `_missing`.
+        self._existing: dict[str, dict[str, Mapping[str, Any]]] = {k.plural: {} for k in KINDS}
+        self._listed: set[str] = set()
+        self._missing: set[str] = set()
+        self._stop = threading.Event()
+        self._watches: list[ListWatch] = []
+        self._watch_threads: list[threading.Thread] = []
 
     # -- on the daemon's loop -------------------------------------------------------------------
 
@@ -322,7 +354,7 @@ class StatusWriter:
             self._wanted.statuses, self._wanted.live = statuses, live
             self._wanted.events += events
             self._dirty = True
-            self._lock.notify()
+            self._lock.notify_all()
 
     def observe_problems(self, problems: Sequence[str]) -> None:
         """The daemon's plan problems now: an Event for each one that is new (one
@@ -336,35 +368,112 @@ class StatusWriter:
         with self._lock:
             self._wanted.events += notes
             self._dirty = True
-            self._lock.notify()
+            self._lock.notify_all()
 
     def start(self) -> None:
+        self._stop.clear()
+        self._watches = [
+            ListWatch(self.client, f"{kind.kind} status objects", partial(self._list, kind),
+                      partial(self._on_event, kind), label_selector=self._selector(kind),
+                      watch_timeout=self.watch_timeout, backoff_max=self.resync,
+                      while_failing="status objects are written once it is back")
+            for kind in KINDS]
+        for watch in self._watches:
+            watch.stop = self._stop
+            thread = threading.Thread(target=self._follow, args=(watch,),
+                                      name=f"StatusWriter({watch.name})", daemon=True)
+            thread.start()
+            self._watch_threads.append(thread)
         self._thread = threading.Thread(target=self._run, name="StatusWriter", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 3.0) -> None:
         """Remove this node's objects (it announces nothing any more), then stop."""
+        # The watches first: the last sync plans by what they said (and lists a kind
+        # they never listed).
+        self._stop.set()
+        for watch in self._watches:
+            watch.interrupt()
         with self._lock:
             self._wanted.statuses, self._wanted.events = {}, []
             self._stopping = True
             self._dirty = True
-            self._lock.notify()
+            self._lock.notify_all()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
+        for thread in self._watch_threads:
+            thread.join(timeout)
+        self._watch_threads = []
 
-    # -- in the thread ----------------------------------------------------------------------------
+    # -- in the watch threads ---------------------------------------------------------------------
+
+    def _follow(self, watch: ListWatch) -> None:
+        # Not before the daemon's first plan: a start with many Services wants the
+        # CPU for its routes, and nothing is written before then anyway.
+        with self._lock:
+            while not (self._observed or self._stopping):
+                self._lock.wait()
+        watch.run()
+
+    def _selector(self, kind: Kind) -> str | None:
+        # Another node's objects matter only for layer 2 (a dead owner's are
+        # deleted): BGP follows this node's alone, not every node's N.
+        return None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
+
+    def _list(self, kind: Kind, timeout: Any = (2, 10)) -> Position | None:
+        """List `kind` (what it keeps of each object: `_slim`) in place of what was
+        known; where to watch from, or None when the API does not serve it."""
+        from kubernetes.client.exceptions import ApiException
+
+        collection = self._collection(kind)
+        try:
+            items, version = self.client.list_all(collection, label_selector=self._selector(kind),
+                                                  timeout=timeout, each=_slim)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            with self._lock:
+                self._missing.add(kind.plural)
+                self._listed.discard(kind.plural)
+                self._existing[kind.plural] = {}
+                self._changed()
+            return None
+        with self._lock:
+            self._existing[kind.plural] = {_name(o): o for o in items}
+            self._listed.add(kind.plural)
+            self._missing.discard(kind.plural)
+            self._changed()  # what was missed while not watching is planned for now
+        return collection, version
+
+    def _on_event(self, kind: Kind, event: str, obj: Any) -> None:
+        slim = _slim(obj)
+        name = _name(slim)
+        with self._lock:
+            known = self._existing[kind.plural]
+            if event == "DELETED":
+                known.pop(name, None)
+            elif event != "ADDED" or name not in known:  # not the echo of our create
+                known[name] = slim
+            if shows_drift(self.node, self._wanted.statuses, self._wanted.live, kind, event,
+                           slim):
+                self._changed()
+
+    def _changed(self) -> None:
+        """Sync again (with the lock held); not before the daemon's first plan."""
+        if self._observed or self._stopping:
+            self._dirty = True
+            self._lock.notify_all()
+
+    # -- in the writer's thread ------------------------------------------------------------------
 
     def _run(self) -> None:
         delay = 1.0
         while True:
             with self._lock:
-                while not self._dirty and not self._observed:
-                    self._lock.wait()  # nothing is known before the daemon's first plan
-                if not self._dirty:
-                    self._lock.wait(self.resync)
-                    if not self._dirty:
-                        self._existing = None  # a resync: what the API holds decides
+                # Nothing is known before the daemon's first plan (close() excepted).
+                while not self._dirty or not (self._observed or self._stopping):
+                    self._lock.wait()
                 stopping = self._stopping
                 statuses, live = dict(self._wanted.statuses), self._wanted.live
                 events, self._wanted.events = self._wanted.events, []
@@ -399,42 +508,29 @@ class StatusWriter:
 
         timeout = (2, 5) if stopping else (2, 10)
         try:
-            if self._existing is None or stopping:
-                stale: Sequence[Kind] = KINDS
-            else:
-                # Only layer 2 depends on who lives (a dead owner's objects are
-                # deleted): a heartbeat that lapses under load must not cost a list
-                # of every BGP status object of this node.
-                stale = [k for k in KINDS if k.mode == L2] if live != self._listed_live else []
-            if stale:
-                listed = dict(self._existing or {})
-                for kind in stale:
-                    # Another node's objects matter only for layer 2 (a dead owner's
-                    # are deleted): BGP lists this node's alone, not every node's N.
-                    mine = None if kind.mode == L2 else f"{LABEL_NODE}={self.node}"
-                    items, _ = self.client.list_all(
-                        self._collection(kind), label_selector=mine, timeout=timeout,
-                        each=_slim)
-                    listed[kind.plural] = {_name(o): o for o in items}
-                self._existing, self._listed_live = listed, live
-            assert self._existing is not None
-            existing = {plural: list(objs.values()) for plural, objs in self._existing.items()}
-            for write in plan_writes(self.node, statuses, existing, live):
+            if stopping:  # the last chance to remove ours: a kind never listed is now
+                for kind in KINDS:
+                    if kind.plural not in self._listed:
+                        self._list(kind, timeout)
+            with self._lock:
+                ready = {k.plural for k in KINDS if k.plural in self._listed}
+                missing = bool(self._missing)
+                existing = {plural: list(self._existing[plural].values()) for plural in ready}
+            writes = [w for w in plan_writes(self.node, statuses, existing, live)
+                      if w.kind.plural in ready]
+            for write in writes:
                 self._write(write, timeout)
         except ApiException as exc:
-            self._existing = None  # what was written before the failure is not known
-            if exc.status == 404:
-                self._problem_now("the API does not serve ServiceL2Status/ServiceBGPStatus "
-                                  "(metallb.io/v1beta1): install the CRDs of "
-                                  "install/manifests/10-crds.yaml")
-            else:
-                self._problem_now(f"HTTP {exc.status} {exc.reason}")
+            self._problem_now(f"HTTP {exc.status} {exc.reason}")
             return False
         except Exception as exc:  # noqa: BLE001 - the API may be unreachable: retry
-            self._existing = None
             self._problem_now(one_line(exc))
             return False
-        self._problem_now(None)
+        # A kind not listed yet is planned for when its list arrives; one not served
+        # when it is (its watch looks again every `resync` seconds).
+        self._problem_now("the API does not serve ServiceL2Status/ServiceBGPStatus "
+                          "(metallb.io/v1beta1): install the CRDs of "
+                          "install/manifests/10-crds.yaml" if missing else None)
         return True
 
     def _write(self, write: Write, timeout: Any) -> None:
@@ -448,7 +544,8 @@ class StatusWriter:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-            self._known(write.kind).pop(write.name, None)
+            with self._lock:
+                self._known(write.kind).pop(write.name, None)
             log.info("%s %s of Service %s deleted: %s", write.kind.kind, write.name, service,
                      write.why)
             return
@@ -465,18 +562,19 @@ class StatusWriter:
             name = _name(created)
             if created.get("status") != write.status:  # dropped: a status subresource
                 self._patch_status(collection, name, write.status, timeout)
-            self._known(write.kind)[name] = {**_slim(created), "status": write.status}
+            with self._lock:
+                self._known(write.kind)[name] = {**_slim(created), "status": write.status}
             log.info("%s %s: Service %s announced from %s", write.kind.kind, name, service,
                      self.node)
             return
         self._patch_status(collection, write.name, write.status, timeout)
-        known = self._known(write.kind)
-        known[write.name] = {**known.get(write.name, {}), "status": write.status}
+        with self._lock:
+            known = self._known(write.kind)
+            known[write.name] = {**known.get(write.name, {}), "status": write.status}
 
     def _known(self, kind: Kind) -> dict[str, Mapping[str, Any]]:
-        """The objects of `kind` this writer knows of (written into as it writes)."""
-        assert self._existing is not None  # set by _sync before any write
-        return self._existing.setdefault(kind.plural, {})
+        """The objects of `kind` this writer knows of (with the lock held)."""
+        return self._existing[kind.plural]
 
     def _patch_status(self, collection: str, name: str, status: Mapping[str, Any],
                       timeout: Any) -> None:

@@ -195,11 +195,11 @@ def test_rbac_is_least_privilege():
     # Its liveness: its own Lease written, everyone's read (speaker.membership.lease).
     assert rules("Role", "skein-speaker-leases") == grant(
         "coordination.k8s.io", ["leases"], ["get", *WATCH, "create", "update", "delete"])
-    # MetalLB's status objects (speaker.kube_status): listed, its own created with their
-    # status and deleted; never read one by one, never watched, never updated whole.
+    # MetalLB's status objects (speaker.kube_status): listed and watched, its own
+    # created with their status and deleted; never read one by one, never updated whole.
     statuses = ["servicel2statuses", "servicebgpstatuses"]
     assert rules("Role", "skein-speaker-status") == (
-        grant("metallb.io", statuses, ["list", "create", "delete"])
+        grant("metallb.io", statuses, [*WATCH, "create", "delete"])
         | grant("metallb.io", [f"{p}/status" for p in statuses], ["patch"]))
     # BGPPeer passwordSecret: Secrets read in skein-system only, by the speaker only.
     assert rules("Role", "skein-speaker-secrets") == grant("", ["secrets"], ["get", *WATCH])

@@ -110,6 +110,23 @@ def test_l2_status_event_and_metrics_name_the_announcing_node(kube: KubeLab) -> 
                      "a ServiceBGPStatus for st-bgp from every node")
     assert all(s["peers"] == ["router"] for s in found.values()), found
 
+    # Drift: one node's object deleted and another's status edited by hand.  Each
+    # speaker watches its objects and writes them back (no timer relists them).
+    names = {s["status"]["node"]: s["metadata"]["name"]
+             for s in statuses(kube, "servicebgpstatuses", "st-bgp")}
+    deleted, edited = sorted(nodes)[:2]
+    kube.kubectl("-n", SKEIN_NAMESPACE, "delete", "servicebgpstatus", names[deleted])
+    kube.kubectl("-n", SKEIN_NAMESPACE, "patch", "servicebgpstatus", names[edited],
+                 "--subresource=status", "--type=merge", "-p", '{"status":{"peers":[]}}')
+
+    def repaired() -> bool:
+        items = statuses(kube, "servicebgpstatuses", "st-bgp")
+        return (sorted(s["metadata"]["labels"][NODE] for s in items) == sorted(nodes)
+                and names[deleted] not in {s["metadata"]["name"] for s in items}
+                and all((s.get("status") or {}).get("peers") == ["router"] for s in items))
+
+    wait_for(repaired, 60, "the deleted ServiceBGPStatus back and the edited one set back")
+
     # MetalLB's metrics, from the client on the underlay.
     ip = {n.name: n.ip for n in kube.node_specs()}
     bgp_address = lb_address(kube, "st-bgp")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
 from speaker.api.peer_status import BGP, ESTABLISHED, MEMBER, PeerStatus
 from speaker.kube_status import (
     KIND_OF,
+    KINDS,
     LABEL_NODE,
     LABEL_SERVICE_NAME,
     LABEL_SERVICE_NAMESPACE,
@@ -267,10 +269,13 @@ class _Store:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
         self.lists: list[str] = []
         self.serial = 0
+        self.missing: set[str] = set()  # kinds not served: 404
 
     def list_all(self, path: str, label_selector: str | None = None,
                  each: Any = None, **_kw: Any) -> tuple[list[Any], str]:
         plural = path.rsplit("/", 1)[1]
+        if plural in self.missing:
+            raise ApiException(status=404, reason="Not Found")
         self.lists.append(plural)
         items = list(self.objects.get(plural, {}).values())
         if label_selector is not None:
@@ -305,39 +310,109 @@ class _Store:
                 if o["metadata"]["labels"][LABEL_NODE] == node}
 
 
-def test_a_change_is_written_without_listing_every_status_object_again() -> None:
-    """The objects are listed once; a change is planned against what that list and
-    the writer's own writes say exists.  A change of the live nodes (a dead owner's
-    objects to delete) lists the ServiceL2Statuses again, a failure everything."""
-    store = _Store()
+def listed(store: _Store) -> StatusWriter:
+    """A writer whose watches listed both kinds (as its ListWatch threads would)."""
     writer = StatusWriter(store, "node1", "skein-system")  # type: ignore[arg-type]
+    for kind in KINDS:
+        assert writer._list(kind) is not None
+    return writer
+
+
+def sync(writer: StatusWriter, plan: tuple[Announcement, ...], live: frozenset[str]) -> bool:
+    writer.observe(plan, live)
+    writer._dirty = False
+    return writer._sync(dict(writer._wanted.statuses), live, False)
+
+
+def test_a_change_is_written_without_listing_every_status_object_again() -> None:
+    """The objects are listed once (BGP: this node's alone); a change is planned
+    against what that list, the watch and the writer's own writes say exists."""
+    store = _Store()
+    store.objects["servicebgpstatuses"] = {"bgp-n2": obj("bgp-n2", "node2", "d", "db")}
+    writer = listed(store)
+    assert sorted(store.lists) == sorted(k.plural for k in KINDS)
+    assert writer._existing["servicebgpstatuses"] == {}  # another node's BGP: not followed
     live = frozenset({"node1"})
-    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.2", "d/db", peers=("router",)))
-    assert writer._sync(desired_statuses("node1", plan), live, False)
-    assert len(store.lists) == len(KIND_OF)
-    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.3", "d/api", peers=("router",)))
-    assert writer._sync(desired_statuses("node1", plan), live, False)
-    plan = (bgp("10.0.0.3", "d/api", peers=("router", "other")),)
-    assert writer._sync(desired_statuses("node1", plan), live, False)
-    assert len(store.lists) == len(KIND_OF)  # no list for the two changes
+    assert sync(writer, (l2("10.0.0.1", "d/web"), bgp("10.0.0.2", "d/db", peers=("router",))),
+                live)
+    assert sync(writer, (l2("10.0.0.1", "d/web"), bgp("10.0.0.3", "d/api", peers=("router",))),
+                live)
+    assert sync(writer, (bgp("10.0.0.3", "d/api", peers=("router", "other")),), live)
+    assert len(store.lists) == len(KINDS)  # no list for the three changes
     assert store.statuses("node1") == {
         ("servicebgpstatuses", "api"): {"node": "node1", "serviceName": "api",
                                         "serviceNamespace": "d", "peers": ["other", "router"]}}
-    # Another node's ServiceL2Status, and that node dying: listed again, deleted.
-    store.objects["servicel2statuses"]["l2-x"] = obj("l2-x", "node2", "d", "web",
-                                                     {"node": "node2"})
-    plan = (l2("10.0.0.1", "d/web"),)
-    assert writer._sync(desired_statuses("node1", plan), frozenset({"node1"}), False)
-    assert "l2-x" in store.objects["servicel2statuses"]  # not listed: not known yet
-    assert writer._sync(desired_statuses("node1", plan), frozenset({"node1", "node3"}), False)
-    assert "l2-x" not in store.objects["servicel2statuses"]
-    # Only the layer 2 kind: what BGP status objects exist does not depend on who lives.
-    assert store.lists[len(KIND_OF):] == ["servicel2statuses"]
-    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.4", "d/db", peers=("router",)))
-    assert writer._sync(desired_statuses("node1", plan), frozenset({"node1"}), False)
-    assert store.lists[len(KIND_OF):] == ["servicel2statuses"] * 2
-    assert {name for _, name in store.statuses("node1")} == {"web", "db"}
     # What it keeps of each object is what it plans by: name, labels, status.
-    assert writer._existing is not None
     kept = [o for objs in writer._existing.values() for o in objs.values()]
     assert kept and all(set(o["metadata"]) == {"name", "labels"} for o in kept)
+
+
+def test_only_an_event_that_shows_drift_makes_the_writer_sync() -> None:
+    """The echo of its own writes is no work (at N Services each would have been a
+    plan of all N); an object of ours deleted or changed by someone else is written
+    back, and a dead node's ServiceL2Status for a Service this node owns deleted."""
+    store = _Store()
+    writer = listed(store)
+    l2_kind, bgp_kind = KIND_OF[L2], KIND_OF[BGP_MODE]
+    live = frozenset({"node1"})
+    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.2", "d/db", peers=("router",)))
+    assert sync(writer, plan, live)
+    for kind in KINDS:  # the echoes of the two creates: without status, then with it
+        for o in store.objects[kind.plural].values():
+            writer._on_event(kind, "ADDED", {**o, "status": {}})
+            writer._on_event(kind, "MODIFIED", o)
+    assert not writer._dirty
+    assert all(o["status"] for objs in writer._existing.values() for o in objs.values())
+    # Deleted by someone else: back with its status.
+    name = next(iter(store.objects["servicebgpstatuses"]))
+    gone = store.objects["servicebgpstatuses"].pop(name)
+    writer._on_event(bgp_kind, "DELETED", gone)
+    assert writer._dirty
+    assert sync(writer, plan, live)
+    (back,) = store.objects["servicebgpstatuses"].values()
+    assert back["status"]["peers"] == ["router"] and back["metadata"]["name"] != name
+    writer._on_event(bgp_kind, "DELETED", {**back, "metadata": {  # its own delete's echo
+        **back["metadata"], "labels": {**back["metadata"]["labels"],
+                                       LABEL_SERVICE_NAME: "not-announced"}}})
+    assert not writer._dirty
+    # Its status changed by someone else: set back.
+    edited = {**back, "status": {**back["status"], "peers": []}}
+    writer._on_event(bgp_kind, "MODIFIED", edited)
+    assert writer._dirty
+    store.objects["servicebgpstatuses"][back["metadata"]["name"]] = edited
+    assert sync(writer, plan, live)
+    assert store.statuses("node1")[("servicebgpstatuses", "db")]["peers"] == ["router"]
+    # Another node's ServiceL2Status for web: nothing while that node lives, deleted
+    # once it is dead.
+    other = obj("l2-x", "node2", "d", "web", {"node": "node2"})
+    store.objects["servicel2statuses"]["l2-x"] = other
+    both = frozenset({"node1", "node2"})
+    writer.observe(plan, both)
+    writer._dirty = False
+    writer._on_event(l2_kind, "ADDED", other)
+    assert not writer._dirty
+    assert sync(writer, plan, live)
+    assert "l2-x" not in store.objects["servicel2statuses"]
+    assert len(store.lists) == len(KINDS)
+
+
+def test_kinds_the_api_does_not_serve_are_said_once_and_the_rest_written(
+        caplog: Any) -> None:
+    store = _Store()
+    store.missing = {"servicel2statuses"}
+    writer = StatusWriter(store, "node1", "skein-system")  # type: ignore[arg-type]
+    assert writer._list(KIND_OF[L2]) is None
+    assert writer._list(KIND_OF[BGP_MODE]) is not None
+    plan = (l2("10.0.0.1", "d/web"), bgp("10.0.0.2", "d/db", peers=("router",)))
+    assert sync(writer, plan, frozenset({"node1"}))
+    assert sync(writer, plan, frozenset({"node1"}))
+    assert set(store.statuses("node1")) == {("servicebgpstatuses", "db")}
+    assert [r.message for r in caplog.records if "install the CRDs" in r.message] == [
+        "status objects: the API does not serve ServiceL2Status/ServiceBGPStatus "
+        "(metallb.io/v1beta1): install the CRDs of install/manifests/10-crds.yaml; retrying"]
+    # Served now: its list puts it in the plan.
+    store.missing = set()
+    assert writer._list(KIND_OF[L2]) is not None and writer._dirty
+    assert sync(writer, plan, frozenset({"node1"}))
+    assert set(store.statuses("node1")) == {("servicebgpstatuses", "db"),
+                                            ("servicel2statuses", "web")}
