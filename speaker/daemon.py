@@ -292,6 +292,11 @@ class Planner:
     def _plan_layer2(self, state: ClusterState) -> None:
         l2 = [a for a in plan_node(state, self.node, self._live, self.lb_class)
               if _announceable(a)]
+        if l2 == [a for a in self._sorted if a.kind == L2]:
+            # The same owners (a heartbeat that lapsed and came back, or no layer 2
+            # here): the plan stays the same object, which everything downstream
+            # takes as nothing new without looking at all N.
+            return
         # The sort key starts with the kind: BGP and L2 entries never tie, so this
         # is the order a whole plan gives.
         desired = self._adopt((*(a for a in self._sorted if a.kind != L2), *l2))

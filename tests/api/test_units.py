@@ -242,6 +242,22 @@ def test_planning_the_changed_services_equals_planning_everything(
         previous = got.desired
 
 
+def test_a_liveness_change_that_moves_no_owner_keeps_the_plan_object() -> None:
+    """A heartbeat that lapses and comes back, or a node that owns nothing here,
+    gives the same plan object: what follows (announcers, status objects, the
+    event bus) takes it as nothing new without looking at every Service."""
+    spec = {"ips": [IPS[0]], "port": 80, "share": None, "local": False, "labels": {},
+            "ready_on": ("n1", "n2")}
+    state = _state(_config(False), {"s1": spec, "s2": {**spec, "ips": [IPS[1]]}})
+    planner = Planner("n1", None, False)
+    first = planner.plan(state, frozenset({"n1", "n2"})).desired
+    assert any(a.kind == "l2" for a in first) and any(a.kind == "bgp" for a in first)
+    assert planner.plan(state, frozenset({"n1", "n2", "n3"})).desired is first
+    alone = planner.plan(state, frozenset({"n1"})).desired  # n2's addresses come here
+    assert alone is not first
+    assert alone == Planner("n1", None, False).plan(state, frozenset({"n1"})).desired
+
+
 def test_an_unchanged_plan_keeps_its_entries_and_a_change_is_logged_as_a_diff(
         caplog: Any) -> None:
     config = _config(False)
