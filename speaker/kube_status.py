@@ -284,6 +284,47 @@ def status_patch(status: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": {**dict.fromkeys(("interfaces", "peers")), **status}}
 
 
+Change = tuple[Sequence[Announcement], Sequence[Announcement], Sequence[Announcement],
+               Sequence[Announcement]]  # the daemon's last_change: before, after, added, removed
+
+
+class _Known:
+    """The status objects of one kind the writer knows of (name -> `_slim` object),
+    indexed by the Service each is about, so that a change is planned by the
+    objects of the Services it touches (with the writer's lock held)."""
+
+    def __init__(self, kind: Kind, items: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.kind = kind
+        self.objects: dict[str, Mapping[str, Any]] = {}
+        self._by_key: dict[Key | None, dict[str, Mapping[str, Any]]] = {}
+        for obj in items:
+            self.put(_name(obj), obj)
+
+    def put(self, name: str, obj: Mapping[str, Any]) -> None:
+        self.pop(name)
+        self.objects[name] = obj
+        self._by_key.setdefault(self._key(obj), {})[name] = obj
+
+    def pop(self, name: str) -> None:
+        obj = self.objects.pop(name, None)
+        if obj is not None:
+            key = self._key(obj)
+            named = self._by_key[key]
+            del named[name]
+            if not named:
+                del self._by_key[key]
+
+    def of(self, keys: Iterable[Key] | None) -> list[Mapping[str, Any]]:
+        """The objects about these Services (None: every object)."""
+        if keys is None:
+            return list(self.objects.values())
+        return [o for key in keys for o in self._by_key.get(key, {}).values()]
+
+    def _key(self, obj: Mapping[str, Any]) -> Key | None:
+        found = _key_of(self.kind, obj)
+        return found[1] if found else None
+
+
 # -- the writer ------------------------------------------------------------------------------
 
 @dataclass
@@ -311,15 +352,20 @@ class StatusWriter:
         self._observed = False
         self._stopping = False
         self._announced: set[Key] = set()
-        self._seen: tuple[object, frozenset[str]] | None = None  # the last observe's inputs
+        self._plan_of: dict[Key, list[Announcement]] = {}  # the plan's entries per Service
+        self._seen: tuple[Sequence[Announcement], frozenset[str]] | None = None  # the last
+        # observe's inputs
+        # The Services to sync (a change, drift), or None: all of them.
+        self._suspects: set[Key] | None = set()
         self._l2 = False  # whether that plan has this node announce by layer 2
+        self._l2_count = 0  # how many Services it announces by layer 2
         self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
         # What the API holds (plural -> name -> object), kept by each kind's watch
         # and this writer's writes; a kind is planned for once its list arrived, and
         # one the API does not serve is in `_missing`.
-        self._existing: dict[str, dict[str, Mapping[str, Any]]] = {k.plural: {} for k in KINDS}
+        self._existing: dict[str, _Known] = {k.plural: _Known(k) for k in KINDS}
         self._listed: set[str] = set()
         self._missing: set[str] = set()
         self._stop = threading.Event()
@@ -328,33 +374,78 @@ class StatusWriter:
 
     # -- on the daemon's loop -------------------------------------------------------------------
 
-    def observe(self, desired: Sequence[Announcement], live: frozenset[str]) -> None:
-        """What this node announces now; cheap, never blocks."""
+    def observe(self, desired: Sequence[Announcement], live: frozenset[str],
+                change: Change | None = None) -> None:
+        """What this node announces now; cheap, never blocks.  `change` is the daemon's
+        last one, (before, after, added, removed): when it leads from the plan seen
+        last to this one, only the Services it touches are looked at."""
         # The event bus calls this every second: the same plan (the daemon keeps an
         # unchanged one as the same object) needs no look at all N of it again.
-        if self._seen is not None and self._seen[0] is desired:
-            # Who lives matters only to layer 2 (a dead owner's ServiceL2Status):
-            # a heartbeat that lapses under load must not cost a look at all N, nor
-            # a sync, when this node announces nothing by layer 2.
-            if self._seen[1] == live or not self._l2:
+        seen = self._seen
+        if seen is not None and seen[0] is desired:
+            # Who lives matters only to layer 2 (a dead owner's ServiceL2Status).
+            if seen[1] != live and self._l2:
                 self._seen = (desired, live)
-                return
+                with self._lock:
+                    self._wanted.live = live
+                    self._suspect({k for k in self._wanted.statuses if k[0] == L2})
+            return
         self._seen = (desired, live)
-        statuses = desired_statuses(self.node, desired)
-        self._l2 = any(key[0] == L2 for key in statuses)
+        if (change is not None and seen is not None and change[0] is seen[0]
+                and change[1] is desired):
+            touched = self._follow_plan(change[2], change[3])
+            fresh = desired_statuses(self.node, [a for key in touched
+                                                 for a in self._plan_of.get(key, ())])
+        else:
+            self._plan_of = {}
+            self._follow_plan(desired, ())
+            fresh = desired_statuses(self.node, desired)
+            touched = set(fresh) | self._announced
+        started = sorted(k for k in touched if k in fresh and k not in self._announced)
+        self._l2_count -= sum(1 for k in touched if k[0] == L2 and k in self._announced)
+        self._announced.difference_update(touched)
+        self._announced.update(k for k in touched if k in fresh)
+        self._l2_count += sum(1 for k in touched if k[0] == L2 and k in fresh)
+        self._l2 = self._l2_count > 0
         events = [Note("v1", "Service", namespace, name, REASON, message, warning=False)
-                  for namespace, name, message in
-                  assigned_messages(self.node, self._announced, statuses)]
-        self._announced = set(statuses)
+                  for namespace, name, message in assigned_messages(self.node, (), started)]
         with self._lock:
-            if (self._observed and statuses == self._wanted.statuses
-                    and live == self._wanted.live and not events):
-                return
-            self._observed = True
-            self._wanted.statuses, self._wanted.live = statuses, live
+            wanted = self._wanted.statuses
+            moved = {k for k in touched if fresh.get(k) != wanted.get(k)}
+            for key in moved:
+                if key in fresh:
+                    wanted[key] = fresh[key]
+                else:
+                    del wanted[key]
+            if live != self._wanted.live:
+                self._wanted.live = live
+                if self._l2:
+                    moved |= {k for k in wanted if k[0] == L2}
             self._wanted.events += events
-            self._dirty = True
-            self._lock.notify_all()
+            if moved or events or not self._observed:
+                self._observed = True
+                self._suspect(moved)
+
+    def _follow_plan(self, added: Iterable[Announcement],
+                     removed: Iterable[Announcement]) -> set[Key]:
+        """`_plan_of` after these entries came and went; the keys they touch."""
+        touched: set[Key] = set()
+        for ann, came in (*((a, False) for a in removed), *((a, True) for a in added)):
+            if ann.kind not in KIND_OF:
+                continue
+            for service in ann.services:
+                namespace, _, name = service.partition("/")
+                key = (ann.kind, namespace, name)
+                touched.add(key)
+                if came:
+                    self._plan_of.setdefault(key, []).append(ann)
+                else:
+                    left = [a for a in self._plan_of.get(key, ()) if a is not ann]
+                    if left:
+                        self._plan_of[key] = left
+                    else:
+                        self._plan_of.pop(key, None)
+        return touched
 
     def observe_problems(self, problems: Sequence[str]) -> None:
         """The daemon's plan problems now: an Event for each one that is new (one
@@ -397,6 +488,7 @@ class StatusWriter:
         with self._lock:
             self._wanted.statuses, self._wanted.events = {}, []
             self._stopping = True
+            self._suspects = None
             self._dirty = True
             self._lock.notify_all()
         thread, self._thread = self._thread, None
@@ -436,14 +528,14 @@ class StatusWriter:
             with self._lock:
                 self._missing.add(kind.plural)
                 self._listed.discard(kind.plural)
-                self._existing[kind.plural] = {}
-                self._changed()
+                self._existing[kind.plural] = _Known(kind)
+                self._suspect(None)
             return None
         with self._lock:
-            self._existing[kind.plural] = {_name(o): o for o in items}
+            self._existing[kind.plural] = _Known(kind, items)
             self._listed.add(kind.plural)
             self._missing.discard(kind.plural)
-            self._changed()  # what was missed while not watching is planned for now
+            self._suspect(None)  # what was missed while not watching is planned for now
         return collection, version
 
     def _on_event(self, kind: Kind, event: str, obj: Any) -> None:
@@ -452,15 +544,21 @@ class StatusWriter:
         with self._lock:
             known = self._existing[kind.plural]
             if event == "DELETED":
-                known.pop(name, None)
-            elif event != "ADDED" or name not in known:  # not the echo of our create
-                known[name] = slim
+                known.pop(name)
+            elif event != "ADDED" or name not in known.objects:  # not our create's echo
+                known.put(name, slim)
             if shows_drift(self.node, self._wanted.statuses, self._wanted.live, kind, event,
                            slim):
-                self._changed()
+                found = _key_of(kind, slim)
+                self._suspect({found[1]} if found else None)
 
-    def _changed(self) -> None:
-        """Sync again (with the lock held); not before the daemon's first plan."""
+    def _suspect(self, keys: Iterable[Key] | None) -> None:
+        """Sync these Services' objects (None: all) soon (with the lock held); not
+        before the daemon's first plan."""
+        if keys is None:
+            self._suspects = None
+        elif self._suspects is not None:
+            self._suspects.update(keys)
         if self._observed or self._stopping:
             self._dirty = True
             self._lock.notify_all()
@@ -475,10 +573,14 @@ class StatusWriter:
                 while not self._dirty or not (self._observed or self._stopping):
                     self._lock.wait()
                 stopping = self._stopping
-                statuses, live = dict(self._wanted.statuses), self._wanted.live
+                suspects, self._suspects = self._suspects, set()
+                wanted = self._wanted.statuses
+                statuses = dict(wanted) if suspects is None else {
+                    k: wanted[k] for k in suspects if k in wanted}
+                live = self._wanted.live
                 events, self._wanted.events = self._wanted.events, []
                 self._dirty = False
-            ok = self._sync(statuses, live, stopping)
+            ok = self._sync(statuses, live, stopping, suspects)
             self._record(events)
             if stopping:
                 return
@@ -486,7 +588,7 @@ class StatusWriter:
                 delay = 1.0
                 continue
             with self._lock:
-                self._dirty = True
+                self._suspect(suspects)  # tried again, with whatever came since
                 self._lock.wait(delay)
             delay = min(delay * 2, self.resync)
 
@@ -503,7 +605,9 @@ class StatusWriter:
         return f"/apis/{GROUP_VERSION}/namespaces/{self.namespace}/{kind.plural}"
 
     def _sync(self, statuses: dict[Key, dict[str, Any]], live: frozenset[str],
-              stopping: bool) -> bool:
+              stopping: bool, suspects: set[Key] | None = None) -> bool:
+        """Write what makes the API hold `statuses` for the Services `suspects`
+        (None: every one), as far as the watches say what it holds."""
         from kubernetes.client.exceptions import ApiException
 
         timeout = (2, 5) if stopping else (2, 10)
@@ -515,7 +619,9 @@ class StatusWriter:
             with self._lock:
                 ready = {k.plural for k in KINDS if k.plural in self._listed}
                 missing = bool(self._missing)
-                existing = {plural: list(self._existing[plural].values()) for plural in ready}
+                existing = {plural: self._existing[plural].of(suspects) for plural in ready}
+            # plan_writes decides each Service by its own objects alone, so the
+            # suspects' objects and statuses give the suspects' writes.
             writes = [w for w in plan_writes(self.node, statuses, existing, live)
                       if w.kind.plural in ready]
             for write in writes:
@@ -545,7 +651,7 @@ class StatusWriter:
                 if exc.status != 404:
                     raise
             with self._lock:
-                self._known(write.kind).pop(write.name, None)
+                self._existing[write.kind.plural].pop(write.name)
             log.info("%s %s of Service %s deleted: %s", write.kind.kind, write.name, service,
                      write.why)
             return
@@ -563,18 +669,17 @@ class StatusWriter:
             if created.get("status") != write.status:  # dropped: a status subresource
                 self._patch_status(collection, name, write.status, timeout)
             with self._lock:
-                self._known(write.kind)[name] = {**_slim(created), "status": write.status}
+                self._existing[write.kind.plural].put(
+                    name, {**_slim(created), "status": write.status})
             log.info("%s %s: Service %s announced from %s", write.kind.kind, name, service,
                      self.node)
             return
         self._patch_status(collection, write.name, write.status, timeout)
         with self._lock:
-            known = self._known(write.kind)
-            known[write.name] = {**known.get(write.name, {}), "status": write.status}
-
-    def _known(self, kind: Kind) -> dict[str, Mapping[str, Any]]:
-        """The objects of `kind` this writer knows of (with the lock held)."""
-        return self._existing[kind.plural]
+            known = self._existing[write.kind.plural]
+            was = known.objects.get(write.name)
+            if was is not None:
+                known.put(write.name, {**was, "status": write.status})
 
     def _patch_status(self, collection: str, name: str, status: Mapping[str, Any],
                       timeout: Any) -> None:

@@ -213,7 +213,8 @@ def speaker(args: Args) -> int:
         if status is not None:
             status.start()
             daemon.events.listeners.append(
-                lambda _obs: status.observe(daemon.desired, daemon.liveness.live()))
+                lambda _obs: status.observe(daemon.desired, daemon.liveness.live(),
+                                            daemon.last_change))
             # What this node refuses: objects skipped whole, and what the plan
             # could not act on; each an Event on its object, naming the field.
             daemon.events.listeners.append(lambda _obs: status.observe_problems(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
@@ -235,22 +237,36 @@ def test_each_problem_is_reported_once_and_again_after_it_went_away() -> None:
 
 
 def test_the_same_plan_observed_again_is_not_looked_at_again(monkeypatch: Any) -> None:
-    """The event bus hands the writer the plan every second; only a new plan (or a
-    new set of live nodes, when this node announces by layer 2) is turned into
-    statuses and Events."""
+    """The event bus hands the writer the plan every second; only a new plan is
+    turned into statuses and Events, and a daemon's change into those of the
+    Services it touches.  New live nodes make the layer 2 Services' objects
+    worth a sync (a dead owner's), with the same statuses."""
     import speaker.kube_status as kube_status
 
     calls = record_calls(monkeypatch, kube_status, "desired_statuses")
     writer = StatusWriter(_Client(), "node1", "skein-system")  # type: ignore[arg-type]
-    plan = (l2("10.0.0.1", "d/web", interfaces=("eth0",)),)
+    web = l2("10.0.0.1", "d/web", interfaces=("eth0",))
+    plan = (web, bgp("10.0.0.9", "d/api", peers=("router",)))
     writer.observe(plan, frozenset({"node1"}))
     writer.observe(plan, frozenset({"node1"}))
-    assert [len(desired) for _node, desired in calls] == [1]
-    writer.observe(plan, frozenset({"node1", "node2"}))  # another node came: looked at
-    writer.observe((*plan, l2("10.0.0.2", "d/db")), frozenset({"node1", "node2"}))
-    assert [len(desired) for _node, desired in calls] == [1, 1, 2]
-    assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("l2", "d", "db")}
-    assert [n.name for n in writer._wanted.events] == ["web", "db"]
+    assert [len(desired) for _node, desired in calls] == [2]
+    writer._suspects = set()
+    writer.observe(plan, frozenset({"node1", "node2"}))  # another node came
+    assert len(calls) == 1 and writer._wanted.live == frozenset({"node1", "node2"})
+    assert writer._suspects == {("l2", "d", "web")}
+    # A change: only the entries of the Services it touches.
+    db = l2("10.0.0.2", "d/db")
+    bigger = (*plan, db)
+    writer.observe(bigger, frozenset({"node1", "node2"}), (plan, bigger, (db,), ()))
+    assert [len(desired) for _node, desired in calls] == [2, 1]
+    assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("l2", "d", "db"),
+                                            ("bgp", "d", "api")}
+    assert [n.name for n in writer._wanted.events] == ["api", "web", "db"]
+    assert writer._suspects == {("l2", "d", "web"), ("l2", "d", "db")}
+    # A change that does not lead from the plan seen last: all of it.
+    writer.observe(plan, frozenset({"node1", "node2"}), (bigger, bigger, (), ()))
+    assert [len(desired) for _node, desired in calls] == [2, 1, 2]
+    assert set(writer._wanted.statuses) == {("l2", "d", "web"), ("bgp", "d", "api")}
     # Without layer 2 here, who lives does not matter: a heartbeat lapse is no work.
     bgp_only = (bgp("10.0.0.3", "d/api", peers=("router",)),)
     writer.observe(bgp_only, frozenset({"node1", "node2"}))
@@ -331,7 +347,7 @@ def test_a_change_is_written_without_listing_every_status_object_again() -> None
     store.objects["servicebgpstatuses"] = {"bgp-n2": obj("bgp-n2", "node2", "d", "db")}
     writer = listed(store)
     assert sorted(store.lists) == sorted(k.plural for k in KINDS)
-    assert writer._existing["servicebgpstatuses"] == {}  # another node's BGP: not followed
+    assert writer._existing["servicebgpstatuses"].objects == {}  # another node's BGP: not followed
     live = frozenset({"node1"})
     assert sync(writer, (l2("10.0.0.1", "d/web"), bgp("10.0.0.2", "d/db", peers=("router",))),
                 live)
@@ -343,7 +359,7 @@ def test_a_change_is_written_without_listing_every_status_object_again() -> None
         ("servicebgpstatuses", "api"): {"node": "node1", "serviceName": "api",
                                         "serviceNamespace": "d", "peers": ["other", "router"]}}
     # What it keeps of each object is what it plans by: name, labels, status.
-    kept = [o for objs in writer._existing.values() for o in objs.values()]
+    kept = [o for known in writer._existing.values() for o in known.objects.values()]
     assert kept and all(set(o["metadata"]) == {"name", "labels"} for o in kept)
 
 
@@ -362,7 +378,7 @@ def test_only_an_event_that_shows_drift_makes_the_writer_sync() -> None:
             writer._on_event(kind, "ADDED", {**o, "status": {}})
             writer._on_event(kind, "MODIFIED", o)
     assert not writer._dirty
-    assert all(o["status"] for objs in writer._existing.values() for o in objs.values())
+    assert all(o["status"] for known in writer._existing.values() for o in known.objects.values())
     # Deleted by someone else: back with its status.
     name = next(iter(store.objects["servicebgpstatuses"]))
     gone = store.objects["servicebgpstatuses"].pop(name)
@@ -416,3 +432,63 @@ def test_kinds_the_api_does_not_serve_are_said_once_and_the_rest_written(
     assert sync(writer, plan, frozenset({"node1"}))
     assert set(store.statuses("node1")) == {("servicebgpstatuses", "db"),
                                             ("servicel2statuses", "web")}
+
+
+def drain(writer: StatusWriter) -> None:
+    """One turn of the writer's thread: what is suspect, synced."""
+    with writer._lock:
+        suspects, writer._suspects = writer._suspects, set()
+        wanted = writer._wanted.statuses
+        statuses = dict(wanted) if suspects is None else {
+            k: wanted[k] for k in suspects if k in wanted}
+        writer._dirty = False
+    assert writer._sync(statuses, writer._wanted.live, False, suspects)
+
+
+entry = st.one_of(
+    st.none(),
+    st.tuples(st.just("l2"), st.sampled_from([(), ("eth0",), ("eth1",)])),
+    st.tuples(st.just("bgp"), st.sampled_from([("router",), ("router", "other"), ()])))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.fixed_dictionaries({f"s{i}": entry for i in range(4)}),
+                          st.booleans()), min_size=1, max_size=10))
+def test_syncing_the_services_a_change_touches_gives_what_a_whole_sync_gives(
+        steps: list[tuple[dict[str, Any], bool]]) -> None:
+    """Plans follow one another (each entry kept as the same object while it does
+    not change, as the daemon keeps them); sometimes one of the node's objects is
+    deleted behind its back.  After each, the API holds exactly the statuses of
+    the whole plan."""
+    from foundation.sequences import identity_delta
+
+    store = _Store()
+    writer = listed(store)
+    live = frozenset({"node1"})
+    plan: tuple[Announcement, ...] = ()
+    entries: dict[str, Announcement] = {}
+    for i, (spec, vandal) in enumerate(steps):
+        for n, (name, what) in enumerate(sorted(spec.items())):
+            if what is None:
+                entries.pop(name, None)
+                continue
+            address = f"10.0.{n}.1"
+            made = (l2(address, f"d/{name}", interfaces=what[1]) if what[0] == "l2"
+                    else bgp(address, f"d/{name}", peers=what[1]))
+            if entries.get(name) != made:
+                entries[name] = made
+        before, plan = plan, tuple(entries[k] for k in sorted(entries))
+        came, went = identity_delta(before, plan)
+        writer.observe(plan, live, (before, plan, came, went))
+        if vandal and store.objects.get("servicebgpstatuses"):
+            name = sorted(store.objects["servicebgpstatuses"])[i % len(
+                store.objects["servicebgpstatuses"])]
+            writer._on_event(KIND_OF[BGP_MODE], "DELETED",
+                             store.objects["servicebgpstatuses"].pop(name))
+        drain(writer)
+        want = {(KIND_OF[k[0]].plural, k[2]): s
+                for k, s in desired_statuses("node1", plan).items()}
+        assert store.statuses("node1") == want
+        assert all(len([o for o in objs.values() if o["metadata"]["labels"][LABEL_NODE]
+                        == "node1"]) == len({k for k in want if k[0] == plural})
+                   for plural, objs in store.objects.items())
