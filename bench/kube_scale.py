@@ -831,7 +831,12 @@ def main() -> int:
                 "--settle", str(args.settle)]
         if args.keep or started:  # a lab of our own goes as a whole
             argv.append("--keep")
-        return subprocess.call(argv)
+        child = subprocess.Popen(argv)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the inner run got it too: let it end, then take the lab
+            child.wait()
+            return 130
     finally:
         if started:
             problems = KubeLab(args.workdir).down()
