@@ -132,3 +132,53 @@ def test_separators_found_by_find_are_the_regex_ones(lines: list[str], end: bool
 def test_names_are_found_whole() -> None:
     text = "name: web\n---\nname: web2\n---\n{name: web}\n---\nname: a.web\n"
     assert _occurrences(text, "web") == [6, 36]  # not in web2, not in a.web
+
+
+class _Api:
+    """The two requests KubeWriter makes, from several threads; one Service's status
+    patch is refused, another Service is gone (404)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, str]] = []
+        self.threads: set[int] = set()
+
+    def _call(self, what: str, name: str) -> None:
+        import threading
+        import time
+
+        from kubernetes.client.exceptions import ApiException
+
+        with self.lock:
+            self.calls.append((what, name))
+            self.threads.add(threading.get_ident())
+        time.sleep(0.01)  # a request's round trip: the others run meanwhile
+        if name == "refused":
+            raise ApiException(status=500, reason="Internal Server Error")
+        if name == "gone":
+            raise ApiException(status=404, reason="Not Found")
+
+    def patch_service_status(self, namespace: str, name: str, ingress: object) -> None:
+        self._call("status", name)
+
+    def patch_service_annotations(self, namespace: str, name: str, annotations: object) -> None:
+        self._call("annotation", name)
+
+
+def test_the_api_writer_writes_a_batch_several_services_at_a_time() -> None:
+    from speaker.controller.writers import KubeWriter
+
+    api = _Api()
+    writer = KubeWriter(api)  # type: ignore[arg-type]
+    ip = ipaddress.ip_address("192.0.2.1")
+    names = [f"s{i}" for i in range(40)]
+    assert writer.write([StatusChange("d", n, [ip], "p") for n in names])
+    assert len(api.threads) > 1
+    for n in names:  # every Service both, its status first
+        assert [w for w, name in api.calls if name == n] == ["status", "annotation"]
+    # A refusal makes the batch fail (to be tried again); a Service gone does not.
+    assert not writer.write([StatusChange("d", n, [ip], "p") for n in ("a", "refused", "b")])
+    assert writer.write([StatusChange("d", n, [ip], "p") for n in ("gone", "c")])
+    assert ("annotation", "b") in api.calls and ("annotation", "refused") not in api.calls
