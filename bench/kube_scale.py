@@ -831,10 +831,12 @@ def main() -> int:
                 "--settle", str(args.settle)]
         if args.keep or started:  # a lab of our own goes as a whole
             argv.append("--keep")
-        child = subprocess.Popen(argv)
+        # Its own session: a Ctrl-C reaches it once, from here, whoever sent it.
+        child = subprocess.Popen(argv, start_new_session=True)
         try:
             return child.wait()
-        except KeyboardInterrupt:  # the inner run got it too: let it end, then take the lab
+        except KeyboardInterrupt:  # the inner run deletes what it made, then the lab goes
+            child.send_signal(signal.SIGINT)
             child.wait()
             return 130
     finally:
