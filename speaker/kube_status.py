@@ -353,12 +353,11 @@ class StatusWriter:
         self._stopping = False
         self._announced: set[Key] = set()
         self._plan_of: dict[Key, list[Announcement]] = {}  # the plan's entries per Service
-        self._seen: tuple[Sequence[Announcement], frozenset[str]] | None = None  # the last
-        # observe's inputs
+        # The last observe's inputs.
+        self._seen: tuple[Sequence[Announcement], frozenset[str]] | None = None
         # The Services to sync (a change, drift), or None: all of them.
         self._suspects: set[Key] | None = set()
-        self._l2 = False  # whether that plan has this node announce by layer 2
-        self._l2_count = 0  # how many Services it announces by layer 2
+        self._l2 = 0  # how many Services that plan has this node announce by layer 2
         self._reported: frozenset[str] = frozenset()
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
@@ -402,11 +401,10 @@ class StatusWriter:
             fresh = desired_statuses(self.node, desired)
             touched = set(fresh) | self._announced
         started = sorted(k for k in touched if k in fresh and k not in self._announced)
-        self._l2_count -= sum(1 for k in touched if k[0] == L2 and k in self._announced)
+        self._l2 -= sum(1 for k in touched if k[0] == L2 and k in self._announced)
         self._announced.difference_update(touched)
         self._announced.update(k for k in touched if k in fresh)
-        self._l2_count += sum(1 for k in touched if k[0] == L2 and k in fresh)
-        self._l2 = self._l2_count > 0
+        self._l2 += sum(1 for k in touched if k[0] == L2 and k in fresh)
         events = [Note("v1", "Service", namespace, name, REASON, message, warning=False)
                   for namespace, name, message in assigned_messages(self.node, (), started)]
         with self._lock:
