@@ -32,6 +32,7 @@ removed loses its series, as in MetalLB.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,8 +155,16 @@ def peer_samples(statuses: Iterable[PeerStatus],
 def announced_samples(node: str, desired: Iterable[Announcement]
                       ) -> set[tuple[str, str, str, str]]:
     """(protocol, service, node, ip) of every Service address this node announces."""
-    return {(PROTOCOLS.get(a.kind, a.kind), service, node, str(a.address))
-            for a in desired for service in a.services}
+    return set(_labels(node, desired))
+
+
+def _labels(node: str, entries: Iterable[Announcement]) -> Iterator[tuple[str, str, str, str]]:
+    for a in entries:
+        for service in a.services:
+            yield PROTOCOLS.get(a.kind, a.kind), service, node, str(a.address)
+
+
+Label = tuple[str, str, str, str]
 
 
 class MetalLBMetrics:
@@ -164,8 +173,10 @@ class MetalLBMetrics:
 
     def __init__(self) -> None:
         self._peers: dict[str, int] = {}  # label -> UPDATEs counted so far
-        self._announced: set[tuple[str, str, str, str]] = set()
-        self._desired: object = None  # the plan `_announced` was made from
+        # How many plan entries give each announced series (one address may be
+        # announced by several entries, as with per-peer BGP attributes).
+        self._held: collections.Counter[Label] = collections.Counter()
+        self._desired: object = None  # the plan `_held` was made from
 
     def observe(self, daemon: Daemon) -> None:
         from speaker.api.view import bgp_peers
@@ -173,15 +184,23 @@ class MetalLBMetrics:
         bgp = daemon.announcer("bgp")
         sessions = getattr(getattr(bgp, "speaker", None), "peers", None) or {}
         updates = {str(k): _updates_out(p) for k, p in dict(sessions).items()}
-        # Every second with the same plan: the address series are left as they are.
-        desired = daemon.desired
-        announced = (self._announced if desired is self._desired
-                     else announced_samples(daemon.node, desired))
+        self.record_peers(peer_samples(bgp_peers(daemon), updates))
+        # Every second with the same plan: the address series are left as they are;
+        # the daemon's change from the plan seen last: only the entries it moved.
+        desired, change = daemon.desired, daemon.last_change
+        if desired is self._desired:
+            return
+        if change is not None and change[0] is self._desired and change[1] is desired:
+            self.changed(daemon.node, change[2], change[3])
+        else:
+            self._replace(collections.Counter(_labels(daemon.node, desired)))
         self._desired = desired
-        self.record(peer_samples(bgp_peers(daemon), updates), announced)
 
-    def record(self, samples: Sequence[PeerSample],
-               announced: set[tuple[str, str, str, str]]) -> None:
+    def record(self, samples: Sequence[PeerSample], announced: set[Label]) -> None:
+        self.record_peers(samples)
+        self._replace(collections.Counter(announced))
+
+    def record_peers(self, samples: Sequence[PeerSample]) -> None:
         seen = set()
         for s in samples:
             seen.add(s.label)
@@ -201,15 +220,35 @@ class MetalLBMetrics:
             for metric in (BGP_SESSION_UP, BGP_UPDATES, BGP_ANNOUNCED, BGP_PENDING):
                 with contextlib.suppress(KeyError):
                     metric.remove(label)
-        if announced is self._announced:
-            return
-        for labels in self._announced - announced:
+
+    def changed(self, node: str, added: Iterable[Announcement],
+                removed: Iterable[Announcement]) -> None:
+        """The series after these plan entries came and went."""
+        held = self._held
+        gone, fresh = set(), set()
+        for label in _labels(node, removed):
+            held[label] -= 1
+            if held[label] <= 0:
+                del held[label]
+                gone.add(label)
+        for label in _labels(node, added):
+            if not held[label]:
+                fresh.add(label)
+            held[label] += 1
+        self._show(gone - fresh, fresh - gone)
+
+    def _replace(self, held: collections.Counter[Label]) -> None:
+        before, self._held = self._held, held
+        self._show(before.keys() - held.keys(), held.keys() - before.keys())
+
+    @staticmethod
+    def _show(gone: Iterable[Label], fresh: Iterable[Label]) -> None:
+        for labels in gone:
             with contextlib.suppress(KeyError):
                 ANNOUNCED.remove(*labels)
         # A series keeps its value until removed: only the new ones are set.
-        for labels in announced - self._announced:
+        for labels in fresh:
             ANNOUNCED.labels(*labels).set(1)
-        self._announced = announced
 
 
 def _updates_out(peer: Any) -> int | None:

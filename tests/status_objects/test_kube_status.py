@@ -193,6 +193,32 @@ def test_metallb_metrics_per_peer_and_per_announced_address() -> None:
     assert sample("metallb_bgp_session_up", peer) is None
 
 
+def test_the_announced_series_follow_a_change_by_the_entries_it_moved() -> None:
+    """A change sets and removes the series of the entries that came and went; one
+    address announced by two entries (per-peer BGP attributes) keeps its series
+    until the last of them goes."""
+    node = "node9"
+
+    def shown() -> set[tuple[str, ...]]:
+        return {tuple(s.labels[k] for k in ("protocol", "service", "node", "ip"))
+                for m in REGISTRY.collect() if m.name == "metallb_speaker_announced"
+                for s in m.samples if s.labels.get("node") == node}
+
+    metrics = MetalLBMetrics()
+    web = l2("192.0.2.1", "d/web")
+    db_tor = bgp("198.51.100.1", "d/db", peers=("tor",))
+    db_spine = bgp("198.51.100.1", "d/db", peers=("spine",))
+    metrics.record([], announced_samples(node, [web, db_tor]))
+    metrics.changed(node, [db_spine], [])
+    metrics.changed(node, [], [db_tor])
+    assert shown() == announced_samples(node, [web, db_spine])
+    api = l2("192.0.2.2", "d/api")
+    metrics.changed(node, [api], [web, db_spine])
+    assert shown() == announced_samples(node, [api]) == {("layer2", "d/api", node, "192.0.2.2")}
+    metrics.record([], set())
+    assert shown() == set()
+
+
 def test_plan_problems_become_warning_events_on_their_objects() -> None:
     problems = [
         "BGP: BGPPeer metallb-system/router: spec.bfdProfile: no BFDProfile is named "
