@@ -372,14 +372,19 @@ class Planner:
         added: list[Announcement] = []
         removed: list[Announcement] = []
         for address in addresses:
+            new = sorted(fresh.get(address, ()), key=lambda a: a.sort_key)
+            if new == self._entries.get(address, []):
+                # Planned the same (an annotation, an endpoint that did not change
+                # readiness): the entries stay the very same objects.
+                continue
             for a in self._entries.pop(address, ()):
                 self._remove(a)
                 removed.append(a)
-            for a in fresh.get(address, ()):
+            for a in new:
                 self._insert(a)
                 added.append(a)
-            if address in fresh:
-                self._entries[address] = fresh[address]
+            if new:
+                self._entries[address] = new
         lines: dict[IPAddress | None, list[str]] = {}
         for line in (*service_problems(sub, self.lb_class), *(f"BGP: {p}" for p in bgp.problems)):
             lines.setdefault(_problem_address(line), []).append(line)
@@ -388,6 +393,8 @@ class Planner:
             if address in lines:
                 self._problems[address] = lines[address]
         problems = tuple(line for group in self._problems.values() for line in group)
+        if not added and not removed and problems == self._result.problems:
+            return  # the same plan object: nothing downstream looks at it again
         self._result = Planned(tuple(self._sorted), self._result.sessions, problems,
                                (tuple(added), tuple(removed)))
 

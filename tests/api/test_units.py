@@ -258,6 +258,23 @@ def test_a_liveness_change_that_moves_no_owner_keeps_the_plan_object() -> None:
     assert alone == Planner("n1", None, False).plan(state, frozenset({"n1"})).desired
 
 
+def test_a_service_change_that_plans_the_same_keeps_the_plan_object() -> None:
+    """A Service changed where no plan looks (the controller's pool annotation, a
+    label no advertisement selects) is re-planned to the same entries: the plan
+    stays the same object, so nothing downstream takes it as a change."""
+    spec = {"ips": [IPS[0]], "port": 80, "share": None, "local": False, "labels": {},
+            "ready_on": ("n1", "n2")}
+    parser = ManifestParser()
+    planner = Planner("n1", None, False)
+    live = frozenset({"n1", "n2"})
+    first = planner.plan(_state(_config(False), {"s1": spec}, parser), live)
+    assert first.desired
+    relabelled = _state(_config(False), {"s1": {**spec, "labels": {"team": "a"}}}, parser)
+    assert planner.plan(relabelled, live) is first
+    selected = _state(_config(False), {"s1": {**spec, "labels": {"app": "web"}}}, parser)
+    assert planner.plan(selected, live).desired != first.desired  # only-web: localPref
+
+
 def test_an_unchanged_plan_keeps_its_entries_and_a_change_is_logged_as_a_diff(
         caplog: Any) -> None:
     config = _config(False)
