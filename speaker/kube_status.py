@@ -381,16 +381,15 @@ class StatusWriter:
         # The event bus calls this every second: the same plan (the daemon keeps an
         # unchanged one as the same object) needs no look at all N of it again.
         seen = self._seen
+        self._seen = (desired, live)
+        touched: set[Key]
+        fresh: dict[Key, dict[str, Any]]
         if seen is not None and seen[0] is desired:
             # Who lives matters only to layer 2 (a dead owner's ServiceL2Status).
-            if seen[1] != live and self._l2:
-                self._seen = (desired, live)
-                with self._lock:
-                    self._wanted.live = live
-                    self._suspect({k for k in self._wanted.statuses if k[0] == L2})
-            return
-        self._seen = (desired, live)
-        if (change is not None and seen is not None and change[0] is seen[0]
+            if seen[1] == live or not self._l2:
+                return
+            touched, fresh = set(), {}
+        elif (change is not None and seen is not None and change[0] is seen[0]
                 and change[1] is desired):
             touched = self._follow_plan(change[2], change[3])
             fresh = desired_statuses(self.node, [a for key in touched

@@ -43,7 +43,7 @@ class FakeStore:
         return self._last.get(range_id)
 
     def get_by_id(self, att: Attachment) -> list[IPAddress]:
-        return sorted(self.index().held(att), key=lambda a: (a.version, int(a)))
+        return self.index().held(att)  # in address order, as LeaseIndex gives it
 
     def release_by_id(self, att: Attachment) -> list[IPAddress]:
         index = self.index()
